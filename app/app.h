@@ -1,0 +1,97 @@
+/*
+ * app — the `loupe` executable: subcommand dispatch, option parsing, configuration, and the one
+ * place that prints errors and exits.
+ *
+ * Every subcommand is `int cmd_<name>(int argc, char **argv)`, argv[0] being the subcommand's
+ * name; it returns an exit code (APP_EXIT_*). Errors from the libraries arrive as loupe_err and are
+ * shown here as `loupe: <what>: <why>` on stderr.
+ */
+#ifndef LOUPE_APP_H
+#define LOUPE_APP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "anns/anns.h"
+
+enum { APP_EXIT_OK = 0, APP_EXIT_FAIL = 1, APP_EXIT_USAGE = 2 };
+
+/* ---- Reporting (the only printing of errors in loupe) ----------------------------------- */
+
+/* Prints "loupe: <what>: <why>" and returns APP_EXIT_FAIL. */
+int app_fail(const char *what, const loupe_err *err);
+/* Prints "loupe: <cmd>: <formatted message>" plus a hint to run `loupe <cmd> --help`, and
+ * returns APP_EXIT_USAGE. */
+int app_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- Options shared by every command (DESIGN.md, "common") ------------------------------ */
+
+typedef enum { APP_BACKEND_AUTO, APP_BACKEND_CPU, APP_BACKEND_CUDA } app_backend;
+typedef enum {
+    APP_ATTN_AUTO, APP_ATTN_FULL, APP_ATTN_RETRIEVAL, APP_ATTN_FLAT, APP_ATTN_IVF
+} app_attention;
+
+typedef struct {
+    const char *model;      /* --model, else $LOUPE_MODEL, else the bundled model */
+    app_backend backend;    /* --backend */
+    uint64_t gpu_mem;       /* --gpu-mem bytes, 0 = all free memory */
+    int64_t ctx;            /* --ctx tokens, 0 = the model's training context */
+    app_attention attention;
+    int topk;               /* --topk (100) */
+    int sinks;              /* --sinks (128) */
+    int window;             /* --window (512) */
+    int threads;            /* --threads, 0 = all cores */
+    uint64_t seed;          /* --seed */
+    bool seed_set;
+    float temp;             /* --temp (0.8); 0 = greedy */
+    int top_k;              /* --top-k (40), 0 = off */
+    float top_p;            /* --top-p (0.95), 1 = off */
+    float min_p;            /* --min-p (0.05), 0 = off */
+    float repeat_penalty;   /* --repeat-penalty (1.0 = off) */
+    int max_tokens;         /* --max-tokens (512) */
+} app_opts;
+
+void app_opts_init(app_opts *o);
+
+/* Tries to consume a common option at argv[*i] (and its value, advancing *i). Returns 1 if it
+ * consumed one, 0 if argv[*i] is not a common option, or APP_EXIT_USAGE after reporting a bad
+ * value (so callers write: r = app_opts_parse(...); if (r > 1) return r;). Accepts both
+ * "--name value" and "--name=value". */
+int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i);
+
+/* The model path to use: o->model if set, else $LOUPE_MODEL, else the bundled model (next to
+ * the build tree or installed). Never NULL. */
+const char *app_model_path(const app_opts *o);
+
+/* Value helpers for command-specific options; each reports a usage error and returns
+ * APP_EXIT_USAGE on bad input, 0 on success. `name` is the option as typed (for the message). */
+int app_parse_i64(const char *cmd, const char *name, const char *s, int64_t lo, int64_t hi,
+                  int64_t *out);
+int app_parse_f32(const char *cmd, const char *name, const char *s, float *out);
+int app_parse_size(const char *cmd, const char *name, const char *s, uint64_t *out); /* 24G */
+
+/* If argv[*i] is `--name value` or `--name=value`, stores the value and advances *i past it and
+ * returns 1; returns 0 if argv[*i] is not that option; reports a missing value and returns
+ * APP_EXIT_USAGE. */
+int app_opt_value(const char *cmd, const char *name, int argc, char **argv, int *i,
+                  const char **value);
+
+/* ---- Subcommands ------------------------------------------------------------------------ */
+
+int cmd_model_info(int argc, char **argv);
+int cmd_mkmodel(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_detokenize(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_ask(int argc, char **argv);
+int cmd_layout(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* `loupe bench <name>` entries, one file each (bench_<name>.c). */
+int bench_tokenize(int argc, char **argv);
+int bench_decode(int argc, char **argv);   /* CPU/GPU decode and prefill tokens/s */
+int bench_ingest(int argc, char **argv);
+int bench_anns(int argc, char **argv);
+
+#endif /* LOUPE_APP_H */

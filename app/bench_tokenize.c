@@ -1,0 +1,12 @@
+/* `loupe bench tokenize` — placeholder until its issue lands. */
+#include "app/app.h"
+
+#include <stdio.h>
+
+int bench_tokenize(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    fprintf(stderr, "loupe: bench tokenize: not implemented yet\n");
+    return APP_EXIT_FAIL;
+}

@@ -1,0 +1,236 @@
+/* Error reporting and the options every subcommand shares (see app.h). */
+#include "app/app.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#ifndef LOUPE_BUNDLED_MODEL
+#define LOUPE_BUNDLED_MODEL "tests/models/loupe-tiny.gguf"
+#endif
+#ifndef LOUPE_INSTALLED_MODEL
+#define LOUPE_INSTALLED_MODEL "/usr/local/share/loupe/loupe-tiny.gguf"
+#endif
+
+/* ---- Reporting -------------------------------------------------------------------------- */
+
+int app_fail(const char *what, const loupe_err *err)
+{
+    fprintf(stderr, "loupe: %s: %s\n", what, loupe_err_message(err));
+    return APP_EXIT_FAIL;
+}
+
+int app_usage(const char *cmd, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "loupe: %s: %s (see `loupe %s --help`)\n", cmd, msg, cmd);
+    return APP_EXIT_USAGE;
+}
+
+/* ---- Value parsing ---------------------------------------------------------------------- */
+
+int app_parse_i64(const char *cmd, const char *name, const char *s, int64_t lo, int64_t hi,
+                  int64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || *end != '\0')
+        return app_usage(cmd, "%s expects an integer, got '%s'", name, s);
+    if (v < lo || v > hi)
+        return app_usage(cmd, "%s must be between %lld and %lld, got %lld", name, (long long)lo,
+                         (long long)hi, v);
+    *out = v;
+    return 0;
+}
+
+int app_parse_f32(const char *cmd, const char *name, const char *s, float *out)
+{
+    char *end = NULL;
+    errno = 0;
+    float v = strtof(s, &end);
+    if (errno || end == s || *end != '\0' || !isfinite(v))
+        return app_usage(cmd, "%s expects a number, got '%s'", name, s);
+    *out = v;
+    return 0;
+}
+
+int app_parse_size(const char *cmd, const char *name, const char *s, uint64_t *out)
+{
+    char *end = NULL;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || v < 0)
+        return app_usage(cmd, "%s expects a size such as 24G or 512M, got '%s'", name, s);
+    double mult = 1;
+    switch (*end) {
+    case '\0': break;
+    case 'k': case 'K': mult = 1024.0; end++; break;
+    case 'm': case 'M': mult = 1024.0 * 1024; end++; break;
+    case 'g': case 'G': mult = 1024.0 * 1024 * 1024; end++; break;
+    case 't': case 'T': mult = 1024.0 * 1024 * 1024 * 1024; end++; break;
+    default: return app_usage(cmd, "%s: unknown size suffix in '%s' (use K, M, G or T)", name, s);
+    }
+    if (*end == 'i' || *end == 'B') /* accept 24GiB / 24GB, both meaning binary units */
+        end += (*end == 'i' && end[1] == 'B') ? 2 : 1;
+    if (*end != '\0')
+        return app_usage(cmd, "%s: cannot read size '%s'", name, s);
+    double bytes = v * mult;
+    if (bytes > 1.8e19)
+        return app_usage(cmd, "%s: size '%s' is too large", name, s);
+    *out = (uint64_t)bytes;
+    return 0;
+}
+
+int app_opt_value(const char *cmd, const char *name, int argc, char **argv, int *i,
+                  const char **value)
+{
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0)
+        return 0;
+    if (a[n] == '=') {
+        *value = a + n + 1;
+        return 1;
+    }
+    if (a[n] != '\0')
+        return 0;
+    if (*i + 1 >= argc)
+        return app_usage(cmd, "%s needs a value", name);
+    *value = argv[++*i];
+    return 1;
+}
+
+/* ---- Common options --------------------------------------------------------------------- */
+
+void app_opts_init(app_opts *o)
+{
+    memset(o, 0, sizeof *o);
+    o->backend = APP_BACKEND_AUTO;
+    o->attention = APP_ATTN_AUTO;
+    o->topk = 100;
+    o->sinks = 128;
+    o->window = 512;
+    o->temp = 0.8f;
+    o->top_k = 40;
+    o->top_p = 0.95f;
+    o->min_p = 0.05f;
+    o->repeat_penalty = 1.0f;
+    o->max_tokens = 512;
+}
+
+int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
+{
+    const char *v = NULL;
+    int r;
+    int64_t n;
+#define TRY(name) ((r = app_opt_value(cmd, name, argc, argv, i, &v)) != 0)
+    if (TRY("--model")) {
+        if (r > 1) return r;
+        o->model = v;
+    } else if (TRY("--backend")) {
+        if (r > 1) return r;
+        if (!strcmp(v, "auto")) o->backend = APP_BACKEND_AUTO;
+        else if (!strcmp(v, "cpu")) o->backend = APP_BACKEND_CPU;
+        else if (!strcmp(v, "cuda")) o->backend = APP_BACKEND_CUDA;
+        else return app_usage(cmd, "--backend must be auto, cpu or cuda, got '%s'", v);
+    } else if (TRY("--attention")) {
+        if (r > 1) return r;
+        if (!strcmp(v, "auto")) o->attention = APP_ATTN_AUTO;
+        else if (!strcmp(v, "full")) o->attention = APP_ATTN_FULL;
+        else if (!strcmp(v, "retrieval")) o->attention = APP_ATTN_RETRIEVAL;
+        else if (!strcmp(v, "flat")) o->attention = APP_ATTN_FLAT;
+        else if (!strcmp(v, "ivf")) o->attention = APP_ATTN_IVF;
+        else return app_usage(cmd, "--attention must be auto, full, retrieval, flat or ivf, got '%s'", v);
+    } else if (TRY("--gpu-mem")) {
+        if (r > 1) return r;
+        if ((r = app_parse_size(cmd, "--gpu-mem", v, &o->gpu_mem))) return r;
+    } else if (TRY("--ctx")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--ctx", v, 1, INT32_MAX, &o->ctx))) return r;
+    } else if (TRY("--topk")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--topk", v, 1, INT32_MAX, &n))) return r;
+        o->topk = (int)n;
+    } else if (TRY("--sinks")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--sinks", v, 0, INT32_MAX, &n))) return r;
+        o->sinks = (int)n;
+    } else if (TRY("--window")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--window", v, 0, INT32_MAX, &n))) return r;
+        o->window = (int)n;
+    } else if (TRY("--threads")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--threads", v, 0, 4096, &n))) return r;
+        o->threads = (int)n;
+    } else if (TRY("--seed")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--seed", v, 0, INT64_MAX, &n))) return r;
+        o->seed = (uint64_t)n;
+        o->seed_set = true;
+    } else if (TRY("--temp")) {
+        if (r > 1) return r;
+        if ((r = app_parse_f32(cmd, "--temp", v, &o->temp))) return r;
+        if (o->temp < 0) return app_usage(cmd, "--temp must be >= 0");
+    } else if (TRY("--top-k")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--top-k", v, 0, INT32_MAX, &n))) return r;
+        o->top_k = (int)n;
+    } else if (TRY("--top-p")) {
+        if (r > 1) return r;
+        if ((r = app_parse_f32(cmd, "--top-p", v, &o->top_p))) return r;
+        if (o->top_p <= 0 || o->top_p > 1) return app_usage(cmd, "--top-p must be in (0, 1]");
+    } else if (TRY("--min-p")) {
+        if (r > 1) return r;
+        if ((r = app_parse_f32(cmd, "--min-p", v, &o->min_p))) return r;
+        if (o->min_p < 0 || o->min_p > 1) return app_usage(cmd, "--min-p must be in [0, 1]");
+    } else if (TRY("--repeat-penalty")) {
+        if (r > 1) return r;
+        if ((r = app_parse_f32(cmd, "--repeat-penalty", v, &o->repeat_penalty))) return r;
+        if (o->repeat_penalty <= 0) return app_usage(cmd, "--repeat-penalty must be > 0");
+    } else if (TRY("--max-tokens")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--max-tokens", v, 1, INT32_MAX, &n))) return r;
+        o->max_tokens = (int)n;
+    } else {
+        return 0;
+    }
+#undef TRY
+    return 1;
+}
+
+const char *app_model_path(const app_opts *o)
+{
+    if (o->model && *o->model)
+        return o->model;
+    const char *env = getenv("LOUPE_MODEL");
+    if (env && *env)
+        return env;
+    if (access(LOUPE_BUNDLED_MODEL, R_OK) == 0)
+        return LOUPE_BUNDLED_MODEL;
+    /* Installed next to the executable: <prefix>/bin/loupe → <prefix>/share/loupe/. */
+    static char beside[PATH_MAX];
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            int w = snprintf(beside, sizeof beside, "%s/../share/loupe/loupe-tiny.gguf", exe);
+            if (w > 0 && (size_t)w < sizeof beside && access(beside, R_OK) == 0)
+                return beside;
+        }
+    }
+    return LOUPE_INSTALLED_MODEL;
+}
