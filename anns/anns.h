@@ -73,6 +73,228 @@ void loupe_err_prefix(loupe_err *err, const char *fmt, ...) __attribute__((forma
 /* The sentence in `err`, or the status's fixed message when none was written. */
 const char *loupe_err_message(const loupe_err *err);
 
+/* ==== Vector indexes over one attention head's keys ======================================= *
+ *
+ * Metric: inner product (the attention score q·k); "top-k" means the k largest scores.
+ *
+ * Objects and who owns what:
+ *   ann_keys        one head's keys in a storage type (f32, bf16, int8 + per-row scale); owns its
+ *                   rows or views rows owned by the caller (e.g. the host KV cache).
+ *   ann_index       a search structure (flat, IVF lists, graph) that REFERENCES an ann_keys and
+ *                   never copies it: under GQA the indexes of a KV group's query heads all point at
+ *                   that group's one ann_keys, which must outlive them.
+ *   ann_search_ctx  one thread's scratch (visited epochs, beam pool); created once, reused for
+ *                   every search with no allocation; one per thread, never shared concurrently.
+ *
+ * Exactness: every returned score is q·k computed in f32 from the STORED representation of k (bf16
+ * widened exactly; int8 × scale). Scores are not approximations of the search, only of the storage.
+ * With ann_search_params.rerank_keys (the original f32 keys) the final beam is re-scored against
+ * those and the top-k returned by f32 score.
+ */
+
+/* ---- Key storage ------------------------------------------------------------------------ */
+
+typedef enum {
+    ANN_KEYS_F32 = 0,
+    ANN_KEYS_BF16 = 1,  /* default: round-to-nearest-even, |error| <= 2^-9 |k_i| per element */
+    ANN_KEYS_INT8 = 2   /* k_i ~ scale_row * q_i, scale_row = max|k_row| / 127, |error| <= scale/2 */
+} ann_key_type;
+
+typedef struct ann_keys ann_keys;
+
+/* Quantises `keys` (n, dim) row-major into a new ann_keys that owns its rows. Caller destroys. */
+loupe_status ann_keys_create(const float *keys, int64_t n, int dim, ann_key_type type,
+                             ann_keys **out, loupe_err *err);
+/* A view over rows the caller owns and keeps alive: `data` is (n, row_stride) elements of `type`
+ * (f32, bf16 as uint16, int8); `scales` (n) only for int8, else NULL. Nothing is copied. */
+loupe_status ann_keys_view(ann_key_type type, const void *data, const float *scales, int64_t n,
+                           int dim, int64_t row_stride, ann_keys **out, loupe_err *err);
+void ann_keys_destroy(ann_keys *keys);
+
+int64_t ann_keys_count(const ann_keys *keys);
+int ann_keys_dim(const ann_keys *keys);
+ann_key_type ann_keys_type(const ann_keys *keys);
+const char *ann_key_type_name(ann_key_type type); /* "f32", "bf16", "int8" */
+/* Raw access for plug-ins (a GPU kNN): rows, row stride in elements, int8 scales or NULL. */
+const void *ann_keys_data(const ann_keys *keys, int64_t *row_stride, const float **scales);
+/* Bytes held by the key rows (+ scales). */
+size_t ann_keys_bytes(const ann_keys *keys);
+/* q·k_id from the stored representation; q is (dim). */
+float ann_keys_score(const ann_keys *keys, const float *q, int64_t id);
+/* Widens row `id` to f32 into out (dim). */
+void ann_keys_row(const ann_keys *keys, int64_t id, float *out);
+
+/* ---- Exact query→key top-k (the build's kNN step; pluggable) ---------------------------- */
+
+/* For each of nq queries (nq, dim) the k best keys by score, best first: ids (nq, k), scores
+ * (nq, k). When key_best_query (n_keys) is non-NULL it also receives, for every key, the query
+ * giving it its highest score (-1 when nq = 0). Must not materialise an nq × n score matrix.
+ * runtime/ may plug a GPU implementation into ann_build_opts.knn. */
+typedef loupe_status (*ann_knn_fn)(void *user, const ann_keys *keys, const float *queries,
+                                   int64_t nq, int k, int threads, int32_t *ids, float *scores,
+                                   int32_t *key_best_query, loupe_err *err);
+
+/* The CPU implementation: blocked (tiles of queries × keys in cache), OpenMP over query blocks,
+ * a bounded heap per query. threads <= 0: OpenMP's default. */
+loupe_status ann_knn_cpu(void *user, const ann_keys *keys, const float *queries, int64_t nq,
+                         int k, int threads, int32_t *ids, float *scores, int32_t *key_best_query,
+                         loupe_err *err);
+
+/* ---- Index types, build --------------------------------------------------------------------- */
+
+typedef enum {
+    ANN_FLAT = 0,     /* exact scan of every key */
+    ANN_IVF = 1,      /* k-means lists over keys, probe the nprobe best centroids */
+    ANN_GRAPH = 2,    /* attention-aware graph built from queries' exact top-k (RoarGraph-style) */
+    ANN_KEYGRAPH = 3  /* the same graph built from the keys themselves as queries: the baseline */
+} ann_type;
+
+const char *ann_type_name(ann_type type); /* "flat", "ivf", "graph", "keygraph" */
+/* Parses a name above; returns LOUPE_ERR_INVALID with a sentence when unknown. */
+loupe_status ann_type_parse(const char *name, ann_type *out, loupe_err *err);
+
+typedef enum {
+    ANN_PRUNE_L2 = 0, /* drop c if some kept r has |r-c| < |p-c| (RoarGraph/HNSW rule, keys' L2) */
+    ANN_PRUNE_IP = 1  /* drop c if some kept r has r·c > p·c (the rule with inner products) */
+} ann_prune_rule;
+
+typedef struct {
+    int threads;             /* OpenMP threads for the build, <= 0: default */
+    uint64_t seed;           /* sampling and k-means seeds */
+    /* IVF */
+    int nlist;               /* lists; 0: 2·sqrt(n) */
+    int kmeans_iters;        /* Lloyd iterations (8) */
+    int64_t kmeans_sample;   /* keys sampled for training (0: min(n, 64·nlist)) */
+    /* graph / keygraph */
+    int degree;              /* M, the out-degree cap (32) */
+    int build_k;             /* exact top-k per build query (64) */
+    int64_t max_build_queries; /* queries sampled for the build, 0: all given */
+    ann_prune_rule prune;    /* (ANN_PRUNE_L2) */
+    float prune_alpha;       /* relaxation: drop c only if alpha·d(r,c) < d(p,c) (L2 only; 1.0) */
+    int fill;                /* top up each list to this degree with pruned candidates (16) */
+    int pivot_cap;           /* lists one key may own as pivot before the query's next best key
+                                takes over (hubs such as attention sinks); 0: no cap (8) */
+    int n_entry;             /* entry points (4): the best key for the mean query + random pivots */
+    int repair;              /* 1: make every key reachable from the entry points (1) */
+    ann_knn_fn knn;          /* NULL: ann_knn_cpu */
+    void *knn_user;
+} ann_build_opts;
+
+void ann_build_opts_init(ann_build_opts *opts);
+
+/* Build time split; first-class metric (the method's reviewers asked for it). */
+typedef struct {
+    double knn_s;            /* exact query→key top-k (graph), k-means (ivf) */
+    double projection_s;     /* candidate lists, pruning, reverse edges */
+    double repair_s;         /* entry points, reachability repair */
+    double total_s;
+    int64_t n_build_queries; /* queries actually used */
+    int64_t n_untouched;     /* keys in no build query's top-k (linked via their best query) */
+    int64_t n_repaired;      /* edges added by the repair */
+    int64_t n_unreachable;   /* keys still unreachable from the entry points after the build */
+    int64_t n_edges;
+} ann_build_stats;
+
+typedef struct ann_index ann_index;
+
+/* Builds an index of `type` over `keys` (referenced, not copied; must outlive the index).
+ * build_queries (nq, dim) are the prefill queries for ANN_GRAPH (ignored by the others; may be
+ * NULL then). stats may be NULL. Caller destroys the index. */
+loupe_status ann_index_build(ann_type type, const ann_keys *keys, const float *build_queries,
+                             int64_t nq, const ann_build_opts *opts, ann_index **out,
+                             ann_build_stats *stats, loupe_err *err);
+void ann_index_destroy(ann_index *index);
+
+ann_type ann_index_type(const ann_index *index);
+const ann_keys *ann_index_keys(const ann_index *index);
+/* Bytes of the index's own arrays (not the keys): graph ids, offsets, lists, centroids. */
+size_t ann_index_bytes(const ann_index *index);
+const ann_build_stats *ann_index_build_stats(const ann_index *index);
+
+/* ---- Search ------------------------------------------------------------------------------- */
+
+typedef struct ann_search_ctx ann_search_ctx;
+
+/* Scratch for searches over indexes of at most max_keys keys with beam/pool <= max_beam (also
+ * bounds k and nprobe). Caller destroys. */
+loupe_status ann_search_ctx_create(int64_t max_keys, int max_beam, ann_search_ctx **out,
+                                   loupe_err *err);
+void ann_search_ctx_destroy(ann_search_ctx *ctx);
+/* Distance computations (key rows scored) since creation or the last reset: "keys scanned". */
+int64_t ann_search_ctx_scanned(const ann_search_ctx *ctx);
+void ann_search_ctx_reset_scanned(ann_search_ctx *ctx);
+
+typedef struct {
+    int k;                    /* results wanted */
+    int ef;                   /* graph beam (pool size), >= k; 0: max(k, 2k) */
+    int nprobe;               /* IVF lists probed */
+    const int32_t *seeds;     /* extra start keys (e.g. the previous token's results), or NULL */
+    int n_seeds;
+    const float *rerank_keys; /* (n, dim) f32 keys to re-score the final pool with, or NULL */
+} ann_search_params;
+
+/* Searches `index` for q (dim). Writes up to k results best first into ids (k) and scores (k)
+ * and their count into *n_found (< k only when the index has fewer reachable keys). Allocates
+ * nothing; fails (sentence) only on parameters beyond what ctx was created for. */
+loupe_status ann_search(const ann_index *index, ann_search_ctx *ctx, const float *q,
+                        const ann_search_params *params, int32_t *ids, float *scores,
+                        int *n_found, loupe_err *err);
+
+/* Many queries (nq, dim) in parallel, OpenMP thread t using ctxs[t] (n_ctx of them; threads =
+ * n_ctx). ids/scores (nq, k); slots past a query's n_found hold -1 / -INFINITY. */
+loupe_status ann_search_batch(const ann_index *index, ann_search_ctx **ctxs, int n_ctx,
+                              const float *queries, int64_t nq, const ann_search_params *params,
+                              int32_t *ids, float *scores, loupe_err *err);
+
+/* ---- Serialisation: versioned flat arrays, memory-mapped back ---------------------------- */
+
+/* Writes the index's arrays with a magic, version, and a checksum to `path` (via path.tmp and a
+ * rename). The keys are not written (they live in the session's KV). */
+loupe_status ann_index_save(const ann_index *index, const char *path, loupe_err *err);
+/* Maps `path` read-only and returns an index whose arrays point into the mapping (no rebuild),
+ * over `keys` (whose count and dim must match). Every field is range-checked; a truncated or
+ * corrupt file fails with a sentence naming the file and the problem. */
+loupe_status ann_index_map(const char *path, const ann_keys *keys, ann_index **out,
+                           loupe_err *err);
+/* The same over a caller-owned buffer (e.g. a section of a mapped session) that must outlive the
+ * index; `what` names it in error sentences. Size in bytes of ann_index_serialize's output: */
+size_t ann_index_serialized_size(const ann_index *index);
+loupe_status ann_index_serialize(const ann_index *index, void *buf, size_t size, loupe_err *err);
+loupe_status ann_index_from_buffer(const void *buf, size_t size, const char *what,
+                                   const ann_keys *keys, ann_index **out, loupe_err *err);
+
+/* ---- Vector files: big-ann-benchmarks .fbin / .ibin (u32 n, u32 d, row-major data) -------- */
+
+/* Reads a whole file into a new malloc'd array (caller frees) after checking that its size is
+ * exactly 8 + n·d·4 and that n, d are sane (0 < d <= 65536, 0 < n < 2^31). */
+loupe_status ann_fbin_read(const char *path, float **data, int64_t *n, int *d, loupe_err *err);
+loupe_status ann_ibin_read(const char *path, int32_t **data, int64_t *n, int *d, loupe_err *err);
+loupe_status ann_fbin_write(const char *path, const float *data, int64_t n, int d,
+                            loupe_err *err);
+loupe_status ann_ibin_write(const char *path, const int32_t *data, int64_t n, int d,
+                            loupe_err *err);
+
+/* ---- Synthetic attention-like data for tests and benchmarks ------------------------------- */
+
+/* Out-of-distribution query/key sets shaped like one attention head's: hidden states with topic
+ * structure → separate query and key projections (+ a large key bias and outlier channels) →
+ * RoPE by position; a few "sink" keys that score high for every query. Keys and build queries
+ * come from positions 0..n_keys-1 (prefill); test queries from later positions, each recalling
+ * an earlier token's content (test_src_lo..test_src_hi) or a topic. */
+typedef struct {
+    int64_t n_keys;
+    int64_t n_test;
+    int dim;                  /* even */
+    uint64_t seed;
+    int rope;                 /* apply RoPE (1) */
+    int64_t test_src_lo, test_src_hi; /* positions test queries recall; 0,0: all keys */
+} ann_synth_opts;
+
+/* Allocates keys (n_keys, dim), build_queries (n_keys, dim), test_queries (n_test, dim);
+ * caller frees all three. */
+loupe_status ann_synth_generate(const ann_synth_opts *opts, float **keys, float **build_queries,
+                                float **test_queries, loupe_err *err);
+
 #ifdef __cplusplus
 }
 #endif

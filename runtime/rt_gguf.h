@@ -150,8 +150,15 @@ loupe_status rt_gguf_arr_str(const rt_gguf *g, int64_t kv, uint64_t idx, rt_gguf
  * mapping (may be unaligned: memcpy from it) and element size; NULL for string/nested arrays. */
 const void *rt_gguf_arr_data(const rt_gguf *g, int64_t kv, size_t *elem_size);
 
+/* The encoded bytes of key i's value as stored in the file (for arrays: element type, count and
+ * elements, nested arrays included), so a value can be copied to a writer with
+ * rt_gguf_writer_set_raw(); NULL and 0 bytes for a bad index. */
+const void *rt_gguf_kv_raw(const rt_gguf *g, int64_t i, uint64_t *n_bytes);
+
 /* Tensors. */
 int64_t rt_gguf_n_tensors(const rt_gguf *g);
+/* Offset of the data section from the start of the file (tensor offsets are relative to it). */
+uint64_t rt_gguf_data_offset(const rt_gguf *g);
 const rt_gguf_tensor *rt_gguf_tensor_at(const rt_gguf *g, int64_t i);
 const rt_gguf_tensor *rt_gguf_find_tensor(const rt_gguf *g, const char *name); /* NULL if absent */
 
@@ -181,6 +188,22 @@ loupe_status rt_gguf_writer_set_arr(rt_gguf_writer *w, const char *key, rt_gguf_
 loupe_status rt_gguf_writer_set_arr_str(rt_gguf_writer *w, const char *key,
                                         const char *const *strs, const uint64_t *lens,
                                         uint64_t n, loupe_err *err);
+
+/* A scalar of any fixed-size type (`v` points at one value of that type; bools are one byte). */
+loupe_status rt_gguf_writer_set_scalar(rt_gguf_writer *w, const char *key, rt_gguf_vtype type,
+                                       const void *v, loupe_err *err);
+/* A value already encoded as GGUF stores it (as rt_gguf_kv_raw returns it): the way to write
+ * nested arrays or copy a key from another file. The encoding is validated. */
+loupe_status rt_gguf_writer_set_raw(rt_gguf_writer *w, const char *key, rt_gguf_vtype type,
+                                    const void *bytes, uint64_t n_bytes, loupe_err *err);
+/* Setting general.alignment (any integer type, a power of two) changes the writer's alignment.
+ * Keys and tensor names must be unique; metadata and tensors can only be added before the first
+ * rt_gguf_writer_write(). */
+
+/* Total bytes the finished file will have (known once all tensors are added). */
+uint64_t rt_gguf_writer_total_bytes(const rt_gguf_writer *w);
+/* Bytes written so far (header and padding included), for progress reports. */
+uint64_t rt_gguf_writer_bytes_written(const rt_gguf_writer *w);
 
 loupe_status rt_gguf_writer_add_tensor(rt_gguf_writer *w, const char *name, rt_type type,
                                        uint32_t n_dims, const uint64_t *ne, loupe_err *err);

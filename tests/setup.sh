@@ -11,7 +11,7 @@ pkgs=(
   libpoppler-glib-dev    # PDF → text
   libxml2-dev            # HTML → text
   libcairo2-dev          # tests make their own PDFs
-  clang libclang-rt-14-dev  # libFuzzer target, sanitizers
+  clang libclang-rt-14-dev libomp-dev  # libFuzzer target, sanitizers (OpenMP under clang)
   python3                # loopback HTTP server in tests
   tmux                   # TUI tests drive the real binary
 )
@@ -28,6 +28,7 @@ fi
 # node + npm run the tokenizer parity reference; a machine may carry them outside Debian's
 # packages (nodesource), whose nodejs bundles npm and conflicts with Debian's npm package.
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  [ ${#missing[@]} -gt 0 ] || $sudo apt-get update -qq
   $sudo apt-get install -y -qq --no-install-recommends nodejs npm
 fi
 echo "setup: all ${#pkgs[@]} packages present"

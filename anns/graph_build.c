@@ -1,0 +1,618 @@
+/*
+ * Building the key→key graph: the attention-aware one (RetrievalAttention's use of RoarGraph) and
+ * the key-only baseline, which is the same pipeline with the keys themselves as queries.
+ *
+ * Steps (timed separately, see ann_build_stats):
+ *   1. kNN      exact top-K keys of each sampled build query, and for every key the build query
+ *               that scores it highest (its "best query"), by the pluggable ann_knn_fn.
+ *   2. project  candidate lists: each query's top-K list goes to its OWNER (the attention graph:
+ *               the pivot, the query's best key; the key graph: the key that is the query);
+ *               every key that owns no list takes its best query's list instead, so keys that no
+ *               query ranked in its top-K still get out-edges into the region that query scores
+ *               highly. Each list is sorted by distance to its owner p and pruned: candidate c is
+ *               dropped when an already kept r is closer to c than p is (L2 between keys, or the
+ *               inner-product form r·c > p·c), at most M kept, then topped up to `fill` with the
+ *               dropped ones in order (more edges per expansion; fewer dead ends).
+ *               Reverse edges: v gets u for every kept u→v; a list over M is re-pruned.
+ *   3. repair   entry points (the best key for the mean build query, plus pivots of random build
+ *               queries); a BFS from them; each unreached key is linked from the best reached
+ *               key with a free slot found by searching for its best query (else from any
+ *               reached key with a free slot), and the BFS resumes from it.
+ *   Finally the fixed-stride lists are compacted into CSR (adj_off, adj).
+ *
+ * Lists with many candidates (hubs: a key that is the pivot of most queries, such as an attention
+ * sink) are capped at ANN_CAND_CAP candidates taken in a seeded random query order.
+ * During the build, lists are fixed-stride (n, M + ANN_REPAIR_SLOTS) padded with -1 (the slots let
+ * the repair add edges without cutting kept ones); the beam search stops a list at
+ * the first -1, which never occurs in the final CSR.
+ */
+#include "anns/ann_impl.h"
+
+#include <omp.h>
+#include <stdlib.h>
+
+enum { ANN_CAND_CAP = 4096, ANN_REPAIR_SLOTS = 4 };
+
+typedef struct {
+    int64_t n;
+    int d, M, S, fill; /* S: list stride, M + repair slots */
+    ann_prune_rule rule;
+    float alpha;
+    const float *F;  /* (n, d) keys widened to f32 */
+} build_cfg;
+
+static float kdist(const build_cfg *b, int64_t x, int64_t y)
+{
+    const float *a = b->F + x * b->d, *c = b->F + y * b->d;
+    return b->rule == ANN_PRUNE_IP ? -ann_dot_f32(a, c, b->d) : ann_l2sq_f32(a, c, b->d);
+}
+
+static int cmp_cand_asc(const void *x, const void *y)
+{
+    const ann_cand *a = x, *b = y;
+    if (a->s != b->s)
+        return a->s < b->s ? -1 : 1;
+    return a->id < b->id ? -1 : a->id > b->id;
+}
+
+/* Prunes candidate ids c (m, distinct, none equal to u) for owner u into outl (<= M); tmp (m)
+ * and dropped (M) are scratch. Returns the list length. */
+static int prune_list(const build_cfg *b, int32_t u, const int32_t *c, int m, ann_cand *tmp,
+                      int32_t *dropped, int32_t *outl)
+{
+    for (int i = 0; i < m; i++) {
+        tmp[i].id = c[i];
+        tmp[i].s = kdist(b, u, c[i]);
+    }
+    qsort(tmp, (size_t)m, sizeof *tmp, cmp_cand_asc);
+    int kept = 0, nd = 0;
+    float alpha = b->rule == ANN_PRUNE_L2 ? b->alpha : 1.0f;
+    for (int i = 0; i < m && kept < b->M; i++) {
+        int32_t v = tmp[i].id;
+        int ok = 1;
+        for (int j = 0; j < kept && ok; j++)
+            if (alpha * kdist(b, outl[j], v) < tmp[i].s)
+                ok = 0;
+        if (ok)
+            outl[kept++] = v;
+        else if (nd < b->M)
+            dropped[nd++] = v;
+    }
+    for (int j = 0; j < nd && kept < b->fill; j++)
+        outl[kept++] = dropped[j];
+    return kept;
+}
+
+/* Per-thread scratch of the projection. */
+typedef struct {
+    uint32_t *mark;   /* (n) dedupe epochs */
+    int32_t *ids;     /* (cap) */
+    ann_cand *tmp;    /* (cap) */
+    int32_t *dropped; /* (M) */
+} scratch;
+
+/* ---- Step 2: projection and reverse edges ------------------------------------------------- */
+
+static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, int K,
+                            const int32_t *owner, const int32_t *best_q, int32_t *out,
+                            int *outn, int nth, uint64_t seed, int64_t *n_untouched,
+                            loupe_err *err)
+{
+    loupe_status rc = LOUPE_OK;
+    int64_t n = b->n;
+    int M = b->M;
+    uint32_t *cnt = calloc((size_t)n + 1, sizeof *cnt);
+    uint32_t *off = calloc((size_t)n + 1, sizeof *off);
+    uint8_t *is_owner = calloc((size_t)n, 1), *touched = calloc((size_t)n, 1);
+    int64_t *order = malloc((size_t)(nq > 0 ? nq : 1) * sizeof *order);
+    int32_t *cand = NULL, *rev = NULL;
+    uint32_t *roff = NULL;
+    if (!cnt || !off || !is_owner || !touched || !order)
+        goto nomem;
+    /* Seeded random query order, so a capped hub's candidates are not all from early text. */
+    uint64_t rng = seed ^ 0xabcdefull;
+    for (int64_t i = 0; i < nq; i++)
+        order[i] = i;
+    for (int64_t i = nq - 1; i > 0; i--) {
+        int64_t j = (int64_t)(ann_rng_next(&rng) % (uint64_t)(i + 1)), t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    for (int64_t q = 0; q < nq; q++) {
+        if (owner[q] >= 0)
+            is_owner[owner[q]] = 1;
+        for (int j = 0; j < K; j++)
+            if (L[q * K + j] >= 0)
+                touched[L[q * K + j]] = 1;
+    }
+    *n_untouched = 0;
+    for (int64_t u = 0; u < n; u++)
+        *n_untouched += !touched[u];
+    /* Counting pass, then the fill pass in the same order (the caps agree). */
+    for (int pass = 0; pass < 2; pass++) {
+        for (int64_t i = 0; i < nq; i++) {
+            int64_t q = order[i];
+            int32_t o = owner[q];
+            if (o < 0)
+                continue;
+            for (int j = 0; j < K; j++) {
+                int32_t v = L[q * K + j];
+                if (v < 0 || v == o || cnt[o] >= ANN_CAND_CAP)
+                    continue;
+                if (pass)
+                    cand[off[o] + cnt[o]] = v;
+                cnt[o]++;
+            }
+        }
+        for (int64_t u = 0; u < n; u++) {
+            if (is_owner[u] || best_q[u] < 0)
+                continue;
+            const int32_t *l = L + (int64_t)best_q[u] * K;
+            for (int j = 0; j < K; j++)
+                if (l[j] >= 0 && l[j] != u && cnt[u] < ANN_CAND_CAP) {
+                    if (pass)
+                        cand[off[u] + cnt[u]] = l[j];
+                    cnt[u]++;
+                }
+        }
+        if (pass == 0) {
+            for (int64_t u = 0; u < n; u++)
+                off[u + 1] = off[u] + cnt[u];
+            cand = malloc((size_t)(off[n] ? off[n] : 1) * sizeof *cand);
+            if (!cand)
+                goto nomem;
+            memset(cnt, 0, (size_t)n * sizeof *cnt);
+        }
+    }
+
+#pragma omp parallel num_threads(nth)
+    {
+        scratch s = {calloc((size_t)n, sizeof(uint32_t)), malloc(ANN_CAND_CAP * 4 + 4 * M),
+                     malloc((ANN_CAND_CAP + (size_t)M) * sizeof(ann_cand)),
+                     malloc((size_t)M * sizeof(int32_t))};
+        int ok = s.mark && s.ids && s.tmp && s.dropped;
+#pragma omp for schedule(dynamic, 64)
+        for (int64_t u = 0; u < n; u++) {
+            if (!ok)
+                continue;
+            int m = 0;
+            for (uint32_t j = off[u]; j < off[u + 1]; j++) {
+                int32_t v = cand[j];
+                if (s.mark[v] != (uint32_t)u + 1) {
+                    s.mark[v] = (uint32_t)u + 1;
+                    s.ids[m++] = v;
+                }
+            }
+            outn[u] = prune_list(b, (int32_t)u, s.ids, m, s.tmp, s.dropped, out + u * b->S);
+        }
+        if (!ok)
+#pragma omp atomic write
+            rc = LOUPE_ERR_NOMEM;
+        free(s.mark);
+        free(s.ids);
+        free(s.tmp);
+        free(s.dropped);
+    }
+    if (rc != LOUPE_OK)
+        goto nomem;
+
+    /* Reverse edges from a snapshot of the forward lists. */
+    free(cand);
+    cand = NULL;
+    roff = calloc((size_t)n + 1, sizeof *roff);
+    if (!roff)
+        goto nomem;
+    for (int64_t u = 0; u < n; u++)
+        for (int j = 0; j < outn[u]; j++)
+            roff[out[u * b->S + j] + 1]++;
+    for (int64_t u = 0; u < n; u++)
+        roff[u + 1] += roff[u];
+    rev = malloc((size_t)(roff[n] ? roff[n] : 1) * sizeof *rev);
+    if (!rev)
+        goto nomem;
+    memcpy(cnt, roff, (size_t)n * sizeof *cnt);
+    for (int64_t u = 0; u < n; u++)
+        for (int j = 0; j < outn[u]; j++)
+            rev[cnt[out[u * b->S + j]]++] = (int32_t)u;
+
+#pragma omp parallel num_threads(nth)
+    {
+        scratch s = {calloc((size_t)n, sizeof(uint32_t)), malloc(ANN_CAND_CAP * 4 + 4 * M),
+                     malloc((ANN_CAND_CAP + (size_t)M) * sizeof(ann_cand)),
+                     malloc((size_t)M * sizeof(int32_t))};
+        int ok = s.mark && s.ids && s.tmp && s.dropped;
+#pragma omp for schedule(dynamic, 64)
+        for (int64_t v = 0; v < n; v++) {
+            if (!ok)
+                continue;
+            int m = 0;
+            uint32_t ep = (uint32_t)v + 1;
+            int32_t *ol = out + v * b->S;
+            for (int j = 0; j < outn[v]; j++) {
+                s.mark[ol[j]] = ep;
+                s.ids[m++] = ol[j];
+            }
+            for (uint32_t j = roff[v]; j < roff[v + 1] && m < ANN_CAND_CAP + M; j++) {
+                int32_t u = rev[j];
+                if (s.mark[u] != ep && u != v) {
+                    s.mark[u] = ep;
+                    s.ids[m++] = u;
+                }
+            }
+            if (m <= M) {
+                memcpy(ol, s.ids, (size_t)m * sizeof *ol);
+                outn[v] = m;
+            } else {
+                outn[v] = prune_list(b, (int32_t)v, s.ids, m, s.tmp, s.dropped, ol);
+            }
+            for (int j = outn[v]; j < b->S; j++)
+                ol[j] = -1;
+        }
+        if (!ok)
+#pragma omp atomic write
+            rc = LOUPE_ERR_NOMEM;
+        free(s.mark);
+        free(s.ids);
+        free(s.tmp);
+        free(s.dropped);
+    }
+    if (rc != LOUPE_OK)
+        goto nomem;
+    goto done;
+nomem:
+    rc = loupe_fail(err, LOUPE_ERR_NOMEM, "graph build: no memory for the projection of %lld keys",
+                    (long long)n);
+done:
+    free(cnt);
+    free(off);
+    free(is_owner);
+    free(touched);
+    free(order);
+    free(cand);
+    free(rev);
+    free(roff);
+    return rc;
+}
+
+/* ---- Step 3: entry points and reachability repair ------------------------------------------ */
+
+/* Marks everything reachable from the queued nodes; queue holds *qn entries. */
+static void bfs(const int32_t *out, const int *outn, int M, uint8_t *seen, int32_t *queue,
+                int64_t qn)
+{
+    for (int64_t h = 0; h < qn; h++) {
+        int32_t u = queue[h];
+        for (int j = 0; j < outn[u]; j++) {
+            int32_t v = out[(int64_t)u * M + j];
+            if (!seen[v]) {
+                seen[v] = 1;
+                queue[qn++] = v;
+            }
+        }
+    }
+}
+
+/* seen[u] = 1 iff u is reachable from an entry point. */
+static void reach_from_entries(const ann_index *ix, const int32_t *out, const int *outn, int M,
+                               uint8_t *seen, int32_t *queue)
+{
+    int64_t qn = 0;
+    memset(seen, 0, (size_t)ix->n);
+    for (int i = 0; i < ix->n_entry; i++)
+        if (!seen[ix->entry[i]]) {
+            seen[ix->entry[i]] = 1;
+            queue[qn++] = ix->entry[i];
+        }
+    bfs(out, outn, M, seen, queue, qn);
+}
+
+static loupe_status repair(ann_index *ix, const build_cfg *b, const float *Q, const int32_t *best_q,
+                           int32_t *out, int *outn, uint32_t *tmp_off, int64_t *n_repaired,
+                           int64_t *n_unreachable, loupe_err *err)
+{
+    loupe_status rc = LOUPE_OK;
+    int64_t n = b->n;
+    int M = b->S, d = b->d; /* repair may use the slack slots */
+    uint8_t *seen = calloc((size_t)n, 1);
+    int32_t *queue = malloc((size_t)n * sizeof *queue);
+    ann_search_ctx *ctx = NULL;
+    *n_repaired = 0;
+    if (!seen || !queue) {
+        rc = loupe_fail(err, LOUPE_ERR_NOMEM, "graph repair: no memory for %lld keys",
+                        (long long)n);
+        goto done;
+    }
+    if ((rc = ann_search_ctx_create(n, 64, &ctx, err)) != LOUPE_OK)
+        goto done;
+    /* The search walks the fixed-stride lists: offsets u·M, -1 ends a list. */
+    for (int64_t u = 0; u <= n; u++)
+        tmp_off[u] = (uint32_t)(u * M);
+    ix->adj_off = tmp_off;
+    ix->adj = out;
+    int64_t cursor = 0;
+    for (int round = 0; round < 3; round++) {
+        reach_from_entries(ix, out, outn, M, seen, queue);
+        cursor = 0;
+        int64_t missing = 0;
+        for (int64_t u = 0; u < n; u++) {
+            if (seen[u])
+                continue;
+            missing++;
+            const float *q = best_q[u] >= 0 ? Q + (int64_t)best_q[u] * d : b->F + u * d;
+            int m = ann_graph_search_pool(ix, ctx, q, 64, NULL, 0);
+            int pick = -1;
+            for (int i = 0; i < m && pick < 0; i++)
+                if (outn[ctx->pool[i].id] < M)
+                    pick = i;
+            int32_t r;
+            if (pick >= 0) {
+                r = ctx->pool[pick].id;
+            } else { /* every good candidate is full: any reached key with a free slot */
+                while (cursor < n && (!seen[cursor] || outn[cursor] >= M))
+                    cursor++;
+                if (cursor == n) /* no free slot anywhere: cut the weakest edge of the best */
+                    cursor = 0;
+                r = cursor < n && seen[cursor] && outn[cursor] < M ? (int32_t)cursor
+                                                                   : ctx->pool[0].id;
+            }
+            if (m == 0)
+                r = ix->entry[0];
+            if (outn[r] < M)
+                out[(int64_t)r * M + outn[r]++] = (int32_t)u;
+            else
+                out[(int64_t)r * M + M - 1] = (int32_t)u;
+            (*n_repaired)++;
+            seen[u] = 1;
+            queue[0] = (int32_t)u;
+            bfs(out, outn, M, seen, queue, 1);
+        }
+        if (!missing)
+            break;
+    }
+    /* Final count (a replaced edge may have cut something off again). */
+    reach_from_entries(ix, out, outn, M, seen, queue);
+    *n_unreachable = 0;
+    for (int64_t u = 0; u < n; u++)
+        *n_unreachable += !seen[u];
+done:
+    ix->adj_off = NULL;
+    ix->adj = NULL;
+    ann_search_ctx_destroy(ctx);
+    free(seen);
+    free(queue);
+    return rc;
+}
+
+/* Entry points: the key with the highest score for the mean build query, then the pivots of
+ * random build queries (distinct). */
+static int choose_entries(const ann_index *ix, const float *Q, int64_t nq, const int32_t *L,
+                          int K, int want, uint64_t seed, int32_t *entry)
+{
+    int d = ix->dim, ne = 0;
+    float *mean = calloc((size_t)d, sizeof *mean);
+    if (!mean)
+        return 0;
+    for (int64_t q = 0; q < nq; q++)
+        for (int c = 0; c < d; c++)
+            mean[c] += Q[q * d + c] / (float)nq;
+    float bs = -INFINITY;
+    int32_t best = 0;
+    for (int64_t u = 0; u < ix->n; u++) {
+        float s = ann_score(ix->keys, mean, u);
+        if (s > bs) {
+            bs = s;
+            best = (int32_t)u;
+        }
+    }
+    free(mean);
+    entry[ne++] = best;
+    uint64_t rng = seed ^ 0xe7e7ull;
+    for (int tries = 0; ne < want && tries < 16 * want; tries++) {
+        int32_t p = L[(int64_t)(ann_rng_next(&rng) % (uint64_t)nq) * K];
+        int dup = p < 0;
+        for (int i = 0; i < ne && !dup; i++)
+            dup = entry[i] == p;
+        if (!dup)
+            entry[ne++] = p;
+    }
+    return ne;
+}
+
+/* Owner of each query's list: the key graph's own key; else the pivot, the query's best key,
+ * unless that key already owns `cap` lists (a hub: every query's best key may be the same sink),
+ * then the next best key that has room; queries taken in a seeded random order. */
+static loupe_status choose_owners(const int32_t *L, int64_t nq, int K, const int64_t *self,
+                                  int64_t n, int cap, uint64_t seed, int32_t *owner,
+                                  loupe_err *err)
+{
+    if (self) {
+        for (int64_t q = 0; q < nq; q++)
+            owner[q] = (int32_t)self[q];
+        return LOUPE_OK;
+    }
+    if (cap <= 0) {
+        for (int64_t q = 0; q < nq; q++)
+            owner[q] = L[q * K];
+        return LOUPE_OK;
+    }
+    uint32_t *owned = calloc((size_t)n, sizeof *owned);
+    int64_t *order = malloc((size_t)nq * sizeof *order);
+    if (!owned || !order) {
+        free(owned);
+        free(order);
+        return loupe_fail(err, LOUPE_ERR_NOMEM, "graph build: no memory for pivots");
+    }
+    uint64_t rng = seed ^ 0x51ed5eedull;
+    for (int64_t i = 0; i < nq; i++)
+        order[i] = i;
+    for (int64_t i = nq - 1; i > 0; i--) {
+        int64_t j = (int64_t)(ann_rng_next(&rng) % (uint64_t)(i + 1)), t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    for (int64_t i = 0; i < nq; i++) {
+        int64_t q = order[i];
+        int32_t o = -1;
+        for (int j = 0; j < K && o < 0; j++) {
+            int32_t v = L[q * K + j];
+            if (v >= 0 && owned[v] < (uint32_t)cap)
+                o = v;
+        }
+        owner[q] = o; /* -1: every key of the list is saturated; the list is not projected */
+        if (o >= 0)
+            owned[o]++;
+    }
+    free(owned);
+    free(order);
+    return LOUPE_OK;
+}
+
+/* ---- The build ------------------------------------------------------------------------------ */
+
+loupe_status ann_graph_build(ann_index *ix, const float *queries, int64_t nq,
+                             const ann_build_opts *opts, loupe_err *err)
+{
+    loupe_status rc = LOUPE_OK;
+    int64_t n = ix->n;
+    int d = ix->dim;
+    int nth = opts->threads > 0 ? opts->threads : omp_get_max_threads();
+    int M = opts->degree > 0 ? opts->degree : 32;
+    if (M > n - 1)
+        M = (int)(n > 1 ? n - 1 : 1);
+    int K = opts->build_k > 0 ? opts->build_k : 64;
+    if (K > n)
+        K = (int)n;
+    int fill = opts->fill < 0 ? 0 : opts->fill > M ? M : opts->fill;
+    int keygraph = queries == NULL;
+    uint64_t rng = opts->seed ^ 0x9a9a9aull;
+    float *F = NULL, *Q = NULL, *scores = NULL;
+    int32_t *L = NULL, *best_q = NULL, *owner = NULL, *out = NULL, *entry = NULL, *adj = NULL;
+    int *outn = NULL;
+    uint32_t *off = NULL;
+    int64_t *pick = NULL;
+    double t0 = ann_now();
+    if ((uint64_t)n * (uint64_t)(M + ANN_REPAIR_SLOTS) >= UINT32_MAX) {
+        return loupe_fail(err, LOUPE_ERR_RANGE,
+                          "graph build: %lld keys × degree %d exceed 32-bit edge offsets",
+                          (long long)n, M);
+    }
+    F = malloc((size_t)n * (size_t)d * sizeof *F);
+    if (!F)
+        goto nomem;
+#pragma omp parallel for num_threads(nth) schedule(static)
+    for (int64_t u = 0; u < n; u++)
+        ann_keys_row(ix->keys, u, F + u * d);
+
+    /* Build queries: the given ones (graph) or the keys (keygraph), sampled without
+     * replacement down to max_build_queries. */
+    int64_t total = keygraph ? n : nq;
+    int64_t use = opts->max_build_queries > 0 && opts->max_build_queries < total
+                      ? opts->max_build_queries
+                      : total;
+    pick = malloc((size_t)total * sizeof *pick);
+    Q = malloc((size_t)use * (size_t)d * sizeof *Q);
+    if (!pick || !Q)
+        goto nomem;
+    for (int64_t i = 0; i < total; i++)
+        pick[i] = i;
+    if (use < total)
+        for (int64_t i = 0; i < use; i++) {
+            int64_t j = i + (int64_t)(ann_rng_next(&rng) % (uint64_t)(total - i)), t = pick[i];
+            pick[i] = pick[j];
+            pick[j] = t;
+        }
+    for (int64_t i = 0; i < use; i++)
+        memcpy(Q + i * d, (keygraph ? F : queries) + pick[i] * d, (size_t)d * sizeof *Q);
+    ix->stats.n_build_queries = use;
+
+    /* 1. kNN (the key graph asks for one more: a key is often its own best match). */
+    int Kq = keygraph && K < n ? K + 1 : K;
+    L = malloc((size_t)use * (size_t)Kq * sizeof *L);
+    scores = malloc((size_t)use * (size_t)Kq * sizeof *scores);
+    best_q = malloc((size_t)n * sizeof *best_q);
+    owner = malloc((size_t)use * sizeof *owner);
+    if (!L || !scores || !best_q || !owner)
+        goto nomem;
+    ann_knn_fn knn = opts->knn ? opts->knn : ann_knn_cpu;
+    if ((rc = knn(opts->knn_user, ix->keys, Q, use, Kq, nth, L, scores, best_q, err)) != LOUPE_OK)
+        goto done;
+    if ((rc = choose_owners(L, use, Kq, keygraph ? pick : NULL, n, opts->pivot_cap, opts->seed,
+                            owner, err)) != LOUPE_OK)
+        goto done;
+    ix->stats.knn_s = ann_now() - t0;
+
+    /* 2. Projection and reverse edges. */
+    double t1 = ann_now();
+    build_cfg b = {n, d, M, M + ANN_REPAIR_SLOTS, fill, opts->prune, opts->prune_alpha > 0 ? opts->prune_alpha : 1.0f, F};
+    out = malloc((size_t)n * (size_t)b.S * sizeof *out);
+    outn = calloc((size_t)n, sizeof *outn);
+    if (!out || !outn)
+        goto nomem;
+    if ((rc = project(&b, L, use, Kq, owner, best_q, out, outn, nth, opts->seed,
+                      &ix->stats.n_untouched, err)) != LOUPE_OK)
+        goto done;
+    ix->stats.projection_s = ann_now() - t1;
+
+    /* 3. Entry points, repair, CSR. */
+    double t2 = ann_now();
+    int want = opts->n_entry > 0 ? opts->n_entry : 1;
+    entry = malloc((size_t)want * sizeof *entry);
+    off = malloc(((size_t)n + 1) * sizeof *off);
+    if (!entry || !off)
+        goto nomem;
+    ix->n_entry = choose_entries(ix, Q, use, L, Kq, want, opts->seed, entry);
+    if (ix->n_entry == 0)
+        goto nomem;
+    ix->entry = entry;
+    ix->degree = M;
+    if (opts->repair &&
+        (rc = repair(ix, &b, Q, best_q, out, outn, off, &ix->stats.n_repaired,
+                     &ix->stats.n_unreachable, err)) != LOUPE_OK)
+        goto done;
+    off[0] = 0;
+    for (int64_t u = 0; u < n; u++)
+        off[u + 1] = off[u] + (uint32_t)outn[u];
+    adj = malloc((size_t)(off[n] ? off[n] : 1) * sizeof *adj);
+    if (!adj)
+        goto nomem;
+    for (int64_t u = 0; u < n; u++)
+        memcpy(adj + off[u], out + u * b.S, (size_t)outn[u] * sizeof *adj);
+    ix->stats.n_edges = off[n];
+    ix->stats.repair_s = ann_now() - t2;
+    ix->adj_off = off;
+    ix->adj = adj;
+    if (ann_index_own(ix, off) == 0)
+        off = NULL;
+    if (ann_index_own(ix, adj) == 0)
+        adj = NULL;
+    if (ann_index_own(ix, entry) == 0)
+        entry = NULL;
+    if (off || adj || entry) {
+        ix->adj_off = NULL;
+        ix->adj = NULL;
+        ix->entry = NULL;
+        rc = loupe_fail(err, LOUPE_ERR_INTERNAL, "graph build: index ownership table full");
+    }
+    goto done;
+nomem:
+    rc = loupe_fail(err, LOUPE_ERR_NOMEM, "graph build: no memory for %lld keys of dimension %d",
+                    (long long)n, d);
+done:
+    if (rc != LOUPE_OK) {
+        ix->entry = NULL;
+        ix->n_entry = 0;
+    }
+    free(F);
+    free(Q);
+    free(scores);
+    free(L);
+    free(best_q);
+    free(owner);
+    free(out);
+    free(outn);
+    free(entry);
+    free(off);
+    free(adj);
+    free(pick);
+    return rc;
+}

@@ -1,0 +1,190 @@
+/*
+ * IVF: k-means lists over the keys, searched by probing the nprobe centroids with the highest
+ * inner product with the query and scanning their keys exactly.
+ *
+ * Training is Lloyd's algorithm in L2 on a seeded sample of keys (the usual IVF-IP recipe: the
+ * lists partition key space; probing ranks them by q·centroid). Empty clusters are re-seeded with
+ * a random sample point so every list stays useful. Lists are one contiguous id array with
+ * offsets (list_off[l] .. list_off[l+1]), ids ascending inside a list, so a mapped index is two
+ * flat arrays. "Keys scanned" counts the nlist centroid scores too: they are real dot products.
+ */
+#include "anns/ann_impl.h"
+
+#include <omp.h>
+#include <stdlib.h>
+
+/* argmin_c |x - c|^2 = argmax_c x·c - |c|^2 / 2 */
+static int nearest_centroid(const float *x, const float *cent, const float *half_norm, int nlist,
+                            int d)
+{
+    int best = 0;
+    float bs = -INFINITY;
+    for (int c = 0; c < nlist; c++) {
+        float s = ann_dot_f32(x, cent + (int64_t)c * d, d) - half_norm[c];
+        if (s > bs) {
+            bs = s;
+            best = c;
+        }
+    }
+    return best;
+}
+
+static void half_norms(const float *cent, int nlist, int d, float *out)
+{
+    for (int c = 0; c < nlist; c++)
+        out[c] = 0.5f * ann_dot_f32(cent + (int64_t)c * d, cent + (int64_t)c * d, d);
+}
+
+loupe_status ann_ivf_build(ann_index *ix, const ann_build_opts *opts, loupe_err *err)
+{
+    loupe_status rc = LOUPE_OK;
+    int64_t n = ix->n;
+    int d = ix->dim;
+    int nth = opts->threads > 0 ? opts->threads : omp_get_max_threads();
+    int nlist = opts->nlist > 0 ? opts->nlist : (int)(2.0 * sqrt((double)n) + 0.5);
+    if (nlist > n)
+        nlist = (int)n;
+    if (nlist < 1)
+        nlist = 1;
+    int64_t ns = opts->kmeans_sample > 0 ? opts->kmeans_sample : 64 * (int64_t)nlist;
+    if (ns > n)
+        ns = n;
+    if (ns < nlist)
+        ns = nlist;
+    int iters = opts->kmeans_iters > 0 ? opts->kmeans_iters : 8;
+    uint64_t rng = opts->seed ^ 0x1f1f1f1full;
+    float *sample = malloc((size_t)ns * (size_t)d * sizeof(float));
+    float *cent = malloc((size_t)nlist * (size_t)d * sizeof(float));
+    float *hn = malloc((size_t)nlist * sizeof(float));
+    double *sum = malloc((size_t)nlist * (size_t)d * sizeof(double));
+    int64_t *cnt = malloc((size_t)nlist * sizeof(int64_t));
+    int32_t *assign = malloc((size_t)n * sizeof(int32_t));
+    int64_t *perm = malloc((size_t)n * sizeof(int64_t));
+    uint32_t *off = calloc((size_t)nlist + 1, sizeof(uint32_t));
+    int32_t *ids = malloc((size_t)n * sizeof(int32_t));
+    double t0 = ann_now();
+    if (!sample || !cent || !hn || !sum || !cnt || !assign || !perm || !off || !ids) {
+        rc = loupe_fail(err, LOUPE_ERR_NOMEM, "IVF: no memory for %d lists over %lld keys",
+                        nlist, (long long)n);
+        goto done;
+    }
+    /* Sample without replacement: a partial Fisher–Yates shuffle of the key ids. */
+    for (int64_t i = 0; i < n; i++)
+        perm[i] = i;
+    for (int64_t i = 0; i < ns; i++) {
+        int64_t j = i + (int64_t)(ann_rng_next(&rng) % (uint64_t)(n - i));
+        int64_t t = perm[i];
+        perm[i] = perm[j];
+        perm[j] = t;
+        ann_keys_row(ix->keys, perm[i], sample + i * d);
+    }
+    for (int c = 0; c < nlist; c++) /* the first nlist sampled keys: already a random choice */
+        memcpy(cent + (int64_t)c * d, sample + (int64_t)c * d, (size_t)d * sizeof(float));
+    for (int it = 0; it < iters; it++) {
+        half_norms(cent, nlist, d, hn);
+#pragma omp parallel for num_threads(nth) schedule(static)
+        for (int64_t i = 0; i < ns; i++)
+            assign[i] = nearest_centroid(sample + i * d, cent, hn, nlist, d);
+        memset(sum, 0, (size_t)nlist * (size_t)d * sizeof(double));
+        memset(cnt, 0, (size_t)nlist * sizeof(int64_t));
+        for (int64_t i = 0; i < ns; i++) {
+            double *s = sum + (int64_t)assign[i] * d;
+            for (int c = 0; c < d; c++)
+                s[c] += sample[i * d + c];
+            cnt[assign[i]]++;
+        }
+        for (int l = 0; l < nlist; l++) {
+            float *ce = cent + (int64_t)l * d;
+            if (cnt[l] == 0) {
+                int64_t r = (int64_t)(ann_rng_next(&rng) % (uint64_t)ns);
+                memcpy(ce, sample + r * d, (size_t)d * sizeof(float));
+                continue;
+            }
+            for (int c = 0; c < d; c++)
+                ce[c] = (float)(sum[(int64_t)l * d + c] / (double)cnt[l]);
+        }
+    }
+    half_norms(cent, nlist, d, hn);
+#pragma omp parallel num_threads(nth)
+    {
+        float *row = malloc((size_t)d * sizeof(float));
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            if (!row) {
+                assign[i] = 0;
+                continue;
+            }
+            ann_keys_row(ix->keys, i, row);
+            assign[i] = nearest_centroid(row, cent, hn, nlist, d);
+        }
+        if (!row)
+#pragma omp atomic write
+            rc = LOUPE_ERR_NOMEM;
+        free(row);
+    }
+    if (rc != LOUPE_OK) {
+        rc = loupe_fail(err, rc, "IVF: no memory for a key row");
+        goto done;
+    }
+    for (int64_t i = 0; i < n; i++)
+        off[assign[i] + 1]++;
+    for (int l = 0; l < nlist; l++)
+        off[l + 1] += off[l];
+    {
+        uint32_t *fill = (uint32_t *)perm; /* reuse: nlist u32 fit in n int64 slots */
+        memcpy(fill, off, (size_t)nlist * sizeof(uint32_t));
+        for (int64_t i = 0; i < n; i++)
+            ids[fill[assign[i]]++] = (int32_t)i;
+    }
+    ix->nlist = nlist;
+    ix->centroids = cent;
+    ix->list_off = off;
+    ix->list_ids = ids;
+    if (ann_index_own(ix, cent) == 0)
+        cent = NULL;
+    if (ann_index_own(ix, off) == 0)
+        off = NULL;
+    if (ann_index_own(ix, ids) == 0)
+        ids = NULL;
+    if (cent || off || ids) { /* never with a fresh index */
+        ix->centroids = NULL;
+        ix->list_off = NULL;
+        ix->list_ids = NULL;
+        rc = loupe_fail(err, LOUPE_ERR_INTERNAL, "IVF: index ownership table full");
+        goto done;
+    }
+    ix->stats.knn_s = ann_now() - t0;
+done:
+    free(sample);
+    free(cent);
+    free(hn);
+    free(sum);
+    free(cnt);
+    free(assign);
+    free(perm);
+    free(off);
+    free(ids);
+    return rc;
+}
+
+int ann_ivf_search(const ann_index *ix, ann_search_ctx *ctx, const float *q, int k, int nprobe,
+                   ann_cand *out)
+{
+    int d = ix->dim, np = 0, hn = 0;
+    if (nprobe > ix->nlist)
+        nprobe = ix->nlist;
+    ann_cand *probe = ctx->pool;
+    for (int l = 0; l < ix->nlist; l++)
+        ann_heap_push(probe, &np, nprobe, ann_dot_f32(q, ix->centroids + (int64_t)l * d, d), l);
+    ctx->scanned += ix->nlist;
+    for (int p = 0; p < np; p++) {
+        int l = probe[p].id;
+        for (uint32_t j = ix->list_off[l]; j < ix->list_off[l + 1]; j++) {
+            int32_t id = ix->list_ids[j];
+            ann_heap_push(out, &hn, k, ann_score(ix->keys, q, id), id);
+        }
+        ctx->scanned += ix->list_off[l + 1] - ix->list_off[l];
+    }
+    ann_heap_sort_desc(out, hn);
+    return hn;
+}

@@ -1,0 +1,242 @@
+/*
+ * Key storage: one head's keys as f32, bf16 or int8 with a per-row scale, and the dot products
+ * every index scores them with.
+ *
+ * Invariants: rows are `stride` elements apart (a view can walk a wider KV row); int8 rows carry
+ * scale = max|k| / 127 (0 for an all-zero row), so k ≈ scale · k8 with |error| <= scale / 2 per
+ * element; bf16 is round-to-nearest-even of the f32 (NaN kept NaN). The dot kernels are compiled
+ * once per ISA (target_clones) and picked at load time, because the build's flags target the
+ * baseline x86-64 and the search is bound by these loops.
+ */
+#include "anns/ann_impl.h"
+
+#include <stdlib.h>
+
+/* ---- Dot products ------------------------------------------------------------------------- */
+
+/* Sixteen independent accumulators: the compiler vectorises the lanes without reassociating a
+ * float reduction (which -O3 alone may not do). */
+#define ANN_LANES 16
+
+ANN_CLONES float ann_dot_f32(const float *a, const float *b, int d)
+{
+    float acc[ANN_LANES] = {0};
+    int i = 0;
+    for (; i + ANN_LANES <= d; i += ANN_LANES)
+        for (int j = 0; j < ANN_LANES; j++)
+            acc[j] += a[i + j] * b[i + j];
+    float s = 0;
+    for (; i < d; i++)
+        s += a[i] * b[i];
+    for (int j = 0; j < ANN_LANES; j++)
+        s += acc[j];
+    return s;
+}
+
+ANN_CLONES float ann_dot_bf16(const float *q, const uint16_t *k, int d)
+{
+    float acc[ANN_LANES] = {0};
+    int i = 0;
+    for (; i + ANN_LANES <= d; i += ANN_LANES)
+        for (int j = 0; j < ANN_LANES; j++)
+            acc[j] += q[i + j] * ann_bf16_to_f32(k[i + j]);
+    float s = 0;
+    for (; i < d; i++)
+        s += q[i] * ann_bf16_to_f32(k[i]);
+    for (int j = 0; j < ANN_LANES; j++)
+        s += acc[j];
+    return s;
+}
+
+ANN_CLONES float ann_dot_i8(const float *q, const int8_t *k, int d)
+{
+    float acc[ANN_LANES] = {0};
+    int i = 0;
+    for (; i + ANN_LANES <= d; i += ANN_LANES)
+        for (int j = 0; j < ANN_LANES; j++)
+            acc[j] += q[i + j] * (float)k[i + j];
+    float s = 0;
+    for (; i < d; i++)
+        s += q[i] * (float)k[i];
+    for (int j = 0; j < ANN_LANES; j++)
+        s += acc[j];
+    return s;
+}
+
+ANN_CLONES float ann_l2sq_f32(const float *a, const float *b, int d)
+{
+    float acc[ANN_LANES] = {0};
+    int i = 0;
+    for (; i + ANN_LANES <= d; i += ANN_LANES)
+        for (int j = 0; j < ANN_LANES; j++) {
+            float t = a[i + j] - b[i + j];
+            acc[j] += t * t;
+        }
+    float s = 0;
+    for (; i < d; i++)
+        s += (a[i] - b[i]) * (a[i] - b[i]);
+    for (int j = 0; j < ANN_LANES; j++)
+        s += acc[j];
+    return s;
+}
+
+/* ---- Conversion ------------------------------------------------------------------------- */
+
+static uint16_t f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40u); /* quiet NaN stays NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);          /* round to nearest, ties to even */
+    return (uint16_t)(u >> 16);
+}
+
+/* ---- ann_keys ----------------------------------------------------------------------------- */
+
+static loupe_status check_shape(int64_t n, int dim, loupe_err *err)
+{
+    if (n <= 0 || n > INT32_MAX)
+        return loupe_fail(err, LOUPE_ERR_INVALID, "key count %lld is outside 1..%d",
+                          (long long)n, INT32_MAX);
+    if (dim <= 0 || dim > 65536)
+        return loupe_fail(err, LOUPE_ERR_INVALID, "key dimension %d is outside 1..65536", dim);
+    return LOUPE_OK;
+}
+
+loupe_status ann_keys_create(const float *keys, int64_t n, int dim, ann_key_type type,
+                             ann_keys **out, loupe_err *err)
+{
+    loupe_status rc = LOUPE_OK;
+    ann_keys *k = NULL;
+    *out = NULL;
+    if ((rc = check_shape(n, dim, err)) != LOUPE_OK)
+        goto done;
+    if (type != ANN_KEYS_F32 && type != ANN_KEYS_BF16 && type != ANN_KEYS_INT8) {
+        rc = loupe_fail(err, LOUPE_ERR_INVALID, "unknown key storage type %d", (int)type);
+        goto done;
+    }
+    k = calloc(1, sizeof *k);
+    size_t esz = type == ANN_KEYS_F32 ? 4 : type == ANN_KEYS_BF16 ? 2 : 1;
+    if (!k || !(k->owned_data = malloc((size_t)n * (size_t)dim * esz)) ||
+        (type == ANN_KEYS_INT8 && !(k->owned_scales = malloc((size_t)n * sizeof(float))))) {
+        rc = loupe_fail(err, LOUPE_ERR_NOMEM, "no memory for %lld keys of dimension %d",
+                        (long long)n, dim);
+        goto done;
+    }
+    k->type = type;
+    k->n = n;
+    k->dim = dim;
+    k->stride = dim;
+    k->data = k->owned_data;
+    k->scales = k->owned_scales;
+#pragma omp parallel for schedule(static)
+    for (int64_t r = 0; r < n; r++) {
+        const float *src = keys + r * dim;
+        if (type == ANN_KEYS_F32) {
+            memcpy((float *)k->owned_data + r * dim, src, (size_t)dim * sizeof(float));
+        } else if (type == ANN_KEYS_BF16) {
+            uint16_t *dst = (uint16_t *)k->owned_data + r * dim;
+            for (int i = 0; i < dim; i++)
+                dst[i] = f32_to_bf16(src[i]);
+        } else {
+            int8_t *dst = (int8_t *)k->owned_data + r * dim;
+            float amax = 0;
+            for (int i = 0; i < dim; i++)
+                amax = fmaxf(amax, fabsf(src[i]));
+            float scale = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
+            for (int i = 0; i < dim; i++) {
+                float v = nearbyintf(src[i] * inv);
+                dst[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+            }
+            k->owned_scales[r] = scale;
+        }
+    }
+    *out = k;
+    k = NULL;
+done:
+    ann_keys_destroy(k);
+    return rc;
+}
+
+loupe_status ann_keys_view(ann_key_type type, const void *data, const float *scales, int64_t n,
+                           int dim, int64_t row_stride, ann_keys **out, loupe_err *err)
+{
+    *out = NULL;
+    loupe_status rc = check_shape(n, dim, err);
+    if (rc != LOUPE_OK)
+        return rc;
+    if (!data || row_stride < dim || (type == ANN_KEYS_INT8) != (scales != NULL) ||
+        (type != ANN_KEYS_F32 && type != ANN_KEYS_BF16 && type != ANN_KEYS_INT8))
+        return loupe_fail(err, LOUPE_ERR_INVALID,
+                          "key view: need rows, a stride >= dimension %d (got %lld), and scales "
+                          "exactly for int8",
+                          dim, (long long)row_stride);
+    ann_keys *k = calloc(1, sizeof *k);
+    if (!k)
+        return loupe_fail(err, LOUPE_ERR_NOMEM, "no memory for a key view");
+    k->type = type;
+    k->n = n;
+    k->dim = dim;
+    k->stride = row_stride;
+    k->data = data;
+    k->scales = scales;
+    *out = k;
+    return LOUPE_OK;
+}
+
+void ann_keys_destroy(ann_keys *keys)
+{
+    if (!keys)
+        return;
+    free(keys->owned_data);
+    free(keys->owned_scales);
+    free(keys);
+}
+
+int64_t ann_keys_count(const ann_keys *keys) { return keys->n; }
+int ann_keys_dim(const ann_keys *keys) { return keys->dim; }
+ann_key_type ann_keys_type(const ann_keys *keys) { return keys->type; }
+
+const char *ann_key_type_name(ann_key_type type)
+{
+    switch (type) {
+    case ANN_KEYS_F32: return "f32";
+    case ANN_KEYS_BF16: return "bf16";
+    case ANN_KEYS_INT8: return "int8";
+    }
+    return "?";
+}
+
+const void *ann_keys_data(const ann_keys *keys, int64_t *row_stride, const float **scales)
+{
+    if (row_stride)
+        *row_stride = keys->stride;
+    if (scales)
+        *scales = keys->scales;
+    return keys->data;
+}
+
+size_t ann_keys_bytes(const ann_keys *keys)
+{
+    size_t esz = keys->type == ANN_KEYS_F32 ? 4 : keys->type == ANN_KEYS_BF16 ? 2 : 1;
+    return (size_t)keys->n * (size_t)keys->dim * esz +
+           (keys->type == ANN_KEYS_INT8 ? (size_t)keys->n * sizeof(float) : 0);
+}
+
+float ann_keys_score(const ann_keys *keys, const float *q, int64_t id)
+{
+    return ann_score(keys, q, id);
+}
+
+void ann_keys_row(const ann_keys *keys, int64_t id, float *out)
+{
+    const void *p = ann_keys_rowptr(keys, id);
+    for (int i = 0; i < keys->dim; i++) {
+        switch (keys->type) {
+        case ANN_KEYS_F32: out[i] = ((const float *)p)[i]; break;
+        case ANN_KEYS_BF16: out[i] = ann_bf16_to_f32(((const uint16_t *)p)[i]); break;
+        default: out[i] = keys->scales[id] * (float)((const int8_t *)p)[i]; break;
+        }
+    }
+}

@@ -1,0 +1,128 @@
+/* Exactness: the CPU kNN and the flat index return exactly the brute-force top-k (ids in order,
+ * scores equal to the stored-key score), every key's best query is right, and an f32 re-rank
+ * turns bf16 results into the f32 top-k. Uneven sizes exercise the tiles' edges. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "anns/anns.h"
+#include "common/test_util.h"
+
+enum { N = 1237, D = 72, NQ = 131, K = 20 };
+
+/* Brute force top-K by stored score, ties by id. */
+static void brute(const ann_keys *keys, const float *q, int32_t *ids, float *sc)
+{
+    for (int j = 0; j < K; j++) {
+        ids[j] = -1;
+        sc[j] = -INFINITY;
+    }
+    for (int i = 0; i < N; i++) {
+        float s = ann_keys_score(keys, q, i);
+        int p = K;
+        while (p > 0 && s > sc[p - 1])
+            p--;
+        if (p == K)
+            continue;
+        memmove(ids + p + 1, ids + p, sizeof(int32_t) * (K - 1 - p));
+        memmove(sc + p + 1, sc + p, sizeof(float) * (K - 1 - p));
+        ids[p] = i;
+        sc[p] = s;
+    }
+}
+
+int main(void)
+{
+    test_rng r;
+    test_rng_seed(&r, test_seed());
+    float *k = malloc(sizeof(float) * N * D), *q = malloc(sizeof(float) * NQ * D);
+    for (int i = 0; i < N * D; i++)
+        k[i] = test_rng_normal(&r) + (i % D == 3 ? 2.0f : 0.0f);
+    for (int i = 0; i < NQ * D; i++)
+        q[i] = test_rng_normal(&r);
+    loupe_err err;
+    loupe_err_clear(&err);
+    ann_keys *f32 = NULL, *bf = NULL;
+    ann_index *flat = NULL;
+    ann_search_ctx *ctx = NULL;
+    CHECK(ann_keys_create(k, N, D, ANN_KEYS_F32, &f32, &err) == LOUPE_OK);
+    CHECK(ann_keys_create(k, N, D, ANN_KEYS_BF16, &bf, &err) == LOUPE_OK);
+
+    /* kNN against brute force (f32 keys; scores equal up to summation order). */
+    int32_t *ids = malloc(sizeof(int32_t) * NQ * K), *best = malloc(sizeof(int32_t) * N);
+    float *sc = malloc(sizeof(float) * NQ * K);
+    int32_t bid[K];
+    float bsc[K];
+    CHECK(ann_knn_cpu(NULL, f32, q, NQ, K, 2, ids, sc, best, &err) == LOUPE_OK);
+    int mism = 0;
+    for (int t = 0; t < NQ; t++) {
+        brute(f32, q + t * D, bid, bsc);
+        for (int j = 0; j < K; j++) {
+            if (ids[t * K + j] != bid[j] && fabsf(sc[t * K + j] - bsc[j]) > 1e-4f)
+                mism++;
+            CHECK(fabsf(sc[t * K + j] - bsc[j]) <= 1e-4f * (1 + fabsf(bsc[j])));
+        }
+    }
+    CHECK_MSG(mism == 0, "%d kNN ids differ from brute force", mism);
+    for (int i = 0; i < N; i += 7) {
+        float bs = -INFINITY;
+        for (int t = 0; t < NQ; t++)
+            bs = fmaxf(bs, ann_keys_score(f32, q + t * D, i));
+        CHECK(best[i] >= 0 && best[i] < NQ);
+        CHECK(fabsf(ann_keys_score(f32, q + best[i] * D, i) - bs) <= 1e-4f * (1 + fabsf(bs)));
+    }
+    /* k larger than the key count pads with -1. */
+    {
+        int32_t id2[8];
+        float s2[8];
+        ann_keys *few = NULL;
+        CHECK(ann_keys_create(k, 5, D, ANN_KEYS_F32, &few, &err) == LOUPE_OK);
+        CHECK(ann_knn_cpu(NULL, few, q, 1, 8, 1, id2, s2, NULL, &err) == LOUPE_OK);
+        CHECK(id2[4] >= 0 && id2[5] == -1 && id2[7] == -1 && isinf(s2[6]));
+        ann_keys_destroy(few);
+    }
+
+    /* Flat index over bf16: exact with respect to the stored keys. */
+    CHECK(ann_index_build(ANN_FLAT, bf, NULL, 0, NULL, &flat, NULL, &err) == LOUPE_OK);
+    CHECK(ann_search_ctx_create(N, 64, &ctx, &err) == LOUPE_OK);
+    ann_search_params p = {.k = K};
+    int nf = 0;
+    for (int t = 0; t < NQ; t++) {
+        CHECK(ann_search(flat, ctx, q + t * D, &p, bid, bsc, &nf, &err) == LOUPE_OK);
+        CHECK(nf == K);
+        int32_t want[K];
+        float wsc[K];
+        brute(bf, q + t * D, want, wsc);
+        for (int j = 0; j < K; j++) {
+            CHECK(bsc[j] == ann_keys_score(bf, q + t * D, bid[j]));
+            CHECK(bid[j] == want[j] || bsc[j] == wsc[j]);
+        }
+    }
+    CHECK(ann_search_ctx_scanned(ctx) == (int64_t)NQ * N);
+    /* Re-rank with the f32 keys: the f32 top-k exactly (the pool of 64 covers bf16's error). */
+    p.rerank_keys = k;
+    p.ef = 64;
+    for (int t = 0; t < NQ; t++) {
+        CHECK(ann_search(flat, ctx, q + t * D, &p, bid, bsc, &nf, &err) == LOUPE_OK);
+        int32_t want[K];
+        float wsc[K];
+        brute(f32, q + t * D, want, wsc);
+        for (int j = 0; j < K; j++)
+            CHECK(bid[j] == want[j] && fabsf(bsc[j] - wsc[j]) <= 1e-4f * (1 + fabsf(wsc[j])));
+    }
+    /* A beam beyond the context is refused with a sentence. */
+    p.ef = 65;
+    CHECK(ann_search(flat, ctx, q, &p, bid, bsc, &nf, &err) == LOUPE_ERR_INVALID);
+    CHECK(strstr(err.msg, "beam") != NULL);
+
+    ann_index_destroy(flat);
+    ann_search_ctx_destroy(ctx);
+    ann_keys_destroy(f32);
+    ann_keys_destroy(bf);
+    free(k);
+    free(q);
+    free(ids);
+    free(best);
+    free(sc);
+    return test_summary("test_anns_exact");
+}
