@@ -381,20 +381,37 @@ static bool is_text_doc(const ing_doc *d)
     return d->status != ING_DOC_SKIPPED;
 }
 
-/* Sets every document's status and planned token count for the budget. */
+/* Sets every document's status and planned token count for the budget. `marker` is what a cut
+ * costs on top of the kept tokens (the marker line, a closing page tag for PDFs). */
 static void plan(ing_ctx *c, ing_truncate how, int64_t budget, int64_t marker)
 {
-    int64_t sum = 0, n_text = 0;
-    for (size_t i = 0; i < c->n_docs; i++)
-        if (is_text_doc(&c->docs[i])) {
-            sum += c->docs[i].tokens;
-            n_text++;
+    double frac = 0;
+    if (how == ING_TRUNCATE_PROPORTIONAL) {
+        /* One fraction for all; documents that would keep nothing are dropped and stop costing
+         * a marker, which raises the fraction for the rest: iterate until stable. */
+        for (size_t i = 0; i < c->n_docs; i++)
+            c->x[i].kept_plan = is_text_doc(&c->docs[i]) ? 1 : 0; /* 1 = still in */
+        for (int round = 0; round < 64; round++) {
+            int64_t sum = 0, n_in = 0;
+            for (size_t i = 0; i < c->n_docs; i++)
+                if (c->x[i].kept_plan) {
+                    sum += c->docs[i].tokens;
+                    n_in++;
+                }
+            frac = sum > 0 ? (double)(budget - n_in * marker) / (double)sum : 0;
+            bool changed = false;
+            for (size_t i = 0; i < c->n_docs; i++)
+                if (c->x[i].kept_plan && c->docs[i].tokens > 0 &&
+                    (frac <= 0 || (int64_t)((double)c->docs[i].tokens * frac) <= 0)) {
+                    c->x[i].kept_plan = 0;
+                    changed = true;
+                }
+            if (!changed)
+                break;
         }
+    }
     int64_t acc = 0;
     bool full = false;
-    double frac = 0;
-    if (how == ING_TRUNCATE_PROPORTIONAL && sum > 0)
-        frac = (double)(budget - n_text * marker) / (double)sum;
     for (size_t i = 0; i < c->n_docs; i++) {
         ing_doc *d = &c->docs[i];
         if (!is_text_doc(d))
@@ -402,7 +419,7 @@ static void plan(ing_ctx *c, ing_truncate how, int64_t budget, int64_t marker)
         int64_t t = d->tokens;
         int64_t keep;
         if (how == ING_TRUNCATE_PROPORTIONAL) {
-            keep = frac <= 0 ? 0 : (int64_t)((double)t * frac);
+            keep = !c->x[i].kept_plan ? 0 : frac >= 1 ? t : (int64_t)((double)t * frac);
         } else if (full) {
             keep = 0;
         } else if (acc + t <= budget) {
@@ -545,11 +562,18 @@ static loupe_status fit(ing_ctx *c, ing_buf *out, int64_t *total)
         if (is_text_doc(&c->docs[i]))
             doc_sum += c->docs[i].tokens;
     int64_t overhead = *total - doc_sum;
-    static const char sample[] = "[... truncated: 999999 of 999999 tokens kept ...]\n</page>\n";
+    static const char sample[] = "[... truncated: 999999 of 999999 tokens kept ...]\n";
+    static const char page_close[] = "</page>\n";
     int64_t marker = count_text(c, sample, sizeof sample - 1);
-    if (marker < 0)
+    int64_t page = count_text(c, page_close, sizeof page_close - 1);
+    if (marker < 0 || page < 0)
         return loupe_fail(c->err, LOUPE_ERR_INTERNAL, "the token counter failed");
-    marker += 2; /* a newline added after the cut, and slack for merges at the cut */
+    bool any_pdf = false;
+    for (size_t i = 0; i < c->n_docs; i++)
+        any_pdf |= c->docs[i].format == ING_FMT_PDF && is_text_doc(&c->docs[i]);
+    /* + a newline added after the cut and slack for merges at the cut; the budget loop below
+     * corrects whatever this estimate misses. */
+    marker += 2 + (any_pdf ? page : 0);
     int64_t budget = o->ctx - overhead;
     if (o->truncate == ING_TRUNCATE_NONE) {
         ing_buf_free(out);

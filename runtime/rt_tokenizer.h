@@ -76,8 +76,8 @@ loupe_status rt_tokenize(const rt_tokenizer *t, const char *text, size_t len, rt
                          loupe_err *err);
 /* Same result as rt_tokenize, splitting large inputs across n_threads (0 = all cores) at
  * boundaries where the pre-tokenizer provably splits: after a '\n' followed by a printable
- * non-space ASCII character, or at a space between two ASCII letters. Small inputs (under about
- * 256 KiB per thread) are tokenized on the calling thread. */
+ * non-space ASCII character, or at a space between two ASCII letters. Chunks are at least
+ * 256 KiB, so inputs under 512 KiB are tokenized on the calling thread. */
 loupe_status rt_tokenize_parallel(const rt_tokenizer *t, const char *text, size_t len,
                                   int n_threads, rt_ids *out, loupe_err *err);
 
