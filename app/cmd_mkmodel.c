@@ -6,8 +6,8 @@
  * stay well-conditioned through any number of layers. Each row of each tensor has its own RNG
  * stream seeded from (seed, tensor, row): the file depends only on the options, not on the
  * thread count. Rows are generated and quantised a chunk at a time (OpenMP across rows) and
- * streamed to the writer, so memory use is a few MB whatever the model size (llama3-8b writes
- * without 16 GB of RAM).
+ * streamed to the writer, so memory use is about 32 MB whatever the model size (llama3-8b
+ * writes without 16 GB of RAM).
  *
  * Vocabulary: from a Hugging Face tokenizer.json when --tokenizer is given, else a minimal
  * byte-level one (the 256 GPT-2 byte tokens, no merges, the chat format's special tokens, then

@@ -8,7 +8,7 @@ optimizer state (weights brought back from an earlier machine) resumes with a sh
 Each run appends a line (steps, tokens, seconds) to <cache>/runs.jsonl.
 
 Invariants: the batch of step s is a pure function of (seed, s, T(s)), made by DataLoader workers
-that each own the steps s ≡ w (mod workers), so a resumed run sees exactly the batches an
+that each own the steps s ≡ start + w (mod workers), so a resumed run sees exactly the batches an
 uninterrupted one would. The learning-rate schedule and the length curriculum depend only on s
 and --steps.
 """
@@ -73,7 +73,7 @@ class Batches(torch.utils.data.IterableDataset):
             self.corp = data.Corpus(self.cache, data.load_tok(self.cache))
         s = self.start
         while s < self.total:
-            if s % self.workers == w:
+            if (s - self.start) % self.workers == w:
                 T = seq_len(s, self.total, self.phases)
                 rows = max(1, self.tps // T)
                 ids, ans, lm = data.make_batch(self.corp, self.seed, s, T, rows)
