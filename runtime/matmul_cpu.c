@@ -11,6 +11,7 @@
 #include <omp.h>
 
 #if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
 #include <immintrin.h>
 #define RT_HAVE_F16C_PATH 1
 #endif
@@ -49,7 +50,11 @@ static void decode_row(rt_type type, const void *src, float *dst, size_t n, bool
 static bool cpu_has_f16c(void)
 {
 #ifdef RT_HAVE_F16C_PATH
-    return __builtin_cpu_supports("f16c") && __builtin_cpu_supports("avx");
+    /* cpuid rather than __builtin_cpu_supports("f16c"), which clang 14 does not know. */
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d))
+        return false;
+    return (c & bit_F16C) && __builtin_cpu_supports("avx");
 #else
     return false;
 #endif
