@@ -14,6 +14,8 @@
 #include <stdint.h>
 
 #include "anns/anns.h"
+#include "ingest/ingest.h"
+#include "runtime/runtime.h"
 
 enum { APP_EXIT_OK = 0, APP_EXIT_FAIL = 1, APP_EXIT_USAGE = 2 };
 
@@ -77,6 +79,40 @@ int app_parse_size(const char *cmd, const char *name, const char *s, uint64_t *o
 int app_opt_value(const char *cmd, const char *name, int argc, char **argv, int *i,
                   const char **value);
 
+/* ---- Ingestion shared by layout and ask (ingest_glue.c) -------------------------------- */
+
+/* Counts tokens for ingest with the model's tokenizer; lives as long as the ing_opts using it. */
+typedef struct {
+    const rt_tokenizer *tok;
+    int threads;
+} app_counter;
+
+/* Points io's count/prefix callbacks at `tok` through `c`. */
+void app_counter_attach(app_counter *c, const rt_tokenizer *tok, int threads, ing_opts *io);
+
+/* Sources and the options that shape their ingestion (--truncate, --exclude, --include,
+ * --no-ignore, --max-file-size, --max-size, --timeout, --connect-timeout). */
+typedef struct {
+    ing_opts io;
+    const char **paths;   /* (n_paths) into argv */
+    size_t n_paths;
+    const char **exclude; /* (n_exclude) */
+    size_t n_exclude;
+    const char **include; /* (n_include) */
+    size_t n_include;
+} app_sources;
+
+void app_sources_init(app_sources *s);
+void app_sources_free(app_sources *s);
+/* Like app_opts_parse: 1 consumed, 0 not a source option, APP_EXIT_USAGE reported. */
+int app_sources_parse(app_sources *s, const char *cmd, int argc, char **argv, int *i);
+/* Adds a source path; APP_EXIT_USAGE (reported) when out of memory. */
+int app_sources_add(app_sources *s, const char *cmd, const char *path);
+/* Copies the glob lists into s->io; call once after parsing. */
+void app_sources_finish(app_sources *s);
+/* The help lines for the options above. */
+const char *app_sources_help(void);
+
 /* ---- Subcommands ------------------------------------------------------------------------ */
 
 int cmd_model_info(int argc, char **argv);
@@ -87,11 +123,13 @@ int cmd_logits(int argc, char **argv);
 int cmd_ask(int argc, char **argv);
 int cmd_layout(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_dump_qk(int argc, char **argv);
 
 /* `loupe bench <name>` entries, one file each (bench_<name>.c). */
 int bench_tokenize(int argc, char **argv);
 int bench_decode(int argc, char **argv);   /* CPU/GPU decode and prefill tokens/s */
 int bench_ingest(int argc, char **argv);
 int bench_anns(int argc, char **argv);
+int bench_niah(int argc, char **argv);    /* needle-in-a-haystack accuracy */
 
 #endif /* LOUPE_APP_H */

@@ -1,9 +1,10 @@
 /*
- * `loupe ask [OPTIONS] FILE... -q QUESTION [--system S]`: the first end-to-end path. Reads plain
- * text files, lays them out as docs/LAYOUT.md describes (<context>, <sources>, one <document> per
- * file, </context>, a blank line, the question) as the user's turn, renders the chat format,
- * prefills on the CPU and streams the sampled answer to stdout until an end-of-generation token,
- * --max-tokens, or the end of the context. (Directories, URLs and PDFs arrive with ingest.)
+ * `loupe ask [OPTIONS] SOURCE... -q QUESTION [--system S]`: the end-to-end path. Ingests the
+ * sources (files, directories, URLs, PDFs, - for stdin) into the layout of docs/LAYOUT.md, within
+ * the context left after the question and --max-tokens of answer; puts the question after a blank
+ * line as the user's turn; renders the chat format; prefills on the CPU and streams the sampled
+ * answer to stdout until an end-of-generation token, --max-tokens, or the end of the context
+ * (which is said on stderr: an answer is never cut silently).
  */
 #include "app/app.h"
 
@@ -18,98 +19,53 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: loupe ask [OPTIONS] FILE... -q QUESTION [--system TEXT]\n"
-               "Answers QUESTION about the files, streaming the answer to stdout.\n"
+    fprintf(f, "usage: loupe ask [OPTIONS] SOURCE... -q QUESTION [--system TEXT]\n"
+               "Answers QUESTION about the sources (files, directories, http(s) URLs, PDFs, - for\n"
+               "stdin), streaming the answer to stdout.\n"
                "options: --model FILE, --ctx N, --threads N, --seed N, --temp T, --top-k N,\n"
-               "         --top-p P, --min-p P, --repeat-penalty R, --max-tokens N\n");
+               "         --top-p P, --min-p P, --repeat-penalty R, --max-tokens N\n%s",
+            app_sources_help());
 }
 
 /* ==== The user turn (LAYOUT.md) =========================================================== */
 
-typedef struct {
-    char *p; /* (len) bytes, NUL-terminated */
-    size_t len, cap;
-} ask_buf;
-
-static loupe_status buf_add(ask_buf *b, const char *s, size_t n, loupe_err *err)
+/* The laid-out sources (if any), a blank line, the question; malloc'd into *out. */
+static loupe_status build_user_turn(const ing_result *r, const char *question, char **out,
+                                    size_t *out_len, loupe_err *err)
 {
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p)
-            return loupe_fail(err, LOUPE_ERR_NOMEM, "out of memory laying out %zu bytes", cap);
-        b->p = p;
-        b->cap = cap;
+    size_t ctx_len = r ? r->len : 0, q_len = strlen(question);
+    char *p = malloc(ctx_len + 1 + q_len + 1);
+    if (!p)
+        return loupe_fail(err, LOUPE_ERR_NOMEM, "out of memory building a %zu-byte prompt",
+                          ctx_len + q_len);
+    size_t n = 0;
+    if (ctx_len) {
+        memcpy(p, r->text, ctx_len);
+        n = ctx_len;
+        p[n++] = '\n';
     }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
+    memcpy(p + n, question, q_len);
+    n += q_len;
+    p[n] = '\0';
+    *out = p;
+    *out_len = n;
     return LOUPE_OK;
 }
 
-static loupe_status buf_str(ask_buf *b, const char *s, loupe_err *err)
+/* Tokens the chat format and the question take around the sources (the turn with no sources). */
+static loupe_status count_overhead(const rt_tokenizer *tok, rt_chat_format fmt, const char *system,
+                                   const char *question, size_t *out, loupe_err *err)
 {
-    return buf_add(b, s, strlen(s), err);
-}
-
-/* An attribute value with & " < > escaped. */
-static loupe_status buf_attr(ask_buf *b, const char *s, loupe_err *err)
-{
-    loupe_status st = LOUPE_OK;
-    for (; *s && !st; s++) {
-        switch (*s) {
-        case '&': st = buf_str(b, "&amp;", err); break;
-        case '"': st = buf_str(b, "&quot;", err); break;
-        case '<': st = buf_str(b, "&lt;", err); break;
-        case '>': st = buf_str(b, "&gt;", err); break;
-        default: st = buf_add(b, s, 1, err);
-        }
-    }
-    return st;
-}
-
-static loupe_status append_file(ask_buf *b, const char *path, loupe_err *err)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return loupe_fail(err, LOUPE_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
-    loupe_status st = LOUPE_OK;
-    char chunk[65536];
-    size_t n, start = b->len;
-    while (!st && (n = fread(chunk, 1, sizeof chunk, f)) > 0)
-        st = buf_add(b, chunk, n, err);
-    if (!st && ferror(f))
-        st = loupe_fail(err, LOUPE_ERR_IO, "%s: read error: %s", path, strerror(errno));
-    fclose(f);
-    if (!st && (b->len == start || b->p[b->len - 1] != '\n'))
-        st = buf_str(b, "\n", err);
-    return st;
-}
-
-static loupe_status build_user_turn(char **files, int n_files, const char *question, ask_buf *b,
-                                    loupe_err *err)
-{
-    loupe_status st = LOUPE_OK;
-    if (n_files > 0) {
-        st = buf_str(b, "<context>\n<sources>\n", err);
-        for (int i = 0; i < n_files && !st; i++)
-            if (!(st = buf_str(b, files[i], err)))
-                st = buf_str(b, "\n", err);
-        if (!st)
-            st = buf_str(b, "</sources>\n", err);
-        for (int i = 0; i < n_files && !st; i++) {
-            if ((st = buf_str(b, "<document path=\"", err)) || (st = buf_attr(b, files[i], err)) ||
-                (st = buf_str(b, "\">\n", err)) || (st = append_file(b, files[i], err)))
-                break;
-            st = buf_str(b, "</document>\n", err);
-        }
-        if (!st)
-            st = buf_str(b, "</context>\n\n", err);
-    }
-    if (!st)
-        st = buf_str(b, question, err);
+    rt_chat_msg msgs[2];
+    size_t n = 0;
+    if (system)
+        msgs[n++] = (rt_chat_msg){RT_ROLE_SYSTEM, system, strlen(system)};
+    msgs[n++] = (rt_chat_msg){RT_ROLE_USER, question, strlen(question)};
+    rt_ids ids;
+    rt_ids_init(&ids);
+    loupe_status st = rt_chat_render(tok, fmt, msgs, n, true, &ids, err);
+    *out = ids.n + 2; /* the blank line between context and question may add a token or two */
+    rt_ids_free(&ids);
     return st;
 }
 
@@ -156,17 +112,17 @@ int cmd_ask(int argc, char **argv)
     app_opts o;
     app_opts_init(&o);
     const char *question = NULL, *system = NULL, *session = NULL;
-    char **files = calloc((size_t)argc + 1, sizeof *files);
-    int n_files = 0;
-    if (!files)
-        return app_usage("ask", "out of memory");
+    app_sources src;
+    app_sources_init(&src);
     for (int i = 1; i < argc; i++) {
         int r = app_opts_parse(&o, "ask", argc, argv, &i);
         if (r == 0 && (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h"))) {
             usage(stdout);
-            free(files);
+            app_sources_free(&src);
             return APP_EXIT_OK;
         }
+        if (r == 0)
+            r = app_sources_parse(&src, "ask", argc, argv, &i);
         if (r == 0)
             r = app_opt_value("ask", "-q", argc, argv, &i, &question);
         if (r == 0)
@@ -175,26 +131,27 @@ int cmd_ask(int argc, char **argv)
             r = app_opt_value("ask", "--system", argc, argv, &i, &system);
         if (r == 0)
             r = app_opt_value("ask", "--session", argc, argv, &i, &session);
+        if (r == 0 && argv[i][0] == '-' && argv[i][1] != '\0')
+            r = app_usage("ask", "unknown option '%s'", argv[i]);
+        if (r == 0)
+            r = app_sources_add(&src, "ask", argv[i]);
         if (r > 1) {
-            free(files);
+            app_sources_free(&src);
             return r;
         }
-        if (r == 1)
-            continue;
-        if (argv[i][0] == '-' && argv[i][1] != '\0') {
-            free(files);
-            return app_usage("ask", "unknown option '%s'", argv[i]);
-        }
-        files[n_files++] = argv[i];
     }
     if (!question) {
-        free(files);
+        app_sources_free(&src);
         return app_usage("ask", "a question is required: -q QUESTION");
     }
+    app_sources_finish(&src);
 
     int rc = APP_EXIT_FAIL;
     loupe_err err = {0};
-    ask_buf user = {0};
+    char *user = NULL;
+    size_t user_len = 0;
+    ing_result *docs = NULL;
+    app_counter cnt;
     rt_ids ids;
     rt_ids_init(&ids);
     rt_gguf *g = NULL;
@@ -217,21 +174,11 @@ int cmd_ask(int argc, char **argv)
         loupe_fail(&err, LOUPE_ERR_UNSUPPORTED, "the CUDA backend is not built yet; use --backend cpu");
         goto fail;
     }
-    if (build_user_turn(files, n_files, question, &user, &err))
-        goto fail;
     const char *path = app_model_path(&o);
     rt_chat_format fmt;
     if (rt_gguf_open(path, &g, &err) || rt_model_load(g, &m, &err) ||
         rt_tokenizer_load(g, &tok, &err) || rt_chat_format_detect(g, tok, &fmt, &err))
         goto fail;
-    rt_chat_msg msgs[2];
-    size_t n_msgs = 0;
-    if (system)
-        msgs[n_msgs++] = (rt_chat_msg){RT_ROLE_SYSTEM, system, strlen(system)};
-    msgs[n_msgs++] = (rt_chat_msg){RT_ROLE_USER, user.p, user.len};
-    if (rt_chat_render(tok, fmt, msgs, n_msgs, true, &ids, &err))
-        goto fail;
-
     const rt_hparams *hp = rt_model_hparams(m);
     uint64_t limit = o.ctx ? (uint64_t)o.ctx : hp->n_ctx_train;
     if (hp->n_ctx_train && limit > hp->n_ctx_train) {
@@ -239,6 +186,51 @@ int cmd_ask(int argc, char **argv)
                    "tokens", (long long)o.ctx, hp->n_ctx_train);
         goto fail;
     }
+
+    /* The sources get what the chat format, the question and the answer leave of the context. */
+    if (src.n_paths > 0) {
+        size_t overhead = 0;
+        if (count_overhead(tok, fmt, system, question, &overhead, &err))
+            goto fail;
+        uint64_t reserve = overhead + (uint64_t)o.max_tokens;
+        if (reserve >= limit) {
+            loupe_fail(&err, LOUPE_ERR_TOO_LONG,
+                       "the question (%zu tokens with the chat format) and --max-tokens %d leave no "
+                       "room for the sources in a context of %llu tokens", overhead, o.max_tokens,
+                       (unsigned long long)limit);
+            goto fail;
+        }
+        src.io.ctx = (int64_t)(limit - reserve);
+        src.io.threads = o.threads;
+        app_counter_attach(&cnt, tok, o.threads, &src.io);
+        loupe_status st = ing_ingest(src.paths, src.n_paths, &src.io, &docs, &err);
+        if (st == LOUPE_ERR_TOO_LONG && docs) {
+            for (size_t i = 0; i < docs->n_docs; i++)
+                if ((docs->docs[i].status == ING_DOC_TRUNCATED ||
+                     docs->docs[i].status == ING_DOC_DROPPED) && docs->docs[i].reason)
+                    fprintf(stderr, "loupe: ask:   %s: %s\n", docs->docs[i].path,
+                            docs->docs[i].reason);
+            loupe_err_prefix(&err, "the sources do not fit (with --max-tokens %d of answer): ",
+                             o.max_tokens);
+            goto fail;
+        }
+        if (st)
+            goto fail;
+        for (size_t i = 0; i < docs->n_docs; i++)
+            if (docs->docs[i].status != ING_DOC_INCLUDED)
+                fprintf(stderr, "loupe: ask: %s %s: %s\n", docs->docs[i].path,
+                        ing_doc_status_name(docs->docs[i].status),
+                        docs->docs[i].reason ? docs->docs[i].reason : "");
+    }
+    if (build_user_turn(docs, question, &user, &user_len, &err))
+        goto fail;
+    rt_chat_msg msgs[2];
+    size_t n_msgs = 0;
+    if (system)
+        msgs[n_msgs++] = (rt_chat_msg){RT_ROLE_SYSTEM, system, strlen(system)};
+    msgs[n_msgs++] = (rt_chat_msg){RT_ROLE_USER, user, user_len};
+    if (rt_chat_render(tok, fmt, msgs, n_msgs, true, &ids, &err))
+        goto fail;
     if (ids.n >= limit) {
         loupe_fail(&err, LOUPE_ERR_TOO_LONG,
                    "the prompt is %zu tokens but the context allows %llu (and the answer needs "
@@ -276,7 +268,7 @@ int cmd_ask(int argc, char **argv)
 
     rt_detok_state ds;
     rt_detok_init(&ds);
-    bool ended_nl = true;
+    bool ended_nl = true, context_full = false;
     for (int n_gen = 0; n_gen < o.max_tokens; n_gen++) {
         int32_t id = rt_sampler_sample(smp, rt_ctx_logits(c));
         if (rt_tokenizer_is_eog(tok, id))
@@ -296,8 +288,10 @@ int cmd_ask(int argc, char **argv)
         }
         fflush(stdout);
     next:
-        if (rt_ctx_n_past(c) >= rt_ctx_n_ctx(c))
-            break; /* the context is full: the answer ends here */
+        if (rt_ctx_n_past(c) >= rt_ctx_n_ctx(c)) {
+            context_full = true;
+            break;
+        }
         if (rt_ctx_decode(c, id, &err))
             goto fail;
     }
@@ -308,6 +302,9 @@ int cmd_ask(int argc, char **argv)
     }
     if (!ended_nl)
         fputc('\n', stdout);
+    if (context_full)
+        fprintf(stderr, "loupe: ask: the answer stopped at the end of the context (%u tokens); "
+                        "a larger --ctx or fewer sources leave it more room\n", rt_ctx_n_ctx(c));
     if (fflush(stdout) != 0) {
         loupe_fail(&err, LOUPE_ERR_IO, "writing the answer to stdout failed");
         goto fail;
@@ -324,7 +321,8 @@ done:
     rt_model_destroy(m);
     rt_gguf_close(g);
     rt_ids_free(&ids);
-    free(user.p);
-    free(files);
+    free(user);
+    ing_result_destroy(docs);
+    app_sources_free(&src);
     return rc;
 }

@@ -15,6 +15,7 @@ static const bench_entry benches[] = {
     {"tokenize", bench_tokenize, "tokenizer throughput (MB/s), one core and all cores"},
     {"decode", bench_decode, "prefill and decode tokens/s at given context lengths"},
     {"ingest", bench_ingest, "ingest + layout + tokenize a source tree"},
+    {"niah", bench_niah, "needle-in-a-haystack accuracy per length and depth"},
     {"anns", bench_anns, "vector index recall / keys scanned / searches per second"},
 };
 

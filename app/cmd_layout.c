@@ -23,55 +23,8 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ingest/ingest.h"
-#include "runtime/rt_gguf.h"
-#include "runtime/rt_tokenizer.h"
 
 #define CMD "layout"
-#define PARALLEL_TOKENIZE_BYTES (1u << 20)
-
-/* ---- Token counting through the runtime tokenizer ---------------------------------------- */
-
-typedef struct {
-    rt_tokenizer *tok;
-    int threads;
-} counter;
-
-static int64_t count_tokens(void *ctx, const char *text, size_t len)
-{
-    counter *c = ctx;
-    rt_ids ids;
-    rt_ids_init(&ids);
-    loupe_err e = {0};
-    loupe_status st = len >= PARALLEL_TOKENIZE_BYTES
-                          ? rt_tokenize_parallel(c->tok, text, len, c->threads, &ids, &e)
-                          : rt_tokenize(c->tok, text, len, &ids, &e);
-    int64_t n = st ? -1 : (int64_t)ids.n;
-    rt_ids_free(&ids);
-    return n;
-}
-
-static int64_t prefix_bytes(void *ctx, const char *text, size_t len, int64_t max_tokens)
-{
-    counter *c = ctx;
-    rt_ids ids;
-    rt_ids_init(&ids);
-    loupe_err e = {0};
-    int64_t bytes = -1;
-    loupe_status st = len >= PARALLEL_TOKENIZE_BYTES
-                          ? rt_tokenize_parallel(c->tok, text, len, c->threads, &ids, &e)
-                          : rt_tokenize(c->tok, text, len, &ids, &e);
-    if (!st) {
-        bytes = 0;
-        for (size_t i = 0; i < ids.n && (int64_t)i < max_tokens; i++) {
-            size_t n = 0;
-            rt_token_bytes(c->tok, ids.ids[i], &n);
-            bytes += (int64_t)n;
-        }
-    }
-    rt_ids_free(&ids);
-    return bytes;
-}
 
 /* ---- Progress on a terminal --------------------------------------------------------------- */
 
@@ -163,16 +116,9 @@ static void usage(FILE *f)
             "                             [REASON], tab-separated, then a # summary line\n"
             "  --no-count                 no model, no token counts (and no --ctx)\n"
             "  --ctx N                    token budget; over it see --truncate (default: no limit)\n"
-            "  --truncate none|tail|proportional\n"
-            "                             none (default) refuses and says what would be cut\n"
-            "  --max-file-size SIZE       skip larger files (default 10M)\n"
-            "  --exclude GLOB             skip matching entries (gitignore syntax; repeatable)\n"
-            "  --include GLOB             take only files matching one (repeatable)\n"
-            "  --no-ignore                do not read .gitignore, .ignore, .git/info/exclude\n"
-            "  --max-size SIZE            URL body limit (default 64M)\n"
-            "  --timeout SECONDS          URL transfer timeout (default 60)\n"
-            "  --connect-timeout SECONDS  URL connect timeout (default 10)\n"
-            "  --model FILE, --threads N  the tokenizer's model, counting threads\n");
+            "%s"
+            "  --model FILE, --threads N  the tokenizer's model, counting threads\n",
+            app_sources_help());
 }
 
 /* ---- The command ------------------------------------------------------------------------- */
@@ -182,24 +128,16 @@ int cmd_layout(int argc, char **argv)
     int rc = APP_EXIT_OK;
     app_opts opts;
     app_opts_init(&opts);
-    ing_opts io;
-    ing_opts_init(&io);
+    app_sources src;
+    app_sources_init(&src);
     bool manifest = false, no_count = false;
-    const char **sources = calloc((size_t)argc + 1, sizeof *sources);
-    const char **excl = calloc((size_t)argc + 1, sizeof *excl);
-    const char **incl = calloc((size_t)argc + 1, sizeof *incl);
-    size_t n_src = 0, n_excl = 0, n_incl = 0;
     rt_gguf *g = NULL;
-    counter cnt = {0};
+    rt_tokenizer *tok = NULL;
+    app_counter cnt;
     ing_result *res = NULL;
     loupe_err err = {0};
-    if (!sources || !excl || !incl) {
-        fprintf(stderr, "loupe: layout: out of memory\n");
-        rc = APP_EXIT_FAIL;
-        goto done;
-    }
     for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
+        const char *a = argv[i];
         int r;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
@@ -207,79 +145,28 @@ int cmd_layout(int argc, char **argv)
         }
         if (!strcmp(a, "--")) {
             while (++i < argc)
-                sources[n_src++] = argv[i];
+                if ((rc = app_sources_add(&src, CMD, argv[i])))
+                    goto done;
             break;
         }
-        if ((r = app_opts_parse(&opts, CMD, argc, argv, &i))) {
+        if ((r = app_opts_parse(&opts, CMD, argc, argv, &i)) ||
+            (r = app_sources_parse(&src, CMD, argc, argv, &i))) {
             if (r > 1) {
                 rc = r;
                 goto done;
             }
-            continue;
-        }
-        if (!strcmp(a, "--manifest")) {
+        } else if (!strcmp(a, "--manifest")) {
             manifest = true;
         } else if (!strcmp(a, "--no-count")) {
             no_count = true;
-        } else if (!strcmp(a, "--no-ignore")) {
-            io.no_ignore = true;
-        } else if ((r = app_opt_value(CMD, "--truncate", argc, argv, &i, &v))) {
-            if (r > 1 || !ing_truncate_parse(v, &io.truncate)) {
-                rc = r > 1 ? r : app_usage(CMD, "--truncate must be none, tail or proportional, "
-                                                "got '%s'", v);
-                goto done;
-            }
-        } else if ((r = app_opt_value(CMD, "--max-file-size", argc, argv, &i, &v))) {
-            if (r > 1 || (r = app_parse_size(CMD, "--max-file-size", v, &io.max_file_size))) {
-                rc = r;
-                goto done;
-            }
-        } else if ((r = app_opt_value(CMD, "--max-size", argc, argv, &i, &v))) {
-            if (r > 1 || (r = app_parse_size(CMD, "--max-size", v, &io.max_url_size))) {
-                rc = r;
-                goto done;
-            }
-        } else if ((r = app_opt_value(CMD, "--timeout", argc, argv, &i, &v)) ||
-                   (r = app_opt_value(CMD, "--connect-timeout", argc, argv, &i, &v))) {
-            bool total = !strncmp(a, "--timeout", 9);
-            float s = 0;
-            if (r > 1 || (r = app_parse_f32(CMD, total ? "--timeout" : "--connect-timeout", v,
-                                            &s))) {
-                rc = r;
-                goto done;
-            }
-            if (s <= 0 || s > 86400) {
-                rc = app_usage(CMD, "%s must be between 0 and 86400 seconds, got '%s'",
-                               total ? "--timeout" : "--connect-timeout", v);
-                goto done;
-            }
-            long ms = (long)(s * 1000.0f + 0.5f);
-            if (ms < 1)
-                ms = 1;
-            if (total)
-                io.timeout_ms = ms;
-            else
-                io.connect_timeout_ms = ms;
-        } else if ((r = app_opt_value(CMD, "--exclude", argc, argv, &i, &v))) {
-            if (r > 1) {
-                rc = r;
-                goto done;
-            }
-            excl[n_excl++] = v;
-        } else if ((r = app_opt_value(CMD, "--include", argc, argv, &i, &v))) {
-            if (r > 1) {
-                rc = r;
-                goto done;
-            }
-            incl[n_incl++] = v;
         } else if (a[0] == '-' && a[1]) {
             rc = app_usage(CMD, "unknown option '%s'", a);
             goto done;
-        } else {
-            sources[n_src++] = a;
+        } else if ((rc = app_sources_add(&src, CMD, a))) {
+            goto done;
         }
     }
-    if (!n_src) {
+    if (!src.n_paths) {
         rc = app_usage(CMD, "no sources given (files, directories, URLs, or - for stdin)");
         goto done;
     }
@@ -287,32 +174,27 @@ int cmd_layout(int argc, char **argv)
         rc = app_usage(CMD, "--ctx needs token counts; drop --no-count");
         goto done;
     }
-    io.exclude = excl;
-    io.n_exclude = n_excl;
-    io.include = incl;
-    io.n_include = n_incl;
-    io.ctx = opts.ctx;
-    io.threads = opts.threads;
+    app_sources_finish(&src);
+    ing_opts *io = &src.io;
+    io->ctx = opts.ctx;
+    io->threads = opts.threads;
     if (!no_count) {
         const char *model = app_model_path(&opts);
-        if (rt_gguf_open(model, &g, &err) || rt_tokenizer_load(g, &cnt.tok, &err)) {
+        if (rt_gguf_open(model, &g, &err) || rt_tokenizer_load(g, &tok, &err)) {
             loupe_err_prefix(&err, "token counts need the model's tokenizer: ");
             fprintf(stderr, "loupe: layout: %s (pass --model FILE, or --no-count to lay out "
                             "without token counts)\n", loupe_err_message(&err));
             rc = APP_EXIT_FAIL;
             goto done;
         }
-        cnt.threads = opts.threads;
-        io.count = count_tokens;
-        io.prefix = prefix_bytes;
-        io.count_ctx = &cnt;
+        app_counter_attach(&cnt, tok, opts.threads, io);
     }
     progress_line pl = {now_sec(), 0, false};
     if (isatty(STDERR_FILENO)) {
-        io.progress = on_progress;
-        io.progress_ctx = &pl;
+        io->progress = on_progress;
+        io->progress_ctx = &pl;
     }
-    loupe_status st = ing_ingest(sources, n_src, &io, &res, &err);
+    loupe_status st = ing_ingest(src.paths, src.n_paths, io, &res, &err);
     if (pl.shown)
         fprintf(stderr, "\r\033[K");
     if (st == LOUPE_ERR_TOO_LONG && res) {
@@ -340,10 +222,8 @@ int cmd_layout(int argc, char **argv)
     }
 done:
     ing_result_destroy(res);
-    rt_tokenizer_destroy(cnt.tok);
+    rt_tokenizer_destroy(tok);
     rt_gguf_close(g);
-    free(sources);
-    free(excl);
-    free(incl);
+    app_sources_free(&src);
     return rc;
 }

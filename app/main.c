@@ -19,6 +19,7 @@ static const app_command commands[] = {
     {"logits", cmd_logits, "logits after the last token: --tokens \"ID ID ...\" [--all]"},
     {"model-info", cmd_model_info, "print a GGUF model's hyperparameters and tensors"},
     {"mkmodel", cmd_mkmodel, "write a GGUF model with random weights of a given shape"},
+    {"dump-qk", cmd_dump_qk, "write one layer's post-RoPE query and key vectors as .fbin files"},
     {"bench", cmd_bench, "benchmarks: tokenize, decode, ingest, anns"},
 };
 

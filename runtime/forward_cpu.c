@@ -184,6 +184,8 @@ static void forward_chunk(rt_ctx *c, const int32_t *ids, size_t B, float *all_lo
                        hd * sizeof(float));
             }
         }
+        if (c->cap_q && il == c->cap_layer) /* the chunk's positions are contiguous */
+            memcpy(c->cap_q + (size_t)c->n_past * nq, c->q, B * nq * sizeof(float));
         if (sp && sp->enabled)
             attend_sparse(c, il, sp);
         else
@@ -274,5 +276,15 @@ loupe_status rt_ctx_decode_sparse(rt_ctx *c, int32_t id, const rt_sparse_params 
                           "sparse attention supports head dims up to 512, the model has %u",
                           c->m->hp.head_dim);
     forward_chunk(c, &id, 1, NULL, sp);
+    return LOUPE_OK;
+}
+
+loupe_status rt_ctx_set_capture(rt_ctx *c, uint32_t layer, float *q_out, loupe_err *err)
+{
+    if (q_out && layer >= c->m->hp.n_layer)
+        return loupe_fail(err, LOUPE_ERR_RANGE, "cannot capture queries of layer %u: the model has "
+                          "%u layers", layer, c->m->hp.n_layer);
+    c->cap_q = q_out;
+    c->cap_layer = layer;
     return LOUPE_OK;
 }

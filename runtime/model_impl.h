@@ -100,6 +100,8 @@ struct rt_ctx {
     float *logits;   /* (n_vocab) of the last token */
     float *sp_score; /* (n_threads, n_ctx) sparse decode: scores of the middle keys */
     int32_t *sp_idx; /* (n_threads, n_ctx) sparse decode: their positions */
+    float *cap_q;    /* (n_ctx, n_head, head_dim) caller's query capture, NULL = off */
+    uint32_t cap_layer;
     rt_progress_fn progress;
     void *progress_user;
 };

@@ -92,6 +92,14 @@ const float *rt_ctx_logits(const rt_ctx *c);
 const float *rt_ctx_keys(const rt_ctx *c, uint32_t layer, uint32_t kv_head);
 const float *rt_ctx_values(const rt_ctx *c, uint32_t layer, uint32_t kv_head);
 
+/* Query capture (for `loupe dump-qk` and tests): while set, every token evaluated afterwards
+ * (prefill or decode) writes its post-RoPE query vectors of layer `layer` into
+ * q_out + pos · n_head · head_dim, pos being the token's position, so q_out is an array of shape
+ * (n_ctx, n_head, head_dim) that the caller owns and keeps alive until capture is turned off with
+ * q_out = NULL. Costs one comparison per layer when off. Fails with LOUPE_ERR_RANGE for a layer
+ * the model does not have. */
+loupe_status rt_ctx_set_capture(rt_ctx *c, uint32_t layer, float *q_out, loupe_err *err);
+
 /* Decode attention for one token restricted the way retrieval attention restricts it, using an
  * exact (flat) search: per query head, a static set (the first `sinks` and last `window` cached
  * tokens, plus the token itself) and the `topk` highest-scoring other keys, merged from two

@@ -54,7 +54,12 @@ g2=$("$loupe" ask --model "$model" "$dir/doc.txt" -q "Where?" --temp 0 --max-tok
 [ "$g1" = "$g2" ] || { echo "FAIL: greedy answers depend on the seed"; fail=1; }
 expect 1 '^loupe: ask: the question is empty' -- ask --model "$model" "$dir/doc.txt" -q "  "
 expect 2 'question is required' -- ask --model "$model" "$dir/doc.txt"
-expect 1 '^loupe: ask: the prompt is [0-9]+ tokens but the context allows 16' -- ask --model "$model" "$dir/doc.txt" -q "Where?" --ctx 16
+# With sources, the question and the answer's room are taken out of the context first ...
+expect 1 '^loupe: ask: the question \([0-9]+ tokens with the chat format\) and --max-tokens 512 leave no room for the sources in a context of 16 tokens' -- ask --model "$model" "$dir/doc.txt" -q "Where?" --ctx 16
+# ... sources over what is left are refused with what would be cut ...
+expect 1 '^loupe: ask: the sources do not fit \(with --max-tokens 4 of answer\)' -- ask --model "$model" "$dir/doc.txt" -q "Where?" --ctx 40 --max-tokens 4
+# ... and a question alone longer than the context is refused as it stands.
+expect 1 '^loupe: ask: the prompt is [0-9]+ tokens but the context allows 16' -- ask --model "$model" -q "Where is the thing that is described in the text, and why is it there at all?" --ctx 16
 expect 1 "^loupe: ask: .*longer than the model's context" -- ask --model "$model" "$dir/doc.txt" -q "Where?" --ctx 100000
 expect 1 '^loupe: ask: .*nope.txt' -- ask --model "$model" "$dir/nope.txt" -q "Where?"
 
