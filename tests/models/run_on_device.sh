@@ -74,6 +74,10 @@ final)
     python3 tests/models/eval.py --gguf "$C/loupe-tiny.gguf" --cache "$C" --ckpt "$C/ckpt.pt" \
         --out "$OUT/eval.json" "$@" 2>&1 | tee "$OUT/eval.log"
     split -b 15M -d "$C/loupe-tiny.gguf" "$OUT/loupe-tiny.gguf.part-"
+    split -b 15M -d "$C/loupe-tiny-q8_0.gguf" "$OUT/loupe-tiny-q8_0.gguf.part-"
+    # The Q8_0 variant: same checks, fewer cases (a sanity check of the quantised file).
+    python3 tests/models/eval.py --gguf "$C/loupe-tiny-q8_0.gguf" --cache "$C" \
+        --lengths 16384 --cases 50 --sparsity-len 0 2>&1 | tee "$OUT/eval_q8.log"
     ;;
 *)
     echo "unknown stage $stage" >&2
