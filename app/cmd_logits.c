@@ -5,6 +5,10 @@
  *
  * With --attention flat every token but the last is prefilled and the last goes through the
  * sparse decode path (static set + exact top-k); retrieval and ivf arrive with their issue.
+ *
+ * --backend cuda runs full attention on the GPU (rt_cuda.h, bf16 KV cache and prefill operands,
+ * within --gpu-mem); --backend auto does so when a CUDA device is usable and the attention is
+ * full, and otherwise takes the CPU path, which is unchanged.
  */
 #include "app/app.h"
 
@@ -19,6 +23,7 @@ static void usage(FILE *f)
 {
     fprintf(f, "usage: loupe logits [--model FILE] --tokens \"ID ID ...\" [--all]\n"
                "                    [--attention full|flat] [--ctx N] [--threads N]\n"
+               "                    [--backend auto|cpu|cuda] [--gpu-mem SIZE]\n"
                "Prints the logits after the last token (every position with --all), one row\n"
                "per line, space-separated.\n");
 }
@@ -51,6 +56,45 @@ static void print_row(const float *row, uint32_t n)
     for (uint32_t i = 0; i < n; i++)
         printf(i ? " %.9g" : "%.9g", (double)row[i]);
     putchar('\n');
+}
+
+/* The CUDA path: every id prefilled on the GPU, logits printed as the CPU path prints them. */
+static int logits_cuda(const app_opts *o, const rt_model *m, const rt_ids *ids, bool all)
+{
+    loupe_err err = {0};
+    rt_cuda_engine *e = NULL;
+    float *rows = NULL;
+    int rc = APP_EXIT_FAIL;
+    const uint32_t n_vocab = rt_model_hparams(m)->n_vocab;
+    rt_cuda_params p;
+    rt_cuda_params_init(&p);
+    p.n_ctx = (uint32_t)ids->n;
+    p.gpu_mem = o->gpu_mem;
+    if (all && !(rows = malloc(ids->n * (size_t)n_vocab * sizeof *rows))) {
+        loupe_fail(&err, LOUPE_ERR_NOMEM, "out of memory for %zu rows of logits", ids->n);
+        goto done;
+    }
+    if (rt_cuda_engine_create(m, &p, &e, &err) || rt_cuda_prefill(e, ids->ids, ids->n, rows, &err))
+        goto done;
+    const float *last = rt_cuda_logits(e, &err);
+    if (!last)
+        goto done;
+    if (rows)
+        for (size_t t = 0; t < ids->n; t++)
+            print_row(rows + t * n_vocab, n_vocab);
+    else
+        print_row(last, n_vocab);
+    if (fflush(stdout) != 0) {
+        loupe_fail(&err, LOUPE_ERR_IO, "writing the logits to stdout failed");
+        goto done;
+    }
+    rc = APP_EXIT_OK;
+done:
+    if (rc != APP_EXIT_OK)
+        app_fail("logits", &err);
+    rt_cuda_engine_destroy(e);
+    free(rows);
+    return rc;
 }
 
 int cmd_logits(int argc, char **argv)
@@ -102,11 +146,15 @@ int cmd_logits(int argc, char **argv)
         app_fail("logits", &err);
         goto done;
     }
-    if (o.backend == APP_BACKEND_CUDA) {
-        loupe_fail(&err, LOUPE_ERR_UNSUPPORTED, "the CUDA backend is not built yet; use --backend cpu");
+    if (o.backend == APP_BACKEND_CUDA && o.attention == APP_ATTN_FLAT) {
+        loupe_fail(&err, LOUPE_ERR_UNSUPPORTED,
+                   "--attention flat runs on the CPU only for now; use --backend cpu");
         app_fail("logits", &err);
         goto done;
     }
+    const bool cuda = o.backend == APP_BACKEND_CUDA ||
+                      (o.backend == APP_BACKEND_AUTO && o.attention != APP_ATTN_FLAT &&
+                       rt_cuda_available());
     const char *path = app_model_path(&o);
     if (rt_gguf_open(path, &g, &err) || rt_model_load(g, &m, &err)) {
         app_fail("logits", &err);
@@ -121,6 +169,10 @@ int cmd_logits(int argc, char **argv)
                    "%zu tokens are longer than the context allows (%llu tokens)", ids.n,
                    (unsigned long long)limit);
         app_fail("logits", &err);
+        goto done;
+    }
+    if (cuda) {
+        rc = logits_cuda(&o, m, &ids, all);
         goto done;
     }
     rt_ctx_params cp;

@@ -6,16 +6,30 @@
  * scores go to a stack array, the running maximum is raised once per block (rescaling the
  * accumulator), then the block's values are added. No heap memory, one pass over K and V, and the
  * result equals the two-pass softmax up to float rounding.
+ *
+ * Two implementations, chosen at run time (simd_cpu.h): the portable one, and an AVX2 + FMA one
+ * that scores four keys at a time, takes the block's exponentials eight at a time (a polynomial
+ * exp, within 2 ulp of expf) and adds the values to the output in slices of 64 floats held in
+ * registers. Each is deterministic: a query's result depends only on its keys, never on threads.
  */
 #include "runtime/model_impl.h"
 
 #include <math.h>
 #include <string.h>
 
+#include "runtime/simd_cpu.h"
+
+#ifdef RT_HAVE_X86_SIMD
+#include <immintrin.h>
+#endif
+
 enum { RT_ATTN_BLOCK = 64 };
 
-void rt_attn_partial(const float *q, const float *k, const float *v, uint32_t head_dim,
-                     const int32_t *idx, size_t n, float scale, float *out, float *lse)
+/* ==== Portable path ======================================================================== */
+
+static void attn_partial_portable(const float *q, const float *k, const float *v,
+                                  uint32_t head_dim, const int32_t *idx, size_t n, float scale,
+                                  float *out, float *lse)
 {
     memset(out, 0, head_dim * sizeof *out);
     float m = -INFINITY, sum = 0.0f;
@@ -53,6 +67,165 @@ void rt_attn_partial(const float *q, const float *k, const float *v, uint32_t he
     for (uint32_t d = 0; d < head_dim; d++)
         out[d] *= inv;
     *lse = m + logf(sum);
+}
+
+/* ==== AVX2 + FMA path ====================================================================== */
+
+#ifdef RT_HAVE_X86_SIMD
+
+#define RT_INLINE RT_SIMD_AVX2 static inline __attribute__((always_inline))
+
+/* e^x, eight at a time: x = n ln2 + r with |r| <= ln2/2 (ln2 split in two for an exact n ln2),
+ * e^r by the Cephes minimax polynomial, times 2^n built in the exponent bits. x below -87.33 (the
+ * result would be subnormal) gives 0, so padding lanes of -inf contribute nothing. */
+RT_INLINE __m256 exp8(__m256 x)
+{
+    __m256 tiny = _mm256_cmp_ps(x, _mm256_set1_ps(-87.33f), _CMP_LT_OQ);
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.33f)), _mm256_set1_ps(88.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)),
+                                  23);
+    return _mm256_andnot_ps(tiny, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
+}
+
+RT_INLINE float hsum8(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_shuffle_ps(s, s, 1));
+    return _mm_cvtss_f32(s);
+}
+
+/* q · k_j for R keys (R = 4 or 1 after inlining), one accumulator each, so a key's score is the
+ * same whichever group it falls in. */
+RT_INLINE void scores(const float *q, const float *const *kr, int R, uint32_t hd, float scale,
+                      float *s)
+{
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    uint32_t d = 0;
+    for (; d + 8 <= hd; d += 8) {
+        __m256 qv = _mm256_loadu_ps(q + d);
+        for (int r = 0; r < R; r++)
+            acc[r] = _mm256_fmadd_ps(_mm256_loadu_ps(kr[r] + d), qv, acc[r]);
+    }
+    for (int r = 0; r < R; r++) {
+        float x = hsum8(acc[r]);
+        for (uint32_t i = d; i < hd; i++)
+            x = fmaf(q[i], kr[r][i], x);
+        s[r] = scale * x;
+    }
+}
+
+/* out[d0 .. d0 + 8V) += Σ_j p[j] · v_j[d0 ..]: V vectors (8 or 1) of the output in registers
+ * while the block's keys stream past. */
+RT_INLINE void add_values(float *out, uint32_t d0, int V, const float *const *vr, const float *p,
+                          size_t nb)
+{
+    __m256 acc[8];
+    for (int i = 0; i < V; i++)
+        acc[i] = _mm256_loadu_ps(out + d0 + 8 * i);
+    for (size_t j = 0; j < nb; j++) {
+        __m256 pj = _mm256_broadcast_ss(&p[j]);
+        const float *row = vr[j] + d0;
+        for (int i = 0; i < V; i++)
+            acc[i] = _mm256_fmadd_ps(pj, _mm256_loadu_ps(row + 8 * i), acc[i]);
+    }
+    for (int i = 0; i < V; i++)
+        _mm256_storeu_ps(out + d0 + 8 * i, acc[i]);
+}
+
+RT_SIMD_AVX2 static void attn_partial_avx2(const float *q, const float *k, const float *v,
+                                           uint32_t hd, const int32_t *idx, size_t n,
+                                           float scale, float *out, float *lse)
+{
+    memset(out, 0, hd * sizeof *out);
+    float m = -INFINITY;
+    __m256 vsum = _mm256_setzero_ps();
+    float s[RT_ATTN_BLOCK] __attribute__((aligned(32)));
+    const float *kr[RT_ATTN_BLOCK], *vr[RT_ATTN_BLOCK];
+    for (size_t j0 = 0; j0 < n; j0 += RT_ATTN_BLOCK) {
+        size_t nb = n - j0 < RT_ATTN_BLOCK ? n - j0 : RT_ATTN_BLOCK;
+        for (size_t j = 0; j < nb; j++) {
+            size_t row = idx ? (size_t)idx[j0 + j] : j0 + j;
+            kr[j] = k + row * hd;
+            vr[j] = v + row * hd;
+        }
+        size_t j = 0;
+        for (; j + 4 <= nb; j += 4)
+            scores(q, kr + j, 4, hd, scale, s + j);
+        for (; j < nb; j++)
+            scores(q, kr + j, 1, hd, scale, s + j);
+        size_t nv = (nb + 7) / 8; /* vectors of scores; the padding is -inf */
+        for (; j < 8 * nv; j++)
+            s[j] = -INFINITY;
+        __m256 bmv = _mm256_load_ps(s);
+        for (size_t i = 1; i < nv; i++)
+            bmv = _mm256_max_ps(bmv, _mm256_load_ps(s + 8 * i));
+        __m128 b4 = _mm_max_ps(_mm256_castps256_ps128(bmv), _mm256_extractf128_ps(bmv, 1));
+        b4 = _mm_max_ps(b4, _mm_movehl_ps(b4, b4));
+        float bm = _mm_cvtss_f32(_mm_max_ss(b4, _mm_shuffle_ps(b4, b4, 1)));
+        if (bm > m) {
+            float r = expf(m - bm); /* 0 on the first block (m = -inf) */
+            __m256 rv = _mm256_set1_ps(r);
+            vsum = _mm256_mul_ps(vsum, rv);
+            uint32_t d = 0;
+            for (; d + 8 <= hd; d += 8)
+                _mm256_storeu_ps(out + d, _mm256_mul_ps(_mm256_loadu_ps(out + d), rv));
+            for (; d < hd; d++)
+                out[d] *= r;
+            m = bm;
+        }
+        __m256 mv = _mm256_set1_ps(m);
+        for (size_t i = 0; i < nv; i++) {
+            __m256 p = exp8(_mm256_sub_ps(_mm256_load_ps(s + 8 * i), mv));
+            _mm256_store_ps(s + 8 * i, p); /* s now holds the probabilities */
+            vsum = _mm256_add_ps(vsum, p);
+        }
+        uint32_t d = 0;
+        for (; d + 64 <= hd; d += 64)
+            add_values(out, d, 8, vr, s, nb);
+        for (; d + 8 <= hd; d += 8)
+            add_values(out, d, 1, vr, s, nb);
+        for (; d < hd; d++)
+            for (size_t jj = 0; jj < nb; jj++)
+                out[d] = fmaf(s[jj], vr[jj][d], out[d]);
+    }
+    float sum = hsum8(vsum);
+    if (n == 0 || !(sum > 0)) {
+        *lse = -INFINITY;
+        return;
+    }
+    float inv = 1.0f / sum;
+    for (uint32_t d = 0; d < hd; d++)
+        out[d] *= inv;
+    *lse = m + logf(sum);
+}
+
+#endif /* RT_HAVE_X86_SIMD */
+
+/* ==== Entry points ========================================================================= */
+
+void rt_attn_partial(const float *q, const float *k, const float *v, uint32_t head_dim,
+                     const int32_t *idx, size_t n, float scale, float *out, float *lse)
+{
+#ifdef RT_HAVE_X86_SIMD
+    if (rt_cpu_simd()) {
+        attn_partial_avx2(q, k, v, head_dim, idx, n, scale, out, lse);
+        return;
+    }
+#endif
+    attn_partial_portable(q, k, v, head_dim, idx, n, scale, out, lse);
 }
 
 void rt_attn_merge(const float *o1, float l1, const float *o2, float l2, uint32_t head_dim,

@@ -13,5 +13,6 @@
 #include "runtime/rt_tokenizer.h"
 #include "runtime/rt_chat.h"
 #include "runtime/rt_model.h"
+#include "runtime/rt_cuda.h"
 
 #endif /* LOUPE_RUNTIME_H */

@@ -1,0 +1,217 @@
+/*
+ * Shared by the CUDA ops (the .cu files of runtime/cuda, device code only; C callers include the ops' own
+ * .cuh headers): weight decoding in registers, warp reductions, activation stores, and the
+ * launch-status check.
+ *
+ * Weights on the GPU keep their GGUF bytes (block layouts in runtime/quant.c); each row starts at
+ * a multiple of 16 bytes (rows are uploaded with a padded pitch), so F32/F16/BF16 units and Q4_K
+ * blocks can be read with 16-byte loads. Q8_0 (34-byte) and Q6_K (210-byte) blocks are only
+ * 2-byte aligned and are read in 2-byte words.
+ *
+ * A "unit" is 32 consecutive elements of a row: one Q8_0 block, one Q4_K sub-block, one 32-wide
+ * quarter-half of a Q6_K block, 32 floats/halves. Decoding a unit reproduces rt_dequantize() up
+ * to the rounding of a fused multiply-add.
+ */
+#ifndef LOUPE_CUDA_COMMON_CUH
+#define LOUPE_CUDA_COMMON_CUH
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+#include "runtime/rt_cuda.h"
+#include "runtime/rt_gguf.h"
+
+namespace rtc {
+
+constexpr int WARP = 32;
+constexpr int UNIT = 32; /* elements per decoded unit */
+
+static inline unsigned ceil_div(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
+
+/* Status of the launches so far. Peeks, so the caller that turns a failure into a sentence can
+ * still read (and clear) the error with cudaGetLastError(). */
+static inline loupe_status launch_status()
+{
+    return cudaPeekAtLastError() == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU;
+}
+
+/* True for the stored types the kernels decode. */
+static inline bool type_ok(rt_type t)
+{
+    return t == RT_TYPE_F32 || t == RT_TYPE_F16 || t == RT_TYPE_BF16 || t == RT_TYPE_Q8_0 ||
+           t == RT_TYPE_Q4_K || t == RT_TYPE_Q6_K;
+}
+
+/* ==== Scalars ============================================================================= */
+
+__device__ __forceinline__ uint16_t ld_u16(const uint8_t *p)
+{
+    return *reinterpret_cast<const uint16_t *>(p);
+}
+
+__device__ __forceinline__ float f16_bits(uint16_t h) { return __half2float(__ushort_as_half(h)); }
+
+__device__ __forceinline__ float bf16_bits(uint16_t h)
+{
+    return __uint_as_float((uint32_t)h << 16);
+}
+
+__device__ __forceinline__ float warp_sum(float v)
+{
+    for (int o = WARP / 2; o > 0; o >>= 1)
+        v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+
+__device__ __forceinline__ float warp_max(float v)
+{
+    for (int o = WARP / 2; o > 0; o >>= 1)
+        v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+/* Activation stores/loads in the engine's dtype. */
+__device__ __forceinline__ void store_act(void *out, size_t i, float v, rt_cuda_dtype t)
+{
+    if (t == RT_CUDA_BF16)
+        static_cast<__nv_bfloat16 *>(out)[i] = __float2bfloat16_rn(v);
+    else
+        static_cast<float *>(out)[i] = v;
+}
+
+template <typename T> __device__ __forceinline__ float to_f32(T v);
+template <> __device__ __forceinline__ float to_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ float to_f32<__nv_bfloat16>(__nv_bfloat16 v)
+{
+    return __bfloat162float(v);
+}
+
+template <typename T> __device__ __forceinline__ T from_f32(float v);
+template <> __device__ __forceinline__ float from_f32<float>(float v) { return v; }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float v)
+{
+    return __float2bfloat16_rn(v);
+}
+
+/* ==== Weight decoding ===================================================================== */
+
+/* Element i of a row of a float type (the tail past the last whole unit). */
+template <int T> __device__ __forceinline__ float decode_elem(const uint8_t *row, uint32_t i)
+{
+    if (T == RT_TYPE_F32)
+        return reinterpret_cast<const float *>(row)[i];
+    if (T == RT_TYPE_F16)
+        return f16_bits(ld_u16(row + 2 * i));
+    return bf16_bits(ld_u16(row + 2 * i));
+}
+
+/* 6-bit scale and min of Q4_K sub-block j from the 12 packed bytes (quant.c's q4k_scale_min). */
+__device__ __forceinline__ void q4k_scale_min(const uint8_t *s, int j, int &sc, int &m)
+{
+    if (j < 4) {
+        sc = s[j] & 63;
+        m = s[j + 4] & 63;
+    } else {
+        sc = (s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4);
+        m = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+/* Decodes unit u (elements 32u .. 32u+31) of a row into v. */
+template <int T> __device__ __forceinline__ void decode_unit(const uint8_t *row, uint32_t u,
+                                                             float v[UNIT])
+{
+    if (T == RT_TYPE_F32) {
+        const float4 *p = reinterpret_cast<const float4 *>(row) + 8 * u;
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            float4 f = p[i];
+            v[4 * i] = f.x;
+            v[4 * i + 1] = f.y;
+            v[4 * i + 2] = f.z;
+            v[4 * i + 3] = f.w;
+        }
+    } else if (T == RT_TYPE_F16 || T == RT_TYPE_BF16) {
+        const uint4 *p = reinterpret_cast<const uint4 *>(row) + 4 * u;
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            uint4 w = p[i];
+            uint32_t ws[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                uint16_t lo = (uint16_t)(ws[k] & 0xffff), hi = (uint16_t)(ws[k] >> 16);
+                v[8 * i + 2 * k] = T == RT_TYPE_F16 ? f16_bits(lo) : bf16_bits(lo);
+                v[8 * i + 2 * k + 1] = T == RT_TYPE_F16 ? f16_bits(hi) : bf16_bits(hi);
+            }
+        }
+    } else if (T == RT_TYPE_Q8_0) {
+        const uint8_t *b = row + 34 * (size_t)u;
+        float d = f16_bits(ld_u16(b));
+#pragma unroll
+        for (int i = 0; i < 16; i++) {
+            uint16_t w = ld_u16(b + 2 + 2 * i);
+            v[2 * i] = d * (float)(int8_t)(w & 0xff);
+            v[2 * i + 1] = d * (float)(int8_t)(w >> 8);
+        }
+    } else if (T == RT_TYPE_Q4_K) {
+        const uint8_t *b = row + 144 * (size_t)(u / 8);
+        int j = (int)(u % 8), c = j / 2;
+        float d = f16_bits(ld_u16(b)), dmin = f16_bits(ld_u16(b + 2));
+        int sc, m;
+        q4k_scale_min(b + 4, j, sc, m);
+        float ds = d * (float)sc, dm = dmin * (float)m;
+        const uint4 *q = reinterpret_cast<const uint4 *>(b + 16 + 32 * c);
+        int shift = (j & 1) ? 4 : 0;
+#pragma unroll
+        for (int i = 0; i < 2; i++) {
+            uint4 w = q[i];
+            uint32_t ws[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+            for (int k = 0; k < 4; k++)
+#pragma unroll
+                for (int by = 0; by < 4; by++) {
+                    int qv = (int)((ws[k] >> (8 * by + shift)) & 0xf);
+                    v[16 * i + 4 * k + by] = ds * (float)qv - dm;
+                }
+        }
+    } else { /* Q6_K: unit u = block u/8, half h = (u%8)/4, quarter k = u%4 */
+        const uint8_t *b = row + 210 * (size_t)(u / 8);
+        int h = (int)((u % 8) / 4), k = (int)(u % 4);
+        float d = f16_bits(ld_u16(b + 208));
+        const uint8_t *ql = b + 64 * h + 32 * (k & 1), *qh = b + 128 + 32 * h;
+        const int8_t *sc = reinterpret_cast<const int8_t *>(b + 192 + 8 * h + 2 * k);
+        int lshift = 4 * (k >> 1), hshift = 2 * k;
+        float d0 = d * (float)sc[0], d1 = d * (float)sc[1];
+#pragma unroll
+        for (int l = 0; l < 32; l += 2) {
+            uint16_t wl = ld_u16(ql + l), wh = ld_u16(qh + l);
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                int lo = ((e ? wl >> 8 : wl) >> lshift) & 0xf;
+                int hi = ((e ? wh >> 8 : wh) >> hshift) & 3;
+                v[l + e] = (l < 16 ? d0 : d1) * (float)((lo | (hi << 4)) - 32);
+            }
+        }
+    }
+}
+
+/* Calls f.template run<T>() (a functor with a `template <int T> void run() const`) with the stored type as a compile-time constant. */
+template <typename F> static inline loupe_status dispatch_type(rt_type t, const F &f)
+{
+    switch (t) {
+    case RT_TYPE_F32: f.template run<RT_TYPE_F32>(); break;
+    case RT_TYPE_F16: f.template run<RT_TYPE_F16>(); break;
+    case RT_TYPE_BF16: f.template run<RT_TYPE_BF16>(); break;
+    case RT_TYPE_Q8_0: f.template run<RT_TYPE_Q8_0>(); break;
+    case RT_TYPE_Q4_K: f.template run<RT_TYPE_Q4_K>(); break;
+    case RT_TYPE_Q6_K: f.template run<RT_TYPE_Q6_K>(); break;
+    default: return LOUPE_ERR_UNSUPPORTED;
+    }
+    return launch_status();
+}
+
+} // namespace rtc
+
+#endif /* LOUPE_CUDA_COMMON_CUH */

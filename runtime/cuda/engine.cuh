@@ -1,0 +1,103 @@
+/*
+ * Private to runtime/cuda: the struct behind rt_cuda_engine, shared by engine.cu (planning,
+ * allocation, upload) and forward.cu (prefill, decode, logits).
+ *
+ * Memory: everything lives in one device allocation (`arena`), carved by the same layout walk
+ * that rt_cuda_plan() uses to count bytes, so the plan is exactly what is allocated (cuBLAS gets
+ * its workspace from the arena too; only the CUDA context and the cuBLAS handle's own small
+ * state are outside it).
+ *
+ * Activation buffers that hold "act" data (bf16 or fp32 by precision) are sized for fp32, so
+ * decode can use the same buffers in fp32.
+ */
+#ifndef LOUPE_CUDA_ENGINE_CUH
+#define LOUPE_CUDA_ENGINE_CUH
+
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include "runtime/cuda/rope.cuh"
+
+extern "C" { /* model_impl.h is a C header without linkage guards */
+#include "runtime/model_impl.h"
+}
+
+/* A weight matrix on the GPU in its stored type: n_out rows `pitch` bytes apart (row_bytes
+ * rounded up to 16). */
+typedef struct {
+    const uint8_t *data;
+    rt_type type;
+    uint32_t n_in, n_out;
+    size_t pitch;
+} rt_cuda_mat;
+
+typedef struct {
+    float *attn_norm, *ffn_norm;     /* (n_embd) */
+    float *bq, *bk, *bv;             /* (nq), (nkv), (nkv) or NULL */
+    rt_cuda_mat wq, wk, wv, wo, w_gate, w_up, w_down;
+} rt_cuda_layer;
+
+enum {
+    RT_CUDA_LOGIT_ROWS = 32,  /* tokens per output GEMM when every position's logits are wanted */
+    RT_CUDA_MAX_SPLITS = 256, /* flash-decoding splits */
+};
+
+struct rt_cuda_engine {
+    const rt_model *m;
+    rt_cuda_params p;     /* defaults resolved */
+    rt_cuda_mem_plan plan;
+    rt_cuda_dtype act;    /* prefill GEMM operands and KV cache */
+    int device;
+    cudaStream_t stream;
+    cublasHandle_t blas;
+
+    uint8_t *arena;       /* the one device allocation, plan.total bytes */
+
+    /* weights */
+    rt_cuda_mat tok_embd; /* (n_vocab, n_embd) */
+    rt_cuda_mat output;   /* (n_vocab, n_embd); == tok_embd when tied */
+    float *output_norm;   /* (n_embd) */
+    rt_cuda_layer *layers; /* host array (n_layer) of device pointers */
+    rt_rope rope;         /* host constants */
+    double *inv_freq;     /* (n_pairs) device */
+    rt_cuda_rope_desc rd;
+
+    /* KV cache, (n_layer, n_head_kv, n_ctx, head_dim) of act */
+    void *k_cache, *v_cache;
+
+    /* scratch */
+    float *x;             /* (n_seg, n_embd) residual stream of a prefill segment; row 0 in decode */
+    void *xb;             /* (n_batch, n_embd) normed input: act in prefill, fp32 in decode */
+    float *q;             /* (n_batch, n_head·hd) */
+    float *k, *v;         /* (n_batch, n_head_kv·hd) */
+    void *att;            /* (n_batch, n_head·hd) attention output: act / fp32 */
+    float *hb, *hb2;      /* (n_batch, n_ff) gate, up */
+    void *hg;             /* (n_batch, n_ff) silu(gate)·up: act / fp32 */
+    void *dense;          /* (dense_elems) of act: a layer's dequantised matrices */
+    size_t dense_elems;
+    float *part;          /* flash-decoding partials */
+    float *lse;           /* (n_head) */
+    float *logits;        /* (RT_CUDA_LOGIT_ROWS, n_vocab); row 0 = the last token's */
+    int32_t *ids;         /* (n_seg) */
+    int32_t *best;        /* (1) argmax */
+    void *blas_ws;
+    size_t blas_ws_bytes;
+
+    /* host side */
+    float *logits_host;   /* (n_vocab) */
+    bool logits_copied;   /* logits_host holds the last evaluation's logits */
+    bool have_logits;     /* something was evaluated since the last reset */
+    uint32_t n_past;
+};
+
+/* True when `t` can be used by cuBLAS in place for activations of type `act`. */
+static inline bool rt_cuda_direct(rt_type t, rt_cuda_dtype act)
+{
+    return (act == RT_CUDA_BF16 && t == RT_TYPE_BF16) || (act == RT_CUDA_F32 && t == RT_TYPE_F32);
+}
+
+/* Turns a failed launcher status into a sentence naming the op and the CUDA error (read and
+ * cleared here). Returns st. */
+loupe_status rt_cuda_op_fail(loupe_err *err, loupe_status st, const char *op);
+
+#endif /* LOUPE_CUDA_ENGINE_CUH */

@@ -1,0 +1,371 @@
+/*
+ * The CUDA forward pass: the same function as runtime/forward_cpu.c, on one stream.
+ *
+ *   decode (one token):  embed → per layer: rmsnorm, matvec q/k/v (+bias), rope, store K/V,
+ *                        flash-decoding over the cache, matvec o (+= x), rmsnorm, matvec
+ *                        gate/up, swiglu, matvec down (+= x) → rmsnorm, matvec output.
+ *                        fp32 activations; weights read once in their stored type.
+ *   prefill (n tokens):  segments of up to n_seg tokens; per segment, layer-major: for each
+ *                        layer, dequantise its matrices once (unless usable in place), then run
+ *                        the segment through it in chunks of n_batch with cuBLAS GEMMs (bf16 or
+ *                        fp32 operands, fp32 accumulation), causal flash attention over the cache
+ *                        written so far. The residual stream of the segment stays on the GPU.
+ *                        The last token's logits use the decode path's fp32 matvec.
+ *
+ * Invariants: token checks happen before any work, so a failed call leaves n_past as it was
+ * (except for a CUDA error, after which the engine's cache is undefined); nothing allocates.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "runtime/cuda/argmax.cuh"
+#include "runtime/cuda/bias.cuh"
+#include "runtime/cuda/common.cuh"
+#include "runtime/cuda/dequant.cuh"
+#include "runtime/cuda/engine.cuh"
+#include "runtime/cuda/flash_attn.cuh"
+#include "runtime/cuda/flash_decode.cuh"
+#include "runtime/cuda/gemm.cuh"
+#include "runtime/cuda/kv_store.cuh"
+#include "runtime/cuda/matvec.cuh"
+#include "runtime/cuda/rmsnorm.cuh"
+#include "runtime/cuda/swiglu.cuh"
+
+namespace {
+
+size_t act_size(rt_cuda_dtype t) { return t == RT_CUDA_BF16 ? 2 : 4; }
+
+/* One layer's K or V cache: (n_head_kv, n_ctx, head_dim). */
+void *cache_layer(const rt_cuda_engine *e, void *cache, uint32_t il)
+{
+    const rt_hparams *hp = &e->m->hp;
+    const size_t per = (size_t)hp->n_head_kv * e->p.n_ctx * hp->head_dim * act_size(e->act);
+    return static_cast<uint8_t *>(cache) + (size_t)il * per;
+}
+
+rt_cuda_attn_desc attn_desc(const rt_cuda_engine *e, uint32_t il, size_t q_ld)
+{
+    const rt_hparams *hp = &e->m->hp;
+    rt_cuda_attn_desc a;
+    a.q = e->q;
+    a.q_ld = q_ld;
+    a.k = cache_layer(e, e->k_cache, il);
+    a.v = cache_layer(e, e->v_cache, il);
+    a.kv_type = e->act;
+    a.n_ctx = e->p.n_ctx;
+    a.head_dim = hp->head_dim;
+    a.n_head = hp->n_head;
+    a.n_head_kv = hp->n_head_kv;
+    a.scale = 1.0f / sqrtf((float)hp->head_dim);
+    return a;
+}
+
+loupe_status check_tokens(const rt_cuda_engine *e, const int32_t *ids, size_t n, loupe_err *err)
+{
+    if (n > (size_t)(e->p.n_ctx - e->n_past))
+        return loupe_fail(err, LOUPE_ERR_TOO_LONG,
+                          "%zu tokens do not fit in the context: %u of %u already used", n,
+                          e->n_past, e->p.n_ctx);
+    const uint32_t n_vocab = e->m->hp.n_vocab;
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || (uint32_t)ids[i] >= n_vocab)
+            return loupe_fail(err, LOUPE_ERR_RANGE,
+                              "token id %d at position %zu is outside the vocabulary (0..%u)",
+                              (int)ids[i], i, n_vocab - 1);
+    return LOUPE_OK;
+}
+
+/* Threads `st` through a sequence of launches: `run(op, status)` records the first failure
+ * with the op's name. */
+struct step {
+    loupe_err *err;
+    loupe_status st = LOUPE_OK;
+
+    bool operator()(const char *op, loupe_status s)
+    {
+        if (st == LOUPE_OK && s != LOUPE_OK)
+            st = rt_cuda_op_fail(err, s, op);
+        return st == LOUPE_OK;
+    }
+};
+
+/* The last row of x → final norm → fp32 matvec with the output matrix → logits row 0. */
+bool last_logits(rt_cuda_engine *e, const float *x_row, step &ok)
+{
+    const rt_hparams *hp = &e->m->hp;
+    float *xb = static_cast<float *>(e->xb);
+    return ok("rmsnorm", rt_cuda_rmsnorm(x_row, hp->n_embd, e->output_norm, hp->n_embd, 1,
+                                         hp->norm_eps, RT_CUDA_F32, xb, hp->n_embd, e->stream)) &&
+           ok("output matvec",
+              rt_cuda_matvec(e->output.type, e->output.data, e->output.pitch, e->output.n_out,
+                             e->output.n_in, xb, e->logits, false, e->stream));
+}
+
+/* ==== Decode =============================================================================== */
+
+bool decode_layer(rt_cuda_engine *e, uint32_t il, step &ok)
+{
+    const rt_hparams *hp = &e->m->hp;
+    const rt_cuda_layer *L = &e->layers[il];
+    const uint32_t E = hp->n_embd, hd = hp->head_dim;
+    const uint32_t nq = hp->n_head * hd, nkv = hp->n_head_kv * hd;
+    cudaStream_t s = e->stream;
+    float *xb = static_cast<float *>(e->xb), *att = static_cast<float *>(e->att);
+    float *hg = static_cast<float *>(e->hg);
+    const rt_cuda_attn_desc a = attn_desc(e, il, nq);
+    const uint32_t pos = e->n_past;
+    auto mv = [&](const rt_cuda_mat &w, const float *in, float *out, bool acc) {
+        return rt_cuda_matvec(w.type, w.data, w.pitch, w.n_out, w.n_in, in, out, acc, s);
+    };
+    return ok("rmsnorm", rt_cuda_rmsnorm(e->x, E, L->attn_norm, E, 1, hp->norm_eps, RT_CUDA_F32,
+                                         xb, E, s)) &&
+           ok("q matvec", mv(L->wq, xb, e->q, false)) &&
+           ok("k matvec", mv(L->wk, xb, e->k, false)) &&
+           ok("v matvec", mv(L->wv, xb, e->v, false)) &&
+           (!L->bq || (ok("bias", rt_cuda_add_bias(e->q, nq, L->bq, nq, 1, s)) &&
+                       ok("bias", rt_cuda_add_bias(e->k, nkv, L->bk, nkv, 1, s)) &&
+                       ok("bias", rt_cuda_add_bias(e->v, nkv, L->bv, nkv, 1, s)))) &&
+           ok("rope", rt_cuda_rope(&e->rd, pos, 1, e->q, hp->n_head, e->k, hp->n_head_kv, hd, s)) &&
+           ok("kv store", rt_cuda_kv_store(e->k, e->v, 1, hp->n_head_kv, hd, pos, e->p.n_ctx,
+                                           e->act, const_cast<void *>(a.k),
+                                           const_cast<void *>(a.v), s)) &&
+           ok("flash decode", rt_cuda_flash_decode(&a, 0, pos + 1, e->part, RT_CUDA_MAX_SPLITS,
+                                                   att, e->lse, s)) &&
+           ok("o matvec", mv(L->wo, att, e->x, true)) &&
+           ok("rmsnorm", rt_cuda_rmsnorm(e->x, E, L->ffn_norm, E, 1, hp->norm_eps, RT_CUDA_F32,
+                                         xb, E, s)) &&
+           ok("gate matvec", mv(L->w_gate, xb, e->hb, false)) &&
+           ok("up matvec", mv(L->w_up, xb, e->hb2, false)) &&
+           ok("swiglu", rt_cuda_swiglu(e->hb, e->hb2, hp->n_ff, RT_CUDA_F32, hg, s)) &&
+           ok("down matvec", mv(L->w_down, hg, e->x, true));
+}
+
+/* ==== Prefill ============================================================================== */
+
+/* A matrix as a dense GEMM operand of the engine's act type: in place when its stored type is
+ * that type, else dequantised into `dense` at element offset *off (advanced). */
+struct dense_mat {
+    const void *w;
+    size_t ld;
+};
+
+bool densify(rt_cuda_engine *e, const rt_cuda_mat &m, size_t *off, dense_mat *out, step &ok)
+{
+    if (rt_cuda_direct(m.type, e->act)) {
+        out->w = m.data;
+        out->ld = m.pitch / act_size(e->act);
+        return true;
+    }
+    void *dst = static_cast<uint8_t *>(e->dense) + *off * act_size(e->act);
+    *off += (size_t)m.n_in * m.n_out;
+    out->w = dst;
+    out->ld = m.n_in;
+    return ok("dequantise", rt_cuda_dequant(m.type, m.data, m.pitch, nullptr, m.n_out, m.n_in,
+                                            e->act, dst, m.n_in, e->stream));
+}
+
+/* Runs tokens [0, S) of the segment (positions pos0..) through layer il, chunk by chunk. */
+bool prefill_layer(rt_cuda_engine *e, uint32_t il, uint32_t S, uint32_t pos0, step &ok)
+{
+    const rt_hparams *hp = &e->m->hp;
+    const rt_cuda_layer *L = &e->layers[il];
+    const uint32_t E = hp->n_embd, hd = hp->head_dim, F = hp->n_ff;
+    const uint32_t nq = hp->n_head * hd, nkv = hp->n_head_kv * hd;
+    const rt_cuda_dtype act = e->act;
+    cudaStream_t s = e->stream;
+    dense_mat wq, wk, wv, wo, wg, wu, wd;
+    size_t off = 0;
+    if (!densify(e, L->wq, &off, &wq, ok) || !densify(e, L->wk, &off, &wk, ok) ||
+        !densify(e, L->wv, &off, &wv, ok) || !densify(e, L->wo, &off, &wo, ok) ||
+        !densify(e, L->w_gate, &off, &wg, ok) || !densify(e, L->w_up, &off, &wu, ok) ||
+        !densify(e, L->w_down, &off, &wd, ok))
+        return false;
+    const rt_cuda_attn_desc a = attn_desc(e, il, nq);
+    auto gemm = [&](const dense_mat &w, const rt_cuda_mat &m, const void *x, size_t ld_x,
+                    uint32_t B, float beta, float *out, size_t ld_out) {
+        return rt_cuda_gemm(e->blas, act, w.w, w.ld, m.n_out, m.n_in, x, ld_x, B, beta, out,
+                            ld_out, s);
+    };
+    for (uint32_t c0 = 0; c0 < S; c0 += e->p.n_batch) {
+        const uint32_t B = S - c0 < e->p.n_batch ? S - c0 : e->p.n_batch;
+        float *xr = e->x + (size_t)c0 * E;
+        const uint32_t pos = pos0 + c0;
+        if (!(ok("rmsnorm", rt_cuda_rmsnorm(xr, E, L->attn_norm, E, B, hp->norm_eps, act, e->xb,
+                                            E, s)) &&
+              ok("q gemm", gemm(wq, L->wq, e->xb, E, B, 0.0f, e->q, nq)) &&
+              ok("k gemm", gemm(wk, L->wk, e->xb, E, B, 0.0f, e->k, nkv)) &&
+              ok("v gemm", gemm(wv, L->wv, e->xb, E, B, 0.0f, e->v, nkv)) &&
+              (!L->bq || (ok("bias", rt_cuda_add_bias(e->q, nq, L->bq, nq, B, s)) &&
+                          ok("bias", rt_cuda_add_bias(e->k, nkv, L->bk, nkv, B, s)) &&
+                          ok("bias", rt_cuda_add_bias(e->v, nkv, L->bv, nkv, B, s)))) &&
+              ok("rope",
+                 rt_cuda_rope(&e->rd, pos, B, e->q, hp->n_head, e->k, hp->n_head_kv, hd, s)) &&
+              ok("kv store", rt_cuda_kv_store(e->k, e->v, B, hp->n_head_kv, hd, pos, e->p.n_ctx,
+                                              act, const_cast<void *>(a.k),
+                                              const_cast<void *>(a.v), s)) &&
+              ok("flash attention", rt_cuda_flash_attn(&a, B, pos, act, e->att, nq, nullptr, s)) &&
+              ok("o gemm", gemm(wo, L->wo, e->att, nq, B, 1.0f, xr, E)) &&
+              ok("rmsnorm", rt_cuda_rmsnorm(xr, E, L->ffn_norm, E, B, hp->norm_eps, act, e->xb,
+                                            E, s)) &&
+              ok("gate gemm", gemm(wg, L->w_gate, e->xb, E, B, 0.0f, e->hb, F)) &&
+              ok("up gemm", gemm(wu, L->w_up, e->xb, E, B, 0.0f, e->hb2, F)) &&
+              ok("swiglu", rt_cuda_swiglu(e->hb, e->hb2, (size_t)B * F, act, e->hg, s)) &&
+              ok("down gemm", gemm(wd, L->w_down, e->hg, F, B, 1.0f, xr, E))))
+            return false;
+    }
+    return true;
+}
+
+/* Every position's logits of the segment (rows [0, S) of x) into host rows out (S, n_vocab):
+ * final norm in act, then the output GEMM RT_CUDA_LOGIT_ROWS tokens at a time, the output
+ * matrix dequantised in slabs of rows through `dense` when it is not usable in place. */
+bool segment_logits(rt_cuda_engine *e, uint32_t S, float *out, step &ok)
+{
+    const rt_hparams *hp = &e->m->hp;
+    const uint32_t E = hp->n_embd, V = hp->n_vocab;
+    const rt_cuda_mat &W = e->output;
+    const bool direct = rt_cuda_direct(W.type, e->act);
+    const uint32_t slab = direct ? V : (uint32_t)(e->dense_elems / E);
+    for (uint32_t t0 = 0; t0 < S; t0 += RT_CUDA_LOGIT_ROWS) {
+        const uint32_t B = S - t0 < RT_CUDA_LOGIT_ROWS ? S - t0 : RT_CUDA_LOGIT_ROWS;
+        if (!ok("rmsnorm", rt_cuda_rmsnorm(e->x + (size_t)t0 * E, E, e->output_norm, E, B,
+                                           hp->norm_eps, e->act, e->xb, E, e->stream)))
+            return false;
+        for (uint32_t r0 = 0; r0 < V; r0 += slab) {
+            const uint32_t R = V - r0 < slab ? V - r0 : slab;
+            const void *w = W.data + (size_t)r0 * W.pitch;
+            size_t ld = W.pitch / act_size(e->act);
+            if (!direct) {
+                if (!ok("dequantise", rt_cuda_dequant(W.type, w, W.pitch, nullptr, R, E, e->act,
+                                                      e->dense, E, e->stream)))
+                    return false;
+                w = e->dense;
+                ld = E;
+            }
+            if (!ok("output gemm", rt_cuda_gemm(e->blas, e->act, w, ld, R, E, e->xb, E, B, 0.0f,
+                                                e->logits + r0, V, e->stream)))
+                return false;
+        }
+        if (!ok("logits copy",
+                cudaMemcpyAsync(out + (size_t)t0 * V, e->logits, (size_t)B * V * sizeof(float),
+                                cudaMemcpyDeviceToHost, e->stream) == cudaSuccess
+                    ? LOUPE_OK
+                    : LOUPE_ERR_GPU) ||
+            !ok("synchronize",
+                cudaStreamSynchronize(e->stream) == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU))
+            return false;
+    }
+    return true;
+}
+
+loupe_status finish(rt_cuda_engine *e, step &ok)
+{
+    ok("synchronize", cudaStreamSynchronize(e->stream) == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU);
+    if (ok.st == LOUPE_OK) {
+        e->have_logits = true;
+        e->logits_copied = false;
+    }
+    return ok.st;
+}
+
+} // namespace
+
+/* ==== Public =============================================================================== */
+
+extern "C" loupe_status rt_cuda_prefill(rt_cuda_engine *e, const int32_t *ids, size_t n,
+                                        float *all_logits, loupe_err *err)
+{
+    loupe_status st = check_tokens(e, ids, n, err);
+    if (st)
+        return st;
+    if (n == 0)
+        return loupe_fail(err, LOUPE_ERR_INVALID, "nothing to evaluate: no tokens given");
+    const rt_hparams *hp = &e->m->hp;
+    const uint32_t E = hp->n_embd;
+    step ok{err};
+    for (size_t done = 0; done < n;) {
+        const uint32_t S = (uint32_t)(n - done < e->p.n_seg ? n - done : e->p.n_seg);
+        if (!ok("ids copy", cudaMemcpyAsync(e->ids, ids + done, (size_t)S * sizeof(int32_t),
+                                            cudaMemcpyHostToDevice, e->stream) == cudaSuccess
+                                ? LOUPE_OK
+                                : LOUPE_ERR_GPU) ||
+            !ok("embedding", rt_cuda_dequant(e->tok_embd.type, e->tok_embd.data,
+                                             e->tok_embd.pitch, e->ids, S, E, RT_CUDA_F32, e->x,
+                                             E, e->stream)))
+            break;
+        bool good = true;
+        for (uint32_t il = 0; good && il < hp->n_layer; il++)
+            good = prefill_layer(e, il, S, e->n_past, ok);
+        if (!good)
+            break;
+        if (all_logits && !segment_logits(e, S, all_logits + done * hp->n_vocab, ok))
+            break;
+        if (done + S == n && !last_logits(e, e->x + (size_t)(S - 1) * E, ok))
+            break;
+        /* The ids copy reads host memory asynchronously: finish before the next segment reuses
+         * the device buffer (and before the caller may free `ids`). */
+        if (!ok("synchronize",
+                cudaStreamSynchronize(e->stream) == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU))
+            break;
+        e->n_past += S;
+        done += S;
+    }
+    return finish(e, ok);
+}
+
+extern "C" loupe_status rt_cuda_decode(rt_cuda_engine *e, int32_t id, loupe_err *err)
+{
+    loupe_status st = check_tokens(e, &id, 1, err);
+    if (st)
+        return st;
+    const rt_hparams *hp = &e->m->hp;
+    step ok{err};
+    bool good = ok("ids copy", cudaMemcpyAsync(e->ids, &id, sizeof id, cudaMemcpyHostToDevice,
+                                               e->stream) == cudaSuccess
+                                   ? LOUPE_OK
+                                   : LOUPE_ERR_GPU) &&
+                ok("embedding", rt_cuda_dequant(e->tok_embd.type, e->tok_embd.data,
+                                                e->tok_embd.pitch, e->ids, 1, hp->n_embd,
+                                                RT_CUDA_F32, e->x, hp->n_embd, e->stream));
+    for (uint32_t il = 0; good && il < hp->n_layer; il++)
+        good = decode_layer(e, il, ok);
+    if (good)
+        last_logits(e, e->x, ok);
+    st = finish(e, ok); /* also orders the async copy of `id` before this frame ends */
+    if (st == LOUPE_OK)
+        e->n_past++;
+    return st;
+}
+
+extern "C" const float *rt_cuda_logits(rt_cuda_engine *e, loupe_err *err)
+{
+    if (!e->have_logits) {
+        loupe_fail(err, LOUPE_ERR_INVALID, "no logits yet: nothing has been evaluated");
+        return nullptr;
+    }
+    if (!e->logits_copied) {
+        if (cudaMemcpy(e->logits_host, e->logits, (size_t)e->m->hp.n_vocab * sizeof(float),
+                       cudaMemcpyDeviceToHost) != cudaSuccess) {
+            rt_cuda_op_fail(err, LOUPE_ERR_GPU, "logits copy");
+            return nullptr;
+        }
+        e->logits_copied = true;
+    }
+    return e->logits_host;
+}
+
+extern "C" loupe_status rt_cuda_greedy(rt_cuda_engine *e, int32_t *id, loupe_err *err)
+{
+    *id = -1;
+    if (!e->have_logits)
+        return loupe_fail(err, LOUPE_ERR_INVALID, "no logits yet: nothing has been evaluated");
+    step ok{err};
+    if (ok("argmax", rt_cuda_argmax(e->logits, e->m->hp.n_vocab, e->best, e->stream)) &&
+        ok("argmax copy", cudaMemcpyAsync(id, e->best, sizeof *id, cudaMemcpyDeviceToHost,
+                                          e->stream) == cudaSuccess
+                              ? LOUPE_OK
+                              : LOUPE_ERR_GPU))
+        ok("synchronize",
+           cudaStreamSynchronize(e->stream) == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU);
+    return ok.st;
+}

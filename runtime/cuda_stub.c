@@ -1,0 +1,95 @@
+/*
+ * The CUDA backend's API (rt_cuda.h) in a build without CUDA: every function exists, reports that
+ * the backend is absent with LOUPE_ERR_UNSUPPORTED, and rt_cuda_available() is false. Compiled
+ * only when LOUPE_HAVE_CUDA is off (runtime/CMakeLists.txt); the .cu files of runtime/cuda replace it.
+ */
+#include "runtime/runtime.h"
+
+#include <string.h>
+
+static loupe_status no_cuda(loupe_err *err)
+{
+    return loupe_fail(err, LOUPE_ERR_UNSUPPORTED,
+                      "this loupe was built without CUDA (reconfigure with -DLOUPE_CUDA=ON on a "
+                      "machine with the CUDA toolkit); use --backend cpu");
+}
+
+bool rt_cuda_available(void) { return false; }
+
+loupe_status rt_cuda_device_info_get(int device, rt_cuda_device_info *out, loupe_err *err)
+{
+    (void)device;
+    memset(out, 0, sizeof *out);
+    return no_cuda(err);
+}
+
+void rt_cuda_params_init(rt_cuda_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->precision = RT_CUDA_BF16;
+}
+
+loupe_status rt_cuda_plan(const rt_model *m, const rt_cuda_params *p, rt_cuda_mem_plan *out,
+                          loupe_err *err)
+{
+    (void)m;
+    (void)p;
+    memset(out, 0, sizeof *out);
+    return no_cuda(err);
+}
+
+loupe_status rt_cuda_engine_create(const rt_model *m, const rt_cuda_params *p,
+                                   rt_cuda_engine **out, loupe_err *err)
+{
+    (void)m;
+    (void)p;
+    *out = NULL;
+    return no_cuda(err);
+}
+
+void rt_cuda_engine_destroy(rt_cuda_engine *e) { (void)e; }
+
+const rt_cuda_mem_plan *rt_cuda_engine_plan(const rt_cuda_engine *e)
+{
+    (void)e;
+    return NULL;
+}
+
+uint32_t rt_cuda_n_past(const rt_cuda_engine *e)
+{
+    (void)e;
+    return 0;
+}
+
+void rt_cuda_reset(rt_cuda_engine *e) { (void)e; }
+
+loupe_status rt_cuda_prefill(rt_cuda_engine *e, const int32_t *ids, size_t n, float *all_logits,
+                             loupe_err *err)
+{
+    (void)e;
+    (void)ids;
+    (void)n;
+    (void)all_logits;
+    return no_cuda(err);
+}
+
+loupe_status rt_cuda_decode(rt_cuda_engine *e, int32_t id, loupe_err *err)
+{
+    (void)e;
+    (void)id;
+    return no_cuda(err);
+}
+
+const float *rt_cuda_logits(rt_cuda_engine *e, loupe_err *err)
+{
+    (void)e;
+    no_cuda(err);
+    return NULL;
+}
+
+loupe_status rt_cuda_greedy(rt_cuda_engine *e, int32_t *id, loupe_err *err)
+{
+    (void)e;
+    *id = -1;
+    return no_cuda(err);
+}

@@ -1,0 +1,122 @@
+/*
+ * Part of runtime.h: the CUDA backend — full-attention prefill and decode of an rt_model on one
+ * GPU, inside a memory budget.
+ *
+ * Every function exists in every build. Built without CUDA (LOUPE_HAVE_CUDA off) they fail with
+ * LOUPE_ERR_UNSUPPORTED and a sentence saying so, and rt_cuda_available() is false.
+ *
+ * Objects and lifetimes:
+ *   rt_cuda_engine  one sequence on one GPU: the model's weights uploaded once in their stored
+ *                   type (F32, F16, BF16, Q8_0, Q4_K, Q6_K; rows padded to 16 bytes), the KV cache
+ *                   and every scratch buffer, carved out of ONE device allocation whose size
+ *                   rt_cuda_plan() computes before anything is allocated. Evaluating tokens
+ *                   allocates nothing. The rt_model (and its rt_gguf) must outlive the engine.
+ *                   Not thread-safe.
+ *
+ * Precision (rt_cuda_params.precision):
+ *   RT_CUDA_BF16  KV cache in bf16; prefill GEMMs on tensor cores with bf16 operands and fp32
+ *                 accumulation (quantised weights are dequantised to bf16 per layer into a
+ *                 scratch buffer; BF16 weights are used in place). Expect relative logit error
+ *                 up to ~1e-2 against the CPU reference.
+ *   RT_CUDA_F32   KV cache and prefill operands in fp32 (no TF32): slower, twice the KV memory,
+ *                 agrees with the CPU reference to ~1e-4. For tests and checking.
+ * Decode always multiplies fp32 activations with the weights in their stored type, dequantised
+ * in registers, so it reads every weight byte exactly once per token.
+ *
+ * Prefill is layer-major: the tokens of a call (up to n_seg at a time) go through layer 0 in
+ * chunks of n_batch, leaving that layer's K/V in the cache, then through layer 1, ... so each
+ * layer's weights are dequantised once per call, not once per chunk.
+ *
+ * KV cache layout on the GPU: (n_layer, n_head_kv, n_ctx, head_dim), keys after RoPE — the CPU
+ * backend's layout, so one head's keys are a contiguous matrix.
+ */
+#ifndef LOUPE_RT_CUDA_H
+#define LOUPE_RT_CUDA_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "anns/anns.h"
+#include "runtime/rt_model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Element type of activations / KV cache on the GPU. */
+typedef enum { RT_CUDA_F32 = 0, RT_CUDA_BF16 = 1 } rt_cuda_dtype;
+
+/* True when loupe was built with CUDA and at least one device is usable. Never fails. */
+bool rt_cuda_available(void);
+
+typedef struct {
+    char name[128];      /* as the driver names it, cut to 127 bytes */
+    int device;
+    int cc_major, cc_minor;
+    int n_sm;
+    uint64_t total_mem; /* bytes */
+    uint64_t free_mem;  /* bytes, when asked */
+} rt_cuda_device_info;
+
+loupe_status rt_cuda_device_info_get(int device, rt_cuda_device_info *out, loupe_err *err);
+
+typedef struct {
+    uint32_t n_ctx;        /* tokens the KV cache holds; 0 = the model's training context */
+    uint32_t n_batch;      /* tokens per prefill chunk (GEMM rows); 0 = 512 */
+    uint32_t n_seg;        /* tokens whose residual stream is resident during a layer-major
+                              prefill; 0 = n_ctx (one pass over the layers per call) */
+    uint64_t gpu_mem;      /* budget in bytes for everything loupe allocates; 0 = the device's
+                              free memory less 512 MiB */
+    int device;            /* CUDA device index */
+    rt_cuda_dtype precision; /* RT_CUDA_BF16 (default) or RT_CUDA_F32 */
+} rt_cuda_params;
+
+void rt_cuda_params_init(rt_cuda_params *p);
+
+/* Device bytes an engine would allocate. */
+typedef struct {
+    uint64_t weights;  /* matrices in stored type + norms, biases, RoPE table */
+    uint64_t kv;       /* K and V caches for n_ctx tokens */
+    uint64_t scratch;  /* activations, dequantisation buffer, attention partials, cuBLAS */
+    uint64_t total;
+    uint32_t n_ctx, n_batch, n_seg; /* the values the plan was made for (defaults resolved) */
+} rt_cuda_mem_plan;
+
+/* Pure arithmetic: no device is touched (but it needs a CUDA build). */
+loupe_status rt_cuda_plan(const rt_model *m, const rt_cuda_params *p, rt_cuda_mem_plan *out,
+                          loupe_err *err);
+
+typedef struct rt_cuda_engine rt_cuda_engine;
+
+/* Plans, checks the plan against the budget (and the device's free memory), then makes the one
+ * allocation and uploads the weights. When it does not fit it fails with LOUPE_ERR_GPU_MEMORY
+ * and a sentence saying what would: a shorter context, retrieval attention, a quantised model.
+ * Free with rt_cuda_engine_destroy(). */
+loupe_status rt_cuda_engine_create(const rt_model *m, const rt_cuda_params *p,
+                                   rt_cuda_engine **out, loupe_err *err);
+void rt_cuda_engine_destroy(rt_cuda_engine *e); /* NULL is fine */
+
+const rt_cuda_mem_plan *rt_cuda_engine_plan(const rt_cuda_engine *e);
+uint32_t rt_cuda_n_past(const rt_cuda_engine *e);
+void rt_cuda_reset(rt_cuda_engine *e); /* forget every token */
+
+/* Same contracts as rt_ctx_prefill / rt_ctx_decode: appends tokens, computes the logits of the
+ * last one; `all_logits` (host, (n, n_vocab)) receives every position's when non-NULL. Fails with
+ * LOUPE_ERR_TOO_LONG (nothing evaluated) past n_ctx, LOUPE_ERR_RANGE for ids outside the
+ * vocabulary, LOUPE_ERR_GPU with the CUDA error otherwise. */
+loupe_status rt_cuda_prefill(rt_cuda_engine *e, const int32_t *ids, size_t n, float *all_logits,
+                             loupe_err *err);
+loupe_status rt_cuda_decode(rt_cuda_engine *e, int32_t id, loupe_err *err);
+
+/* Logits after the last evaluated token, (n_vocab), copied to host memory on first use after an
+ * evaluation; valid until the next one. NULL (and err set) on a CUDA error. */
+const float *rt_cuda_logits(rt_cuda_engine *e, loupe_err *err);
+/* Greedy choice (argmax, lowest id on ties) of the last logits, computed on the GPU. */
+loupe_status rt_cuda_greedy(rt_cuda_engine *e, int32_t *id, loupe_err *err);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOUPE_RT_CUDA_H */
