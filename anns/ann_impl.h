@@ -205,9 +205,10 @@ int ann_flat_search(const ann_index *ix, ann_search_ctx *ctx, const float *q, in
                     ann_cand *out);
 int ann_ivf_search(const ann_index *ix, ann_search_ctx *ctx, const float *q, int k, int nprobe,
                    ann_cand *out);
-/* Beam search over the graph; leaves the pool (best first) in ctx->pool and returns its size. */
+/* Beam search over the graph with a pool of `ef` candidates, stopping once its best `expand`
+ * (<= ef) are expanded; leaves the pool (best first) in ctx->pool and returns its size. */
 int ann_graph_search_pool(const ann_index *ix, ann_search_ctx *ctx, const float *q, int ef,
-                          const int32_t *seeds, int n_seeds);
+                          int expand, const int32_t *seeds, int n_seeds);
 /* Stores p in ix->owned so destroy frees it; returns 0, or -1 when the table is full. */
 int ann_index_own(ann_index *ix, void *p);
 

@@ -231,6 +231,10 @@ typedef struct {
     const int32_t *seeds;     /* extra start keys (e.g. the previous token's results), or NULL */
     int n_seeds;
     const float *rerank_keys; /* (n, dim) f32 keys to re-score the final pool with, or NULL */
+    int expand;               /* graph: stop once the best `expand` pool entries are expanded
+                                 (0: all ef). Below k it trades the tail of the top-k (keys of
+                                 little attention weight) for fewer keys scanned; the pool still
+                                 holds max(ef, k) */
 } ann_search_params;
 
 /* Searches `index` for q (dim). Writes up to k results best first into ids (k) and scores (k)

@@ -339,7 +339,7 @@ static loupe_status repair(ann_index *ix, const build_cfg *b, const float *Q, co
                 continue;
             missing++;
             const float *q = best_q[u] >= 0 ? Q + (int64_t)best_q[u] * d : b->F + u * d;
-            int m = ann_graph_search_pool(ix, ctx, q, 64, NULL, 0);
+            int m = ann_graph_search_pool(ix, ctx, q, 64, 64, NULL, 0);
             int pick = -1;
             for (int i = 0; i < m && pick < 0; i++)
                 if (outn[ctx->pool[i].id] < M)

@@ -2,7 +2,10 @@
  * Best-first beam search over a key→key graph (both the attention-aware graph and the key-only
  * baseline), the NSG/DiskANN form: a pool of at most `ef` candidates sorted best first, each
  * flagged once expanded; repeatedly expand the best unexpanded one, scoring its unvisited
- * neighbours; stop when every pool entry is expanded. The pool is bounded, so the search
+ * neighbours; stop when every pool entry is expanded, or with `expand` < ef, when the best
+ * `expand` entries are (a narrower search whose pool still collects every key it scored: on
+ * attention's near one-hot score profiles the tail of the top-k carries almost no weight, and the
+ * neighbours of the expanded head find most of it). The pool is bounded, so the search
  * allocates nothing.
  *
  * Visited marks are epochs: a key is visited in this search iff visited[key] == epoch; bumping
@@ -51,7 +54,7 @@ static void start_at(const ann_index *ix, ann_search_ctx *ctx, const float *q, u
 }
 
 int ann_graph_search_pool(const ann_index *ix, ann_search_ctx *ctx, const float *q, int ef,
-                          const int32_t *seeds, int n_seeds)
+                          int expand, const int32_t *seeds, int n_seeds)
 {
     const ann_keys *keys = ix->keys;
     uint32_t *visited = ctx->visited;
@@ -66,8 +69,10 @@ int ann_graph_search_pool(const ann_index *ix, ann_search_ctx *ctx, const float 
     for (int i = 0; i < ix->n_entry; i++)
         start_at(ix, ctx, q, ep, ix->entry[i], &n, ef);
 
+    if (expand <= 0 || expand > ef)
+        expand = ef;
     int i = 0;
-    while (i < n) {
+    while (i < n && i < expand) {
         ctx->expanded[i] = 1;
         int32_t u = ctx->pool[i].id;
         const int32_t *nb = ix->adj + ix->adj_off[u];

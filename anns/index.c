@@ -218,7 +218,7 @@ loupe_status ann_search(const ann_index *ix, ann_search_ctx *ctx, const float *q
     case ANN_FLAT: m = ann_flat_search(ix, ctx, q, kk, res); break;
     case ANN_IVF: m = ann_ivf_search(ix, ctx, q, kk, p->nprobe, res); break;
     default:
-        m = ann_graph_search_pool(ix, ctx, q, ef, p->seeds, p->n_seeds);
+        m = ann_graph_search_pool(ix, ctx, q, ef, p->expand, p->seeds, p->n_seeds);
         res = ctx->pool;
         break;
     }

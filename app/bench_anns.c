@@ -8,6 +8,7 @@
  */
 #include "app/app.h"
 
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,9 +33,15 @@ static const char usage_text[] =
     "  --entries N           entry points (4)\n"
     "  --no-repair           skip the connectivity repair\n"
     "  --nlist N             IVF lists (2·sqrt(n))\n"
-    "  --ef LIST             graph beams to sweep (100,128,160,200,256,320,400,512,768)\n"
+    "  --ef LIST             graph beams to sweep (100,128,160,200,256,320,400,512,768);\n"
+    "                        below k: a pool of k whose best ef entries are expanded\n"
     "  --nprobe LIST         IVF probes to sweep (1,2,4,8,16,32,64,128)\n"
     "  --write-synthetic P   also write P.keys.fbin, P.build.fbin, P.test.fbin\n"
+    "  --exclude-first N     index only keys N.. (the sinks the GPU keeps, e.g. 128)\n"
+    "  --exclude-last N      and not the last N keys (the recent window, e.g. 512); ground\n"
+    "                        truth and recall are then over the middle keys only\n"
+    "  --analyze             first print where the test queries' attention goes: softmax\n"
+    "                        mass of the sinks, the window, the middle and its top-k\n"
     "  --seed N              (1)\n"
     "  --csv                 one header line, then one row per setting\n";
 
@@ -62,6 +69,14 @@ static int parse_list(const char *cmd, const char *name, const char *s, int_list
     return out->n ? 0 : app_usage(cmd, "%s: empty list", name);
 }
 
+static float dotf(const float *a, const float *b, int d)
+{
+    float acc = 0;
+    for (int c = 0; c < d; c++)
+        acc += a[c] * b[c];
+    return acc;
+}
+
 typedef struct {
     const ann_index *ix;
     ann_search_ctx **ctxs;
@@ -77,13 +92,25 @@ typedef struct {
     const ann_build_stats *bs;
     int32_t *ids;
     float *scores;
+    const float *keys_f32;   /* (n, d) the indexed keys, f32, for the attention-mass recall */
+    int d;
+    const double *truth_mass; /* (nt) sum of exp(q.k/sqrt(d) - top1) over the true top-k */
 } sweep_ctx;
 
+/* Softmax weight of key `id` for query q relative to the query's best true score `s1`. */
+static double key_weight(const sweep_ctx *s, const float *q, int32_t id, float s1)
+{
+    float sc = dotf(q, s->keys_f32 + (int64_t)id * s->d, s->d) / sqrtf((float)s->d);
+    return exp((double)(sc - s1));
+}
+
+/* Graphs: `ef` below k keeps a pool of k and expands only its best ef entries. */
 static int run_setting(sweep_ctx *s, const char *param, int value, int ef, int nprobe)
 {
     loupe_err err;
     loupe_err_clear(&err);
-    ann_search_params p = {.k = s->k, .ef = ef, .nprobe = nprobe};
+    ann_search_params p = {.k = s->k, .ef = ef > s->k ? ef : s->k, .nprobe = nprobe,
+                           .expand = ef};
     for (int t = 0; t < s->nth; t++)
         ann_search_ctx_reset_scanned(s->ctxs[t]);
     struct timespec a, b;
@@ -105,19 +132,206 @@ static int run_setting(sweep_ctx *s, const char *param, int value, int ef, int n
                 }
         }
     double recall = (double)hits / ((double)s->nt * s->k);
+    /* Attention-mass recall: the softmax mass of the returned keys over that of the true top-k
+     * (what the missed keys cost the attention output, unlike recall, which weighs all alike). */
+    double mass = 0;
+    for (int64_t q = 0; q < s->nt; q++) {
+        const float *qv = s->tq + q * s->d;
+        float s1 = dotf(qv, s->keys_f32 + (int64_t)s->truth[q * s->truth_d] * s->d, s->d) /
+                   sqrtf((float)s->d);
+        double got = 0;
+        for (int i = 0; i < s->k; i++)
+            if (s->ids[q * s->k + i] >= 0)
+                got += key_weight(s, qv, s->ids[q * s->k + i], s1);
+        double m = got / s->truth_mass[q];
+        mass += m > 1 ? 1 : m;
+    }
+    mass /= (double)s->nt;
     double frac = (double)scanned / ((double)s->nt * (double)s->n);
     double bpk = (double)ann_index_bytes(s->ix) / (double)s->n;
     const char *name = ann_type_name(ann_index_type(s->ix));
     if (s->csv)
-        printf("%s,%s,%d,%.4f,%.5f,%.1f,%.3f,%.3f,%.3f,%.3f,%.1f\n", name, param, value, recall,
-               frac, (double)s->nt / secs, s->build_s, s->bs->knn_s, s->bs->projection_s,
+        printf("%s,%s,%d,%.4f,%.4f,%.5f,%.1f,%.3f,%.3f,%.3f,%.3f,%.1f\n", name, param, value,
+               recall, mass, frac, (double)s->nt / secs, s->build_s, s->bs->knn_s, s->bs->projection_s,
                s->bs->repair_s, bpk);
     else
-        printf("%-9s %-7s %6d  %8.4f  %9.3f%%  %11.0f  %8.2f  %6.2f %6.2f %6.2f  %7.1f\n", name,
-               param, value, recall, 100.0 * frac, (double)s->nt / secs, s->build_s,
+        printf("%-9s %-7s %6d  %8.4f  %6.4f  %9.3f%%  %11.0f  %8.2f  %6.2f %6.2f %6.2f  %7.1f\n",
+               name, param, value, recall, mass, 100.0 * frac, (double)s->nt / secs, s->build_s,
                s->bs->knn_s, s->bs->projection_s, s->bs->repair_s, bpk);
     fflush(stdout);
     return 0;
+}
+
+/* ---- --analyze: where the test queries' attention goes ------------------------------------ */
+
+static int cmp_float_asc(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Prints, over the test queries, the softmax mass (scale 1/sqrt(d), as attention) held by the
+ * first `first` keys (sinks), the last `last` keys (recent window), the middle, and the middle's
+ * exact top-k; where the middle's top-k lie (distance to the window); how many of them some
+ * build query also has in its top-build_k (what the graph's projection can have linked); and how
+ * close each test query is to the build queries (best cosine, and that query's top-k overlap).
+ * K is (n, d) f32; the middle is [first, n - last). */
+static int analyze(const float *K, int64_t n, int d, const float *BQ, int64_t nbq,
+                   const float *TQ, int64_t nt, int k, int64_t first, int64_t last,
+                   int build_k, int nth)
+{
+    int rc = APP_EXIT_FAIL;
+    loupe_err err;
+    loupe_err_clear(&err);
+    int64_t mid0 = first, nm = n - first - last;
+    float *s = malloc((size_t)n * sizeof *s), *tmp = malloc((size_t)n * sizeof *tmp);
+    int32_t *mt = malloc((size_t)nt * (size_t)k * sizeof *mt);
+    float *ms = malloc((size_t)nt * (size_t)k * sizeof *ms);
+    int32_t *bl = NULL;
+    float *bs = NULL;
+    uint8_t *covered = NULL;
+    ann_keys *mk = NULL;
+    if (!s || !tmp || !mt || !ms) {
+        fprintf(stderr, "loupe: bench anns: out of memory for --analyze\n");
+        goto done;
+    }
+    if (ann_keys_create(K + mid0 * d, nm, d, ANN_KEYS_F32, &mk, &err) ||
+        ann_knn_cpu(NULL, mk, TQ, nt, k, nth, mt, ms, NULL, &err))
+        goto fail;
+    double m_first = 0, m_last = 0, m_mid = 0, m_midk = 0, m_allk = 0, top1 = 0;
+    double in_first = 0, in_last = 0, near[4] = {0};
+    const int64_t bands[4] = {512, 2048, 8192, INT64_MAX}; /* keys before the window */
+    const float scale = 1.0f / sqrtf((float)d);
+    for (int64_t t = 0; t < nt; t++) {
+        const float *q = TQ + t * d;
+        float mx = -INFINITY;
+        for (int64_t j = 0; j < n; j++) {
+            s[j] = scale * dotf(q, K + j * d, d);
+            mx = s[j] > mx ? s[j] : mx;
+        }
+        double z = 0, zf = 0, zl = 0;
+        for (int64_t j = 0; j < n; j++) {
+            double e = exp((double)(s[j] - mx));
+            z += e;
+            if (j < first)
+                zf += e;
+            else if (j >= n - last)
+                zl += e;
+        }
+        m_first += zf / z;
+        m_last += zl / z;
+        m_mid += (z - zf - zl) / z;
+        double zk = 0;
+        for (int i = 0; i < k; i++) {
+            int64_t j = mid0 + mt[t * k + i];
+            zk += exp((double)(s[j] - mx));
+            int64_t before = n - last - j; /* 1 = the key just before the window */
+            for (int bnd = 0; bnd < 4; bnd++)
+                if (before <= bands[bnd]) {
+                    near[bnd] += 1.0 / (double)k;
+                    break;
+                }
+        }
+        m_midk += zk / z;
+        top1 += exp((double)(s[mid0 + mt[t * k]] - mx)) / z;
+        /* The overall top-k: the k-th largest score is the threshold. */
+        memcpy(tmp, s, (size_t)n * sizeof *tmp);
+        qsort(tmp, (size_t)n, sizeof *tmp, cmp_float_asc);
+        float thr = tmp[n - (k < n ? k : n)];
+        double zak = 0;
+        int cf = 0, cl = 0;
+        for (int64_t j = 0; j < n; j++)
+            if (s[j] >= thr) {
+                zak += exp((double)(s[j] - mx));
+                cf += j < first;
+                cl += j >= n - last;
+            }
+        m_allk += zak / z;
+        in_first += (double)cf / k;
+        in_last += (double)cl / k;
+    }
+    double inv = 1.0 / (double)nt;
+    printf("# analyze: %lld test queries over %lld keys; sinks [0,%lld), window [%lld,%lld), "
+           "middle %lld keys; softmax scale 1/sqrt(%d)\n", (long long)nt, (long long)n,
+           (long long)first, (long long)(n - last), (long long)n, (long long)nm, d);
+    printf("#   mean attention mass: sinks %.3f, window %.3f, middle %.3f (its exact top-%d: %.3f, "
+           "its best key: %.3f); top-%d of all keys: %.3f\n", m_first * inv, m_last * inv,
+           m_mid * inv, k, m_midk * inv, top1 * inv, k, m_allk * inv);
+    printf("#   sinks + window + middle top-%d (what retrieval attention attends): %.3f\n", k,
+           (m_first + m_last + m_midk) * inv);
+    printf("#   the overall top-%d: %.1f%% sinks, %.1f%% window, %.1f%% middle\n", k,
+           100 * in_first * inv, 100 * in_last * inv,
+           100 * (1 - (in_first + in_last) * inv));
+    printf("#   middle top-%d by distance before the window: <=512 %.1f%%, 513-2048 %.1f%%, "
+           "2049-8192 %.1f%%, farther %.1f%%\n", k, 100 * near[0] * inv, 100 * near[1] * inv,
+           100 * near[2] * inv, 100 * near[3] * inv);
+
+    /* Coverage by the build queries' exact top-build_k lists over the middle. */
+    if (nbq > 0 && build_k > 0) {
+        int bk = build_k < nm ? build_k : (int)nm;
+        bl = malloc((size_t)nbq * (size_t)bk * sizeof *bl);
+        bs = malloc((size_t)nbq * (size_t)bk * sizeof *bs);
+        covered = calloc((size_t)nm, 1);
+        if (!bl || !bs || !covered) {
+            fprintf(stderr, "loupe: bench anns: out of memory for --analyze\n");
+            goto done;
+        }
+        if (ann_knn_cpu(NULL, mk, BQ, nbq, bk, nth, bl, bs, NULL, &err))
+            goto fail;
+        int64_t ncov = 0;
+        for (int64_t i = 0; i < nbq * bk; i++)
+            if (bl[i] >= 0 && !covered[bl[i]]) {
+                covered[bl[i]] = 1;
+                ncov++;
+            }
+        double cov = 0;
+        for (int64_t i = 0; i < nt * k; i++)
+            cov += covered[mt[i]];
+        /* Nearest build query by cosine, and how much of its top-bk the test top-k shares. */
+        double best_cos = 0, overlap = 0;
+        for (int64_t t = 0; t < nt; t++) {
+            const float *q = TQ + t * d;
+            double qn = sqrt((double)dotf(q, q, d)), bc = -2;
+            int64_t bj = 0;
+            for (int64_t j = 0; j < nbq; j++) {
+                const float *b = BQ + j * d;
+                double c = dotf(q, b, d) /
+                           (qn * sqrt((double)dotf(b, b, d)) + 1e-30);
+                if (c > bc) {
+                    bc = c;
+                    bj = j;
+                }
+            }
+            best_cos += bc;
+            int ov = 0;
+            for (int i = 0; i < k; i++)
+                for (int j = 0; j < bk; j++)
+                    if (mt[t * k + i] == bl[bj * bk + j]) {
+                        ov++;
+                        break;
+                    }
+            overlap += (double)ov / k;
+        }
+        printf("#   build queries' top-%d lists cover %lld of %lld middle keys (%.1f%%) and %.1f%% "
+               "of the test queries' middle top-%d\n", bk, (long long)ncov, (long long)nm,
+               100.0 * (double)ncov / (double)nm, 100 * cov / ((double)nt * k), k);
+        printf("#   nearest build query: mean cosine %.3f; its top-%d holds %.1f%% of the test "
+               "query's top-%d\n", best_cos * inv, bk, 100 * overlap * inv, k);
+    }
+    rc = APP_EXIT_OK;
+    goto done;
+fail:
+    rc = app_fail("bench anns: analyze", &err);
+done:
+    ann_keys_destroy(mk);
+    free(s);
+    free(tmp);
+    free(mt);
+    free(ms);
+    free(bl);
+    free(bs);
+    free(covered);
+    return rc;
 }
 
 int bench_anns(int argc, char **argv)
@@ -125,8 +339,8 @@ int bench_anns(int argc, char **argv)
     const char *cmd = "bench anns";
     const char *keys_path = NULL, *bq_path = NULL, *tq_path = NULL, *truth_path = NULL;
     const char *synthetic = NULL, *write_syn = NULL;
-    int64_t k = 100, threads = 0, n_test = 1000, seed = 1, v;
-    int csv = 0, want[4] = {1, 1, 1, 1};
+    int64_t k = 100, threads = 0, n_test = 1000, seed = 1, v, ex_first = 0, ex_last = 0;
+    int csv = 0, want[4] = {1, 1, 1, 1}, do_analyze = 0;
     ann_key_type storage = ANN_KEYS_BF16;
     ann_build_opts bo;
     ann_build_opts_init(&bo);
@@ -143,6 +357,18 @@ int bench_anns(int argc, char **argv)
             csv = 1;
         } else if (!strcmp(a, "--no-repair")) {
             bo.repair = 0;
+        } else if (!strcmp(a, "--analyze")) {
+            do_analyze = 1;
+        } else if ((r = app_opt_value(cmd, "--exclude-first", argc, argv, &i, &val))) {
+            if (r != 1)
+                return r;
+            if (app_parse_i64(cmd, "--exclude-first", val, 0, INT32_MAX, &ex_first))
+                return APP_EXIT_USAGE;
+        } else if ((r = app_opt_value(cmd, "--exclude-last", argc, argv, &i, &val))) {
+            if (r != 1)
+                return r;
+            if (app_parse_i64(cmd, "--exclude-last", val, 0, INT32_MAX, &ex_last))
+                return APP_EXIT_USAGE;
         } else if ((r = app_opt_value(cmd, "--keys", argc, argv, &i, &keys_path))) {
         } else if ((r = app_opt_value(cmd, "--build-queries", argc, argv, &i, &bq_path))) {
         } else if ((r = app_opt_value(cmd, "--queries", argc, argv, &i, &tq_path))) {
@@ -265,6 +491,7 @@ int bench_anns(int argc, char **argv)
     loupe_err err;
     loupe_err_clear(&err);
     float *K = NULL, *BQ = NULL, *TQ = NULL, *scores = NULL;
+    double *truth_mass = NULL;
     int32_t *truth = NULL, *ids = NULL;
     int64_t n = 0, nbq = 0, nt = 0, ntr = 0;
     int d = 0, dbq = 0, dt = 0, truth_d = 0;
@@ -317,10 +544,30 @@ int bench_anns(int argc, char **argv)
             goto done;
         }
     }
+    if (truth_path && (ex_first || ex_last)) {
+        fprintf(stderr, "loupe: bench anns: --truth ids index all keys; with --exclude-first/last "
+                "leave --truth out (truth over the middle is computed)\n");
+        goto done;
+    }
+    if (ex_first + ex_last + 1 > n) {
+        fprintf(stderr, "loupe: bench anns: --exclude-first %lld and --exclude-last %lld leave no "
+                "keys of %lld\n", (long long)ex_first, (long long)ex_last, (long long)n);
+        goto done;
+    }
+    if (do_analyze && analyze(K, n, d, BQ, nbq, TQ, nt, (int)(k < n - ex_first - ex_last
+                                                               ? k : n - ex_first - ex_last),
+                              ex_first, ex_last, bo.build_k, nth)) {
+        rc = APP_EXIT_FAIL;
+        goto done;
+    }
+    /* From here on the keys are the middle: ids are positions minus ex_first. */
+    int64_t n_all = n;
+    n -= ex_first + ex_last;
+    const float *KM = K + ex_first * d;
     if (k > n)
         k = n;
-    if (ann_keys_create(K, n, d, storage, &keys, &err) ||
-        ann_keys_create(K, n, d, ANN_KEYS_F32, &keys_f32, &err)) {
+    if (ann_keys_create(KM, n, d, storage, &keys, &err) ||
+        ann_keys_create(KM, n, d, ANN_KEYS_F32, &keys_f32, &err)) {
         rc = app_fail("bench anns", &err);
         goto done;
     }
@@ -349,9 +596,18 @@ int bench_anns(int argc, char **argv)
     }
     ids = malloc((size_t)nt * (size_t)k * sizeof *ids);
     scores = malloc((size_t)nt * (size_t)k * sizeof *scores);
-    if (!ids || !scores) {
+    truth_mass = malloc((size_t)nt * sizeof *truth_mass);
+    if (!ids || !scores || !truth_mass) {
         fprintf(stderr, "loupe: bench anns: out of memory\n");
         goto done;
+    }
+    for (int64_t q = 0; q < nt; q++) {
+        const float *qv = TQ + q * d;
+        float s1 = dotf(qv, KM + (int64_t)truth[q * truth_d] * d, d) / sqrtf((float)d);
+        truth_mass[q] = 0;
+        for (int i = 0; i < k; i++)
+            truth_mass[q] += exp((double)(dotf(qv, KM + (int64_t)truth[q * truth_d + i] * d, d) /
+                                              sqrtf((float)d) - s1));
     }
     int max_beam = 128;
     for (int i = 0; i < efs.n; i++)
@@ -371,11 +627,16 @@ int bench_anns(int argc, char **argv)
         printf("# %lld keys × %d (%s), %lld build queries, %lld test queries, k=%lld, "
                "%d threads\n", (long long)n, d, ann_key_type_name(storage), (long long)nbq,
                (long long)nt, (long long)k, nth);
-        printf("%-9s %-7s %6s  %8s  %10s  %11s  %8s  %6s %6s %6s  %7s\n", "index", "param",
-               "value", "recall", "scanned", "searches/s", "build_s", "knn", "proj", "repair",
+        if (n != n_all)
+            printf("# middle keys only: positions %lld..%lld of %lld (first %lld and last %lld "
+                   "left to the static set)\n", (long long)ex_first,
+                   (long long)(ex_first + n - 1), (long long)n_all, (long long)ex_first,
+                   (long long)ex_last);
+        printf("%-9s %-7s %6s  %8s  %6s  %10s  %11s  %8s  %6s %6s %6s  %7s\n", "index", "param",
+               "value", "recall", "mass", "scanned", "searches/s", "build_s", "knn", "proj", "repair",
                "B/key");
     } else {
-        printf("index,param,value,recall,scanned_frac,searches_per_s,build_s,knn_s,"
+        printf("index,param,value,recall,mass_recall,scanned_frac,searches_per_s,build_s,knn_s,"
                "projection_s,repair_s,index_bytes_per_key\n");
     }
     for (int ty = 0; ty < 4; ty++) {
@@ -394,7 +655,7 @@ int bench_anns(int argc, char **argv)
                    (long long)bs.n_repaired, (long long)bs.n_unreachable,
                    (double)bs.n_edges / (double)n);
         sweep_ctx s = {ix, ctxs, nth, TQ, nt, truth, truth_d, (int)k, n, csv, bs.total_s, &bs,
-                       ids, scores};
+                       ids, scores, KM, d, truth_mass};
         int r = 0;
         if (ty == ANN_FLAT) {
             r = run_setting(&s, "-", 0, (int)k, 1);
@@ -403,8 +664,7 @@ int bench_anns(int argc, char **argv)
                 r = run_setting(&s, "nprobe", probes.vals[i], (int)k, probes.vals[i]);
         } else {
             for (int i = 0; i < efs.n && !r; i++)
-                if (efs.vals[i] >= k)
-                    r = run_setting(&s, "ef", efs.vals[i], efs.vals[i], 1);
+                r = run_setting(&s, "ef", efs.vals[i], efs.vals[i], 1);
         }
         ann_index_destroy(ix);
         if (r) {
@@ -424,5 +684,6 @@ done:
     free(truth);
     free(ids);
     free(scores);
+    free(truth_mass);
     return rc;
 }
