@@ -4,7 +4,14 @@
  * the fraction of keys scanned (distance computations / keys), searches/s and build seconds with
  * their split. Vectors come from .fbin files or from the synthetic attention-like generator.
  * Ground truth is computed exactly from the f32 keys unless --truth gives it, so recall includes
- * the error of the key storage type.
+ * the error of the key storage type. Beside recall@k it reports the attention-mass recall (the
+ * softmax weight of the returned keys over that of the true top-k), since attention's score
+ * profiles are near one-hot and the tail of a top-k weighs almost nothing.
+ *
+ * For vectors dumped from a model (`loupe dump-qk`): --exclude-first/--exclude-last index only
+ * the middle keys, as the decode does (sinks and the recent window stay on the GPU and are
+ * attended exactly); --analyze prints where the test queries' attention goes; --prev-seeds
+ * replays decode order, each search seeded by the previous step's results.
  */
 #include "app/app.h"
 
@@ -18,6 +25,8 @@
 static const char usage_text[] =
     "usage: loupe bench anns (--keys K.fbin --build-queries Q.fbin --queries T.fbin |\n"
     "                         --synthetic N,D) [OPTIONS]\n"
+    "  (--build-queries and --queries take comma-separated lists, concatenated: e.g. every\n"
+    "   query head of a KV group for one index per KV head)\n"
     "  --truth G.ibin        ground truth ids (n_queries, >= k); computed exactly if absent\n"
     "  --k N                 results per query (100)\n"
     "  --index LIST          comma-separated: flat,ivf,graph,keygraph (all)\n"
@@ -40,6 +49,10 @@ static const char usage_text[] =
     "  --exclude-first N     index only keys N.. (the sinks the GPU keeps, e.g. 128)\n"
     "  --exclude-last N      and not the last N keys (the recent window, e.g. 512); ground\n"
     "                        truth and recall are then over the middle keys only\n"
+    "  --prev-seeds N        graphs: search the test queries in order on one thread, each\n"
+    "                        seeded with the previous one's best N (decode steps; per file)\n"
+    "  --oracle-seeds        diagnostic: seed with the TRUE best N (--prev-seeds N) keys, to\n"
+    "                        tell entry problems from graph-structure ones\n"
     "  --analyze             first print where the test queries' attention goes: softmax\n"
     "                        mass of the sinks, the window, the middle and its top-k\n"
     "  --seed N              (1)\n"
@@ -95,6 +108,9 @@ typedef struct {
     const float *keys_f32;   /* (n, d) the indexed keys, f32, for the attention-mass recall */
     int d;
     const double *truth_mass; /* (nt) sum of exp(q.k/sqrt(d) - top1) over the true top-k */
+    int prev_seeds;           /* > 0: search in order, seeded by the previous query's best */
+    int64_t seq_len;          /* queries per decode sequence (one file); seeds stay within one */
+    int oracle;               /* seeds are the true best prev_seeds keys instead (diagnostic) */
 } sweep_ctx;
 
 /* Softmax weight of key `id` for query q relative to the query's best true score `s1`. */
@@ -115,8 +131,25 @@ static int run_setting(sweep_ctx *s, const char *param, int value, int ef, int n
         ann_search_ctx_reset_scanned(s->ctxs[t]);
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
-    if (ann_search_batch(s->ix, s->ctxs, s->nth, s->tq, s->nt, &p, s->ids, s->scores, &err))
+    if (s->prev_seeds > 0 && ann_index_type(s->ix) >= ANN_GRAPH) {
+        /* Decode order: step t starts from step t-1's best keys (one thread). */
+        for (int64_t q = 0; q < s->nt; q++) {
+            int nf;
+            int first = s->seq_len <= 0 || q % s->seq_len == 0;
+            p.seeds = first ? NULL : s->ids + (q - 1) * s->k;
+            p.n_seeds = first ? 0 : s->prev_seeds < s->k ? s->prev_seeds : s->k;
+            if (s->oracle) { /* diagnostic: start at the true best keys */
+                p.seeds = s->truth + q * s->truth_d;
+                p.n_seeds = s->prev_seeds < s->k ? s->prev_seeds : s->k;
+            }
+            if (ann_search(s->ix, s->ctxs[0], s->tq + q * s->d, &p, s->ids + q * s->k,
+                           s->scores + q * s->k, &nf, &err))
+                return app_fail("bench anns: search", &err);
+        }
+    } else if (ann_search_batch(s->ix, s->ctxs, s->nth, s->tq, s->nt, &p, s->ids, s->scores,
+                                &err)) {
         return app_fail("bench anns: search", &err);
+    }
     clock_gettime(CLOCK_MONOTONIC, &b);
     double secs = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
     int64_t scanned = 0, hits = 0;
@@ -162,6 +195,51 @@ static int run_setting(sweep_ctx *s, const char *param, int value, int ef, int n
     return 0;
 }
 
+/* Reads one .fbin, or several comma-separated ones of one dimension concatenated (e.g. the
+ * queries of every query head of a KV group: one index per KV head from their union). */
+static loupe_status read_fbin_list(const char *list, float **out, int64_t *n, int *d,
+                                   int64_t *first_n, loupe_err *err)
+{
+    char buf[4096];
+    loupe_status st = LOUPE_OK;
+    *out = NULL;
+    *n = 0;
+    *d = 0;
+    if (strlen(list) >= sizeof buf)
+        return loupe_fail(err, LOUPE_ERR_INVALID, "file list too long: %.60s...", list);
+    memcpy(buf, list, strlen(list) + 1);
+    for (char *sv = NULL, *path = strtok_r(buf, ",", &sv); path && !st;
+         path = strtok_r(NULL, ",", &sv)) {
+        float *part = NULL;
+        int64_t pn = 0;
+        int pd = 0;
+        if ((st = ann_fbin_read(path, &part, &pn, &pd, err)) != LOUPE_OK)
+            break;
+        if (*d && pd != *d) {
+            st = loupe_fail(err, LOUPE_ERR_FORMAT, "%s: dimension %d, the list's first file has "
+                            "%d", path, pd, *d);
+        } else {
+            float *grown = realloc(*out, (size_t)(*n + pn) * (size_t)pd * sizeof *grown);
+            if (!grown) {
+                st = loupe_fail(err, LOUPE_ERR_NOMEM, "no memory for %s", path);
+            } else {
+                memcpy(grown + *n * pd, part, (size_t)pn * (size_t)pd * sizeof *grown);
+                if (first_n && *n == 0)
+                    *first_n = pn;
+                *out = grown;
+                *n += pn;
+                *d = pd;
+            }
+        }
+        free(part);
+    }
+    if (st) {
+        free(*out);
+        *out = NULL;
+    }
+    return st;
+}
+
 /* ---- --analyze: where the test queries' attention goes ------------------------------------ */
 
 static int cmp_float_asc(const void *a, const void *b)
@@ -199,7 +277,7 @@ static int analyze(const float *K, int64_t n, int d, const float *BQ, int64_t nb
         ann_knn_cpu(NULL, mk, TQ, nt, k, nth, mt, ms, NULL, &err))
         goto fail;
     double m_first = 0, m_last = 0, m_mid = 0, m_midk = 0, m_allk = 0, top1 = 0;
-    double in_first = 0, in_last = 0, near[4] = {0};
+    double in_first = 0, in_last = 0, near[4] = {0}, gap1k = 0, gapk10k = 0;
     const int64_t bands[4] = {512, 2048, 8192, INT64_MAX}; /* keys before the window */
     const float scale = 1.0f / sqrtf((float)d);
     for (int64_t t = 0; t < nt; t++) {
@@ -247,6 +325,13 @@ static int analyze(const float *K, int64_t n, int d, const float *BQ, int64_t nb
                 cl += j >= n - last;
             }
         m_allk += zak / z;
+        /* Score profile of the middle (softmax logits): how far the k-th key trails the best,
+         * and how little separates it from the 10k-th (a flat tail makes recall@k noisy). */
+        memcpy(tmp, s + first, (size_t)nm * sizeof *tmp);
+        qsort(tmp, (size_t)nm, sizeof *tmp, cmp_float_asc);
+        int64_t r10 = 10 * (int64_t)k < nm ? 10 * (int64_t)k : nm;
+        gap1k += tmp[nm - 1] - tmp[nm - k];
+        gapk10k += tmp[nm - k] - tmp[nm - r10];
         in_first += (double)cf / k;
         in_last += (double)cl / k;
     }
@@ -262,6 +347,8 @@ static int analyze(const float *K, int64_t n, int d, const float *BQ, int64_t nb
     printf("#   the overall top-%d: %.1f%% sinks, %.1f%% window, %.1f%% middle\n", k,
            100 * in_first * inv, 100 * in_last * inv,
            100 * (1 - (in_first + in_last) * inv));
+    printf("#   middle logits: best - %d-th %.2f, %d-th - %d-th %.2f (softmax units)\n", k,
+           gap1k * inv, k, 10 * k, gapk10k * inv);
     printf("#   middle top-%d by distance before the window: <=512 %.1f%%, 513-2048 %.1f%%, "
            "2049-8192 %.1f%%, farther %.1f%%\n", k, 100 * near[0] * inv, 100 * near[1] * inv,
            100 * near[2] * inv, 100 * near[3] * inv);
@@ -340,7 +427,7 @@ int bench_anns(int argc, char **argv)
     const char *keys_path = NULL, *bq_path = NULL, *tq_path = NULL, *truth_path = NULL;
     const char *synthetic = NULL, *write_syn = NULL;
     int64_t k = 100, threads = 0, n_test = 1000, seed = 1, v, ex_first = 0, ex_last = 0;
-    int csv = 0, want[4] = {1, 1, 1, 1}, do_analyze = 0;
+    int csv = 0, want[4] = {1, 1, 1, 1}, do_analyze = 0, prev_seeds = 0, oracle = 0;
     ann_key_type storage = ANN_KEYS_BF16;
     ann_build_opts bo;
     ann_build_opts_init(&bo);
@@ -359,6 +446,14 @@ int bench_anns(int argc, char **argv)
             bo.repair = 0;
         } else if (!strcmp(a, "--analyze")) {
             do_analyze = 1;
+        } else if (!strcmp(a, "--oracle-seeds")) {
+            oracle = 1;
+        } else if ((r = app_opt_value(cmd, "--prev-seeds", argc, argv, &i, &val))) {
+            if (r != 1)
+                return r;
+            if (app_parse_i64(cmd, "--prev-seeds", val, 1, 4096, &v))
+                return APP_EXIT_USAGE;
+            prev_seeds = (int)v;
         } else if ((r = app_opt_value(cmd, "--exclude-first", argc, argv, &i, &val))) {
             if (r != 1)
                 return r;
@@ -493,7 +588,7 @@ int bench_anns(int argc, char **argv)
     float *K = NULL, *BQ = NULL, *TQ = NULL, *scores = NULL;
     double *truth_mass = NULL;
     int32_t *truth = NULL, *ids = NULL;
-    int64_t n = 0, nbq = 0, nt = 0, ntr = 0;
+    int64_t n = 0, nbq = 0, nt = 0, ntr = 0, seq_len = 0;
     int d = 0, dbq = 0, dt = 0, truth_d = 0;
     ann_keys *keys = NULL, *keys_f32 = NULL;
     ann_search_ctx *ctxs[1024] = {0};
@@ -533,8 +628,8 @@ int bench_anns(int argc, char **argv)
         }
     } else {
         if (ann_fbin_read(keys_path, &K, &n, &d, &err) ||
-            ann_fbin_read(bq_path, &BQ, &nbq, &dbq, &err) ||
-            ann_fbin_read(tq_path, &TQ, &nt, &dt, &err)) {
+            read_fbin_list(bq_path, &BQ, &nbq, &dbq, NULL, &err) ||
+            read_fbin_list(tq_path, &TQ, &nt, &dt, &seq_len, &err)) {
             rc = app_fail("bench anns", &err);
             goto done;
         }
@@ -655,7 +750,7 @@ int bench_anns(int argc, char **argv)
                    (long long)bs.n_repaired, (long long)bs.n_unreachable,
                    (double)bs.n_edges / (double)n);
         sweep_ctx s = {ix, ctxs, nth, TQ, nt, truth, truth_d, (int)k, n, csv, bs.total_s, &bs,
-                       ids, scores, KM, d, truth_mass};
+                       ids, scores, KM, d, truth_mass, prev_seeds, seq_len, oracle};
         int r = 0;
         if (ty == ANN_FLAT) {
             r = run_setting(&s, "-", 0, (int)k, 1);
