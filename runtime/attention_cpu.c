@@ -11,6 +11,14 @@
  * that scores four keys at a time, takes the block's exponentials eight at a time (a polynomial
  * exp, within 2 ulp of expf) and adds the values to the output in slices of 64 floats held in
  * registers. Each is deterministic: a query's result depends only on its keys, never on threads.
+ *
+ * Tiled prefill attention (rt_attn_tile): up to RT_ATTN_TILE_MAX queries over prefixes of the
+ * same keys (the query heads of one KV head × a few consecutive tokens, each with its causal
+ * length) walk the blocks together, so each block of K/V rows is loaded once per tile instead of
+ * once per query. Invariant: per query it performs exactly the single-query kernel's operations
+ * in the same order (same block boundaries from key 0, same per-pair score accumulators, same
+ * per-element value sums), so its results are bit-identical to rt_attn_partial; decode and
+ * prefill therefore agree whichever of the two they use.
  */
 #include "runtime/model_impl.h"
 
@@ -27,38 +35,43 @@ enum { RT_ATTN_BLOCK = 64 };
 
 /* ==== Portable path ======================================================================== */
 
-static void attn_partial_portable(const float *q, const float *k, const float *v,
-                                  uint32_t head_dim, const int32_t *idx, size_t n, float scale,
-                                  float *out, float *lse)
+/* One block of keys j0 .. j0+nb of the online softmax: state (out, *m, *sum) of one query.
+ * Shared by the single-query and the tiled kernel so both do the same arithmetic. */
+static inline void portable_block(const float *q, const float *k, const float *v,
+                                  uint32_t head_dim, const int32_t *idx, size_t j0, size_t nb,
+                                  float scale, float *out, float *m_io, float *sum_io)
 {
-    memset(out, 0, head_dim * sizeof *out);
-    float m = -INFINITY, sum = 0.0f;
     float s[RT_ATTN_BLOCK];
-    for (size_t j0 = 0; j0 < n; j0 += RT_ATTN_BLOCK) {
-        size_t nb = n - j0 < RT_ATTN_BLOCK ? n - j0 : RT_ATTN_BLOCK;
-        float bm = -INFINITY;
-        for (size_t j = 0; j < nb; j++) {
-            size_t row = idx ? (size_t)idx[j0 + j] : j0 + j;
-            s[j] = scale * rt_dot_f32(q, k + row * head_dim, head_dim);
-            if (s[j] > bm)
-                bm = s[j];
-        }
-        if (bm > m) {
-            float r = expf(m - bm); /* 0 on the first block (m = -inf) */
-            sum *= r;
-            for (uint32_t d = 0; d < head_dim; d++)
-                out[d] *= r;
-            m = bm;
-        }
-        for (size_t j = 0; j < nb; j++) {
-            size_t row = idx ? (size_t)idx[j0 + j] : j0 + j;
-            float p = expf(s[j] - m);
-            const float *vr = v + row * head_dim;
-            sum += p;
-            for (uint32_t d = 0; d < head_dim; d++)
-                out[d] += p * vr[d];
-        }
+    float m = *m_io, sum = *sum_io;
+    float bm = -INFINITY;
+    for (size_t j = 0; j < nb; j++) {
+        size_t row = idx ? (size_t)idx[j0 + j] : j0 + j;
+        s[j] = scale * rt_dot_f32(q, k + row * head_dim, head_dim);
+        if (s[j] > bm)
+            bm = s[j];
     }
+    if (bm > m) {
+        float r = expf(m - bm); /* 0 on the first block (m = -inf) */
+        sum *= r;
+        for (uint32_t d = 0; d < head_dim; d++)
+            out[d] *= r;
+        m = bm;
+    }
+    for (size_t j = 0; j < nb; j++) {
+        size_t row = idx ? (size_t)idx[j0 + j] : j0 + j;
+        float p = expf(s[j] - m);
+        const float *vr = v + row * head_dim;
+        sum += p;
+        for (uint32_t d = 0; d < head_dim; d++)
+            out[d] += p * vr[d];
+    }
+    *m_io = m;
+    *sum_io = sum;
+}
+
+static void portable_finish(uint32_t head_dim, size_t n, float m, float sum, float *out,
+                            float *lse)
+{
     if (n == 0 || !(sum > 0)) {
         *lse = -INFINITY;
         return;
@@ -67,6 +80,45 @@ static void attn_partial_portable(const float *q, const float *k, const float *v
     for (uint32_t d = 0; d < head_dim; d++)
         out[d] *= inv;
     *lse = m + logf(sum);
+}
+
+static void attn_partial_portable(const float *q, const float *k, const float *v,
+                                  uint32_t head_dim, const int32_t *idx, size_t n, float scale,
+                                  float *out, float *lse)
+{
+    memset(out, 0, head_dim * sizeof *out);
+    float m = -INFINITY, sum = 0.0f;
+    for (size_t j0 = 0; j0 < n; j0 += RT_ATTN_BLOCK) {
+        size_t nb = n - j0 < RT_ATTN_BLOCK ? n - j0 : RT_ATTN_BLOCK;
+        portable_block(q, k, v, head_dim, idx, j0, nb, scale, out, &m, &sum);
+    }
+    portable_finish(head_dim, n, m, sum, out, lse);
+}
+
+/* The tile block by block, every query of it in turn: the block's K and V rows stay in cache
+ * while the tile's queries read them. */
+static void attn_tile_portable(const float *const *q, const float *k, const float *v,
+                               uint32_t head_dim, const size_t *n, size_t nq, float scale,
+                               float *const *out, float *lse)
+{
+    float m[RT_ATTN_TILE_MAX], sum[RT_ATTN_TILE_MAX];
+    size_t nmax = 0;
+    for (size_t i = 0; i < nq; i++) {
+        memset(out[i], 0, head_dim * sizeof *out[i]);
+        m[i] = -INFINITY;
+        sum[i] = 0.0f;
+        if (n[i] > nmax)
+            nmax = n[i];
+    }
+    for (size_t j0 = 0; j0 < nmax; j0 += RT_ATTN_BLOCK)
+        for (size_t i = 0; i < nq; i++) {
+            if (n[i] <= j0)
+                continue;
+            size_t nb = n[i] - j0 < RT_ATTN_BLOCK ? n[i] - j0 : RT_ATTN_BLOCK;
+            portable_block(q[i], k, v, head_dim, NULL, j0, nb, scale, out[i], &m[i], &sum[i]);
+        }
+    for (size_t i = 0; i < nq; i++)
+        portable_finish(head_dim, n[i], m[i], sum[i], out[i], &lse[i]);
 }
 
 /* ==== AVX2 + FMA path ====================================================================== */
@@ -212,6 +264,208 @@ RT_SIMD_AVX2 static void attn_partial_avx2(const float *q, const float *k, const
     *lse = m + logf(sum);
 }
 
+/* ---- Tiled: several queries against the same keys ------------------------------------------ */
+
+/* scores() for Q queries (3 or 1) × R keys (4 or 1) at once: each key row and each query slice
+ * is loaded once for all pairs, and each pair keeps its own accumulator in scores()' order, so
+ * s[a][j + r] is bit-identical to what scores() gives. 12 accumulators + 3 queries + 1 key = 16
+ * registers. */
+RT_INLINE void scores_tile(const float *const *qp, int Q, const float *const *kr, int R,
+                           uint32_t hd, float scale, float *const *s, size_t j)
+{
+    __m256 acc[3][4];
+    for (int a = 0; a < Q; a++)
+        for (int r = 0; r < R; r++)
+            acc[a][r] = _mm256_setzero_ps();
+    uint32_t d = 0;
+    for (; d + 8 <= hd; d += 8) {
+        __m256 qv[3];
+        for (int a = 0; a < Q; a++)
+            qv[a] = _mm256_loadu_ps(qp[a] + d);
+        for (int r = 0; r < R; r++) {
+            __m256 kv = _mm256_loadu_ps(kr[r] + d);
+            for (int a = 0; a < Q; a++)
+                acc[a][r] = _mm256_fmadd_ps(kv, qv[a], acc[a][r]);
+        }
+    }
+    for (int a = 0; a < Q; a++)
+        for (int r = 0; r < R; r++) {
+            float x = hsum8(acc[a][r]);
+            for (uint32_t i = d; i < hd; i++)
+                x = fmaf(qp[a][i], kr[r][i], x);
+            s[a][j + r] = scale * x;
+        }
+}
+
+/* add_values() for Q queries (3 or 1) over keys 0 .. nb, V vectors (4 or 1) of each output:
+ * a value slice is loaded once for all Q queries; each output element adds its terms in key
+ * order with one FMA each, as add_values() does. */
+RT_INLINE void add_values_tile(float *const *out, int Q, uint32_t d0, int V,
+                               const float *const *vr, const float *const *p, size_t nb)
+{
+    __m256 acc[3][4];
+    for (int a = 0; a < Q; a++)
+        for (int i = 0; i < V; i++)
+            acc[a][i] = _mm256_loadu_ps(out[a] + d0 + 8 * i);
+    for (size_t j = 0; j < nb; j++) {
+        __m256 pj[3];
+        for (int a = 0; a < Q; a++)
+            pj[a] = _mm256_broadcast_ss(&p[a][j]);
+        const float *row = vr[j] + d0;
+        for (int i = 0; i < V; i++) {
+            __m256 x = _mm256_loadu_ps(row + 8 * i);
+            for (int a = 0; a < Q; a++)
+                acc[a][i] = _mm256_fmadd_ps(pj[a], x, acc[a][i]);
+        }
+    }
+    for (int a = 0; a < Q; a++)
+        for (int i = 0; i < V; i++)
+            _mm256_storeu_ps(out[a] + d0 + 8 * i, acc[a][i]);
+}
+
+/* The middle of attn_partial_avx2's block loop for one query whose scores s[0 .. nb) are in
+ * place: pad to whole vectors with -inf, raise the running max (rescaling out and vsum), and
+ * turn the scores into probabilities. Same operations in the same order. */
+RT_INLINE void softmax_block(float *s, size_t nb, uint32_t hd, float *m_io, __m256 *vsum,
+                             float *out)
+{
+    size_t nv = (nb + 7) / 8;
+    for (size_t j = nb; j < 8 * nv; j++)
+        s[j] = -INFINITY;
+    __m256 bmv = _mm256_load_ps(s);
+    for (size_t i = 1; i < nv; i++)
+        bmv = _mm256_max_ps(bmv, _mm256_load_ps(s + 8 * i));
+    __m128 b4 = _mm_max_ps(_mm256_castps256_ps128(bmv), _mm256_extractf128_ps(bmv, 1));
+    b4 = _mm_max_ps(b4, _mm_movehl_ps(b4, b4));
+    float bm = _mm_cvtss_f32(_mm_max_ss(b4, _mm_shuffle_ps(b4, b4, 1)));
+    float m = *m_io;
+    if (bm > m) {
+        float r = expf(m - bm); /* 0 on the first block (m = -inf) */
+        __m256 rv = _mm256_set1_ps(r);
+        *vsum = _mm256_mul_ps(*vsum, rv);
+        uint32_t d = 0;
+        for (; d + 8 <= hd; d += 8)
+            _mm256_storeu_ps(out + d, _mm256_mul_ps(_mm256_loadu_ps(out + d), rv));
+        for (; d < hd; d++)
+            out[d] *= r;
+        m = bm;
+    }
+    __m256 mv = _mm256_set1_ps(m);
+    for (size_t i = 0; i < nv; i++) {
+        __m256 p = exp8(_mm256_sub_ps(_mm256_load_ps(s + 8 * i), mv));
+        _mm256_store_ps(s + 8 * i, p);
+        *vsum = _mm256_add_ps(*vsum, p);
+    }
+    *m_io = m;
+}
+
+/* Per block of keys: scores of every active query (3 queries × 4 keys per register tile), the
+ * softmax update per query, then the values added for all active queries over the keys they
+ * all see (3 queries × 32 dims per register tile), and the keys only some of them see (the
+ * causal edge) query by query. Each query's arithmetic is attn_partial_avx2's, term for term. */
+RT_SIMD_AVX2 static void attn_tile_avx2(const float *const *q, const float *k, const float *v,
+                                        uint32_t hd, const size_t *n, size_t nq, float scale,
+                                        float *const *out, float *lse)
+{
+    float s[RT_ATTN_TILE_MAX][RT_ATTN_BLOCK] __attribute__((aligned(32)));
+    float m[RT_ATTN_TILE_MAX];
+    __m256 vsum[RT_ATTN_TILE_MAX];
+    const float *kr[RT_ATTN_BLOCK], *vr[RT_ATTN_BLOCK];
+    /* the active queries of a block: their query, output and score rows */
+    const float *aq[RT_ATTN_TILE_MAX];
+    float *ao[RT_ATTN_TILE_MAX], *as[RT_ATTN_TILE_MAX];
+    size_t anb[RT_ATTN_TILE_MAX];
+    size_t nmax = 0;
+    for (size_t i = 0; i < nq; i++) {
+        memset(out[i], 0, hd * sizeof *out[i]);
+        m[i] = -INFINITY;
+        vsum[i] = _mm256_setzero_ps();
+        if (n[i] > nmax)
+            nmax = n[i];
+    }
+    for (size_t j0 = 0; j0 < nmax; j0 += RT_ATTN_BLOCK) {
+        size_t bmax = nmax - j0 < RT_ATTN_BLOCK ? nmax - j0 : RT_ATTN_BLOCK;
+        for (size_t j = 0; j < bmax; j++) {
+            kr[j] = k + (j0 + j) * hd;
+            vr[j] = v + (j0 + j) * hd;
+        }
+        size_t na = 0, nbmin = RT_ATTN_BLOCK;
+        for (size_t i = 0; i < nq; i++) {
+            if (n[i] <= j0)
+                continue;
+            aq[na] = q[i];
+            ao[na] = out[i];
+            as[na] = s[i];
+            anb[na] = n[i] - j0 < RT_ATTN_BLOCK ? n[i] - j0 : RT_ATTN_BLOCK;
+            if (anb[na] < nbmin)
+                nbmin = anb[na];
+            na++;
+        }
+        /* Scores for all bmax keys (rows < nmax exist); a query's keys past its own limit are
+         * overwritten with -inf padding or never read. */
+        size_t a = 0;
+        for (; a + 3 <= na; a += 3) {
+            size_t j = 0;
+            for (; j + 4 <= bmax; j += 4)
+                scores_tile(aq + a, 3, kr + j, 4, hd, scale, as + a, j);
+            for (; j < bmax; j++)
+                scores_tile(aq + a, 3, kr + j, 1, hd, scale, as + a, j);
+        }
+        for (; a < na; a++) {
+            size_t j = 0;
+            for (; j + 4 <= bmax; j += 4)
+                scores_tile(aq + a, 1, kr + j, 4, hd, scale, as + a, j);
+            for (; j < bmax; j++)
+                scores_tile(aq + a, 1, kr + j, 1, hd, scale, as + a, j);
+        }
+        for (size_t i = 0, b = 0; i < nq; i++)
+            if (n[i] > j0) {
+                softmax_block(s[i], anb[b], hd, &m[i], &vsum[i], out[i]);
+                b++;
+            }
+        /* Keys 0 .. nbmin: every active query sees them. */
+        uint32_t d = 0;
+        for (; d + 32 <= hd; d += 32) {
+            for (a = 0; a + 3 <= na; a += 3)
+                add_values_tile(ao + a, 3, d, 4, vr, (const float *const *)(as + a), nbmin);
+            for (; a < na; a++)
+                add_values_tile(ao + a, 1, d, 4, vr, (const float *const *)(as + a), nbmin);
+        }
+        for (; d + 8 <= hd; d += 8)
+            for (a = 0; a < na; a++)
+                add_values_tile(ao + a, 1, d, 1, vr, (const float *const *)(as + a), nbmin);
+        for (; d < hd; d++)
+            for (a = 0; a < na; a++)
+                for (size_t jj = 0; jj < nbmin; jj++)
+                    ao[a][d] = fmaf(as[a][jj], vr[jj][d], ao[a][d]);
+        /* Keys nbmin .. nb of the queries that see more: continue each element's sum. */
+        for (a = 0; a < na; a++) {
+            if (anb[a] == nbmin)
+                continue;
+            size_t extra = anb[a] - nbmin;
+            const float *pe = as[a] + nbmin;
+            for (d = 0; d + 64 <= hd; d += 64)
+                add_values(ao[a], d, 8, vr + nbmin, pe, extra);
+            for (; d + 8 <= hd; d += 8)
+                add_values(ao[a], d, 1, vr + nbmin, pe, extra);
+            for (; d < hd; d++)
+                for (size_t jj = 0; jj < extra; jj++)
+                    ao[a][d] = fmaf(pe[jj], vr[nbmin + jj][d], ao[a][d]);
+        }
+    }
+    for (size_t i = 0; i < nq; i++) {
+        float sum = hsum8(vsum[i]);
+        if (n[i] == 0 || !(sum > 0)) {
+            lse[i] = -INFINITY;
+            continue;
+        }
+        float inv = 1.0f / sum;
+        for (uint32_t d = 0; d < hd; d++)
+            out[i][d] *= inv;
+        lse[i] = m[i] + logf(sum);
+    }
+}
+
 #endif /* RT_HAVE_X86_SIMD */
 
 /* ==== Entry points ========================================================================= */
@@ -226,6 +480,18 @@ void rt_attn_partial(const float *q, const float *k, const float *v, uint32_t he
     }
 #endif
     attn_partial_portable(q, k, v, head_dim, idx, n, scale, out, lse);
+}
+
+void rt_attn_tile(const float *const *q, const float *k, const float *v, uint32_t head_dim,
+                  const size_t *n, size_t nq, float scale, float *const *out, float *lse)
+{
+#ifdef RT_HAVE_X86_SIMD
+    if (rt_cpu_simd()) {
+        attn_tile_avx2(q, k, v, head_dim, n, nq, scale, out, lse);
+        return;
+    }
+#endif
+    attn_tile_portable(q, k, v, head_dim, n, nq, scale, out, lse);
 }
 
 void rt_attn_merge(const float *o1, float l1, const float *o2, float l2, uint32_t head_dim,

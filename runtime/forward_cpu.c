@@ -46,22 +46,47 @@ static float *kv_at(const rt_ctx *c, float *cache, uint32_t layer, uint32_t kvh)
     return cache + (((size_t)layer * hp->n_head_kv + kvh) * c->n_ctx) * hp->head_dim;
 }
 
-/* Causal attention of the chunk's B queries (positions n_past + t) over the cache. */
+/* Causal attention of the chunk's B queries (positions n_past + t) over the cache, in tiles of
+ * (KV head, hs of its query heads, T consecutive tokens) so a tile's queries share each block of
+ * K/V rows (rt_attn_tile). Every query's result is bit-identical to rt_attn_partial over its
+ * n_past + t + 1 keys whatever the tiling, so decode (B = 1) and prefill agree exactly. */
 static void attend_full(rt_ctx *c, uint32_t il, size_t B)
 {
     const rt_hparams *hp = &c->m->hp;
-    const uint32_t hd = hp->head_dim, n_head = hp->n_head, group = hp->n_head / hp->n_head_kv;
+    const uint32_t hd = hp->head_dim, n_head = hp->n_head, n_kv = hp->n_head_kv;
+    const uint32_t group = n_head / n_kv;
     const float scale = 1.0f / sqrtf((float)hd);
-    const long work = (long)(B * n_head);
+    enum { TILE_QUERIES = 16 }; /* target queries per tile: K/V block + outputs stay in L1/L2 */
+    size_t hs = group < TILE_QUERIES ? group : TILE_QUERIES;
+    size_t T = TILE_QUERIES / hs < B ? TILE_QUERIES / hs : B;
+    size_t n_tt = (B + T - 1) / T, n_hs = (group + hs - 1) / hs;
+    if (n_tt * n_kv * n_hs < (size_t)c->n_threads) {
+        /* Too few tiles for the threads (decode): split the heads of a group instead. */
+        size_t split = ((size_t)c->n_threads + n_tt * n_kv - 1) / (n_tt * n_kv);
+        hs = (group + split - 1) / split;
+        n_hs = (group + hs - 1) / hs;
+    }
+    const size_t per_tt = (size_t)n_kv * n_hs;
+    const long work = (long)(n_tt * per_tt);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(c->n_threads)
     for (long w = 0; w < work; w++) {
-        size_t t = (size_t)w / n_head;
-        uint32_t h = (uint32_t)((size_t)w % n_head);
-        const float *K = kv_at(c, c->k_cache, il, h / group);
-        const float *V = kv_at(c, c->v_cache, il, h / group);
-        float lse;
-        rt_attn_partial(c->q + (t * n_head + h) * hd, K, V, hd, NULL, c->n_past + t + 1, scale,
-                        c->att + (t * n_head + h) * hd, &lse);
+        /* the last tokens first: they have the most keys, so the dynamic schedule balances */
+        size_t tt = n_tt - 1 - (size_t)w / per_tt, rem = (size_t)w % per_tt;
+        uint32_t kvh = (uint32_t)(rem / n_hs);
+        size_t h0 = (size_t)kvh * group + (rem % n_hs) * hs;
+        size_t h1 = h0 + hs < (size_t)(kvh + 1) * group ? h0 + hs : (size_t)(kvh + 1) * group;
+        size_t t1 = (tt + 1) * T < B ? (tt + 1) * T : B;
+        const float *qp[RT_ATTN_TILE_MAX];
+        float *op[RT_ATTN_TILE_MAX], lse[RT_ATTN_TILE_MAX];
+        size_t n[RT_ATTN_TILE_MAX], nq = 0; /* hs·T ≤ TILE_QUERIES ≤ RT_ATTN_TILE_MAX */
+        for (size_t t = tt * T; t < t1; t++)
+            for (size_t h = h0; h < h1; h++) {
+                qp[nq] = c->q + (t * n_head + h) * hd;
+                op[nq] = c->att + (t * n_head + h) * hd;
+                n[nq++] = c->n_past + t + 1;
+            }
+        rt_attn_tile(qp, kv_at(c, c->k_cache, il, kvh), kv_at(c, c->v_cache, il, kvh), hd, n, nq,
+                     scale, op, lse);
     }
 }
 

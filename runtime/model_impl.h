@@ -61,6 +61,15 @@ void rt_matmul_cpu(const rt_mat *w, const float *x, size_t ld_x, size_t n_tok, f
 /* Σ a[i]·b[i] in float with independent partial sums (vectorises without -ffast-math). */
 float rt_dot_f32(const float *a, const float *b, size_t n);
 
+/* Most queries one rt_attn_tile call takes. */
+enum { RT_ATTN_TILE_MAX = 32 };
+/* nq ≤ RT_ATTN_TILE_MAX queries q[i] against the same keys, query i over rows 0 .. n[i] of K
+ * and V (each with max n[i] rows of head_dim): each block of K/V rows is read once for the
+ * whole tile. out[i] and lse[i] are bit-identical to rt_attn_partial(q[i], k, v, head_dim,
+ * NULL, n[i], scale, out[i], &lse[i]) on the same (SIMD or portable) path. No heap memory. */
+void rt_attn_tile(const float *const *q, const float *k, const float *v, uint32_t head_dim,
+                  const size_t *n, size_t nq, float scale, float *const *out, float *lse);
+
 /* RoPE constants derived from the hyperparameters, computed once per context. */
 typedef struct {
     uint32_t n_pairs;    /* rope_dim / 2 */
