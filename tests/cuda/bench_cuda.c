@@ -15,7 +15,8 @@
  * memory in use (total − free, CUDA context and cuBLAS included) seen after creating the engine
  * and after each prefill and decode run — the process's peak, as nothing else frees memory.
  *
- * Output: a CSV header and one row per prompt length, then one readable line per length.
+ * Output: a CSV header, then one row per prompt length as soon as it is measured (a readable
+ * line for it goes to stderr).
  */
 #include <cuda_runtime_api.h>
 #include <math.h>
@@ -116,7 +117,7 @@ int main(int argc, char **argv)
     int rc = 1;
     int32_t *ids = NULL;
     double *steps = NULL;
-    double prefill_s[MAX_LENGTHS], dec_ms[MAX_LENGTHS], peak = 0;
+    double peak = 0;
     const double copy_gbs = measure_copy_gbs();
     double t_load = now_s();
     if (rt_gguf_open(argv[1], &g, &err) || rt_model_load(g, &m, &err))
@@ -146,12 +147,19 @@ int main(int argc, char **argv)
     fprintf(stderr, "bench_cuda: %s loaded and uploaded in %.1f s; device copy %.0f GB/s\n",
             argv[1], t_load, copy_gbs);
 
+    const rt_cuda_mem_plan *pl = rt_cuda_engine_plan(e);
+    const char *name = strrchr(argv[1], '/') ? strrchr(argv[1], '/') + 1 : argv[1];
+    const double gib = 1024.0 * 1024 * 1024;
+    /* Rows go out as each length finishes, so a run stopped by a time limit keeps its results. */
+    printf("model,precision,n_prompt,prefill_s,prefill_tok_s,decode_ms,floor_ms,ratio,gpu_gib,"
+           "dev_used_gib,copy_gbs\n");
+    fflush(stdout);
     for (size_t k = 0; k < n_lens; k++) {
         rt_cuda_reset(e);
         double t0 = now_s();
         if (rt_cuda_prefill(e, ids, lens[k], NULL, &err))
             goto fail;
-        prefill_s[k] = now_s() - t0;
+        const double prefill_s = now_s() - t0;
         peak = fmax(peak, dev_used());
         int32_t tok;
         for (size_t i = 0; i < n_dec; i++) {
@@ -162,31 +170,20 @@ int main(int argc, char **argv)
         }
         peak = fmax(peak, dev_used());
         qsort(steps, n_dec, sizeof *steps, cmp_double);
-        dec_ms[k] = 1e3 * steps[n_dec / 2];
-        fprintf(stderr, "bench_cuda: %zu tokens: prefill %.2f s, decode %.3f ms/token\n", lens[k],
-                prefill_s[k], dec_ms[k]);
-    }
-
-    const rt_cuda_mem_plan *pl = rt_cuda_engine_plan(e);
-    const char *name = strrchr(argv[1], '/') ? strrchr(argv[1], '/') + 1 : argv[1];
-    const double gib = 1024.0 * 1024 * 1024;
-    printf("model,precision,n_prompt,prefill_s,prefill_tok_s,decode_ms,floor_ms,ratio,gpu_gib,"
-           "dev_used_gib,copy_gbs\n");
-    double floor_ms[MAX_LENGTHS];
-    for (size_t k = 0; k < n_lens; k++) {
+        const double dec_ms = 1e3 * steps[n_dec / 2];
         const double ctx_mid = (double)lens[k] + (double)n_dec / 2;
         const double kv_bytes = 2.0 * hp->n_layer * hp->n_head_kv * hp->head_dim * (f32 ? 4 : 2) *
                                 ctx_mid;
-        floor_ms[k] = 1e3 * ((double)rt_model_weight_bytes(m) + kv_bytes) / hbm;
+        const double floor_ms = 1e3 * ((double)rt_model_weight_bytes(m) + kv_bytes) / hbm;
         printf("%s,%s,%zu,%.3f,%.0f,%.3f,%.3f,%.2f,%.2f,%.2f,%.0f\n", name, f32 ? "f32" : "bf16",
-               lens[k], prefill_s[k], (double)lens[k] / prefill_s[k], dec_ms[k], floor_ms[k],
-               dec_ms[k] / floor_ms[k], (double)pl->total / gib, peak / gib, copy_gbs);
+               lens[k], prefill_s, (double)lens[k] / prefill_s, dec_ms, floor_ms,
+               dec_ms / floor_ms, (double)pl->total / gib, peak / gib, copy_gbs);
+        fflush(stdout);
+        fprintf(stderr, "%s: prefill %zu tokens in %.3f s (%.0f tok/s); decode %.3f ms/token at "
+                        "~%.0f tokens of context, floor %.3f ms (%.2fx)\n",
+                name, lens[k], prefill_s, (double)lens[k] / prefill_s, dec_ms, ctx_mid, floor_ms,
+                dec_ms / floor_ms);
     }
-    for (size_t k = 0; k < n_lens; k++)
-        printf("%s: prefill %zu tokens in %.3f s (%.0f tok/s); decode %.3f ms/token at ~%zu "
-               "tokens of context, floor %.3f ms (%.2fx)\n",
-               name, lens[k], prefill_s[k], (double)lens[k] / prefill_s[k], dec_ms[k],
-               lens[k] + n_dec / 2, floor_ms[k], dec_ms[k] / floor_ms[k]);
     rc = 0;
     goto done;
 fail:

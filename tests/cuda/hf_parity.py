@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""hf_parity.py MODEL.gguf --logits-dump PATH [options]: loupe's logits against Hugging Face
+"""hf_parity.py [LABEL=]MODEL.gguf... --logits-dump PATH [options]: loupe's logits against Hugging Face
 transformers' LlamaForCausalLM (or Qwen2ForCausalLM) holding the same weights.
 
 This checks what loupe's own tests cannot: the Q/K layout and RoPE against an implementation
@@ -18,7 +18,8 @@ nobody on the project wrote. Steps:
   5. per backend: relative error = max|loupe - hf| / max|hf| per logits row, worst over the
      prefill rows and over the decode rows, and how many rows agree on the argmax.
 
-Tolerances against HF fp32: 2e-3 for cpu and cuda-f32, 2e-2 for cuda-bf16 (the issue's). Exit 0
+Tolerances against HF fp32: 2e-3 for cpu and cuda-f32; for cuda-bf16 2e-2 (the issue's) or, when
+larger, HF's own bf16 error on the same ids (with --hf-bf16): "within bf16 tolerance". Exit 0
 when all pass, 1 when one fails, 77 when numpy/torch are missing. Without transformers (the dev
 box), --reference builtin uses a small HF-layout implementation written here (rotate_half on
 un-permuted weights): it checks the un-permutation, but it is NOT an independent implementation,
@@ -38,7 +39,7 @@ except ImportError as e:  # the CI machine has neither
     sys.exit(77)
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from gguf_np import GGUF, unpermute_qk  # noqa: E402
+from gguf_np import GGUF, TYPE_NAMES, unpermute_qk  # noqa: E402
 
 TOL = {"cpu": 2e-3, "cuda-f32": 2e-3, "cuda-bf16": 2e-2}
 
@@ -76,8 +77,16 @@ def inv_freq(g, hp):
     return torch.tensor(f, dtype=torch.float32)
 
 
-def hf_state_dict(g, hp):
-    """GGUF tensors under HF's names, in HF's layout (float32 numpy arrays)."""
+def load_tensor(g, name, device):
+    """A GGUF tensor as float32 on `device`; BF16 goes up as raw bits and widens there."""
+    raw = g.raw_bf16(name)
+    if raw is not None:
+        return torch.from_numpy(raw).to(device).view(torch.bfloat16).float()
+    return torch.from_numpy(g.array(name)).to(device)
+
+
+def hf_state_dict(g, hp, device):
+    """GGUF tensors under HF's names, in HF's layout (float32 tensors on `device`)."""
     sd = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight"}
     if not hp["tied"]:
         sd["lm_head.weight"] = "output.weight"
@@ -97,9 +106,7 @@ def hf_state_dict(g, hp):
         for hf, gg in per_layer.items():
             sd["model.layers.%d.%s" % (il, hf)] = "blk.%d.%s" % (il, gg)
     for hf, gg in sd.items():
-        x = g.array(gg)
-        if x.shape[0] == 1 and x.ndim == 2:  # 1-D tensors come back as (1, n)
-            x = x.reshape(-1)
+        x = load_tensor(g, gg, device)
         if hp["arch"] == "llama" and (".q_proj." in hf or ".k_proj." in hf):
             x = unpermute_qk(x, hp["n_head"] if ".q_proj." in hf else hp["n_head_kv"])
         yield hf, x
@@ -121,25 +128,31 @@ def build_transformers(g, hp, device):
         num_key_value_heads=hp["n_head_kv"], head_dim=hp["head_dim"],
         max_position_embeddings=hp["n_ctx"], rms_norm_eps=hp["eps"], rope_theta=hp["rope_base"],
         tie_word_embeddings=hp["tied"], hidden_act="silu", **extra)
-    cfg._attn_implementation = "eager"
+    try:
+        cfg._attn_implementation = "eager"
+    except Exception:  # noqa: BLE001 (a version without the setter keeps its default)
+        pass
     torch.manual_seed(0)
     with torch.device(device):
         model = model_cls(cfg)
     model.eval()
     names = dict(model.named_parameters())
     loaded = set()
-    for name, x in hf_state_dict(g, hp):
+    for name, x in hf_state_dict(g, hp, device):
         p = names[name]
-        if tuple(p.shape) != x.shape:
+        if p.shape != x.shape:
             raise SystemExit("hf_parity: %s: HF shape %s, GGUF gives %s"
-                             % (name, tuple(p.shape), x.shape))
+                             % (name, tuple(p.shape), tuple(x.shape)))
         with torch.no_grad():
-            p.copy_(torch.from_numpy(x))
+            p.copy_(x)
+        del x
         loaded.add(name)
     missing = [n for n in names if n not in loaded and not (hp["tied"] and n == "lm_head.weight")]
     if missing:
         raise SystemExit("hf_parity: HF parameters not loaded from the file: %s" % missing[:5])
-    rot = model.model.rotary_emb
+    rot = getattr(model.model, "rotary_emb", None)
+    if rot is None:
+        raise SystemExit("hf_parity: this transformers has no model.rotary_emb to check")
     want = inv_freq(g, hp).to(device)
     have = rot.inv_freq.float()
     scale = float(getattr(rot, "attention_scaling", 1.0))
@@ -159,7 +172,7 @@ class Builtin(torch.nn.Module):
     def __init__(self, g, hp, device):
         super().__init__()
         self.hp = hp
-        self.w = {name: torch.from_numpy(x).to(device) for name, x in hf_state_dict(g, hp)}
+        self.w = dict(hf_state_dict(g, hp, device))
         self.inv_freq = inv_freq(g, hp).to(device)
 
     def to_dtype(self, dt):
@@ -220,64 +233,52 @@ def row_errors(a, b):
     return d / np.maximum(np.abs(b).max(axis=1), 1e-30)
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("model")
-    ap.add_argument("--logits-dump", required=True, help="path of loupe's logits_dump program")
-    ap.add_argument("--backends", default="cpu,cuda-f32,cuda-bf16")
-    ap.add_argument("--n-tokens", type=int, default=20)
-    ap.add_argument("--n-decode", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=None)
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--reference", choices=["auto", "transformers", "builtin"], default="auto")
-    ap.add_argument("--hf-bf16", action="store_true", help="also run the reference in bf16")
-    ap.add_argument("--tmp", default=os.environ.get("TMPDIR", "/tmp"))
-    ap.add_argument("--label", default=None, help="name printed in the PARITY line")
-    a = ap.parse_args()
+def check_model(a, path, label):
+    """Compares one model; prints its report and returns True when every backend passes."""
     t0 = time.time()
-    torch.backends.cuda.matmul.allow_tf32 = False
-    torch.backends.cudnn.allow_tf32 = False
-
-    g = GGUF(a.model)
+    g = GGUF(path)
     hp = hparams(g)
-    types = sorted({g.tensors[n][0] for n in g.tensors if n.endswith(".weight")})
-    label = a.label or os.path.basename(a.model)
+    types = sorted({TYPE_NAMES.get(g.tensors[n][0], str(g.tensors[n][0]))
+                    for n in g.tensors if n.endswith(".weight")})
     seed = a.seed if a.seed is not None else int.from_bytes(os.urandom(4), "little")
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, hp["n_vocab"], size=a.n_tokens)
-    print("hf_parity %s: %s %dL embd %d heads %d/%d hd %d ff %d vocab %d tied %s, tensor types %s; "
-          "%d ids (seed %d), last %d decoded" % (label, hp["arch"], hp["n_layer"], hp["n_embd"],
-                                               hp["n_head"], hp["n_head_kv"], hp["head_dim"],
-                                               hp["n_ff"], hp["n_vocab"], hp["tied"], types,
-                                               a.n_tokens, seed, a.n_decode))
+    print("hf_parity %s: %s %dL embd %d heads %d/%d hd %d ff %d vocab %d tied %s rope_freqs %s, "
+          "tensor types %s; %d ids (seed %d), last %d decoded"
+          % (label, hp["arch"], hp["n_layer"], hp["n_embd"], hp["n_head"], hp["n_head_kv"],
+             hp["head_dim"], hp["n_ff"], hp["n_vocab"], hp["tied"],
+             "rope_freqs.weight" in g.tensors, "/".join(types), a.n_tokens, seed, a.n_decode))
+    sys.stdout.flush()
 
+    # loupe first, in its own process, so the GPU is free again before the reference loads.
     prefix = os.path.join(a.tmp, "hfp-%d-%d" % (os.getpid(), seed))
-    cmd = [a.logits_dump, a.model, prefix, str(a.n_decode), a.backends] + [str(i) for i in ids]
+    cmd = [a.logits_dump, path, prefix, str(a.n_decode), a.backends] + [str(i) for i in ids]
     t1 = time.time()
     r = subprocess.run(cmd, capture_output=True, text=True)
     sys.stdout.write("".join("  loupe: " + ln + "\n" for ln in (r.stdout + r.stderr).splitlines()))
     loupe = {}
     for b in a.backends.split(","):
-        path = "%s-%s.npy" % (prefix, b)
-        if os.path.exists(path):
-            loupe[b] = np.load(path)
-            os.unlink(path)
+        f = "%s-%s.npy" % (prefix, b)
+        if os.path.exists(f):
+            loupe[b] = np.load(f)
+            os.unlink(f)
     print("  loupe logits_dump: %.1f s" % (time.time() - t1))
 
     t1 = time.time()
-    use_tf = a.reference == "transformers"
-    if a.reference == "auto":
-        try:
-            import transformers  # noqa: F401
-            use_tf = True
-        except ImportError:
-            use_tf = False
     dev = torch.device(a.device)
+    use_tf = a.use_tf
     if use_tf:
-        model, ref_name = build_transformers(g, hp, dev)
-    else:
+        try:
+            model, ref_name = build_transformers(g, hp, dev)
+        except Exception as e:  # noqa: BLE001 (an API change must not cost the whole run)
+            print("  transformers failed (%s: %s): falling back to the built-in reference"
+                  % (type(e).__name__, e))
+            use_tf = False
+    if not use_tf:
+        if dev.type == "cuda":
+            torch.cuda.empty_cache()  # whatever a failed transformers build left
         model = Builtin(g, hp, dev)
-        ref_name = "BUILT-IN HF-layout reference (transformers not installed: not independent)"
+        ref_name = "BUILT-IN HF-layout reference (not transformers: not independent)"
     print("  reference: %s on %s, built in %.1f s" % (ref_name, dev, time.time() - t1))
     tid = torch.tensor(ids, device=dev)
     with torch.no_grad():
@@ -298,30 +299,70 @@ def main():
     n_pre = a.n_tokens - a.n_decode
     ok = True
     results = []
+    hf_bf16_err = 0.0
     if ref_bf16 is not None:
         e = row_errors(ref_bf16, ref)
+        hf_bf16_err = float(e.max())
         results.append("hf-bf16 %.2e" % e.max())
-        print("  yardstick: HF bf16 vs HF fp32: worst row error %.3e (prefill rows only: it has "
-              "no decode path); argmax agrees %d/%d" % (e.max(), (ref_bf16.argmax(1) ==
-                                                               ref.argmax(1)).sum(), len(e)))
+        print("  yardstick: HF bf16 vs HF fp32: worst row error %.3e; argmax agrees %d/%d"
+              % (e.max(), (ref_bf16.argmax(1) == ref.argmax(1)).sum(), len(e)))
     for b, x in loupe.items():
         e = row_errors(x, ref)
         agree = int((x.argmax(1) == ref.argmax(1)).sum())
         tol = TOL.get(b, 2e-2)
-        passed = bool(e.max() <= tol) and np.isfinite(x).all()
+        if b == "cuda-bf16":  # bf16 tolerance: 2e-2, or HF's own bf16 error where that is larger
+            tol = max(tol, hf_bf16_err)
+        passed = bool(e.max() <= tol) and bool(np.isfinite(x).all())
         ok = ok and passed
         results.append("%s %.2e" % (b, e.max()))
         print("  %-9s vs HF fp32: prefill rows worst %.3e, decode rows worst %.3e; argmax agrees "
-              "%d/%d; tolerance %.0e: %s" % (b, e[:n_pre].max(), e[n_pre:].max() if a.n_decode
-                                            else 0.0, agree, len(e), tol,
-                                            "ok" if passed else "FAIL"))
+              "%d/%d; tolerance %.2g: %s"
+              % (b, e[:n_pre].max(), e[n_pre:].max() if a.n_decode else 0.0, agree, len(e), tol,
+                 "ok" if passed else "FAIL"))
     missing = [b for b in a.backends.split(",") if b not in loupe]
     if missing:
         ok = False
         results.append("missing " + "/".join(missing))
-    print("PARITY %s: %s [%s] %s in %.0f s" % (label, "PASS" if ok else "FAIL", ", ".join(results),
-                                               "transformers" if use_tf else "builtin-ref",
-                                               time.time() - t0))
+    print("PARITY %s: %s [%s] vs %s in %.0f s" % (label, "PASS" if ok else "FAIL",
+                                                  ", ".join(results),
+                                                  "transformers" if use_tf else "builtin-ref",
+                                                  time.time() - t0))
+    sys.stdout.flush()
+    return ok
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("models", nargs="+", help="GGUF files, each optionally LABEL=PATH")
+    ap.add_argument("--logits-dump", required=True, help="path of loupe's logits_dump program")
+    ap.add_argument("--backends", default="cpu,cuda-f32,cuda-bf16")
+    ap.add_argument("--n-tokens", type=int, default=20)
+    ap.add_argument("--n-decode", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=None)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--reference", choices=["auto", "transformers", "builtin"], default="auto")
+    ap.add_argument("--hf-bf16", action="store_true", help="also run the reference in bf16")
+    ap.add_argument("--tmp", default=os.environ.get("TMPDIR", "/tmp"))
+    a = ap.parse_args()
+    if not 0 <= a.n_decode < a.n_tokens:
+        ap.error("--n-decode must be in [0, --n-tokens)")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    a.use_tf = a.reference == "transformers"
+    if a.reference == "auto":
+        try:
+            import transformers  # noqa: F401
+            a.use_tf = True
+        except ImportError:
+            a.use_tf = False
+    ok = True
+    for m in a.models:
+        label, path = m.split("=", 1) if "=" in m else (os.path.basename(m), m)
+        try:
+            ok = check_model(a, path, label) and ok
+        except (SystemExit, Exception) as e:  # noqa: BLE001 (report, go on with the next model)
+            print("PARITY %s: FAIL [error: %s]" % (label, e))
+            ok = False
     return 0 if ok else 1
 
 
