@@ -71,8 +71,8 @@ PY=python3
 [ -x /opt/torch/.venv/bin/python3 ] && PY=/opt/torch/.venv/bin/python3
 PY=${LOUPE_PY:-$PY}
 # Dry runs of --8b on a machine without a GPU can shrink the big model and the torch loop:
-# LOUPE_8B_ARGS (default "--preset llama3-8b"), LOUPE_TORCH_ARGS (extra torch_decode_ref options).
-read -r -a BIG <<<"${LOUPE_8B_ARGS:---preset llama3-8b}"
+# LOUPE_8B_ARGS (default "--preset llama3-8b --ctx 131072": the preset says 8192, too short for 32K), LOUPE_TORCH_ARGS (extra torch_decode_ref options).
+read -r -a BIG <<<"${LOUPE_8B_ARGS:---preset llama3-8b --ctx 131072}"
 read -r -a TORCH_ARGS <<<"${LOUPE_TORCH_ARGS:-}"
 # Scratch models need no fsync (tests/cuda/mkmodel_main.c); the stand-alone mkmodel honours this.
 export PYTHONUNBUFFERED=1 OMP_WAIT_POLICY=passive LOUPE_MKMODEL_NO_FSYNC=1
