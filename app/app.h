@@ -113,6 +113,24 @@ void app_sources_finish(app_sources *s);
 /* The help lines for the options above. */
 const char *app_sources_help(void);
 
+/* ---- The model, for commands that talk to it (ingest_glue.c) ---------------------------- */
+
+typedef struct {
+    rt_gguf *gguf;
+    rt_model *model;
+    rt_tokenizer *tok;
+    rt_chat_format fmt;
+} app_chat_model;
+
+/* Opens the model app_model_path(o) names, with its tokenizer and chat format. On failure
+ * nothing stays open and err says why. Close with app_chat_model_close (safe on a zeroed one). */
+loupe_status app_chat_model_open(const app_opts *o, app_chat_model *cm, loupe_err *err);
+void app_chat_model_close(app_chat_model *cm);
+/* The context length to use: --ctx, else the model's training context; a --ctx longer than the
+ * training context is refused (LOUPE_ERR_TOO_LONG). */
+loupe_status app_context_limit(const app_opts *o, const rt_hparams *hp, uint64_t *limit,
+                               loupe_err *err);
+
 /* ---- Subcommands ------------------------------------------------------------------------ */
 
 int cmd_model_info(int argc, char **argv);

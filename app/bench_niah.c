@@ -326,7 +326,7 @@ int bench_niah(int argc, char **argv)
     }
 
     loupe_err err = {0};
-    rt_gguf *g = NULL;
+    app_chat_model cm = {0};
     rt_model *m = NULL;
     rt_tokenizer *tok = NULL;
     rt_ctx *c = NULL;
@@ -346,18 +346,15 @@ int bench_niah(int argc, char **argv)
                    "flat)", o.attention == APP_ATTN_IVF ? "ivf" : "retrieval");
         goto fail;
     }
-    const char *path = app_model_path(&o);
-    rt_chat_format fmt;
-    if (rt_gguf_open(path, &g, &err) || rt_model_load(g, &m, &err) ||
-        rt_tokenizer_load(g, &tok, &err) || rt_chat_format_detect(g, tok, &fmt, &err))
+    if (app_chat_model_open(&o, &cm, &err))
         goto fail;
+    m = cm.model;
+    tok = cm.tok;
+    rt_chat_format fmt = cm.fmt;
     const rt_hparams *hp = rt_model_hparams(m);
-    uint64_t limit = o.ctx ? (uint64_t)o.ctx : hp->n_ctx_train;
-    if (hp->n_ctx_train && limit > hp->n_ctx_train) {
-        loupe_fail(&err, LOUPE_ERR_TOO_LONG, "--ctx %lld is longer than the model's context of %u "
-                   "tokens", (long long)o.ctx, hp->n_ctx_train);
+    uint64_t limit = 0;
+    if (app_context_limit(&o, hp, &limit, &err))
         goto fail;
-    }
     double max_len = 0;
     for (int li = 0; li < lens.n; li++)
         if (lens.v[li] <= (double)limit && lens.v[li] > max_len)
@@ -374,7 +371,8 @@ int bench_niah(int argc, char **argv)
                                    &err)) {
         goto fail;
     }
-    fprintf(stderr, "loupe: bench niah: %s, filler %zu documents (%zu tokens)%s\n", path,
+    fprintf(stderr, "loupe: bench niah: %s, filler %zu documents (%zu tokens)%s\n",
+            rt_gguf_path(cm.gguf),
             niah_filler_n_docs(f), niah_filler_n_tokens(f), n_hay ? "" : ", generated");
 
     size_t n_cells = (size_t)n_tasks * (size_t)lens.n * (size_t)deps.n;
@@ -474,9 +472,7 @@ done:
     free(cells);
     niah_filler_destroy(f);
     rt_ctx_destroy(c);
-    rt_tokenizer_destroy(tok);
-    rt_model_destroy(m);
-    rt_gguf_close(g);
+    app_chat_model_close(&cm);
 out_usage:
     free(hay);
     return rc;

@@ -154,7 +154,7 @@ int cmd_ask(int argc, char **argv)
     app_counter cnt;
     rt_ids ids;
     rt_ids_init(&ids);
-    rt_gguf *g = NULL;
+    app_chat_model cm = {0};
     rt_model *m = NULL;
     rt_tokenizer *tok = NULL;
     rt_ctx *c = NULL;
@@ -174,18 +174,15 @@ int cmd_ask(int argc, char **argv)
         loupe_fail(&err, LOUPE_ERR_UNSUPPORTED, "the CUDA backend is not built yet; use --backend cpu");
         goto fail;
     }
-    const char *path = app_model_path(&o);
-    rt_chat_format fmt;
-    if (rt_gguf_open(path, &g, &err) || rt_model_load(g, &m, &err) ||
-        rt_tokenizer_load(g, &tok, &err) || rt_chat_format_detect(g, tok, &fmt, &err))
+    if (app_chat_model_open(&o, &cm, &err))
         goto fail;
+    m = cm.model;
+    tok = cm.tok;
+    rt_chat_format fmt = cm.fmt;
     const rt_hparams *hp = rt_model_hparams(m);
-    uint64_t limit = o.ctx ? (uint64_t)o.ctx : hp->n_ctx_train;
-    if (hp->n_ctx_train && limit > hp->n_ctx_train) {
-        loupe_fail(&err, LOUPE_ERR_TOO_LONG, "--ctx %lld is longer than the model's context of %u "
-                   "tokens", (long long)o.ctx, hp->n_ctx_train);
+    uint64_t limit = 0;
+    if (app_context_limit(&o, hp, &limit, &err))
         goto fail;
-    }
 
     /* The sources get what the chat format, the question and the answer leave of the context. */
     if (src.n_paths > 0) {
@@ -317,9 +314,7 @@ done:
     free(out);
     rt_sampler_destroy(smp);
     rt_ctx_destroy(c);
-    rt_tokenizer_destroy(tok);
-    rt_model_destroy(m);
-    rt_gguf_close(g);
+    app_chat_model_close(&cm);
     rt_ids_free(&ids);
     free(user);
     ing_result_destroy(docs);

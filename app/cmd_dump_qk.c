@@ -225,7 +225,7 @@ int cmd_dump_qk(int argc, char **argv)
 
     int rc = APP_EXIT_FAIL;
     loupe_err err = {0};
-    rt_gguf *g = NULL;
+    app_chat_model cm = {0};
     rt_model *m = NULL;
     rt_tokenizer *tok = NULL;
     rt_ctx *c = NULL;
@@ -243,11 +243,11 @@ int cmd_dump_qk(int argc, char **argv)
         loupe_fail(&err, LOUPE_ERR_UNSUPPORTED, "the CUDA backend is not built yet; use --backend cpu");
         goto fail;
     }
-    const char *path = app_model_path(&o);
-    rt_chat_format fmt;
-    if (rt_gguf_open(path, &g, &err) || rt_model_load(g, &m, &err) ||
-        rt_tokenizer_load(g, &tok, &err) || rt_chat_format_detect(g, tok, &fmt, &err))
+    if (app_chat_model_open(&o, &cm, &err))
         goto fail;
+    m = cm.model;
+    tok = cm.tok;
+    rt_chat_format fmt = cm.fmt;
     const rt_hparams *hp = rt_model_hparams(m);
     uint32_t L = layer < 0 ? hp->n_layer / 2 : (uint32_t)layer;
     if (L >= hp->n_layer) {
@@ -255,14 +255,11 @@ int cmd_dump_qk(int argc, char **argv)
                    hp->n_layer - 1);
         goto fail;
     }
-    uint64_t limit = o.ctx ? (uint64_t)o.ctx : hp->n_ctx_train;
-    if (!o.ctx && synthetic && (limit == 0 || limit > 4096))
-        limit = 4096;
-    if (hp->n_ctx_train && limit > hp->n_ctx_train) {
-        loupe_fail(&err, LOUPE_ERR_TOO_LONG, "--ctx %llu is longer than the model's context of %u "
-                   "tokens", (unsigned long long)limit, hp->n_ctx_train);
+    uint64_t limit = 0;
+    if (app_context_limit(&o, hp, &limit, &err))
         goto fail;
-    }
+    if (!o.ctx && synthetic && (limit == 0 || limit > 4096))
+        limit = 4096; /* the generated haystack defaults to 4K tokens */
 
     /* The context. */
     uint64_t seed = o.seed_set ? o.seed : 1;
@@ -374,7 +371,7 @@ int cmd_dump_qk(int argc, char **argv)
         "queries (build side, prefill): L%u.qh<h>.queries.fbin, (%zu, %u), rule %s%s%lld;\n"
         "  their positions: L%u.queries.pos.ibin (%zu, 1)\n"
         "tokens: L%u.tokens.ibin (%zu, 1), every position\n",
-        path, hp->name[0] ? hp->name : hp->arch_name, hp->n_layer, nh, nkv, hd,
+        rt_gguf_path(cm.gguf), hp->name[0] ? hp->name : hp->arch_name, hp->n_layer, nh, nkv, hd,
         (double)hp->rope_freq_base, n, desc, L, hd, group, group - 1, L, n_keys, hd, n_keys - 1, L,
         n_q, hd, rule_s, rule == QP_ALL ? "" : ":", rule == QP_ALL ? 0LL : (long long)qp_n, L,
         n_q, L, n);
@@ -407,9 +404,7 @@ done:
     niah_filler_destroy(fill);
     rt_ids_free(&ids);
     rt_ctx_destroy(c);
-    rt_tokenizer_destroy(tok);
-    rt_model_destroy(m);
-    rt_gguf_close(g);
+    app_chat_model_close(&cm);
     app_sources_free(&src);
     return rc;
 }

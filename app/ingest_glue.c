@@ -161,3 +161,39 @@ const char *app_sources_help(void)
            "  --timeout SECONDS          URL transfer timeout (default 60)\n"
            "  --connect-timeout SECONDS  URL connect timeout (default 10)\n";
 }
+
+/* ---- The model, for commands that talk to it --------------------------------------------- */
+
+loupe_status app_chat_model_open(const app_opts *o, app_chat_model *cm, loupe_err *err)
+{
+    memset(cm, 0, sizeof *cm);
+    const char *path = app_model_path(o);
+    loupe_status st = rt_gguf_open(path, &cm->gguf, err);
+    if (!st)
+        st = rt_model_load(cm->gguf, &cm->model, err);
+    if (!st)
+        st = rt_tokenizer_load(cm->gguf, &cm->tok, err);
+    if (!st)
+        st = rt_chat_format_detect(cm->gguf, cm->tok, &cm->fmt, err);
+    if (st)
+        app_chat_model_close(cm);
+    return st;
+}
+
+void app_chat_model_close(app_chat_model *cm)
+{
+    rt_tokenizer_destroy(cm->tok);
+    rt_model_destroy(cm->model);
+    rt_gguf_close(cm->gguf);
+    memset(cm, 0, sizeof *cm);
+}
+
+loupe_status app_context_limit(const app_opts *o, const rt_hparams *hp, uint64_t *limit,
+                               loupe_err *err)
+{
+    *limit = o->ctx ? (uint64_t)o->ctx : hp->n_ctx_train;
+    if (hp->n_ctx_train && *limit > hp->n_ctx_train)
+        return loupe_fail(err, LOUPE_ERR_TOO_LONG, "--ctx %llu is longer than the model's context "
+                          "of %u tokens", (unsigned long long)*limit, hp->n_ctx_train);
+    return LOUPE_OK;
+}
