@@ -435,7 +435,7 @@ int bench_anns(int argc, char **argv)
     int_list probes = {{1, 2, 4, 8, 16, 32, 64, 128}, 8};
     for (int i = 1; i < argc; i++) {
         const char *val = NULL;
-        int r;
+        int r = 0;
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             fputs(usage_text, stdout);
@@ -576,8 +576,6 @@ int bench_anns(int argc, char **argv)
         } else {
             return app_usage(cmd, "unknown option '%s'", a);
         }
-        if (r == APP_EXIT_USAGE)
-            return r;
     }
     if (!synthetic && (!keys_path || !bq_path || !tq_path))
         return app_usage(cmd, "give --keys, --build-queries and --queries, or --synthetic N,D");

@@ -109,7 +109,8 @@ loupe_status ing_doc_add(ing_ctx *c, const char *path, int source, ing_doc **out
     return LOUPE_OK;
 }
 
-static loupe_status set_reason(ing_ctx *c, ing_doc *d, const char *fmt, va_list ap)
+__attribute__((format(printf, 3, 0))) static loupe_status set_reason(ing_ctx *c, ing_doc *d,
+                                                                       const char *fmt, va_list ap)
 {
     char msg[1024];
     vsnprintf(msg, sizeof msg, fmt, ap);

@@ -192,6 +192,7 @@ void layout(rt_cuda_engine *e, carver &c)
     e->logits = static_cast<float *>(c.take((uint64_t)RT_CUDA_LOGIT_ROWS * V * 4, CAT_SCRATCH));
     e->ids = static_cast<int32_t *>(c.take(S * 4, CAT_SCRATCH));
     e->best = static_cast<int32_t *>(c.take(4, CAT_SCRATCH));
+    e->step = static_cast<rt_cuda_decode_step *>(c.take(sizeof(rt_cuda_decode_step), CAT_SCRATCH));
     e->blas_ws_bytes = BLAS_WS_BYTES;
     e->blas_ws = c.take(BLAS_WS_BYTES, CAT_SCRATCH);
 }
@@ -440,6 +441,10 @@ extern "C" void rt_cuda_engine_destroy(rt_cuda_engine *e)
 {
     if (!e)
         return;
+    if (e->graph_exec)
+        cudaGraphExecDestroy(e->graph_exec);
+    if (e->graph)
+        cudaGraphDestroy(e->graph);
     if (e->blas)
         cublasDestroy(e->blas);
     if (e->stream)

@@ -37,6 +37,21 @@ typedef struct {
     rt_cuda_mat wq, wk, wv, wo, w_gate, w_up, w_down;
 } rt_cuda_layer;
 
+/* What changes from one decode token to the next, in device memory: the host writes it with one
+ * copy before each step, and the decode kernels read it when they run, so one captured CUDA
+ * graph serves every position. */
+typedef struct {
+    int32_t id;      /* the token */
+    uint32_t pos;    /* its position (n_past before the step) */
+    uint32_t n_keys; /* pos + 1: keys attention sees */
+    uint32_t pad;
+} rt_cuda_decode_step;
+
+/* Decode graph: captured on the second decode step (the first runs the launches eagerly, so
+ * every kernel is loaded and configured before capture), then replayed; OFF after a failed
+ * capture or with LOUPE_CUDA_GRAPHS=0 (both then use the same launches without a graph). */
+enum { RT_CUDA_GRAPH_UNTRIED = 0, RT_CUDA_GRAPH_WARM, RT_CUDA_GRAPH_READY, RT_CUDA_GRAPH_OFF };
+
 enum {
     RT_CUDA_LOGIT_ROWS = 32,  /* tokens per output GEMM when every position's logits are wanted */
     RT_CUDA_MAX_SPLITS = 256, /* flash-decoding splits */
@@ -80,10 +95,17 @@ struct rt_cuda_engine {
     float *logits;        /* (RT_CUDA_LOGIT_ROWS, n_vocab); row 0 = the last token's */
     int32_t *ids;         /* (n_seg) */
     int32_t *best;        /* (1) argmax */
+    rt_cuda_decode_step *step; /* (1) the decode step's token and position */
     void *blas_ws;
     size_t blas_ws_bytes;
 
+    /* decode graph (RT_CUDA_GRAPH_*); graph and graph_exec are set only when READY */
+    int graph_state;
+    cudaGraph_t graph;
+    cudaGraphExec_t graph_exec;
+
     /* host side */
+    rt_cuda_decode_step step_host; /* source of the step copy; lives as long as the engine */
     float *logits_host;   /* (n_vocab) */
     bool logits_copied;   /* logits_host holds the last evaluation's logits */
     bool have_logits;     /* something was evaluated since the last reset */

@@ -24,6 +24,25 @@ namespace {
 
 constexpr int FA_WARPS = 4, FA_RPW = 4, FA_ROWS = FA_WARPS * FA_RPW, FA_KEYS = 32;
 
+/* Flash-decoding's split rule: about FD_TARGET_BLOCKS blocks in flight (an H100's 132 SMs twice
+ * over), never under FD_MIN_SPLIT keys a split, at most max_splits splits, whole tiles. `want`
+ * is the number of splits the target asks for (>= 1). Shared by the host launcher and by the
+ * kernel when the key count lives in device memory (a replayed CUDA graph), so both paths split
+ * a given key range identically. Keys per split; 1 when there are no keys. */
+constexpr uint32_t FD_TARGET_BLOCKS = 264, FD_MIN_SPLIT = 128;
+
+__host__ __device__ inline uint32_t fd_split_len(uint32_t n_keys, uint32_t want,
+                                                 uint32_t max_splits)
+{
+    if (n_keys == 0)
+        return 1;
+    uint32_t len = (uint32_t)(((uint64_t)n_keys + want - 1) / want);
+    len = len < FD_MIN_SPLIT ? FD_MIN_SPLIT : len;
+    if (((uint64_t)n_keys + len - 1) / len > max_splits)
+        len = (uint32_t)(((uint64_t)n_keys + max_splits - 1) / max_splits);
+    return (len + FA_KEYS - 1) / FA_KEYS * FA_KEYS;
+}
+
 struct fa_params {
     const float *q; /* (n_tok, n_head, head_dim); token t at q + t·q_ld */
     size_t q_ld;
@@ -32,6 +51,10 @@ struct fa_params {
     uint32_t n_tok, pos0;
     uint32_t k0, k1;    /* keys considered (before the causal limit) */
     uint32_t split_len; /* keys per grid.z slice */
+    /* Decode graphs: when set, k1 is read from here at run time (pos0 = k1 - 1, n_tok = 1) and
+     * split_len = fd_split_len(k1 - k0, fd_want, fd_max_splits); slices past k1 are empty. */
+    const uint32_t *k1_dev;
+    uint32_t fd_want, fd_max_splits;
     float scale;
     void *out; /* (n_tok, n_head·head_dim), out_type; when part_o is NULL */
     rt_cuda_dtype out_type;
@@ -70,17 +93,25 @@ __global__ void __launch_bounds__(FA_WARPS *WARP) fa_kernel(fa_params p)
         Qs[idx] = val;
     }
 
-    const uint32_t lo = p.k0 + split * p.split_len;
-    uint32_t hi = min(p.k1, lo + p.split_len);
+    uint32_t k1 = p.k1, pos0 = p.pos0, split_len = p.split_len;
+    if (p.k1_dev) {
+        k1 = *p.k1_dev;
+        pos0 = k1 > 0 ? k1 - 1 : 0;
+        split_len = fd_split_len(k1 > p.k0 ? k1 - p.k0 : 0, p.fd_want, p.fd_max_splits);
+    }
+    /* 64-bit so a slice far past k1 cannot wrap around; such a slice has lo >= hi: empty. */
+    const uint64_t lo64 = (uint64_t)p.k0 + (uint64_t)split * split_len;
+    const uint32_t lo = lo64 < k1 ? (uint32_t)lo64 : k1;
+    uint32_t hi = min(k1, lo + split_len);
     const uint32_t r_last = min(r0 + FA_ROWS, n_rows) - 1;
-    hi = min(hi, p.pos0 + r_last / p.group + 1);
+    hi = min(hi, pos0 + r_last / p.group + 1);
 
     float m[FA_RPW], l[FA_RPW], acc[FA_RPW][D32];
     uint32_t lim[FA_RPW];
 #pragma unroll
     for (int i = 0; i < FA_RPW; i++) {
         const uint32_t r = r0 + warp + FA_WARPS * i;
-        lim[i] = r < n_rows ? min(hi, p.pos0 + r / p.group + 1) : 0;
+        lim[i] = r < n_rows ? min(hi, pos0 + r / p.group + 1) : 0;
         m[i] = -INFINITY;
         l[i] = 0.0f;
 #pragma unroll

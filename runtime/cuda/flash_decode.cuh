@@ -28,6 +28,14 @@ loupe_status rt_cuda_flash_decode(const rt_cuda_attn_desc *a, uint32_t k0, uint3
                                   float *part, uint32_t max_splits, float *out, float *lse,
                                   cudaStream_t stream);
 
+/* The same attention over keys [0, *n_keys_dev) with the count read from device memory when
+ * the kernels run (so a captured CUDA graph can be replayed at every position); 1 <= *n_keys_dev
+ * <= a->n_ctx. The grid is sized for n_ctx keys; the result is bit for bit what
+ * rt_cuda_flash_decode(a, 0, *n_keys_dev, ...) gives. */
+loupe_status rt_cuda_flash_decode_dev(const rt_cuda_attn_desc *a, const uint32_t *n_keys_dev,
+                                      float *part, uint32_t max_splits, float *out, float *lse,
+                                      cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -16,11 +16,13 @@
  * (except for a CUDA error, after which the engine's cache is undefined); nothing allocates.
  */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "runtime/cuda/argmax.cuh"
 #include "runtime/cuda/bias.cuh"
 #include "runtime/cuda/common.cuh"
+#include "runtime/cuda/decode_graph.cuh"
 #include "runtime/cuda/dequant.cuh"
 #include "runtime/cuda/engine.cuh"
 #include "runtime/cuda/flash_attn.cuh"
@@ -113,7 +115,7 @@ bool decode_layer(rt_cuda_engine *e, uint32_t il, step &ok)
     float *xb = static_cast<float *>(e->xb), *att = static_cast<float *>(e->att);
     float *hg = static_cast<float *>(e->hg);
     const rt_cuda_attn_desc a = attn_desc(e, il, nq);
-    const uint32_t pos = e->n_past;
+    const uint32_t *pos = &e->step->pos, *n_keys = &e->step->n_keys;
     auto mv = [&](const rt_cuda_mat &w, const float *in, float *out, bool acc) {
         return rt_cuda_matvec(w.type, w.data, w.pitch, w.n_out, w.n_in, in, out, acc, s);
     };
@@ -125,12 +127,13 @@ bool decode_layer(rt_cuda_engine *e, uint32_t il, step &ok)
            (!L->bq || (ok("bias", rt_cuda_add_bias(e->q, nq, L->bq, nq, 1, s)) &&
                        ok("bias", rt_cuda_add_bias(e->k, nkv, L->bk, nkv, 1, s)) &&
                        ok("bias", rt_cuda_add_bias(e->v, nkv, L->bv, nkv, 1, s)))) &&
-           ok("rope", rt_cuda_rope(&e->rd, pos, 1, e->q, hp->n_head, e->k, hp->n_head_kv, hd, s)) &&
-           ok("kv store", rt_cuda_kv_store(e->k, e->v, 1, hp->n_head_kv, hd, pos, e->p.n_ctx,
-                                           e->act, const_cast<void *>(a.k),
-                                           const_cast<void *>(a.v), s)) &&
-           ok("flash decode", rt_cuda_flash_decode(&a, 0, pos + 1, e->part, RT_CUDA_MAX_SPLITS,
-                                                   att, e->lse, s)) &&
+           ok("rope", rt_cuda_rope_dev(&e->rd, pos, e->q, hp->n_head, e->k, hp->n_head_kv, hd,
+                                       s)) &&
+           ok("kv store", rt_cuda_kv_store_dev(e->k, e->v, hp->n_head_kv, hd, pos, e->p.n_ctx,
+                                               e->act, const_cast<void *>(a.k),
+                                               const_cast<void *>(a.v), s)) &&
+           ok("flash decode", rt_cuda_flash_decode_dev(&a, n_keys, e->part, RT_CUDA_MAX_SPLITS,
+                                                       att, e->lse, s)) &&
            ok("o matvec", mv(L->wo, att, e->x, true)) &&
            ok("rmsnorm", rt_cuda_rmsnorm(e->x, E, L->ffn_norm, E, 1, hp->norm_eps, RT_CUDA_F32,
                                          xb, E, s)) &&
@@ -138,6 +141,47 @@ bool decode_layer(rt_cuda_engine *e, uint32_t il, step &ok)
            ok("up matvec", mv(L->w_up, xb, e->hb2, false)) &&
            ok("swiglu", rt_cuda_swiglu(e->hb, e->hb2, hp->n_ff, RT_CUDA_F32, hg, s)) &&
            ok("down matvec", mv(L->w_down, hg, e->x, true));
+}
+
+/* The whole decode step after the step copy: embedding of step->id, the layers, the logits.
+ * Every launch reads the position from e->step, so this sequence can be captured once and
+ * replayed at any position; run eagerly it is the fallback, with the very same kernels. */
+bool decode_launches(rt_cuda_engine *e, step &ok)
+{
+    const rt_hparams *hp = &e->m->hp;
+    bool good = ok("embedding", rt_cuda_dequant(e->tok_embd.type, e->tok_embd.data,
+                                                e->tok_embd.pitch, &e->step->id, 1, hp->n_embd,
+                                                RT_CUDA_F32, e->x, hp->n_embd, e->stream));
+    for (uint32_t il = 0; good && il < hp->n_layer; il++)
+        good = decode_layer(e, il, ok);
+    return good && last_logits(e, e->x, ok);
+}
+
+/* Captures decode_launches into e->graph_exec. A failure of any kind (an op refused inside a
+ * capture, instantiation) is not an error: the capture is ended, CUDA's error state cleared,
+ * and the caller falls back to eager launches for good. */
+bool capture_decode(rt_cuda_engine *e)
+{
+    loupe_err cap_err = {};
+    step ok{&cap_err};
+    if (cudaStreamBeginCapture(e->stream, cudaStreamCaptureModeThreadLocal) != cudaSuccess) {
+        cudaGetLastError();
+        return false;
+    }
+    const bool good = decode_launches(e, ok);
+    cudaGraph_t g = nullptr;
+    const cudaError_t ce = cudaStreamEndCapture(e->stream, &g);
+    cudaGraphExec_t x = nullptr;
+    if (!good || ce != cudaSuccess || !g ||
+        cudaGraphInstantiateWithFlags(&x, g, 0) != cudaSuccess) {
+        if (g)
+            cudaGraphDestroy(g);
+        cudaGetLastError();
+        return false;
+    }
+    e->graph = g;
+    e->graph_exec = x;
+    return true;
 }
 
 /* ==== Prefill ============================================================================== */
@@ -318,23 +362,37 @@ extern "C" loupe_status rt_cuda_decode(rt_cuda_engine *e, int32_t id, loupe_err 
     loupe_status st = check_tokens(e, &id, 1, err);
     if (st)
         return st;
-    const rt_hparams *hp = &e->m->hp;
     step ok{err};
-    bool good = ok("ids copy", cudaMemcpyAsync(e->ids, &id, sizeof id, cudaMemcpyHostToDevice,
-                                               e->stream) == cudaSuccess
-                                   ? LOUPE_OK
-                                   : LOUPE_ERR_GPU) &&
-                ok("embedding", rt_cuda_dequant(e->tok_embd.type, e->tok_embd.data,
-                                                e->tok_embd.pitch, e->ids, 1, hp->n_embd,
-                                                RT_CUDA_F32, e->x, hp->n_embd, e->stream));
-    for (uint32_t il = 0; good && il < hp->n_layer; il++)
-        good = decode_layer(e, il, ok);
-    if (good)
-        last_logits(e, e->x, ok);
-    st = finish(e, ok); /* also orders the async copy of `id` before this frame ends */
+    e->step_host.id = id;
+    e->step_host.pos = e->n_past;
+    e->step_host.n_keys = e->n_past + 1;
+    e->step_host.pad = 0;
+    /* Ordered before the launches (or the graph) on the stream; the source lives in the engine
+     * and finish() waits for it anyway. */
+    if (!ok("step copy", cudaMemcpyAsync(e->step, &e->step_host, sizeof e->step_host,
+                                         cudaMemcpyHostToDevice, e->stream) == cudaSuccess
+                             ? LOUPE_OK
+                             : LOUPE_ERR_GPU))
+        return finish(e, ok);
+    if (e->graph_state == RT_CUDA_GRAPH_WARM)
+        e->graph_state = capture_decode(e) ? RT_CUDA_GRAPH_READY : RT_CUDA_GRAPH_OFF;
+    if (e->graph_state == RT_CUDA_GRAPH_READY) {
+        ok("decode graph launch",
+           cudaGraphLaunch(e->graph_exec, e->stream) == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU);
+    } else if (decode_launches(e, ok) && e->graph_state == RT_CUDA_GRAPH_UNTRIED) {
+        /* The first eager step loaded and configured every kernel; capture on the next one. */
+        const char *env = getenv("LOUPE_CUDA_GRAPHS");
+        e->graph_state = env && !strcmp(env, "0") ? RT_CUDA_GRAPH_OFF : RT_CUDA_GRAPH_WARM;
+    }
+    st = finish(e, ok);
     if (st == LOUPE_OK)
         e->n_past++;
     return st;
+}
+
+extern "C" int rt_cuda_decode_graph_active(const rt_cuda_engine *e)
+{
+    return e->graph_state == RT_CUDA_GRAPH_READY;
 }
 
 extern "C" const float *rt_cuda_logits(rt_cuda_engine *e, loupe_err *err)

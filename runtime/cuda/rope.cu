@@ -8,10 +8,13 @@
 
 namespace rtc {
 
-__global__ void rope_kernel(rt_cuda_rope_desc r, uint32_t pos0, float *q, uint32_t n_head,
-                            float *k, uint32_t n_head_kv, uint32_t head_dim)
+__global__ void rope_kernel(rt_cuda_rope_desc r, uint32_t pos0, const uint32_t *pos0_dev,
+                            float *q, uint32_t n_head, float *k, uint32_t n_head_kv,
+                            uint32_t head_dim)
 {
     const uint32_t t = blockIdx.x;
+    if (pos0_dev)
+        pos0 = *pos0_dev;
     for (uint32_t i = threadIdx.x; i < r.n_pairs; i += blockDim.x) {
         const double extrap = (double)(pos0 + t) * r.inv_freq[i];
         double theta = extrap * r.freq_scale;
@@ -42,6 +45,19 @@ extern "C" loupe_status rt_cuda_rope(const rt_cuda_rope_desc *r, uint32_t pos0, 
     if (n_tok == 0 || r->n_pairs == 0)
         return LOUPE_OK;
     const unsigned threads = r->n_pairs < 128 ? 64 : 128;
-    rtc::rope_kernel<<<n_tok, threads, 0, stream>>>(*r, pos0, q, n_head, k, n_head_kv, head_dim);
+    rtc::rope_kernel<<<n_tok, threads, 0, stream>>>(*r, pos0, nullptr, q, n_head, k, n_head_kv,
+                                                    head_dim);
+    return rtc::launch_status();
+}
+
+extern "C" loupe_status rt_cuda_rope_dev(const rt_cuda_rope_desc *r, const uint32_t *pos_dev,
+                                         float *q, uint32_t n_head, float *k, uint32_t n_head_kv,
+                                         uint32_t head_dim, cudaStream_t stream)
+{
+    if (r->n_pairs == 0)
+        return LOUPE_OK;
+    const unsigned threads = r->n_pairs < 128 ? 64 : 128;
+    rtc::rope_kernel<<<1, threads, 0, stream>>>(*r, 0, pos_dev, q, n_head, k, n_head_kv,
+                                                head_dim);
     return rtc::launch_status();
 }

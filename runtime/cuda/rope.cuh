@@ -29,6 +29,12 @@ loupe_status rt_cuda_rope(const rt_cuda_rope_desc *r, uint32_t pos0, uint32_t n_
                           uint32_t n_head, float *k, uint32_t n_head_kv, uint32_t head_dim,
                           cudaStream_t stream);
 
+/* One token (n_tok = 1) at the position read from device memory when the kernel runs, so a
+ * captured CUDA graph can be replayed at every position; otherwise rt_cuda_rope exactly. */
+loupe_status rt_cuda_rope_dev(const rt_cuda_rope_desc *r, const uint32_t *pos_dev, float *q,
+                              uint32_t n_head, float *k, uint32_t n_head_kv, uint32_t head_dim,
+                              cudaStream_t stream);
+
 #ifdef __cplusplus
 }
 #endif

@@ -633,7 +633,7 @@ static void test_detok_streaming(test_rng *rng)
         int32_t ids[] = {vocab_find(&v, "a\xE2", 2), vocab_find(&v, "\x82", 1),
                          vocab_find(&v, "\xAC", 1), vocab_find(&v, "\xF0", 1),
                          vocab_find(&v, "b", 1)};
-        const char *want[] = {"a", "", "\xE2\x82\xAC", "", "\xF0" "b"};
+        const char *want[] = {"a", "", "\xE2\x82\xAC", "", ("\xF0" "b")};
         rt_detok_state s;
         rt_detok_init(&s);
         for (int i = 0; i < 5; i++) {
