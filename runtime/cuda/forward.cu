@@ -12,8 +12,15 @@
  *                        written so far. The residual stream of the segment stays on the GPU.
  *                        The last token's logits use the decode path's fp32 matvec.
  *
+ *   decode graph:        the decode step reads its token and position from e->step (device),
+ *                        written by one host copy per step, so the whole step is captured once
+ *                        (second decode call) and replayed with cudaGraphLaunch; eager launches
+ *                        of the same kernels when LOUPE_CUDA_GRAPHS=0 or the capture fails.
+ *
  * Invariants: token checks happen before any work, so a failed call leaves n_past as it was
- * (except for a CUDA error, after which the engine's cache is undefined); nothing allocates.
+ * (except for a CUDA error, after which the engine's cache is undefined); nothing allocates
+ * device memory after creation (the graph's own bookkeeping is the driver's); decode logits are
+ * bit for bit the same with and without the graph.
  */
 #include <math.h>
 #include <stdlib.h>
