@@ -756,7 +756,10 @@ static loupe_status wrong_type(const rt_gguf *g, const char *key, rt_gguf_vtype 
                       rt_gguf_vtype_name(t), expected);
 }
 
-loupe_status rt_gguf_get_u64(const rt_gguf *g, const char *key, uint64_t *out, loupe_err *err)
+/* The integer value of `key` in both readings (see read_int); fails when absent or not an
+ * integer. Shared by the integer getters, which differ only in the range they accept. */
+static loupe_status get_int(const rt_gguf *g, const char *key, bool *is_signed, bool *neg,
+                            uint64_t *u, int64_t *s, loupe_err *err)
 {
     const gguf_kv *kv = NULL;
     loupe_status st = find_kv(g, key, &kv, err);
@@ -764,10 +767,19 @@ loupe_status rt_gguf_get_u64(const rt_gguf *g, const char *key, uint64_t *out, l
         return st;
     if (!vtype_is_int(kv->type))
         return wrong_type(g, key, kv->type, "an integer", err);
-    bool neg;
-    uint64_t u;
-    int64_t s;
-    read_int(kv->type, kv->val, &neg, &u, &s);
+    *is_signed = vtype_is_signed(kv->type);
+    read_int(kv->type, kv->val, neg, u, s);
+    return LOUPE_OK;
+}
+
+loupe_status rt_gguf_get_u64(const rt_gguf *g, const char *key, uint64_t *out, loupe_err *err)
+{
+    bool is_signed = false, neg = false;
+    uint64_t u = 0;
+    int64_t s = 0;
+    loupe_status st = get_int(g, key, &is_signed, &neg, &u, &s, err);
+    if (st)
+        return st;
     if (neg)
         return loupe_fail(err, LOUPE_ERR_RANGE, "%s: key '%s' is %" PRId64
                           ", expected a non-negative value", g->path, key, s);
@@ -777,17 +789,13 @@ loupe_status rt_gguf_get_u64(const rt_gguf *g, const char *key, uint64_t *out, l
 
 loupe_status rt_gguf_get_i64(const rt_gguf *g, const char *key, int64_t *out, loupe_err *err)
 {
-    const gguf_kv *kv = NULL;
-    loupe_status st = find_kv(g, key, &kv, err);
+    bool is_signed = false, neg = false;
+    uint64_t u = 0;
+    int64_t s = 0;
+    loupe_status st = get_int(g, key, &is_signed, &neg, &u, &s, err);
     if (st)
         return st;
-    if (!vtype_is_int(kv->type))
-        return wrong_type(g, key, kv->type, "an integer", err);
-    bool neg;
-    uint64_t u;
-    int64_t s;
-    read_int(kv->type, kv->val, &neg, &u, &s);
-    if (!vtype_is_signed(kv->type) && u > INT64_MAX)
+    if (!is_signed && u > INT64_MAX)
         return loupe_fail(err, LOUPE_ERR_RANGE, "%s: key '%s' is %" PRIu64
                           ", too large for a signed 64-bit integer", g->path, key, u);
     *out = s;
