@@ -338,7 +338,8 @@ int bench_niah(int argc, char **argv)
     uint64_t seed = o.seed_set ? o.seed : 1;
 
     if (o.backend == APP_BACKEND_CUDA) {
-        loupe_fail(&err, LOUPE_ERR_UNSUPPORTED, "the CUDA backend is not built yet; use --backend cpu");
+        loupe_fail(&err, LOUPE_ERR_UNSUPPORTED,
+                   "--backend cuda does not drive `bench niah` yet (only `logits`); use --backend cpu");
         goto fail;
     }
     if (o.attention == APP_ATTN_RETRIEVAL || o.attention == APP_ATTN_IVF) {

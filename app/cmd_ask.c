@@ -171,7 +171,8 @@ int cmd_ask(int argc, char **argv)
         goto fail;
     }
     if (o.backend == APP_BACKEND_CUDA) {
-        loupe_fail(&err, LOUPE_ERR_UNSUPPORTED, "the CUDA backend is not built yet; use --backend cpu");
+        loupe_fail(&err, LOUPE_ERR_UNSUPPORTED,
+                   "--backend cuda does not drive `ask` yet (only `logits`); use --backend cpu");
         goto fail;
     }
     if (app_chat_model_open(&o, &cm, &err))

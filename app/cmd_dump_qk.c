@@ -240,7 +240,8 @@ int cmd_dump_qk(int argc, char **argv)
     size_t man_cap = 1 << 16, man_len = 0;
 
     if (o.backend == APP_BACKEND_CUDA) {
-        loupe_fail(&err, LOUPE_ERR_UNSUPPORTED, "the CUDA backend is not built yet; use --backend cpu");
+        loupe_fail(&err, LOUPE_ERR_UNSUPPORTED,
+                   "--backend cuda does not drive `dump-qk` yet (only `logits`); use --backend cpu");
         goto fail;
     }
     if (app_chat_model_open(&o, &cm, &err))
