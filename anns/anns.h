@@ -250,6 +250,33 @@ loupe_status ann_search_batch(const ann_index *index, ann_search_ctx **ctxs, int
                               const float *queries, int64_t nq, const ann_search_params *params,
                               int32_t *ids, float *scores, loupe_err *err);
 
+/* ---- Growth: keys appended after the build --------------------------------------------- *
+ *
+ * Retrieval attention moves the oldest tokens of its static set to host memory as a conversation
+ * grows; their keys join the indexes without a rebuild. The key storage grows in place: a view
+ * over caller rows with room for more (ann_keys_view + ann_keys_set_count), and the index is told
+ * about the new rows with ann_index_add. Reserve first: adding never allocates. */
+
+/* Changes the row count of a VIEW (ann_keys_view) to n; the caller guarantees rows 0..n-1 exist
+ * and stay alive. Fails with LOUPE_ERR_INVALID for keys that own their rows. */
+loupe_status ann_keys_set_count(ann_keys *keys, int64_t n, loupe_err *err);
+
+/* Makes room in `index` for up to max_keys keys in total, allocating once; a mapped index is
+ * copied into owned arrays. After this, ann_index_add does not allocate. */
+loupe_status ann_index_reserve(ann_index *index, int64_t max_keys, loupe_err *err);
+
+/* Adds the keys the index does not have yet — rows index_n .. ann_keys_count(keys)-1 of its keys
+ * (the same ann_keys object, grown with ann_keys_set_count) — to the index. queries (nq, dim),
+ * may be NULL with nq = 0: queries that attended to the new keys (the decode queries of the tokens
+ * being moved); a graph links the new keys from them the way its build does, so queries like them
+ * find the new keys later. IVF puts each new key in its nearest list; flat just counts them. `ctx`
+ * is a search context created for at least the reserved key count. Fails with LOUPE_ERR_RANGE
+ * beyond the reserved capacity. */
+loupe_status ann_index_add(ann_index *index, const float *queries, int64_t nq,
+                           ann_search_ctx *ctx, loupe_err *err);
+/* Keys the index holds (grows with ann_index_add). */
+int64_t ann_index_count(const ann_index *index);
+
 /* ---- Serialisation: versioned flat arrays, memory-mapped back ---------------------------- */
 
 /* Writes the index's arrays with a magic, version, and a checksum to `path` (via path.tmp and a

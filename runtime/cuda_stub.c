@@ -93,3 +93,12 @@ loupe_status rt_cuda_greedy(rt_cuda_engine *e, int32_t *id, loupe_err *err)
     *id = -1;
     return no_cuda(err);
 }
+
+loupe_status rt_cuda_knn(void *user, const ann_keys *keys, const float *queries, int64_t nq, int k,
+                         int threads, int32_t *ids, float *scores, int32_t *key_best_query,
+                         loupe_err *err)
+{
+    (void)user, (void)keys, (void)queries, (void)nq, (void)k, (void)threads, (void)ids;
+    (void)scores, (void)key_best_query;
+    return no_cuda(err);
+}

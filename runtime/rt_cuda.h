@@ -115,6 +115,19 @@ const float *rt_cuda_logits(rt_cuda_engine *e, loupe_err *err);
 /* Greedy choice (argmax, lowest id on ties) of the last logits, computed on the GPU. */
 loupe_status rt_cuda_greedy(rt_cuda_engine *e, int32_t *id, loupe_err *err);
 
+/* ---- Exact query→key top-k on the GPU: the kNN step of anns' graph build ------------------ */
+
+/* An ann_knn_fn (anns.h) computed on a GPU: plug it into ann_build_opts.knn (knn_user: NULL for
+ * device 0, else an int * naming the device). Same contract as ann_knn_cpu: for each query the k
+ * best keys by q·k, best first, scores exact in fp32 from the keys' stored representation; with
+ * key_best_query, each key's best query. Never materialises an nq × n score matrix; the device
+ * memory it uses is bounded and freed before it returns. Safe to call from several host threads
+ * at once (each call uses its own stream and buffers). Fails with LOUPE_ERR_UNSUPPORTED in a
+ * build without CUDA or with no usable device. */
+loupe_status rt_cuda_knn(void *user, const ann_keys *keys, const float *queries, int64_t nq, int k,
+                         int threads, int32_t *ids, float *scores, int32_t *key_best_query,
+                         loupe_err *err);
+
 #ifdef __cplusplus
 }
 #endif
