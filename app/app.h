@@ -29,20 +29,19 @@ int app_usage(const char *cmd, const char *fmt, ...) __attribute__((format(print
 
 /* ---- Options shared by every command (DESIGN.md, "common") ------------------------------ */
 
-typedef enum { APP_BACKEND_AUTO, APP_BACKEND_CPU, APP_BACKEND_CUDA } app_backend;
-typedef enum {
-    APP_ATTN_AUTO, APP_ATTN_FULL, APP_ATTN_RETRIEVAL, APP_ATTN_FLAT, APP_ATTN_IVF
-} app_attention;
-
 typedef struct {
     const char *model;      /* --model, else $LOUPE_MODEL, else the bundled model */
-    app_backend backend;    /* --backend */
+    rt_backend backend;    /* --backend */
     uint64_t gpu_mem;       /* --gpu-mem bytes, 0 = all free memory */
     int64_t ctx;            /* --ctx tokens, 0 = the model's training context */
-    app_attention attention;
+    rt_attn_mode attention;
     int topk;               /* --topk (100) */
     int sinks;              /* --sinks (128) */
     int window;             /* --window (512) */
+    int static_max;         /* --static-max (2048): static tail that moves to the host set */
+    int ef;                 /* --ef: graph search beam (0: 2·topk) */
+    int nprobe;             /* --nprobe: IVF lists probed (0: 16) */
+    int64_t build_queries;  /* --build-queries: prefill queries per index (16384) */
     int threads;            /* --threads, 0 = all cores */
     uint64_t seed;          /* --seed */
     bool seed_set;
@@ -61,6 +60,9 @@ void app_opts_init(app_opts *o);
  * value (so callers write: r = app_opts_parse(...); if (r > 1) return r;). Accepts both
  * "--name value" and "--name=value". */
 int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i);
+
+/* The runner parameters (runtime/rt_runner.h) the common options describe. */
+void app_runner_params(const app_opts *o, rt_runner_params *p);
 
 /* The model path to use: o->model if set, else $LOUPE_MODEL, else the bundled model (next to
  * the build tree or installed). Never NULL. */

@@ -7,8 +7,12 @@
  *
  * A length is the whole sequence, as in training (prompt + answer): the prompt gets the length
  * minus ANSWER_ROOM tokens, and a length beyond the context (--ctx, else the model's) is flagged
- * and skipped. With --attention flat the last prompt token and every answer token go through the
- * sparse decode path (static set + exact top-k), as `loupe logits` does.
+ * and skipped.
+ *
+ * With --attention retrieval|flat|ivf the case is run the way a session is used: the context (the
+ * prompt up to "</context>") is the prefill, with full attention, after which the indexes are
+ * built; the rest of the prompt (question, generation prompt) and every answer token go through
+ * the retrieval decode path (rt_runner.h). --topk 0 is the static set alone (StreamingLLM).
  */
 #include "app/app.h"
 #include "app/niah.h"
@@ -31,8 +35,9 @@ static const char usage_text[] =
     "  --cases N             cases per cell (5)\n"
     "  --seed N              case seed (1); the same seed gives the same cases\n"
     "  --haystack PATH...    filler files or directories (default: generated text)\n"
-    "  --attention full|flat decode attention (full); flat: --topk, --sinks, --window\n"
-    "  --backend auto|cpu    --ctx N, --threads N\n"
+    "  --attention MODE      full|retrieval|flat|ivf (full); the retrieval modes take --topk,\n"
+    "                        --sinks, --window, --ef, --nprobe, --build-queries, --static-max\n"
+    "  --backend auto|cpu|cuda  --ctx N, --threads N, --gpu-mem SIZE\n"
     "  --list                print each case (tokens, needle position, depth, answer), run nothing\n"
     "  --show-prompts        with --list: also print each case's user turn\n"
     "  --show-misses         print each wrong answer on stderr\n"
@@ -78,15 +83,16 @@ typedef struct {
     int cases, correct, skipped;
     double prompt_tokens, depth_sum;
     double prefill_tokens, prefill_s, decode_tokens, decode_s;
+    double searches, scanned, host_keys; /* retrieval: searches, keys scanned, host set sizes */
     bool too_long, failed;
 } cell;
 
 /* ==== One case ============================================================================ */
 
 typedef struct {
-    rt_ctx *c;
+    rt_runner *r;
     const rt_tokenizer *tok;
-    rt_sparse_params sp;
+    bool split;        /* retrieval modes: prefill the context, extend with the rest */
     char answer[1024]; /* (len) generated text */
     size_t len;
 } runner;
@@ -100,23 +106,18 @@ static int32_t argmax(const float *x, uint32_t n)
     return best;
 }
 
-static loupe_status step(runner *r, int32_t id, loupe_err *err)
+/* Prefills the case and decodes greedily up to max_new tokens or an end-of-generation token. */
+static loupe_status run_case(runner *r, const niah_case *cs, uint32_t n_vocab, int max_new,
+                             cell *cl, loupe_err *err)
 {
-    return r->sp.enabled ? rt_ctx_decode_sparse(r->c, id, &r->sp, err)
-                         : rt_ctx_decode(r->c, id, err);
-}
-
-/* Prefills the prompt and decodes greedily up to max_new tokens or an end-of-generation token. */
-static loupe_status run_case(runner *r, const rt_ids *ids, uint32_t n_vocab, int max_new, cell *cl,
-                             loupe_err *err)
-{
-    rt_ctx_reset(r->c);
+    const rt_ids *ids = &cs->ids;
+    rt_runner_reset(r->r);
     r->len = 0;
-    size_t n_pre = r->sp.enabled ? ids->n - 1 : ids->n;
+    size_t n_pre = r->split && cs->ctx_end > 0 && cs->ctx_end < ids->n ? cs->ctx_end : ids->n;
     double t0 = now_s();
-    loupe_status st = rt_ctx_prefill(r->c, ids->ids, n_pre, NULL, err);
-    if (!st && r->sp.enabled)
-        st = step(r, ids->ids[ids->n - 1], err);
+    loupe_status st = rt_runner_prefill(r->r, ids->ids, n_pre, NULL, err);
+    if (!st && n_pre < ids->n)
+        st = rt_runner_prefill(r->r, ids->ids + n_pre, ids->n - n_pre, NULL, err);
     if (st)
         return st;
     double t1 = now_s();
@@ -124,7 +125,10 @@ static loupe_status run_case(runner *r, const rt_ids *ids, uint32_t n_vocab, int
     cl->prefill_s += t1 - t0;
     int n_dec = 0;
     for (int i = 0; i < max_new; i++) {
-        int32_t id = argmax(rt_ctx_logits(r->c), n_vocab);
+        const float *logits = rt_runner_logits(r->r, err);
+        if (!logits)
+            return err ? err->status : LOUPE_ERR_GPU;
+        int32_t id = argmax(logits, n_vocab);
         if (rt_tokenizer_is_eog(r->tok, id))
             break;
         if (!rt_tokenizer_is_special(r->tok, id)) {
@@ -135,15 +139,20 @@ static loupe_status run_case(runner *r, const rt_ids *ids, uint32_t n_vocab, int
                 r->len += n;
             }
         }
-        if (i + 1 == max_new || rt_ctx_n_past(r->c) >= rt_ctx_n_ctx(r->c))
+        if (i + 1 == max_new || rt_runner_n_past(r->r) >= rt_runner_n_ctx(r->r))
             break;
-        if ((st = step(r, id, err)))
+        if ((st = rt_runner_decode(r->r, id, err)))
             return st;
         n_dec++;
     }
     r->answer[r->len] = '\0';
     cl->decode_tokens += n_dec;
     cl->decode_s += now_s() - t1;
+    rt_runner_stats rs;
+    rt_runner_stats_get(r->r, &rs);
+    cl->searches += (double)rs.searches;
+    cl->scanned += (double)rs.keys_scanned;
+    cl->host_keys += (double)rs.searches * rs.n_host;
     return LOUPE_OK;
 }
 
@@ -199,7 +208,7 @@ static void print_table(const niah_task *tasks, int n_tasks, const dlist *lens, 
         snprintf(h, sizeof h, "d=%.2f", deps->v[d]);
         printf(" %7s", h);
     }
-    printf(" %7s %8s %12s %12s\n", "all", "prompt", "prefill t/s", "decode t/s");
+    printf(" %7s %8s %12s %12s %9s\n", "all", "prompt", "prefill t/s", "decode t/s", "scanned%");
     for (int ti = 0; ti < n_tasks; ti++)
         for (int li = 0; li < lens->n; li++) {
             cell row = {0};
@@ -220,11 +229,17 @@ static void print_table(const niah_task *tasks, int n_tasks, const dlist *lens, 
                 row.prefill_s += c->prefill_s;
                 row.decode_tokens += c->decode_tokens;
                 row.decode_s += c->decode_s;
+                row.scanned += c->scanned;
+                row.host_keys += c->host_keys;
             }
             int n = row.cases - row.skipped;
-            printf(" %7.1f %8.0f %12.1f %12.1f\n", pct(&row), n > 0 ? row.prompt_tokens / n : 0.0,
+            printf(" %7.1f %8.0f %12.1f %12.1f", pct(&row), n > 0 ? row.prompt_tokens / n : 0.0,
                    row.prefill_s > 0 ? row.prefill_tokens / row.prefill_s : 0.0,
                    row.decode_s > 0 ? row.decode_tokens / row.decode_s : 0.0);
+            if (row.host_keys > 0)
+                printf(" %9.2f\n", 100.0 * row.scanned / row.host_keys);
+            else
+                printf(" %9s\n", "-");
         }
 }
 
@@ -232,18 +247,19 @@ static void print_csv(const niah_task *tasks, int n_tasks, const dlist *lens, co
                       const cell *cells, const char *attention)
 {
     printf("task,length,depth,attention,cases,correct,accuracy,skipped,prompt_tokens,"
-           "measured_depth,prefill_tok_s,decode_tok_s,status\n");
+           "measured_depth,prefill_tok_s,decode_tok_s,scanned_pct,status\n");
     for (int ti = 0; ti < n_tasks; ti++)
         for (int li = 0; li < lens->n; li++)
             for (int d = 0; d < deps->n; d++) {
                 const cell *c = &cells[(ti * lens->n + li) * deps->n + d];
                 int n = c->cases - c->skipped;
-                printf("%s,%.0f,%.4g,%s,%d,%d,%.4f,%d,%.1f,%.4f,%.2f,%.2f,%s\n",
+                printf("%s,%.0f,%.4g,%s,%d,%d,%.4f,%d,%.1f,%.4f,%.2f,%.2f,%.3f,%s\n",
                        niah_task_name(tasks[ti]), lens->v[li], deps->v[d], attention, c->cases,
                        c->correct, n > 0 ? (double)c->correct / n : 0.0, c->skipped,
                        n > 0 ? c->prompt_tokens / n : 0.0, n > 0 ? c->depth_sum / n : 0.0,
                        c->prefill_s > 0 ? c->prefill_tokens / c->prefill_s : 0.0,
                        c->decode_s > 0 ? c->decode_tokens / c->decode_s : 0.0,
+                       c->host_keys > 0 ? 100.0 * c->scanned / c->host_keys : 0.0,
                        c->too_long ? "too_long" : c->failed ? "failed" : "ok");
             }
 }
@@ -329,7 +345,7 @@ int bench_niah(int argc, char **argv)
     app_chat_model cm = {0};
     rt_model *m = NULL;
     rt_tokenizer *tok = NULL;
-    rt_ctx *c = NULL;
+    rt_runner *c = NULL;
     niah_filler *f = NULL;
     cell *cells = NULL;
     niah_case cs = {0};
@@ -337,16 +353,6 @@ int bench_niah(int argc, char **argv)
     rc = APP_EXIT_FAIL;
     uint64_t seed = o.seed_set ? o.seed : 1;
 
-    if (o.backend == APP_BACKEND_CUDA) {
-        loupe_fail(&err, LOUPE_ERR_UNSUPPORTED,
-                   "--backend cuda does not drive `bench niah` yet (only `logits`); use --backend cpu");
-        goto fail;
-    }
-    if (o.attention == APP_ATTN_RETRIEVAL || o.attention == APP_ATTN_IVF) {
-        loupe_fail(&err, LOUPE_ERR_UNSUPPORTED, "--attention %s is not yet supported (use full or "
-                   "flat)", o.attention == APP_ATTN_IVF ? "ivf" : "retrieval");
-        goto fail;
-    }
     if (app_chat_model_open(&o, &cm, &err))
         goto fail;
     m = cm.model;
@@ -383,16 +389,16 @@ int bench_niah(int argc, char **argv)
         goto fail;
     }
     runner run = {.tok = tok};
-    run.sp = (rt_sparse_params){.enabled = o.attention == APP_ATTN_FLAT, .topk = (uint32_t)o.topk,
-                                .sinks = (uint32_t)o.sinks, .window = (uint32_t)o.window};
     if (!list && max_len > 0) {
-        rt_ctx_params cp;
-        rt_ctx_params_init(&cp);
-        cp.n_ctx = (uint32_t)max_len;
-        cp.n_threads = o.threads;
-        if (rt_ctx_create(m, &cp, &c, &err))
+        rt_runner_params rp;
+        app_runner_params(&o, &rp);
+        rp.n_ctx = (uint32_t)max_len;
+        if (rt_runner_create(m, &rp, &c, &err))
             goto fail;
-        run.c = c;
+        run.r = c;
+        run.split = rt_runner_attention(c) != RT_ATTN_FULL;
+        fprintf(stderr, "loupe: bench niah: %s backend, %s attention\n",
+                rt_backend_name(rt_runner_backend(c)), rt_attn_mode_name(rt_runner_attention(c)));
     }
     if (list)
         printf("task,length,depth,case,prompt_tokens,needle_pos,measured_depth,answer\n");
@@ -439,7 +445,7 @@ int bench_niah(int argc, char **argv)
                         fprintf(stderr, "\rniah: %s %.0f depth %.2f case %d/%d (%zu/%zu, %.0f s)  ",
                                 niah_task_name(tasks[ti]), lens.v[li], deps.v[di], k + 1, n_cases,
                                 done + 1, total, now_s() - t_start);
-                    if (run_case(&run, &cs.ids, hp->n_vocab, ANSWER_ROOM, cl, &err))
+                    if (run_case(&run, &cs, hp->n_vocab, ANSWER_ROOM, cl, &err))
                         goto fail;
                     bool ok = niah_answer_match(run.answer, run.len, cs.answer);
                     cl->correct += ok;
@@ -454,7 +460,7 @@ int bench_niah(int argc, char **argv)
                             cl->correct, cl->cases, now_s() - t_cell);
             }
     if (!list) {
-        const char *attn = o.attention == APP_ATTN_FLAT ? "flat" : "full";
+        const char *attn = c ? rt_attn_mode_name(rt_runner_attention(c)) : "full";
         if (csv)
             print_csv(tasks, n_tasks, &lens, &deps, cells, attn);
         else
@@ -472,7 +478,7 @@ done:
     niah_case_free(&cs);
     free(cells);
     niah_filler_destroy(f);
-    rt_ctx_destroy(c);
+    rt_runner_destroy(c);
     app_chat_model_close(&cm);
 out_usage:
     free(hay);

@@ -107,6 +107,26 @@ static bool blank(const char *s)
     return true;
 }
 
+/* Where the question's tokens begin in the prompt: the last place its own tokenisation occurs
+ * (the user turn ends with it, after a blank line that ends a pre-token). Falls back to the last
+ * token, so at least that goes through the decode path. */
+static loupe_status question_start(const rt_tokenizer *tok, const char *question,
+                                   const rt_ids *ids, size_t *start, loupe_err *err)
+{
+    rt_ids q;
+    rt_ids_init(&q);
+    loupe_status st = rt_tokenize(tok, question, strlen(question), &q, err);
+    *start = ids->n - 1;
+    if (!st && q.n > 0 && q.n < ids->n)
+        for (size_t i = ids->n - q.n + 1; i-- > 0;)
+            if (!memcmp(ids->ids + i, q.ids, q.n * sizeof *q.ids)) {
+                *start = i;
+                break;
+            }
+    rt_ids_free(&q);
+    return st;
+}
+
 int cmd_ask(int argc, char **argv)
 {
     app_opts o;
@@ -157,7 +177,7 @@ int cmd_ask(int argc, char **argv)
     app_chat_model cm = {0};
     rt_model *m = NULL;
     rt_tokenizer *tok = NULL;
-    rt_ctx *c = NULL;
+    rt_runner *c = NULL;
     rt_sampler *smp = NULL;
     char *out = NULL;
     const size_t out_cap = 1 << 16;
@@ -168,11 +188,6 @@ int cmd_ask(int argc, char **argv)
     }
     if (session) {
         loupe_fail(&err, LOUPE_ERR_UNSUPPORTED, "--session is not supported yet");
-        goto fail;
-    }
-    if (o.backend == APP_BACKEND_CUDA) {
-        loupe_fail(&err, LOUPE_ERR_UNSUPPORTED,
-                   "--backend cuda does not drive `ask` yet (only `logits`); use --backend cpu");
         goto fail;
     }
     if (app_chat_model_open(&o, &cm, &err))
@@ -235,11 +250,10 @@ int cmd_ask(int argc, char **argv)
                    "room)", ids.n, (unsigned long long)limit);
         goto fail;
     }
-    rt_ctx_params cp;
-    rt_ctx_params_init(&cp);
+    rt_runner_params rp;
+    app_runner_params(&o, &rp);
     uint64_t want = ids.n + (uint64_t)o.max_tokens;
-    cp.n_ctx = (uint32_t)(want < limit ? want : limit);
-    cp.n_threads = o.threads;
+    rp.n_ctx = (uint32_t)(want < limit ? want : limit);
     rt_sampler_params sp;
     rt_sampler_params_init(&sp);
     sp.temp = o.temp;
@@ -253,22 +267,32 @@ int cmd_ask(int argc, char **argv)
         loupe_fail(&err, LOUPE_ERR_NOMEM, "out of memory");
         goto fail;
     }
-    if (rt_ctx_create(m, &cp, &c, &err) || rt_sampler_create(&sp, hp->n_vocab, &smp, &err))
+    if (rt_runner_create(m, &rp, &c, &err) || rt_sampler_create(&sp, hp->n_vocab, &smp, &err))
         goto fail;
     for (size_t i = 0; i < ids.n; i++)
         rt_sampler_accept(smp, ids.ids[i]);
 
     ask_progress prog = {.shown = false};
     clock_gettime(CLOCK_MONOTONIC, &prog.start);
-    rt_ctx_set_progress(c, on_progress, &prog);
-    if (rt_ctx_prefill(c, ids.ids, ids.n, NULL, &err))
+    rt_runner_set_progress(c, on_progress, &prog);
+    /* In a retrieval mode the sources are the context's prefill and the question extends it
+     * through the retrieval path, as a follow-up question to a saved session would. */
+    size_t n_pre = ids.n;
+    if (rt_runner_attention(c) != RT_ATTN_FULL &&
+        question_start(tok, question, &ids, &n_pre, &err))
+        goto fail;
+    if (rt_runner_prefill(c, ids.ids, n_pre, NULL, &err) ||
+        (n_pre < ids.n && rt_runner_prefill(c, ids.ids + n_pre, ids.n - n_pre, NULL, &err)))
         goto fail;
 
     rt_detok_state ds;
     rt_detok_init(&ds);
     bool ended_nl = true, context_full = false;
     for (int n_gen = 0; n_gen < o.max_tokens; n_gen++) {
-        int32_t id = rt_sampler_sample(smp, rt_ctx_logits(c));
+        const float *logits = rt_runner_logits(c, &err);
+        if (!logits)
+            goto fail;
+        int32_t id = rt_sampler_sample(smp, logits);
         if (rt_tokenizer_is_eog(tok, id))
             break;
         rt_sampler_accept(smp, id);
@@ -286,11 +310,11 @@ int cmd_ask(int argc, char **argv)
         }
         fflush(stdout);
     next:
-        if (rt_ctx_n_past(c) >= rt_ctx_n_ctx(c)) {
+        if (rt_runner_n_past(c) >= rt_runner_n_ctx(c)) {
             context_full = true;
             break;
         }
-        if (rt_ctx_decode(c, id, &err))
+        if (rt_runner_decode(c, id, &err))
             goto fail;
     }
     size_t w = rt_detok_flush(&ds, out, out_cap);
@@ -302,7 +326,7 @@ int cmd_ask(int argc, char **argv)
         fputc('\n', stdout);
     if (context_full)
         fprintf(stderr, "loupe: ask: the answer stopped at the end of the context (%u tokens); "
-                        "a larger --ctx or fewer sources leave it more room\n", rt_ctx_n_ctx(c));
+                        "a larger --ctx or fewer sources leave it more room\n", rt_runner_n_ctx(c));
     if (fflush(stdout) != 0) {
         loupe_fail(&err, LOUPE_ERR_IO, "writing the answer to stdout failed");
         goto fail;
@@ -314,7 +338,7 @@ fail:
 done:
     free(out);
     rt_sampler_destroy(smp);
-    rt_ctx_destroy(c);
+    rt_runner_destroy(c);
     app_chat_model_close(&cm);
     rt_ids_free(&ids);
     free(user);

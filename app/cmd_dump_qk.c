@@ -239,7 +239,7 @@ int cmd_dump_qk(int argc, char **argv)
     char *desc = NULL, *manifest = NULL;
     size_t man_cap = 1 << 16, man_len = 0;
 
-    if (o.backend == APP_BACKEND_CUDA) {
+    if (o.backend == RT_BACKEND_CUDA) {
         loupe_fail(&err, LOUPE_ERR_UNSUPPORTED,
                    "--backend cuda does not drive `dump-qk` yet (only `logits`); use --backend cpu");
         goto fail;

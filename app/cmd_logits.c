@@ -3,12 +3,13 @@
  * prints the logits after the last token (every position with --all), one row per line, values
  * space-separated as %.9g so rows round-trip float32 exactly.
  *
- * With --attention flat every token but the last is prefilled and the last goes through the
- * sparse decode path (static set + exact top-k); retrieval and ivf arrive with their issue.
+ * With --attention retrieval|flat|ivf every token but the last is the context's prefill (full
+ * attention, then the indexes are built) and the last goes through that decode path (rt_runner.h):
+ * static set + the --topk host keys the index returns, merged. --stats prints what the retrieval
+ * did on stderr.
  *
  * --backend cuda runs full attention on the GPU (rt_cuda.h, bf16 KV cache and prefill operands,
- * within --gpu-mem); --backend auto does so when a CUDA device is usable and the attention is
- * full, and otherwise takes the CPU path, which is unchanged.
+ * within --gpu-mem); --backend auto does so when a CUDA device is usable and the mode runs there.
  */
 #include "app/app.h"
 
@@ -22,7 +23,9 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: loupe logits [--model FILE] --tokens \"ID ID ...\" [--all]\n"
-               "                    [--attention full|flat] [--ctx N] [--threads N]\n"
+               "                    [--attention full|retrieval|flat|ivf] [--topk N] [--sinks N]\n"
+               "                    [--window N] [--ef N] [--nprobe N] [--stats]\n"
+               "                    [--ctx N] [--threads N]\n"
                "                    [--backend auto|cpu|cuda] [--gpu-mem SIZE]\n"
                "Prints the logits after the last token (every position with --all), one row\n"
                "per line, space-separated.\n");
@@ -58,51 +61,12 @@ static void print_row(const float *row, uint32_t n)
     putchar('\n');
 }
 
-/* The CUDA path: every id prefilled on the GPU, logits printed as the CPU path prints them. */
-static int logits_cuda(const app_opts *o, const rt_model *m, const rt_ids *ids, bool all)
-{
-    loupe_err err = {0};
-    rt_cuda_engine *e = NULL;
-    float *rows = NULL;
-    int rc = APP_EXIT_FAIL;
-    const uint32_t n_vocab = rt_model_hparams(m)->n_vocab;
-    rt_cuda_params p;
-    rt_cuda_params_init(&p);
-    p.n_ctx = (uint32_t)ids->n;
-    p.gpu_mem = o->gpu_mem;
-    if (all && !(rows = malloc(ids->n * (size_t)n_vocab * sizeof *rows))) {
-        loupe_fail(&err, LOUPE_ERR_NOMEM, "out of memory for %zu rows of logits", ids->n);
-        goto done;
-    }
-    if (rt_cuda_engine_create(m, &p, &e, &err) || rt_cuda_prefill(e, ids->ids, ids->n, rows, &err))
-        goto done;
-    const float *last = rt_cuda_logits(e, &err);
-    if (!last)
-        goto done;
-    if (rows)
-        for (size_t t = 0; t < ids->n; t++)
-            print_row(rows + t * n_vocab, n_vocab);
-    else
-        print_row(last, n_vocab);
-    if (fflush(stdout) != 0) {
-        loupe_fail(&err, LOUPE_ERR_IO, "writing the logits to stdout failed");
-        goto done;
-    }
-    rc = APP_EXIT_OK;
-done:
-    if (rc != APP_EXIT_OK)
-        app_fail("logits", &err);
-    rt_cuda_engine_destroy(e);
-    free(rows);
-    return rc;
-}
-
 int cmd_logits(int argc, char **argv)
 {
     app_opts o;
     app_opts_init(&o);
     const char *tokens = NULL;
-    bool all = false;
+    bool all = false, stats = false;
     for (int i = 1; i < argc; i++) {
         int r = app_opts_parse(&o, "logits", argc, argv, &i);
         if (r > 1)
@@ -115,6 +79,10 @@ int cmd_logits(int argc, char **argv)
         }
         if (!strcmp(argv[i], "--all")) {
             all = true;
+            continue;
+        }
+        if (!strcmp(argv[i], "--stats")) {
+            stats = true;
             continue;
         }
         if ((r = app_opt_value("logits", "--tokens", argc, argv, &i, &tokens)) > 1)
@@ -131,7 +99,7 @@ int cmd_logits(int argc, char **argv)
     rt_ids_init(&ids);
     rt_gguf *g = NULL;
     rt_model *m = NULL;
-    rt_ctx *c = NULL;
+    rt_runner *c = NULL;
     float *rows = NULL;
     if ((rc = parse_ids(tokens, &ids)) != 0)
         goto done;
@@ -140,21 +108,6 @@ int cmd_logits(int argc, char **argv)
         rc = app_usage("logits", "--tokens holds no token ids");
         goto done;
     }
-    if (o.attention == APP_ATTN_RETRIEVAL || o.attention == APP_ATTN_IVF) {
-        loupe_fail(&err, LOUPE_ERR_UNSUPPORTED, "--attention %s is not yet supported (use full "
-                   "or flat)", o.attention == APP_ATTN_IVF ? "ivf" : "retrieval");
-        app_fail("logits", &err);
-        goto done;
-    }
-    if (o.backend == APP_BACKEND_CUDA && o.attention == APP_ATTN_FLAT) {
-        loupe_fail(&err, LOUPE_ERR_UNSUPPORTED,
-                   "--attention flat runs on the CPU only for now; use --backend cpu");
-        app_fail("logits", &err);
-        goto done;
-    }
-    const bool cuda = o.backend == APP_BACKEND_CUDA ||
-                      (o.backend == APP_BACKEND_AUTO && o.attention != APP_ATTN_FLAT &&
-                       rt_cuda_available());
     const char *path = app_model_path(&o);
     if (rt_gguf_open(path, &g, &err) || rt_model_load(g, &m, &err)) {
         app_fail("logits", &err);
@@ -171,15 +124,10 @@ int cmd_logits(int argc, char **argv)
         app_fail("logits", &err);
         goto done;
     }
-    if (cuda) {
-        rc = logits_cuda(&o, m, &ids, all);
-        goto done;
-    }
-    rt_ctx_params cp;
-    rt_ctx_params_init(&cp);
-    cp.n_ctx = (uint32_t)ids.n;
-    cp.n_threads = o.threads;
-    if (rt_ctx_create(m, &cp, &c, &err)) {
+    rt_runner_params rp;
+    app_runner_params(&o, &rp);
+    rp.n_ctx = (uint32_t)ids.n;
+    if (rt_runner_create(m, &rp, &c, &err)) {
         app_fail("logits", &err);
         goto done;
     }
@@ -192,38 +140,49 @@ int cmd_logits(int argc, char **argv)
             goto done;
         }
     }
-    bool sparse = o.attention == APP_ATTN_FLAT;
-    size_t n_pre = sparse ? ids.n - 1 : ids.n;
-    if (n_pre > 0 && rt_ctx_prefill(c, ids.ids, n_pre, rows, &err)) {
+    /* In a retrieval mode the last token is the one decoded through the retrieval path. */
+    rt_attn_mode mode = rt_runner_attention(c);
+    size_t n_pre = mode == RT_ATTN_FULL || ids.n == 1 ? ids.n : ids.n - 1;
+    if (rt_runner_prefill(c, ids.ids, n_pre, rows, &err) ||
+        (n_pre < ids.n && rt_runner_decode(c, ids.ids[ids.n - 1], &err))) {
         app_fail("logits", &err);
         goto done;
     }
-    if (sparse) {
-        rt_sparse_params sp = {.enabled = true,
-                               .topk = (uint32_t)o.topk,
-                               .sinks = (uint32_t)o.sinks,
-                               .window = (uint32_t)o.window};
-        if (rt_ctx_decode_sparse(c, ids.ids[ids.n - 1], &sp, &err)) {
-            app_fail("logits", &err);
-            goto done;
-        }
-        if (rows)
-            memcpy(rows + n_pre * n_vocab, rt_ctx_logits(c), n_vocab * sizeof *rows);
+    const float *last = rt_runner_logits(c, &err);
+    if (!last) {
+        app_fail("logits", &err);
+        goto done;
     }
+    if (rows && n_pre < ids.n)
+        memcpy(rows + n_pre * n_vocab, last, n_vocab * sizeof *rows);
     if (rows)
         for (size_t t = 0; t < ids.n; t++)
             print_row(rows + t * n_vocab, n_vocab);
     else
-        print_row(rt_ctx_logits(c), n_vocab);
+        print_row(last, n_vocab);
     if (fflush(stdout) != 0) {
         loupe_fail(&err, LOUPE_ERR_IO, "writing the logits to stdout failed");
         app_fail("logits", &err);
         goto done;
     }
+    if (stats) {
+        rt_runner_stats st;
+        rt_runner_stats_get(c, &st);
+        fprintf(stderr,
+                "loupe: logits: %s backend, %s attention: %u static + %u host tokens; "
+                "%llu searches scanned %llu keys (%.2f%% of the host set per search), "
+                "%llu host keys attended\n",
+                rt_backend_name(rt_runner_backend(c)), rt_attn_mode_name(mode), st.n_static,
+                st.n_host, (unsigned long long)st.searches, (unsigned long long)st.keys_scanned,
+                st.searches && st.n_host ? 100.0 * (double)st.keys_scanned /
+                                               ((double)st.searches * st.n_host)
+                                         : 0.0,
+                (unsigned long long)st.keys_attended);
+    }
     rc = APP_EXIT_OK;
 done:
     free(rows);
-    rt_ctx_destroy(c);
+    rt_runner_destroy(c);
     rt_model_destroy(m);
     rt_gguf_close(g);
     rt_ids_free(&ids);

@@ -115,11 +115,13 @@ int app_opt_value(const char *cmd, const char *name, int argc, char **argv, int 
 void app_opts_init(app_opts *o)
 {
     memset(o, 0, sizeof *o);
-    o->backend = APP_BACKEND_AUTO;
-    o->attention = APP_ATTN_AUTO;
+    o->backend = RT_BACKEND_AUTO;
+    o->attention = RT_ATTN_AUTO;
     o->topk = 100;
     o->sinks = 128;
     o->window = 512;
+    o->static_max = 2048;
+    o->build_queries = 16384;
     o->temp = 0.8f;
     o->top_k = 40;
     o->top_p = 0.95f;
@@ -139,17 +141,17 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
         o->model = v;
     } else if (TRY("--backend")) {
         if (r > 1) return r;
-        if (!strcmp(v, "auto")) o->backend = APP_BACKEND_AUTO;
-        else if (!strcmp(v, "cpu")) o->backend = APP_BACKEND_CPU;
-        else if (!strcmp(v, "cuda")) o->backend = APP_BACKEND_CUDA;
+        if (!strcmp(v, "auto")) o->backend = RT_BACKEND_AUTO;
+        else if (!strcmp(v, "cpu")) o->backend = RT_BACKEND_CPU;
+        else if (!strcmp(v, "cuda")) o->backend = RT_BACKEND_CUDA;
         else return app_usage(cmd, "--backend must be auto, cpu or cuda, got '%s'", v);
     } else if (TRY("--attention")) {
         if (r > 1) return r;
-        if (!strcmp(v, "auto")) o->attention = APP_ATTN_AUTO;
-        else if (!strcmp(v, "full")) o->attention = APP_ATTN_FULL;
-        else if (!strcmp(v, "retrieval")) o->attention = APP_ATTN_RETRIEVAL;
-        else if (!strcmp(v, "flat")) o->attention = APP_ATTN_FLAT;
-        else if (!strcmp(v, "ivf")) o->attention = APP_ATTN_IVF;
+        if (!strcmp(v, "auto")) o->attention = RT_ATTN_AUTO;
+        else if (!strcmp(v, "full")) o->attention = RT_ATTN_FULL;
+        else if (!strcmp(v, "retrieval")) o->attention = RT_ATTN_RETRIEVAL;
+        else if (!strcmp(v, "flat")) o->attention = RT_ATTN_FLAT;
+        else if (!strcmp(v, "ivf")) o->attention = RT_ATTN_IVF;
         else return app_usage(cmd, "--attention must be auto, full, retrieval, flat or ivf, got '%s'", v);
     } else if (TRY("--gpu-mem")) {
         if (r > 1) return r;
@@ -159,7 +161,7 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
         if ((r = app_parse_i64(cmd, "--ctx", v, 1, INT32_MAX, &o->ctx))) return r;
     } else if (TRY("--topk")) {
         if (r > 1) return r;
-        if ((r = app_parse_i64(cmd, "--topk", v, 1, INT32_MAX, &n))) return r;
+        if ((r = app_parse_i64(cmd, "--topk", v, 0, INT32_MAX, &n))) return r;
         o->topk = (int)n;
     } else if (TRY("--sinks")) {
         if (r > 1) return r;
@@ -169,6 +171,22 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
         if (r > 1) return r;
         if ((r = app_parse_i64(cmd, "--window", v, 0, INT32_MAX, &n))) return r;
         o->window = (int)n;
+    } else if (TRY("--static-max")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--static-max", v, 2, INT32_MAX, &n))) return r;
+        o->static_max = (int)n;
+    } else if (TRY("--ef")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--ef", v, 1, 1 << 20, &n))) return r;
+        o->ef = (int)n;
+    } else if (TRY("--nprobe")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--nprobe", v, 1, 1 << 20, &n))) return r;
+        o->nprobe = (int)n;
+    } else if (TRY("--build-queries")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--build-queries", v, 1, INT32_MAX, &o->build_queries)))
+            return r;
     } else if (TRY("--threads")) {
         if (r > 1) return r;
         if ((r = app_parse_i64(cmd, "--threads", v, 0, 4096, &n))) return r;
@@ -207,6 +225,23 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
     }
 #undef TRY
     return 1;
+}
+
+void app_runner_params(const app_opts *o, rt_runner_params *p)
+{
+    rt_runner_params_init(p);
+    p->backend = o->backend;
+    p->attention = o->attention;
+    p->n_ctx = (uint32_t)o->ctx;
+    p->n_threads = o->threads;
+    p->gpu_mem = o->gpu_mem;
+    p->retrieval.topk = (uint32_t)o->topk;
+    p->retrieval.sinks = (uint32_t)o->sinks;
+    p->retrieval.window = (uint32_t)o->window;
+    p->retrieval.static_max = (uint32_t)o->static_max;
+    p->retrieval.ef = o->ef;
+    p->retrieval.nprobe = o->nprobe;
+    p->retrieval.build_queries = o->build_queries;
 }
 
 const char *app_model_path(const app_opts *o)

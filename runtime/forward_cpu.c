@@ -211,8 +211,12 @@ static void forward_chunk(rt_ctx *c, const int32_t *ids, size_t B, float *all_lo
         }
         if (c->cap_q && il == c->cap_layer) /* the chunk's positions are contiguous */
             memcpy(c->cap_q + (size_t)c->n_past * nq, c->q, B * nq * sizeof(float));
+        if (c->q_hook)
+            c->q_hook(c->hook_user, il, c->n_past, B, c->q);
         if (sp && sp->enabled)
             attend_sparse(c, il, sp);
+        else if (c->attend_hook)
+            c->attend_hook(c->hook_user, c, il, B);
         else
             attend_full(c, il, B);
         rt_matmul_cpu(&L->wo, c->att, nq, B, c->xb, E, pool);

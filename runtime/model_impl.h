@@ -111,6 +111,13 @@ struct rt_ctx {
     int32_t *sp_idx; /* (n_threads, n_ctx) sparse decode: their positions */
     float *cap_q;    /* (n_ctx, n_head, head_dim) caller's query capture, NULL = off */
     uint32_t cap_layer;
+    /* Hooks of the retrieval path (retrieval_cpu.c), NULL = off. q_hook sees every layer's
+     * post-RoPE queries of a chunk, (B, n_head · head_dim) at positions n_past..; attend_hook
+     * replaces full attention: it reads c->q and the cache (the chunk's K/V rows already stored)
+     * and writes c->att. */
+    void (*q_hook)(void *user, uint32_t layer, uint32_t pos0, size_t B, const float *q);
+    void (*attend_hook)(void *user, rt_ctx *c, uint32_t layer, size_t B);
+    void *hook_user;
     rt_progress_fn progress;
     void *progress_user;
 };

@@ -14,5 +14,6 @@
 #include "runtime/rt_chat.h"
 #include "runtime/rt_model.h"
 #include "runtime/rt_cuda.h"
+#include "runtime/rt_runner.h"
 
 #endif /* LOUPE_RUNTIME_H */

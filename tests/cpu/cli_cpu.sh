@@ -36,7 +36,7 @@ a = [float(x) for x in sys.argv[1].split()]; b = [float(x) for x in sys.argv[2].
 m = max(abs(x) for x in b)
 sys.exit(0 if max(abs(x - y) for x, y in zip(a, b)) <= 1e-5 * m else 1)
 EOF
-expect 1 'not yet supported' -- logits --model "$model" --tokens "1 2" --attention ivf
+expect 1 'exceed the window' -- logits --model "$model" --tokens "1 2" --attention ivf --window 16 --static-max 8
 expect 2 'token ids' -- logits --model "$model" --tokens "1 two 3"
 expect 2 'required' -- logits --model "$model"
 expect 1 'outside the vocabulary' -- logits --model "$model" --tokens "1 400"

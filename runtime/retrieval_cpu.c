@@ -1,0 +1,465 @@
+/*
+ * Retrieval attention on the CPU backend (retrieval_impl.h has the life cycle).
+ *
+ * Positions of a sealed context of n_past tokens:
+ *
+ *   [0, sinks)            static: attention sinks
+ *   [sinks, host_end)     host set: searched through the indexes; index id i is position sinks + i
+ *   [host_end, n_past)    static tail: the context's last `window` tokens and every token after
+ *
+ * The CPU backend's KV cache is the host memory: each (layer, KV head) gets one ann_keys VIEW over
+ * its cache rows from `sinks` on (float32, exact scores), grown in place as tokens move to the
+ * host set, shared by the indexes of the KV group's query heads. Attention always reads the
+ * cache's float32 K/V, so with topk ≥ the host set the result is full attention up to the order
+ * of the additions.
+ *
+ * Query bookkeeping (all allocated at creation): `cap` holds the sampled prefill queries the
+ * indexes are built from, (n_layer, cap_max, n_head, hd); `log` holds the queries of the static
+ * tail's positions, (n_layer, log_max, n_head, hd), slot = position − host_end — the queries that
+ * attended to tail tokens, used to link those tokens into the indexes when they move.
+ */
+#include "runtime/retrieval_impl.h"
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct rt_retr {
+    rt_ctx *c;
+    rt_attn_mode mode;
+    rt_retrieval_params p;
+    uint32_t n_layer, n_head, n_kv, hd, group, n_ctx;
+    size_t nq; /* n_head · hd: one position's queries */
+    int n_threads;
+
+    bool sealed;
+    uint32_t sinks, host_end;
+
+    /* prefill capture */
+    uint32_t cap_stride, cap_max, n_cap, prefill_n;
+    float *cap;
+    /* static-tail query log */
+    uint32_t log_max;
+    float *log;
+    float *gather; /* (max(cap_max, log_max), hd): one head's queries, contiguous */
+
+    ann_keys **keys;     /* (n_layer · n_kv), NULL while the host set is empty */
+    ann_index **index;   /* (n_layer · n_head) */
+    ann_search_ctx **sctx; /* (n_threads) */
+    int32_t *ids;        /* (n_threads, topk) */
+    float *scores;       /* (n_threads, topk) */
+    float *tmp;          /* (n_threads, hd) */
+    double *search_t;    /* (n_threads) thread-seconds in search, this hook call */
+    int max_beam;
+
+    rt_runner_stats st;
+    loupe_status hook_status; /* first failure inside a hook (reported by settle) */
+    loupe_err hook_err;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static ann_type index_type(rt_attn_mode mode)
+{
+    return mode == RT_ATTN_FLAT ? ANN_FLAT : mode == RT_ATTN_IVF ? ANN_IVF : ANN_GRAPH;
+}
+
+/* ==== Hooks =============================================================================== */
+
+/* Prefill: sampled positions into `cap`, the last `window` positions into `log`. */
+static void capture_hook(void *user, uint32_t layer, uint32_t pos0, size_t B, const float *q)
+{
+    rt_retr *r = user;
+    uint32_t tail0 = r->prefill_n > r->p.window ? r->prefill_n - r->p.window : 0;
+    for (size_t t = 0; t < B; t++) {
+        uint32_t pos = pos0 + (uint32_t)t;
+        const float *row = q + t * r->nq;
+        if (pos % r->cap_stride == 0 && pos / r->cap_stride < r->cap_max)
+            memcpy(r->cap + ((size_t)layer * r->cap_max + pos / r->cap_stride) * r->nq, row,
+                   r->nq * sizeof *row);
+        if (pos >= tail0 && pos - tail0 < r->log_max)
+            memcpy(r->log + ((size_t)layer * r->log_max + (pos - tail0)) * r->nq, row,
+                   r->nq * sizeof *row);
+    }
+}
+
+/* Extension: every query into the tail log (slot = position − host_end). */
+static void log_hook(void *user, uint32_t layer, uint32_t pos0, size_t B, const float *q)
+{
+    rt_retr *r = user;
+    size_t slot = pos0 - r->host_end; /* ≤ static_max: settle() keeps the tail short */
+    memcpy(r->log + ((size_t)layer * r->log_max + slot) * r->nq, q, B * r->nq * sizeof *q);
+}
+
+/* Attention of the chunk's B queries (positions n_past..) of one layer: per (token, head) the
+ * static partial (sinks + tail up to the token) merged with the partial over the host keys the
+ * head's index returns. */
+static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
+{
+    rt_retr *r = user;
+    const uint32_t hd = r->hd, n_head = r->n_head, group = r->group;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const uint32_t n_host = r->host_end - r->sinks;
+    const bool search = n_host > r->p.topk && r->p.topk > 0;
+    const uint32_t k_host = search ? r->p.topk : (r->p.topk > 0 ? n_host : 0);
+    ann_search_params sp;
+    memset(&sp, 0, sizeof sp);
+    sp.k = (int)r->p.topk;
+    sp.ef = r->p.ef;
+    sp.nprobe = r->p.nprobe;
+    double t0 = now_s();
+    long work = (long)(B * n_head);
+    for (int t = 0; t < r->n_threads; t++)
+        r->search_t[t] = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(r->n_threads)
+    for (long w = 0; w < work; w++) {
+        int tid = omp_get_thread_num();
+        size_t t = (size_t)w / n_head;
+        uint32_t h = (uint32_t)(w % n_head);
+        const float *K = rt_ctx_keys(c, il, h / group), *V = rt_ctx_values(c, il, h / group);
+        const float *q = c->q + (t * n_head + h) * hd;
+        float *out = c->att + (t * n_head + h) * hd, *tmp = r->tmp + (size_t)tid * hd;
+        size_t pos = (size_t)c->n_past + t;
+        float l_out, l_tmp;
+        rt_attn_partial(q, K, V, hd, NULL, r->sinks, scale, out, &l_out);
+        rt_attn_partial(q, K + (size_t)r->host_end * hd, V + (size_t)r->host_end * hd, hd, NULL,
+                        pos + 1 - r->host_end, scale, tmp, &l_tmp);
+        rt_attn_merge(out, l_out, tmp, l_tmp, hd, out, &l_out);
+        if (k_host == 0)
+            continue;
+        if (!search) { /* the whole host set: contiguous rows */
+            rt_attn_partial(q, K + (size_t)r->sinks * hd, V + (size_t)r->sinks * hd, hd, NULL,
+                            n_host, scale, tmp, &l_tmp);
+        } else {
+            int32_t *ids = r->ids + (size_t)tid * r->p.topk;
+            float *sc = r->scores + (size_t)tid * r->p.topk;
+            int nf = 0;
+            loupe_err e;
+            double ts = now_s();
+            loupe_status st = ann_search(r->index[(size_t)il * n_head + h], r->sctx[tid], q, &sp,
+                                         ids, sc, &nf, &e);
+            r->search_t[tid] += now_s() - ts;
+            if (st) {
+#pragma omp critical(rt_retr_err)
+                if (!r->hook_status) {
+                    r->hook_status = st;
+                    r->hook_err = e;
+                }
+                nf = 0;
+            }
+            for (int i = 0; i < nf; i++)
+                ids[i] += (int32_t)r->sinks; /* index id → cache position */
+            rt_attn_partial(q, K, V, hd, ids, (size_t)nf, scale, tmp, &l_tmp);
+#pragma omp atomic
+            r->st.keys_attended += (uint64_t)nf;
+        }
+        rt_attn_merge(out, l_out, tmp, l_tmp, hd, out, &l_out);
+    }
+    double wall = now_s() - t0, thread_s = 0;
+    for (int t = 0; t < r->n_threads; t++) {
+        thread_s += r->search_t[t];
+        r->st.keys_scanned += (uint64_t)ann_search_ctx_scanned(r->sctx[t]);
+        ann_search_ctx_reset_scanned(r->sctx[t]);
+    }
+    double in_search = thread_s / r->n_threads < wall ? thread_s / r->n_threads : wall;
+    r->st.search_s += in_search;
+    r->st.attend_s += wall - in_search;
+    if (search)
+        r->st.searches += B * n_head;
+    else if (k_host)
+        r->st.keys_attended += (uint64_t)B * n_head * n_host;
+    if (il == 0)
+        r->st.retrieval_tokens += B;
+}
+
+/* ==== Lifetime ============================================================================ */
+
+loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_params *p,
+                            rt_retr **out, loupe_err *err)
+{
+    const rt_hparams *hp = &c->m->hp;
+    *out = NULL;
+    if (mode != RT_ATTN_RETRIEVAL && mode != RT_ATTN_FLAT && mode != RT_ATTN_IVF)
+        return loupe_fail(err, LOUPE_ERR_INVALID, "retrieval state for a non-retrieval mode");
+    if (p->static_max <= p->window)
+        return loupe_fail(err, LOUPE_ERR_INVALID,
+                          "the static tail limit (--static-max %u tokens) must exceed the window "
+                          "(--window %u tokens)",
+                          p->static_max, p->window);
+    rt_retr *r = calloc(1, sizeof *r);
+    if (!r)
+        return loupe_fail(err, LOUPE_ERR_NOMEM, "out of memory for the retrieval state");
+    r->c = c;
+    r->mode = mode;
+    r->p = *p;
+    if (r->p.ef <= 0) /* twice the keys wanted, the topk being at most the context */
+        r->p.ef = 2 * (int)(p->topk < c->n_ctx ? p->topk : c->n_ctx);
+    if (r->p.nprobe <= 0)
+        r->p.nprobe = 16;
+    if (r->p.build_queries <= 0)
+        r->p.build_queries = 16384;
+    r->n_layer = hp->n_layer;
+    r->n_head = hp->n_head;
+    r->n_kv = hp->n_head_kv;
+    r->hd = hp->head_dim;
+    r->group = hp->n_head / hp->n_head_kv;
+    r->n_ctx = c->n_ctx;
+    r->nq = (size_t)r->n_head * r->hd;
+    r->n_threads = c->n_threads;
+    if (r->p.ef <= 0) /* topk 0 */
+        r->p.ef = 1;
+    r->cap_max = r->p.build_queries < r->n_ctx ? (uint32_t)r->p.build_queries : r->n_ctx;
+    r->log_max = r->p.static_max + c->n_batch;
+    /* A search happens only while topk < the host set < n_ctx: beams beyond n_ctx buy nothing. */
+    if ((int64_t)r->p.ef > (int64_t)r->n_ctx)
+        r->p.ef = (int)r->n_ctx;
+    if (r->p.nprobe > (int)r->n_ctx)
+        r->p.nprobe = (int)r->n_ctx;
+    r->max_beam = r->p.ef;
+    if (r->p.topk < r->n_ctx && (int)r->p.topk > r->max_beam)
+        r->max_beam = (int)r->p.topk;
+    if (r->p.nprobe > r->max_beam)
+        r->max_beam = r->p.nprobe;
+    if (r->max_beam < 1)
+        r->max_beam = 1;
+    uint32_t gmax = r->cap_max > r->log_max ? r->cap_max : r->log_max;
+    size_t topk = r->p.topk == 0 ? 1 : r->p.topk < r->n_ctx ? r->p.topk : r->n_ctx;
+    r->cap = malloc((size_t)r->n_layer * r->cap_max * r->nq * sizeof *r->cap);
+    r->log = malloc((size_t)r->n_layer * r->log_max * r->nq * sizeof *r->log);
+    r->gather = malloc((size_t)gmax * r->hd * sizeof *r->gather);
+    r->keys = calloc((size_t)r->n_layer * r->n_kv, sizeof *r->keys);
+    r->index = calloc((size_t)r->n_layer * r->n_head, sizeof *r->index);
+    r->sctx = calloc((size_t)r->n_threads, sizeof *r->sctx);
+    r->ids = malloc((size_t)r->n_threads * topk * sizeof *r->ids);
+    r->scores = malloc((size_t)r->n_threads * topk * sizeof *r->scores);
+    r->tmp = malloc((size_t)r->n_threads * r->hd * sizeof *r->tmp);
+    r->search_t = calloc((size_t)r->n_threads, sizeof *r->search_t);
+    if (!r->cap || !r->log || !r->gather || !r->keys || !r->index || !r->sctx || !r->ids ||
+        !r->scores || !r->tmp || !r->search_t) {
+        rt_retr_destroy(r);
+        return loupe_fail(err, LOUPE_ERR_NOMEM,
+                          "out of memory for the retrieval state (%.1f MiB of query buffers)",
+                          (double)((size_t)r->n_layer * (r->cap_max + r->log_max) * r->nq * 4) /
+                              (1 << 20));
+    }
+    for (int t = 0; t < r->n_threads; t++) {
+        loupe_status st = ann_search_ctx_create(r->n_ctx, r->max_beam, &r->sctx[t], err);
+        if (st) {
+            rt_retr_destroy(r);
+            return st;
+        }
+    }
+    *out = r;
+    return LOUPE_OK;
+}
+
+static void drop_indexes(rt_retr *r)
+{
+    for (size_t i = 0; i < (size_t)r->n_layer * r->n_head; i++) {
+        ann_index_destroy(r->index[i]);
+        r->index[i] = NULL;
+    }
+    for (size_t i = 0; i < (size_t)r->n_layer * r->n_kv; i++) {
+        ann_keys_destroy(r->keys[i]);
+        r->keys[i] = NULL;
+    }
+}
+
+void rt_retr_reset(rt_retr *r)
+{
+    drop_indexes(r);
+    r->c->q_hook = NULL;
+    r->c->attend_hook = NULL;
+    r->sealed = false;
+    r->sinks = r->host_end = 0;
+    r->n_cap = r->prefill_n = 0;
+    r->hook_status = LOUPE_OK;
+    memset(&r->st, 0, sizeof r->st);
+}
+
+void rt_retr_destroy(rt_retr *r)
+{
+    if (!r)
+        return;
+    rt_retr_reset(r);
+    if (r->sctx)
+        for (int t = 0; t < r->n_threads; t++)
+            ann_search_ctx_destroy(r->sctx[t]);
+    free(r->cap);
+    free(r->log);
+    free(r->gather);
+    free(r->keys);
+    free(r->index);
+    free(r->sctx);
+    free(r->ids);
+    free(r->scores);
+    free(r->tmp);
+    free(r->search_t);
+    free(r);
+}
+
+bool rt_retr_sealed(const rt_retr *r) { return r->sealed; }
+
+void rt_retr_begin(rt_retr *r, size_t n)
+{
+    rt_retr_reset(r);
+    r->prefill_n = (uint32_t)n;
+    r->cap_stride = (uint32_t)((n + r->cap_max - 1) / r->cap_max);
+    if (r->cap_stride == 0)
+        r->cap_stride = 1;
+    r->n_cap = (uint32_t)((n + r->cap_stride - 1) / r->cap_stride);
+    r->c->q_hook = capture_hook;
+    r->c->hook_user = r;
+}
+
+/* ==== Indexes ============================================================================= */
+
+/* Query head h's rows of a (rows, n_head, hd) block, contiguous into r->gather. */
+static const float *gather_head(rt_retr *r, const float *block, uint32_t rows, uint32_t h)
+{
+    for (uint32_t i = 0; i < rows; i++)
+        memcpy(r->gather + (size_t)i * r->hd, block + ((size_t)i * r->n_head + h) * r->hd,
+               r->hd * sizeof(float));
+    return r->gather;
+}
+
+/* Builds every index over host positions [sinks, host_end), from `rows` queries per layer of
+ * `qsrc` (layer stride qstride rows). Keys become views with room up to the end of the cache. */
+static loupe_status build_indexes(rt_retr *r, const float *qsrc, uint32_t qstride, uint32_t rows,
+                                  loupe_err *err)
+{
+    const int64_t n_host = r->host_end - r->sinks, cap = (int64_t)r->n_ctx - r->sinks;
+    ann_build_opts bo;
+    ann_build_opts_init(&bo);
+    bo.threads = r->n_threads;
+    if (r->p.degree > 0)
+        bo.degree = r->p.degree;
+    double t0 = now_s();
+    for (uint32_t l = 0; l < r->n_layer; l++) {
+        for (uint32_t g = 0; g < r->n_kv; g++) {
+            ann_keys **kp = &r->keys[(size_t)l * r->n_kv + g];
+            loupe_status st = ann_keys_view(ANN_KEYS_F32,
+                                            rt_ctx_keys(r->c, l, g) + (size_t)r->sinks * r->hd,
+                                            NULL, n_host, (int)r->hd, r->hd, kp, err);
+            if (st)
+                return st;
+        }
+        for (uint32_t h = 0; h < r->n_head; h++) {
+            const float *q = gather_head(r, qsrc + (size_t)l * qstride * r->nq, rows, h);
+            ann_index **ix = &r->index[(size_t)l * r->n_head + h];
+            ann_build_stats bs;
+            loupe_status st = ann_index_build(index_type(r->mode),
+                                              r->keys[(size_t)l * r->n_kv + h / r->group], q,
+                                              rows, &bo, ix, &bs, err);
+            if (!st)
+                st = ann_index_reserve(*ix, cap, err);
+            if (st) {
+                loupe_err_prefix(err, "index of layer %u, head %u", l, h);
+                return st;
+            }
+            r->st.build_knn_s += bs.knn_s;
+            r->st.index_bytes += ann_index_bytes(*ix);
+        }
+    }
+    r->st.build_s += now_s() - t0;
+    return LOUPE_OK;
+}
+
+loupe_status rt_retr_seal(rt_retr *r, loupe_err *err)
+{
+    rt_ctx *c = r->c;
+    uint32_t n = c->n_past;
+    r->sinks = r->p.sinks < n ? r->p.sinks : n;
+    r->host_end = n > r->p.window ? n - r->p.window : 0;
+    if (r->host_end < r->sinks)
+        r->host_end = r->sinks;
+    /* The log holds the last `window` prefill positions from slot 0; if the tail is shorter
+     * (no host set), shift it so slot 0 is host_end. */
+    uint32_t tail0 = r->prefill_n > r->p.window ? r->prefill_n - r->p.window : 0;
+    if (r->host_end > tail0)
+        for (uint32_t l = 0; l < r->n_layer; l++) {
+            float *lg = r->log + (size_t)l * r->log_max * r->nq;
+            memmove(lg, lg + (size_t)(r->host_end - tail0) * r->nq,
+                    (size_t)(n - r->host_end) * r->nq * sizeof *lg);
+        }
+    if (r->host_end > r->sinks) {
+        loupe_status st = build_indexes(r, r->cap, r->cap_max, r->n_cap, err);
+        if (st) {
+            drop_indexes(r);
+            return st;
+        }
+    }
+    c->q_hook = log_hook;
+    c->attend_hook = attend_hook;
+    c->hook_user = r;
+    r->sealed = true;
+    return LOUPE_OK;
+}
+
+loupe_status rt_retr_settle(rt_retr *r, loupe_err *err)
+{
+    if (r->hook_status) {
+        loupe_status st = r->hook_status;
+        if (err)
+            *err = r->hook_err;
+        r->hook_status = LOUPE_OK;
+        return st;
+    }
+    uint32_t n = r->c->n_past, tail = n - r->host_end;
+    if (tail <= r->p.static_max)
+        return LOUPE_OK;
+    /* Move all but the last `window` tail tokens to the host set, linked into the indexes by
+     * every tail query (those are the queries that attended to the moved tokens). */
+    uint32_t moved = tail - r->p.window;
+    double t0 = now_s();
+    if (!r->index[0]) { /* no host set yet: first indexes, built from the tail's queries */
+        r->host_end += moved;
+        loupe_status st = build_indexes(r, r->log, r->log_max, tail, err);
+        if (st) {
+            drop_indexes(r);
+            r->host_end -= moved;
+            return st;
+        }
+    } else {
+        int64_t n_host = (int64_t)r->host_end + moved - r->sinks;
+        for (size_t i = 0; i < (size_t)r->n_layer * r->n_kv; i++) {
+            loupe_status st = ann_keys_set_count(r->keys[i], n_host, err);
+            if (st)
+                return st;
+        }
+        for (uint32_t l = 0; l < r->n_layer; l++)
+            for (uint32_t h = 0; h < r->n_head; h++) {
+                const float *q = gather_head(r, r->log + (size_t)l * r->log_max * r->nq, tail, h);
+                ann_index *ix = r->index[(size_t)l * r->n_head + h];
+                size_t before = ann_index_bytes(ix);
+                loupe_status st = ann_index_add(ix, q, tail, r->sctx[0], err);
+                if (st) {
+                    loupe_err_prefix(err, "growing the index of layer %u, head %u", l, h);
+                    return st;
+                }
+                r->st.index_bytes += ann_index_bytes(ix) - before;
+            }
+        r->host_end += moved;
+    }
+    for (uint32_t l = 0; l < r->n_layer; l++) {
+        float *lg = r->log + (size_t)l * r->log_max * r->nq;
+        memmove(lg, lg + (size_t)moved * r->nq, (size_t)(n - r->host_end) * r->nq * sizeof *lg);
+    }
+    r->st.moves++;
+    r->st.build_s += now_s() - t0;
+    return LOUPE_OK;
+}
+
+void rt_retr_stats(const rt_retr *r, rt_runner_stats *out)
+{
+    *out = r->st;
+    out->n_static = r->sealed ? r->sinks + (r->c->n_past - r->host_end) : r->c->n_past;
+    out->n_host = r->sealed ? r->host_end - r->sinks : 0;
+}

@@ -1,0 +1,38 @@
+/*
+ * Private to runtime/: retrieval attention on the CPU backend (retrieval_cpu.c), driven by the
+ * runner (runner.c). Not part of runtime.h.
+ *
+ * Life of an rt_retr over one rt_ctx:
+ *   rt_retr_begin(n)   before the context's prefill of n tokens: arms the query capture (every
+ *                      layer, positions sampled evenly to build_queries, plus the last `window`
+ *                      positions, which start the static tail).
+ *   (rt_ctx_prefill)   full attention; the capture hook copies queries.
+ *   rt_retr_seal()     splits the context into static and host sets, builds every query head's
+ *                      index over its KV head's host keys, and installs the attention hook.
+ *   (rt_ctx_prefill / rt_ctx_decode)   extensions: static partial + searched host partial, merged.
+ *   rt_retr_settle()   after each extension: moves the oldest static tokens to the host set (and
+ *                      into the indexes) once the static tail exceeds static_max.
+ *   rt_retr_reset()    back to before rt_retr_begin, keeping the buffers.
+ */
+#ifndef LOUPE_RETRIEVAL_IMPL_H
+#define LOUPE_RETRIEVAL_IMPL_H
+
+#include "runtime/model_impl.h"
+#include "runtime/runtime.h"
+
+typedef struct rt_retr rt_retr;
+
+/* mode: RT_ATTN_RETRIEVAL, RT_ATTN_FLAT or RT_ATTN_IVF. Allocates every buffer the extensions
+ * need for the context's n_ctx and n_batch. */
+loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_params *p,
+                            rt_retr **out, loupe_err *err);
+void rt_retr_destroy(rt_retr *r);
+void rt_retr_reset(rt_retr *r);
+bool rt_retr_sealed(const rt_retr *r);
+/* Arms the capture for a prefill of n tokens starting at position 0. */
+void rt_retr_begin(rt_retr *r, size_t n);
+loupe_status rt_retr_seal(rt_retr *r, loupe_err *err);
+loupe_status rt_retr_settle(rt_retr *r, loupe_err *err);
+void rt_retr_stats(const rt_retr *r, rt_runner_stats *out);
+
+#endif /* LOUPE_RETRIEVAL_IMPL_H */

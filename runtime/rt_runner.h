@@ -1,0 +1,135 @@
+/*
+ * Part of runtime.h: the runner — one sequence on a chosen backend with a chosen attention, the
+ * object every command drives (ask, logits, bench niah).
+ *
+ * An rt_runner wraps an rt_ctx (CPU backend) or an rt_cuda_engine (CUDA backend) and, in the
+ * retrieval modes, the retrieval state of DESIGN.md:
+ *
+ *   prefill   The context, with full attention. In a retrieval mode the context is then split:
+ *             the STATIC set is its first `sinks` and last `window` tokens, the HOST set the rest;
+ *             every query head of every layer gets an index over its KV head's host keys, built
+ *             from that layer's prefill queries (sampled to `build_queries`). A runner with a
+ *             sealed context takes further prefill calls as extensions (below).
+ *   extend    Tokens after the context (a follow-up question, each generated token): in full mode
+ *             ordinary attention; in a retrieval mode each token's query heads attend exactly to
+ *             the static set (causally: new tokens see each other) and to the `topk` host keys
+ *             their index returns; the two partials are merged exactly (rt_attn_merge). New
+ *             tokens join the static set; when its tail (everything after the host set) grows
+ *             past `static_max` tokens, all but the last `window` of them move to the host set
+ *             and into the indexes (ann_index_add), linked by the queries that attended to them.
+ *
+ * Modes: RT_ATTN_RETRIEVAL searches the attention-aware graph (ANN_GRAPH); RT_ATTN_FLAT an exact
+ * scan (the baseline: what the retrieval would be with perfect recall); RT_ATTN_IVF k-means lists
+ * (the baseline the method claims to beat). With topk ≥ the host set every host key is attended
+ * and the result equals full attention up to rounding. topk = 0 is the static set alone
+ * (StreamingLLM), to show what the retrieval adds.
+ *
+ * Today the retrieval modes run on the CPU backend: the CPU backend's KV cache (float32) is the
+ * host memory, the indexes search views over it. On CUDA the runner drives full attention; a
+ * retrieval mode there fails with LOUPE_ERR_UNSUPPORTED and a sentence saying so.
+ */
+#ifndef LOUPE_RT_RUNNER_H
+#define LOUPE_RT_RUNNER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "anns/anns.h"
+#include "runtime/rt_cuda.h"
+#include "runtime/rt_model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { RT_BACKEND_AUTO = 0, RT_BACKEND_CPU = 1, RT_BACKEND_CUDA = 2 } rt_backend;
+typedef enum {
+    RT_ATTN_AUTO = 0,      /* full when it fits (the CPU backend: always), else retrieval */
+    RT_ATTN_FULL = 1,
+    RT_ATTN_RETRIEVAL = 2, /* attention-aware graph */
+    RT_ATTN_FLAT = 3,      /* exact top-k (baseline) */
+    RT_ATTN_IVF = 4        /* IVF top-k (baseline) */
+} rt_attn_mode;
+
+const char *rt_backend_name(rt_backend b);    /* "auto", "cpu", "cuda" */
+const char *rt_attn_mode_name(rt_attn_mode m); /* "auto", "full", "retrieval", "flat", "ivf" */
+
+typedef struct {
+    uint32_t topk;          /* host keys attended per query head (100); 0 = static set only */
+    uint32_t sinks;         /* first tokens kept static (128) */
+    uint32_t window;        /* last tokens of the context kept static (512) */
+    uint32_t static_max;    /* static tail that triggers a move to the host set (2048) */
+    int ef;                 /* graph beam; 0: 2·topk */
+    int nprobe;             /* IVF lists probed; 0: 16 */
+    int64_t build_queries;  /* prefill queries per index, sampled evenly (16384) */
+    int degree;             /* graph out-degree cap; 0: anns' default */
+} rt_retrieval_params;
+
+typedef struct {
+    rt_backend backend;
+    rt_attn_mode attention;
+    uint32_t n_ctx;         /* 0 = the model's training context */
+    uint32_t n_batch;       /* 0 = the backend's default */
+    int n_threads;          /* 0 = all cores */
+    uint64_t gpu_mem;       /* CUDA budget in bytes; 0 = the device's free memory */
+    int device;
+    rt_cuda_dtype precision;
+    rt_retrieval_params retrieval;
+} rt_runner_params;
+
+void rt_runner_params_init(rt_runner_params *p);
+
+/* Totals since the last rt_runner_reset, for the UI, `bench` and tests. */
+typedef struct {
+    uint32_t n_static;        /* tokens in the static set now (sinks + tail) */
+    uint32_t n_host;          /* tokens in the host set now (per index) */
+    uint64_t retrieval_tokens;/* tokens that went through the retrieval path */
+    uint64_t searches;        /* index searches (tokens × layers × query heads) */
+    uint64_t keys_scanned;    /* key rows the searches scored */
+    uint64_t keys_attended;   /* host keys attended (≤ searches × topk) */
+    double search_s;          /* wall time of retrieval attention, per layer call, summed: */
+    double attend_s;          /*   the searches share of it, estimated from thread time, and
+                                   the rest (static + host partials, merge) */
+    double build_s;           /* index building at the end of the prefill */
+    double build_knn_s;       /* of which the exact kNN step */
+    uint64_t index_bytes;     /* the indexes' own arrays */
+    uint64_t moves;           /* static → host moves (index growth) */
+} rt_runner_stats;
+
+typedef struct rt_runner rt_runner;
+
+/* Resolves AUTO (backend: CUDA when a device is usable and the mode runs there; attention: full
+ * unless the CUDA engine's KV for n_ctx exceeds gpu_mem, then retrieval), creates the context or
+ * engine, and fails with a sentence for a mode the backend cannot run. `m` must outlive it. */
+loupe_status rt_runner_create(const rt_model *m, const rt_runner_params *p, rt_runner **out,
+                              loupe_err *err);
+void rt_runner_destroy(rt_runner *r); /* NULL is fine */
+
+rt_backend rt_runner_backend(const rt_runner *r);     /* resolved: cpu or cuda */
+rt_attn_mode rt_runner_attention(const rt_runner *r); /* resolved: never auto */
+uint32_t rt_runner_n_ctx(const rt_runner *r);
+uint32_t rt_runner_n_past(const rt_runner *r);
+/* Forgets every token, the indexes and the statistics; the next prefill starts a new context. */
+void rt_runner_reset(rt_runner *r);
+void rt_runner_set_progress(rt_runner *r, rt_progress_fn fn, void *user);
+
+/* Appends n tokens and computes the last one's logits (all_logits: every row, (n, n_vocab), when
+ * non-NULL). The first call after create/reset is the context's prefill (full attention, then in
+ * a retrieval mode the indexes are built); later calls extend through the mode's decode path.
+ * Fails as rt_ctx_prefill does (LOUPE_ERR_TOO_LONG before evaluating anything, ...). */
+loupe_status rt_runner_prefill(rt_runner *r, const int32_t *ids, size_t n, float *all_logits,
+                               loupe_err *err);
+/* One token through the decode path (an extension of one). */
+loupe_status rt_runner_decode(rt_runner *r, int32_t id, loupe_err *err);
+/* Logits after the last token, (n_vocab); valid until the next evaluation. NULL with err set on
+ * a CUDA error. */
+const float *rt_runner_logits(rt_runner *r, loupe_err *err);
+
+void rt_runner_stats_get(const rt_runner *r, rt_runner_stats *out);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* LOUPE_RT_RUNNER_H */

@@ -1,0 +1,217 @@
+/*
+ * The runner (rt_runner.h): one sequence on the CPU context or the CUDA engine, with full or
+ * retrieval attention. Only dispatch and mode resolution live here; the work is in forward_cpu.c,
+ * retrieval_cpu.c and runtime/cuda.
+ */
+#include "runtime/retrieval_impl.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct rt_runner {
+    const rt_model *m;
+    rt_runner_params p;   /* backend and attention resolved */
+    rt_ctx *ctx;          /* CPU backend */
+    rt_cuda_engine *cuda; /* CUDA backend */
+    rt_retr *retr;        /* retrieval modes */
+};
+
+const char *rt_backend_name(rt_backend b)
+{
+    static const char *const names[] = {"auto", "cpu", "cuda"};
+    return (unsigned)b < 3 ? names[b] : "?";
+}
+
+const char *rt_attn_mode_name(rt_attn_mode m)
+{
+    static const char *const names[] = {"auto", "full", "retrieval", "flat", "ivf"};
+    return (unsigned)m < 5 ? names[m] : "?";
+}
+
+void rt_runner_params_init(rt_runner_params *p)
+{
+    memset(p, 0, sizeof *p);
+    p->backend = RT_BACKEND_AUTO;
+    p->attention = RT_ATTN_AUTO;
+    p->precision = RT_CUDA_BF16;
+    p->retrieval.topk = 100;
+    p->retrieval.sinks = 128;
+    p->retrieval.window = 512;
+    p->retrieval.static_max = 2048;
+    p->retrieval.build_queries = 16384;
+}
+
+static bool is_retrieval(rt_attn_mode m)
+{
+    return m == RT_ATTN_RETRIEVAL || m == RT_ATTN_FLAT || m == RT_ATTN_IVF;
+}
+
+static void cuda_params(const rt_runner_params *p, rt_cuda_params *cp)
+{
+    rt_cuda_params_init(cp);
+    cp->n_ctx = p->n_ctx;
+    cp->n_batch = p->n_batch;
+    cp->gpu_mem = p->gpu_mem;
+    cp->device = p->device;
+    cp->precision = p->precision;
+}
+
+/* AUTO → a concrete backend and attention. Retrieval runs on the CPU backend only (so far). */
+static loupe_status resolve(const rt_model *m, rt_runner_params *p, loupe_err *err)
+{
+    bool cuda_ok = rt_cuda_available();
+    if (p->backend == RT_BACKEND_CUDA && !cuda_ok) {
+        loupe_err e;
+        loupe_err_clear(&e);
+        rt_cuda_device_info info;
+        rt_cuda_device_info_get(p->device, &info, &e); /* says why: no build, no device */
+        return loupe_fail(err, LOUPE_ERR_UNSUPPORTED, "--backend cuda: %s", loupe_err_message(&e));
+    }
+    if (p->backend == RT_BACKEND_CUDA && is_retrieval(p->attention))
+        return loupe_fail(err, LOUPE_ERR_UNSUPPORTED,
+                          "--attention %s does not run on the CUDA backend yet (it runs on the "
+                          "CPU backend: --backend cpu)",
+                          rt_attn_mode_name(p->attention));
+    if (p->backend == RT_BACKEND_AUTO)
+        p->backend = cuda_ok && !is_retrieval(p->attention) ? RT_BACKEND_CUDA : RT_BACKEND_CPU;
+    if (p->attention == RT_ATTN_AUTO) {
+        p->attention = RT_ATTN_FULL;
+        if (p->backend == RT_BACKEND_CUDA) {
+            rt_cuda_params cp;
+            rt_cuda_mem_plan plan;
+            rt_cuda_device_info info;
+            cuda_params(p, &cp);
+            uint64_t budget = p->gpu_mem;
+            if (!budget && !rt_cuda_device_info_get(p->device, &info, NULL))
+                budget = info.free_mem > (512ull << 20) ? info.free_mem - (512ull << 20) : 0;
+            if (rt_cuda_plan(m, &cp, &plan, NULL) == LOUPE_OK && plan.total > budget) {
+                /* the whole KV does not fit: retrieval, which runs on the CPU for now */
+                p->attention = RT_ATTN_RETRIEVAL;
+                p->backend = RT_BACKEND_CPU;
+            }
+        }
+    }
+    return LOUPE_OK;
+}
+
+loupe_status rt_runner_create(const rt_model *m, const rt_runner_params *params, rt_runner **out,
+                              loupe_err *err)
+{
+    *out = NULL;
+    rt_runner *r = calloc(1, sizeof *r);
+    if (!r)
+        return loupe_fail(err, LOUPE_ERR_NOMEM, "out of memory");
+    r->m = m;
+    r->p = *params;
+    loupe_status st = resolve(m, &r->p, err);
+    if (!st && r->p.backend == RT_BACKEND_CUDA) {
+        rt_cuda_params cp;
+        cuda_params(&r->p, &cp);
+        st = rt_cuda_engine_create(m, &cp, &r->cuda, err);
+    } else if (!st) {
+        rt_ctx_params cp;
+        rt_ctx_params_init(&cp);
+        cp.n_ctx = r->p.n_ctx;
+        cp.n_batch = r->p.n_batch;
+        cp.n_threads = r->p.n_threads;
+        st = rt_ctx_create(m, &cp, &r->ctx, err);
+        if (!st && is_retrieval(r->p.attention))
+            st = rt_retr_create(r->ctx, r->p.attention, &r->p.retrieval, &r->retr, err);
+    }
+    if (st) {
+        rt_runner_destroy(r);
+        return st;
+    }
+    *out = r;
+    return LOUPE_OK;
+}
+
+void rt_runner_destroy(rt_runner *r)
+{
+    if (!r)
+        return;
+    rt_retr_destroy(r->retr);
+    rt_ctx_destroy(r->ctx);
+    rt_cuda_engine_destroy(r->cuda);
+    free(r);
+}
+
+rt_backend rt_runner_backend(const rt_runner *r) { return r->p.backend; }
+rt_attn_mode rt_runner_attention(const rt_runner *r) { return r->p.attention; }
+
+uint32_t rt_runner_n_ctx(const rt_runner *r)
+{
+    return r->cuda ? rt_cuda_engine_plan(r->cuda)->n_ctx : rt_ctx_n_ctx(r->ctx);
+}
+
+uint32_t rt_runner_n_past(const rt_runner *r)
+{
+    return r->cuda ? rt_cuda_n_past(r->cuda) : rt_ctx_n_past(r->ctx);
+}
+
+void rt_runner_reset(rt_runner *r)
+{
+    if (r->cuda) {
+        rt_cuda_reset(r->cuda);
+        return;
+    }
+    if (r->retr)
+        rt_retr_reset(r->retr);
+    rt_ctx_reset(r->ctx);
+}
+
+void rt_runner_set_progress(rt_runner *r, rt_progress_fn fn, void *user)
+{
+    if (r->ctx)
+        rt_ctx_set_progress(r->ctx, fn, user);
+}
+
+loupe_status rt_runner_prefill(rt_runner *r, const int32_t *ids, size_t n, float *all_logits,
+                               loupe_err *err)
+{
+    if (r->cuda)
+        return rt_cuda_prefill(r->cuda, ids, n, all_logits, err);
+    if (!r->retr)
+        return rt_ctx_prefill(r->ctx, ids, n, all_logits, err);
+    if (rt_retr_sealed(r->retr)) {
+        loupe_status st = rt_ctx_prefill(r->ctx, ids, n, all_logits, err);
+        loupe_status st2 = rt_retr_settle(r->retr, st ? NULL : err);
+        return st ? st : st2;
+    }
+    if (rt_ctx_n_past(r->ctx) != 0) /* a failed earlier prefill: its queries are gone */
+        return loupe_fail(err, LOUPE_ERR_INVALID,
+                          "the context's prefill did not complete; reset the runner first");
+    rt_retr_begin(r->retr, n);
+    loupe_status st = rt_ctx_prefill(r->ctx, ids, n, all_logits, err);
+    if (!st)
+        st = rt_retr_seal(r->retr, err);
+    if (st) { /* leave nothing half-built: an empty context */
+        rt_retr_reset(r->retr);
+        rt_ctx_reset(r->ctx);
+    }
+    return st;
+}
+
+loupe_status rt_runner_decode(rt_runner *r, int32_t id, loupe_err *err)
+{
+    if (r->cuda)
+        return rt_cuda_decode(r->cuda, id, err);
+    if (r->retr) /* the first token of a context is its prefill */
+        return rt_runner_prefill(r, &id, 1, NULL, err);
+    return rt_ctx_decode(r->ctx, id, err);
+}
+
+const float *rt_runner_logits(rt_runner *r, loupe_err *err)
+{
+    return r->cuda ? rt_cuda_logits(r->cuda, err) : rt_ctx_logits(r->ctx);
+}
+
+void rt_runner_stats_get(const rt_runner *r, rt_runner_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (r->retr) {
+        rt_retr_stats(r->retr, out);
+    } else {
+        out->n_static = rt_runner_n_past(r);
+    }
+}
