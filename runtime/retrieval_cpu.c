@@ -341,6 +341,8 @@ static loupe_status build_indexes(rt_retr *r, const float *qsrc, uint32_t qstrid
     bo.threads = r->n_threads;
     if (r->p.degree > 0)
         bo.degree = r->p.degree;
+    if (rt_cuda_available()) /* the exact kNN of the build on the GPU when there is one */
+        bo.knn = rt_cuda_knn;
     double t0 = now_s();
     for (uint32_t l = 0; l < r->n_layer; l++) {
         for (uint32_t g = 0; g < r->n_kv; g++) {

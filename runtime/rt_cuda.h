@@ -122,8 +122,11 @@ loupe_status rt_cuda_greedy(rt_cuda_engine *e, int32_t *id, loupe_err *err);
  * best keys by q·k, best first, scores exact in fp32 from the keys' stored representation; with
  * key_best_query, each key's best query. Never materialises an nq × n score matrix; the device
  * memory it uses is bounded and freed before it returns. Safe to call from several host threads
- * at once (each call uses its own stream and buffers). Fails with LOUPE_ERR_UNSUPPORTED in a
- * build without CUDA or with no usable device. */
+ * at once (each call uses its own stream and buffers). Shapes the kernel does not cover (head
+ * dim > 256, k beyond a few hundred, GPUs before sm_80) and queries whose low-precision pass cannot
+ * certify their top-k are computed by ann_knn_cpu instead, so the answer is always exact
+ * (runtime/cuda/knn.cu). Fails with LOUPE_ERR_UNSUPPORTED in a build without CUDA or with no
+ * usable device. */
 loupe_status rt_cuda_knn(void *user, const ann_keys *keys, const float *queries, int64_t nq, int k,
                          int threads, int32_t *ids, float *scores, int32_t *key_best_query,
                          loupe_err *err);

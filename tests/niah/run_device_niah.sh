@@ -11,7 +11,7 @@ set -uo pipefail
 OUT=${OUT:-/tmp/loupe-niah-out}
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-L=$PWD/build-devfull/app/loupe
+L=${LOUPE_BIN:-$PWD/build-devfull/app/loupe}
 CASES=${CASES:-100} RCASES=${RCASES:-20} BUDGET=${BUDGET:-560}
 T0=$(date +%s)
 left() { echo $((BUDGET - $(date +%s) + T0)); }
@@ -23,7 +23,7 @@ run() { # run NAME SECONDS ARGS... : one bench niah call with a time limit, csv 
     local l; l=$(left); [ "$secs" -gt "$l" ] && secs=$l
     if [ "$secs" -lt 10 ]; then echo "$name: skipped (no time left)" | tee -a "$OUT/summary.txt"; return; fi
     local t=$(date +%s)
-    timeout "$secs" "$L" bench niah --csv "$@" >"$OUT/$name.csv" 2>"$OUT/$name.log"
+    timeout "$secs" "$L" bench niah --model "$PWD/tests/models/loupe-tiny.gguf" --csv "$@" >"$OUT/$name.csv" 2>"$OUT/$name.log"
     local rc=$?
     echo "$name: rc $rc, $(( $(date +%s) - t )) s" | tee -a "$OUT/summary.txt"
 }
