@@ -1,5 +1,7 @@
-/* rt_cuda_flash_attn: grid (row tiles of 16 (token, head) rows, KV heads), one split. */
+/* rt_cuda_flash_attn: the tensor-core kernel (fattn_tc.cu) where it applies, else
+ * rt_cuda_flash_attn_simt: grid (row tiles of 16 (token, head) rows, KV heads), one split. */
 #include "runtime/cuda/fattn_common.cuh"
+#include "runtime/cuda/fattn_tc.cuh"
 #include "runtime/cuda/flash_attn.cuh"
 
 extern "C" bool rt_cuda_attn_head_dim_ok(uint32_t head_dim)
@@ -10,6 +12,16 @@ extern "C" bool rt_cuda_attn_head_dim_ok(uint32_t head_dim)
 extern "C" loupe_status rt_cuda_flash_attn(const rt_cuda_attn_desc *a, uint32_t n_tok,
                                            uint32_t pos0, rt_cuda_dtype out_type, void *out,
                                            size_t out_ld, float *lse, cudaStream_t stream)
+{
+    if (rt_cuda_flash_attn_tc_ok(a))
+        return rt_cuda_flash_attn_tc(a, n_tok, pos0, out_type, out, out_ld, lse,
+                                     RT_CUDA_FATTN_TC_DEFAULT, stream);
+    return rt_cuda_flash_attn_simt(a, n_tok, pos0, out_type, out, out_ld, lse, stream);
+}
+
+extern "C" loupe_status rt_cuda_flash_attn_simt(const rt_cuda_attn_desc *a, uint32_t n_tok,
+                                                uint32_t pos0, rt_cuda_dtype out_type, void *out,
+                                                size_t out_ld, float *lse, cudaStream_t stream)
 {
     if (n_tok == 0)
         return LOUPE_OK;
