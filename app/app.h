@@ -51,6 +51,8 @@ typedef struct {
     float min_p;            /* --min-p (0.05), 0 = off */
     float repeat_penalty;   /* --repeat-penalty (1.0 = off) */
     int max_tokens;         /* --max-tokens (512) */
+    bool beyond_train;      /* commands that measure vectors (dump-qk --beyond-train): --ctx may
+                               exceed the model's training context */
 } app_opts;
 
 void app_opts_init(app_opts *o);

@@ -36,6 +36,8 @@ static void usage(FILE *f)
             "  --layer L               layer (default: the middle one, n_layer / 2)\n"
             "  --ctx N                 context tokens (synthetic: its length, default 4096;\n"
             "                          sources: the budget, default the model's context)\n"
+            "  --beyond-train          allow --ctx past the model's training context (the\n"
+            "                          vectors exist; the model's answers there are no good)\n"
             "  --out-dir D             (qk)\n"
             "  --synthetic-haystack    a generated passkey haystack (default without sources)\n"
             "  --task T --depth X      its task (passkey) and needle depth (0.5); --seed N\n"
@@ -183,6 +185,10 @@ int cmd_dump_qk(int argc, char **argv)
             synthetic = true;
             continue;
         }
+        if (r == 0 && !strcmp(argv[i], "--beyond-train")) {
+            o.beyond_train = true;
+            continue;
+        }
         if (r == 0)
             r = app_sources_parse(&src, cmd, argc, argv, &i);
         if (r == 0 && (r = app_opt_value(cmd, "--layer", argc, argv, &i, &v)) == 1)
@@ -299,6 +305,7 @@ int cmd_dump_qk(int argc, char **argv)
     rt_ctx_params_init(&cp);
     cp.n_ctx = (uint32_t)n;
     cp.n_threads = o.threads;
+    cp.beyond_train = o.beyond_train;
     qcap = malloc(n * nh * hd * sizeof *qcap);
     rows = malloc(n * hd * sizeof *rows);
     pos = malloc(n * sizeof *pos);

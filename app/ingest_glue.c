@@ -192,7 +192,7 @@ loupe_status app_context_limit(const app_opts *o, const rt_hparams *hp, uint64_t
                                loupe_err *err)
 {
     *limit = o->ctx ? (uint64_t)o->ctx : hp->n_ctx_train;
-    if (hp->n_ctx_train && *limit > hp->n_ctx_train)
+    if (hp->n_ctx_train && *limit > hp->n_ctx_train && !o->beyond_train)
         return loupe_fail(err, LOUPE_ERR_TOO_LONG, "--ctx %llu is longer than the model's context "
                           "of %u tokens", (unsigned long long)*limit, hp->n_ctx_train);
     return LOUPE_OK;

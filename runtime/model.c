@@ -237,7 +237,7 @@ loupe_status rt_ctx_create(const rt_model *m, const rt_ctx_params *p, rt_ctx **o
     if (n_ctx == 0)
         return loupe_fail(err, LOUPE_ERR_INVALID,
                           "the model states no training context; give a context length");
-    if (hp->n_ctx_train && n_ctx > hp->n_ctx_train)
+    if (hp->n_ctx_train && n_ctx > hp->n_ctx_train && !p->beyond_train)
         return loupe_fail(err, LOUPE_ERR_TOO_LONG,
                           "a context of %u tokens is longer than the model's %u", n_ctx,
                           hp->n_ctx_train);

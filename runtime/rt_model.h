@@ -53,6 +53,8 @@ typedef struct {
     uint32_t n_ctx;   /* tokens the KV cache holds; 0 = the model's training context */
     uint32_t n_batch; /* tokens per prefill chunk; 0 = 256 */
     int n_threads;    /* OpenMP threads; 0 = all cores */
+    bool beyond_train; /* allow n_ctx past the training context: RoPE extrapolates and answers
+                          degrade, but the vectors exist (measurements such as dump-qk) */
 } rt_ctx_params;
 
 void rt_ctx_params_init(rt_ctx_params *p);
@@ -63,7 +65,8 @@ typedef bool (*rt_progress_fn)(void *user, size_t done, size_t total);
 
 typedef struct rt_ctx rt_ctx;
 
-/* n_ctx larger than the model's training context fails with LOUPE_ERR_TOO_LONG. */
+/* n_ctx larger than the model's training context fails with LOUPE_ERR_TOO_LONG unless
+ * beyond_train is set. */
 loupe_status rt_ctx_create(const rt_model *m, const rt_ctx_params *p, rt_ctx **out,
                            loupe_err *err);
 void rt_ctx_destroy(rt_ctx *c); /* NULL is fine */

@@ -65,7 +65,11 @@ static loupe_status resolve(const rt_model *m, rt_runner_params *p, loupe_err *e
         loupe_err_clear(&e);
         rt_cuda_device_info info;
         rt_cuda_device_info_get(p->device, &info, &e); /* says why: no build, no device */
-        return loupe_fail(err, LOUPE_ERR_UNSUPPORTED, "--backend cuda: %s", loupe_err_message(&e));
+        const char *why = loupe_err_message(&e);
+        if (strstr(why, "built without CUDA"))
+            return loupe_fail(err, LOUPE_ERR_UNSUPPORTED, "--backend cuda: %s", why);
+        return loupe_fail(err, LOUPE_ERR_GPU, "--backend cuda: no CUDA device is usable (%s)",
+                          why);
     }
     if (p->backend == RT_BACKEND_CUDA && is_retrieval(p->attention))
         return loupe_fail(err, LOUPE_ERR_UNSUPPORTED,

@@ -1,54 +1,436 @@
 /*
- * rt_cuda_flash_decode: grid (row tiles of the group's heads, KV heads, splits) of the shared
- * tiled kernel writing partials, then fd_combine_kernel per head:
- *   L = max_s l_s,  w_s = e^{l_s - L},  out = Σ w_s o_s / Σ w_s,  lse = L + log Σ w_s.
- * The split length (fd_split_len in fattn_common.cuh) aims at about FD_TARGET_BLOCKS blocks in
- * flight (enough to fill an H100's 132 SMs twice over), never under 128 keys a split.
+ * rt_cuda_flash_decode(_dev): one query token over a key range of one layer's cache, split over
+ * the keys (flash-decoding), then an exact merge of the splits. Its own kernel, not the prefill
+ * one: decode has a single query row per head, so the work is streaming K and V at HBM speed.
  *
- * rt_cuda_flash_decode_dev (decode graphs): the key count is read from device memory, so the
- * grid is sized for the largest count (n_ctx) and the kernel computes the same split length as
- * the host would for the current count; slices past the keys are empty partials (lse = -inf,
- * out = 0). The combine gives empty partials weight exactly 0 (e^{-inf} = 0, and their outputs
- * are skipped), so the result is bit for bit the host launcher's: trailing +0.0f terms leave
- * Σ w_s unchanged, and one non-empty split among empties merges to (o·1)/1 = o, lse L + log 1.
- * The combine always runs when the grid has more than one slice, even if only one is in use.
+ * Grid: (splits, KV heads × head groups). A block (FD_WARPS warps) takes one KV head, up to GB
+ * (1, 2 or 4) of the query heads that share it (GQA: the K/V bytes are read once for all of them;
+ * groups of more than 4 heads take several head groups), and one split of the keys. Its warps
+ * take tiles of FD_TILE keys in turn. Per tile a warp
+ *   1. scores: each key row is read with 16-byte loads by LK lanes (a lane holds DPL dims of
+ *      every head's query in registers, pre-scaled by scale·log2 e), partial dots are summed over
+ *      the LK lanes by shuffles; one warp-wide load covers 32/LK whole keys (512 contiguous bytes
+ *      for a bf16 head dim of 128), several loads in flight before the first use;
+ *   2. online softmax in base 2, one key per lane (scores through shared memory);
+ *   3. values: the same lane layout, each lane accumulating its DPL output dims for every head
+ *      with the key's probability taken from the key's lane by a shuffle.
+ * At the end the warps' partials (m, l, o) merge in shared memory in a fixed order, and the
+ * block writes one partial per head (or the final output when the grid has one split). A second
+ * kernel merges the splits:
+ *   L = max_s l_s,  w_s = e^{l_s - L},  out = Σ w_s o_s / Σ w_s,  lse = L + log Σ w_s.
+ *
+ * Split rule (fd_split_len): about FD_TARGET_BLOCKS blocks (132 SMs × 3 resident), at least
+ * FD_MIN_SPLIT keys (one tile per warp), at most max_splits splits, whole tiles. It depends only
+ * on the key count, so the decode-graph launcher (count read from device memory, grid sized for
+ * n_ctx keys; splits past the keys are empty partials, out 0 and lse -inf) and the host one
+ * split a given range identically. The merge gives empty partials weight exactly 0 and sums the
+ * weights over a fixed 256-wide tree, so the two launchers agree bit for bit.
+ *
+ * Deterministic: no atomics; every sum has a fixed order.
  */
-#include "runtime/cuda/fattn_common.cuh"
+#include "runtime/cuda/common.cuh"
 #include "runtime/cuda/flash_decode.cuh"
 
 namespace rtc {
+namespace {
 
-__global__ void fd_combine_kernel(const float *part_o, const float *part_l, uint32_t n_split,
-                                  uint32_t n_head, uint32_t head_dim, float *out, float *lse)
+/* Registers are capped for FD_MIN_BLOCKS resident blocks per SM (12 warps, each with 8 KiB of
+ * loads in flight on the bf16 head-dim-128 kernel), and the split rule aims at one wave of
+ * them on an H100: 132 SMs × 3. */
+constexpr int FD_WARPS = 4, FD_THREADS = FD_WARPS * WARP, FD_TILE = 32, FD_MIN_BLOCKS = 3;
+constexpr uint32_t FD_TARGET_BLOCKS = 132 * FD_MIN_BLOCKS, FD_MIN_SPLIT = 128,
+                   FD_MAX_SPLITS = 256;
+constexpr int FD_COMBINE_THREADS = 256; /* >= FD_MAX_SPLITS and >= the largest head dim */
+constexpr float FD_LOG2E = 1.44269504088896340736f, FD_LN2 = 0.69314718055994530942f;
+
+/* Keys per split for n_keys keys: ceil(n / want), at least FD_MIN_SPLIT, at most max_splits
+ * splits, rounded up to whole tiles; 1 when there are no keys. */
+__host__ __device__ inline uint32_t fd_split_len(uint32_t n_keys, uint32_t want,
+                                                 uint32_t max_splits)
 {
-    const uint32_t h = blockIdx.x;
-    float L = -INFINITY;
-    for (uint32_t s = 0; s < n_split; s++)
-        L = fmaxf(L, part_l[(size_t)s * n_head + h]);
-    if (L == -INFINITY) {
-        for (uint32_t d = threadIdx.x; d < head_dim; d += blockDim.x)
+    if (n_keys == 0)
+        return 1;
+    uint64_t len = ((uint64_t)n_keys + want - 1) / want;
+    len = len < FD_MIN_SPLIT ? FD_MIN_SPLIT : len;
+    if (((uint64_t)n_keys + len - 1) / len > max_splits)
+        len = ((uint64_t)n_keys + max_splits - 1) / max_splits;
+    return (uint32_t)((len + FD_TILE - 1) / FD_TILE * FD_TILE);
+}
+
+struct fd_params {
+    const float *q;    /* (n_head, head_dim) */
+    const void *k, *v; /* one layer: (n_head_kv, n_ctx, head_dim) */
+    uint32_t n_ctx, group, n_head, n_hg; /* n_hg: head groups per KV head */
+    uint32_t k0, k1;                     /* keys [k0, k1); k1 from *k1_dev when set */
+    const uint32_t *k1_dev;
+    uint32_t want, max_splits; /* the split rule's inputs */
+    float scale2;              /* scale · log2 e */
+    float *out, *lse;          /* when the grid has one split */
+    float *part_o, *part_l;    /* (n_split, n_head, head_dim), (n_split, n_head) */
+};
+
+/* 16 bytes of K or V (8 bf16 or 4 floats) as floats. */
+template <typename KV> __device__ __forceinline__ void unpack(uint4 w, float *f);
+template <> __device__ __forceinline__ void unpack<__nv_bfloat16>(uint4 w, float *f)
+{
+    const uint32_t ws[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(ws[i] << 16);
+        f[2 * i + 1] = __uint_as_float(ws[i] & 0xffff0000u);
+    }
+}
+template <> __device__ __forceinline__ void unpack<float>(uint4 w, float *f)
+{
+    f[0] = __uint_as_float(w.x);
+    f[1] = __uint_as_float(w.y);
+    f[2] = __uint_as_float(w.z);
+    f[3] = __uint_as_float(w.w);
+}
+
+/* The cache is read once per token: keep it out of L1. */
+__device__ __forceinline__ uint4 ld_kv(const void *p)
+{
+    uint4 r;
+    asm("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+        : "=r"(r.x), "=r"(r.y), "=r"(r.z), "=r"(r.w)
+        : "l"(p));
+    return r;
+}
+
+template <int D, int GB, typename KV>
+__global__ void __launch_bounds__(FD_THREADS, FD_MIN_BLOCKS) fd_kernel(fd_params p)
+{
+    constexpr int VE = 16 / (int)sizeof(KV);       /* elements per 16-byte piece */
+    constexpr int NVEC = D / VE;                    /* pieces per key row */
+    constexpr int NV = NVEC > WARP ? NVEC / WARP : 1; /* pieces per lane per key */
+    constexpr int LU = NVEC / NV;                   /* lanes holding dims of a key */
+    constexpr int LK = LU <= 4 ? 4 : LU <= 8 ? 8 : LU <= 16 ? 16 : 32; /* lanes per key */
+    constexpr int KPI = WARP / LK;                  /* keys per warp-wide load */
+    constexpr int DPL = NV * VE;                    /* dims per lane */
+    constexpr int STEPS = FD_TILE / KPI;            /* loads per lane per tile */
+    constexpr int CH = STEPS < 8 / NV ? STEPS : 8 / NV; /* loads in flight together */
+    static_assert(NVEC % NV == 0 && LU <= WARP && STEPS % CH == 0, "head dim layout");
+
+    __shared__ float s_sc[FD_WARPS][GB][FD_TILE];
+    __shared__ float s_m[FD_WARPS][GB], s_l[FD_WARPS][GB];
+    __shared__ float s_o[FD_WARPS][GB][D];
+
+    const uint32_t lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
+    const uint32_t ks = lane / LK, dv = lane % LK;
+    const bool act = dv < (uint32_t)LU;
+    const uint32_t split = blockIdx.x, kvh = blockIdx.y / p.n_hg, hg = blockIdx.y % p.n_hg;
+    const uint32_t g0 = hg * GB; /* first head of the group handled here, within the KV group */
+
+    const uint32_t k1 = p.k1_dev ? *p.k1_dev : p.k1;
+    const uint32_t len = fd_split_len(k1 > p.k0 ? k1 - p.k0 : 0, p.want, p.max_splits);
+    const uint64_t lo64 = (uint64_t)p.k0 + (uint64_t)split * len;
+    const uint32_t lo = lo64 < k1 ? (uint32_t)lo64 : k1;
+    const uint32_t hi = (uint64_t)lo + len < k1 ? lo + len : k1;
+
+    /* This lane's dims: pieces dv + LU·v. */
+    float qr[GB][DPL];
+#pragma unroll
+    for (int i = 0; i < GB; i++) {
+        const bool hv = act && g0 + i < p.group;
+        const float *qh = p.q + (size_t)(kvh * p.group + g0 + i) * D;
+#pragma unroll
+        for (int v = 0; v < NV; v++)
+#pragma unroll
+            for (int e = 0; e < VE; e++)
+                qr[i][v * VE + e] = hv ? qh[(dv + LU * v) * VE + e] * p.scale2 : 0.0f;
+    }
+    float m[GB], l[GB], acc[GB][DPL];
+#pragma unroll
+    for (int i = 0; i < GB; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+#pragma unroll
+        for (int e = 0; e < DPL; e++)
+            acc[i][e] = 0.0f;
+    }
+
+    const KV *Kg = static_cast<const KV *>(p.k) + (size_t)kvh * p.n_ctx * D;
+    const KV *Vg = static_cast<const KV *>(p.v) + (size_t)kvh * p.n_ctx * D;
+    for (uint32_t j0 = lo + warp * FD_TILE; j0 < hi; j0 += FD_WARPS * FD_TILE) {
+        /* 1. scores of the tile's keys */
+#pragma unroll
+        for (int c0 = 0; c0 < STEPS; c0 += CH) {
+            uint4 kb[CH][NV];
+#pragma unroll
+            for (int st = 0; st < CH; st++) {
+                const uint32_t key = j0 + (c0 + st) * KPI + ks;
+#pragma unroll
+                for (int v = 0; v < NV; v++)
+                    kb[st][v] = act && key < hi
+                                    ? ld_kv(Kg + (size_t)key * D + (dv + LU * v) * VE)
+                                    : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int st = 0; st < CH; st++) {
+                float part[GB];
+#pragma unroll
+                for (int i = 0; i < GB; i++)
+                    part[i] = 0.0f;
+#pragma unroll
+                for (int v = 0; v < NV; v++) {
+                    float kf[VE];
+                    unpack<KV>(kb[st][v], kf);
+#pragma unroll
+                    for (int i = 0; i < GB; i++)
+#pragma unroll
+                        for (int e = 0; e < VE; e++)
+                            part[i] = fmaf(qr[i][v * VE + e], kf[e], part[i]);
+                }
+#pragma unroll
+                for (int o = LK / 2; o > 0; o /= 2)
+#pragma unroll
+                    for (int i = 0; i < GB; i++)
+                        part[i] += __shfl_xor_sync(0xffffffffu, part[i], o);
+                if (dv == 0) {
+                    const uint32_t kk = (c0 + st) * KPI + ks;
+#pragma unroll
+                    for (int i = 0; i < GB; i++)
+                        s_sc[warp][i][kk] = j0 + kk < hi ? part[i] : -INFINITY;
+                }
+            }
+        }
+        __syncwarp();
+        /* 2. online softmax, key `lane` of the tile (the tile has at least one key: m_new is
+         * finite, so corr = 2^(-inf) = 0 on the first tile and empty keys get p = 0) */
+        float pj[GB];
+#pragma unroll
+        for (int i = 0; i < GB; i++) {
+            const float s = s_sc[warp][i][lane];
+            const float m_new = fmaxf(m[i], warp_max(s));
+            const float corr = exp2f(m[i] - m_new);
+            pj[i] = exp2f(s - m_new);
+            l[i] = l[i] * corr + warp_sum(pj[i]);
+            m[i] = m_new;
+#pragma unroll
+            for (int e = 0; e < DPL; e++)
+                acc[i][e] *= corr;
+        }
+        __syncwarp(); /* s_sc is read before the next tile writes it */
+        /* 3. values */
+#pragma unroll
+        for (int c0 = 0; c0 < STEPS; c0 += CH) {
+            uint4 vb[CH][NV];
+#pragma unroll
+            for (int st = 0; st < CH; st++) {
+                const uint32_t key = j0 + (c0 + st) * KPI + ks;
+#pragma unroll
+                for (int v = 0; v < NV; v++)
+                    vb[st][v] = act && key < hi
+                                    ? ld_kv(Vg + (size_t)key * D + (dv + LU * v) * VE)
+                                    : make_uint4(0, 0, 0, 0);
+            }
+#pragma unroll
+            for (int st = 0; st < CH; st++) {
+                const int src = (c0 + st) * KPI + (int)ks; /* the key's lane in step 2 */
+                float pk[GB];
+#pragma unroll
+                for (int i = 0; i < GB; i++)
+                    pk[i] = __shfl_sync(0xffffffffu, pj[i], src);
+#pragma unroll
+                for (int v = 0; v < NV; v++) {
+                    float vf[VE];
+                    unpack<KV>(vb[st][v], vf);
+#pragma unroll
+                    for (int i = 0; i < GB; i++)
+#pragma unroll
+                        for (int e = 0; e < VE; e++)
+                            acc[i][v * VE + e] = fmaf(pk[i], vf[e], acc[i][v * VE + e]);
+                }
+            }
+        }
+    }
+
+    /* Lanes of different key slots hold the same dims: sum them (same value in every slot). */
+#pragma unroll
+    for (int o = LK; o < WARP; o *= 2)
+#pragma unroll
+        for (int i = 0; i < GB; i++)
+#pragma unroll
+            for (int e = 0; e < DPL; e++)
+                acc[i][e] += __shfl_xor_sync(0xffffffffu, acc[i][e], o);
+    if (ks == 0 && act)
+#pragma unroll
+        for (int i = 0; i < GB; i++)
+#pragma unroll
+            for (int v = 0; v < NV; v++)
+#pragma unroll
+                for (int e = 0; e < VE; e++)
+                    s_o[warp][i][(dv + LU * v) * VE + e] = acc[i][v * VE + e];
+    if (lane == 0)
+#pragma unroll
+        for (int i = 0; i < GB; i++) {
+            s_m[warp][i] = m[i];
+            s_l[warp][i] = l[i];
+        }
+    __syncthreads();
+
+    /* Merge the warps (a warp without keys has m = -inf: weight 0). */
+    for (uint32_t idx = threadIdx.x; idx < (uint32_t)(GB * D); idx += FD_THREADS) {
+        const uint32_t i = idx / D, d = idx % D;
+        if (g0 + i >= p.group)
+            continue;
+        float M = -INFINITY;
+#pragma unroll
+        for (int w = 0; w < FD_WARPS; w++)
+            M = fmaxf(M, s_m[w][i]);
+        float o = 0.0f, lse = -INFINITY;
+        if (M != -INFINITY) {
+            float den = 0.0f, num = 0.0f;
+#pragma unroll
+            for (int w = 0; w < FD_WARPS; w++) {
+                const float e = s_m[w][i] == -INFINITY ? 0.0f : exp2f(s_m[w][i] - M);
+                den = fmaf(e, s_l[w][i], den);
+                num = fmaf(e, s_o[w][i][d], num);
+            }
+            o = num / den;
+            lse = M * FD_LN2 + logf(den);
+        }
+        const uint32_t h = kvh * p.group + g0 + i;
+        if (gridDim.x == 1) {
+            p.out[(size_t)h * D + d] = o;
+            if (d == 0)
+                p.lse[h] = lse;
+        } else {
+            p.part_o[((size_t)split * p.n_head + h) * D + d] = o;
+            if (d == 0)
+                p.part_l[(size_t)split * p.n_head + h] = lse;
+        }
+    }
+}
+
+/* One block per head: weights of the splits once (thread s takes split s), their sum over a
+ * fixed 256-wide tree (threads past n_split add 0), then out[d] by thread d. */
+__global__ void __launch_bounds__(FD_COMBINE_THREADS)
+    fd_combine_kernel(const float *part_o, const float *part_l, uint32_t n_split, uint32_t n_head,
+                      uint32_t head_dim, float *out, float *lse)
+{
+    __shared__ float s_w[FD_COMBINE_THREADS];
+    __shared__ float s_red[FD_COMBINE_THREADS / WARP];
+    const uint32_t h = blockIdx.x, t = threadIdx.x, lane = t % WARP, warp = t / WARP;
+    const float ls = t < n_split ? part_l[(size_t)t * n_head + h] : -INFINITY;
+    float L = warp_max(ls);
+    if (lane == 0)
+        s_red[warp] = L;
+    __syncthreads();
+    L = -INFINITY;
+#pragma unroll
+    for (int w = 0; w < FD_COMBINE_THREADS / WARP; w++)
+        L = fmaxf(L, s_red[w]);
+    const float w_t = ls == -INFINITY ? 0.0f : expf(ls - L);
+    s_w[t] = w_t;
+    const float ws = warp_sum(w_t);
+    __syncthreads(); /* everyone has read s_red's maxima */
+    if (lane == 0)
+        s_red[warp] = ws;
+    __syncthreads();
+    float wsum = 0.0f;
+#pragma unroll
+    for (int w = 0; w < FD_COMBINE_THREADS / WARP; w++)
+        wsum += s_red[w];
+    if (L == -INFINITY) { /* every split empty */
+        for (uint32_t d = t; d < head_dim; d += FD_COMBINE_THREADS)
             out[(size_t)h * head_dim + d] = 0.0f;
-        if (threadIdx.x == 0)
+        if (t == 0)
             lse[h] = -INFINITY;
         return;
     }
-    float wsum = 0.0f;
-    for (uint32_t s = 0; s < n_split; s++)
-        wsum += expf(part_l[(size_t)s * n_head + h] - L);
-    const float inv = 1.0f / wsum;
-    for (uint32_t d = threadIdx.x; d < head_dim; d += blockDim.x) {
+    for (uint32_t d = t; d < head_dim; d += FD_COMBINE_THREADS) {
         float acc = 0.0f;
-        for (uint32_t s = 0; s < n_split; s++) {
-            const float w = expf(part_l[(size_t)s * n_head + h] - L);
-            if (w > 0.0f)
-                acc += w * part_o[((size_t)s * n_head + h) * head_dim + d];
-        }
-        out[(size_t)h * head_dim + d] = acc * inv;
+        for (uint32_t s = 0; s < n_split; s++)
+            if (s_w[s] > 0.0f)
+                acc = fmaf(s_w[s], part_o[((size_t)s * n_head + h) * head_dim + d], acc);
+        out[(size_t)h * head_dim + d] = acc / wsum;
     }
-    if (threadIdx.x == 0)
+    if (t == 0)
         lse[h] = L + logf(wsum);
 }
 
+template <int D, int GB>
+loupe_status fd_launch_kv(const fd_params &p, rt_cuda_dtype kv_type, dim3 grid,
+                          cudaStream_t stream)
+{
+    if (kv_type == RT_CUDA_BF16)
+        fd_kernel<D, GB, __nv_bfloat16><<<grid, FD_THREADS, 0, stream>>>(p);
+    else
+        fd_kernel<D, GB, float><<<grid, FD_THREADS, 0, stream>>>(p);
+    return launch_status();
+}
+
+template <int GB>
+loupe_status fd_launch_hd(const fd_params &p, rt_cuda_dtype kv_type, uint32_t head_dim,
+                          dim3 grid, cudaStream_t stream)
+{
+    switch (head_dim) {
+    case 32: return fd_launch_kv<32, GB>(p, kv_type, grid, stream);
+    case 64: return fd_launch_kv<64, GB>(p, kv_type, grid, stream);
+    case 96: return fd_launch_kv<96, GB>(p, kv_type, grid, stream);
+    case 128: return fd_launch_kv<128, GB>(p, kv_type, grid, stream);
+    case 256: return fd_launch_kv<256, GB>(p, kv_type, grid, stream);
+    default: return LOUPE_ERR_UNSUPPORTED;
+    }
+}
+
+/* Both launchers: keys [k0, k1) (k1 from k1_dev when set), the grid sized for grid_keys keys
+ * (the count itself, or n_ctx for the device-count form). */
+loupe_status fd_run(const rt_cuda_attn_desc *a, uint32_t k0, uint32_t k1, const uint32_t *k1_dev,
+                    uint32_t grid_keys, float *part, uint32_t max_splits, float *out, float *lse,
+                    cudaStream_t stream)
+{
+    if (a->n_head_kv == 0 || a->n_head % a->n_head_kv != 0 || max_splits == 0)
+        return LOUPE_ERR_INVALID;
+    const uint32_t group = a->n_head / a->n_head_kv, D = a->head_dim;
+    const int gb = group == 1 ? 1 : group == 2 ? 2 : 4;
+    fd_params p = {};
+    p.q = a->q;
+    p.k = a->k;
+    p.v = a->v;
+    p.n_ctx = a->n_ctx;
+    p.group = group;
+    p.n_head = a->n_head;
+    p.n_hg = ceil_div(group, (uint32_t)gb);
+    p.k0 = k0;
+    p.k1 = k1;
+    p.k1_dev = k1_dev;
+    p.max_splits = max_splits < FD_MAX_SPLITS ? max_splits : FD_MAX_SPLITS;
+    const uint32_t blocks_per_split = a->n_head_kv * p.n_hg;
+    p.want = FD_TARGET_BLOCKS / blocks_per_split ? FD_TARGET_BLOCKS / blocks_per_split : 1;
+    p.scale2 = a->scale * FD_LOG2E;
+    p.out = out;
+    p.lse = lse;
+    uint32_t n_split = 1;
+    if (!k1_dev) {
+        n_split = grid_keys ? ceil_div(grid_keys, fd_split_len(grid_keys, p.want, p.max_splits))
+                            : 1;
+    } else {
+        /* The rule's split count for any n <= grid_keys keys is at most want, max_splits and
+         * ceil(n / FD_MIN_SPLIT) (a split is never shorter): that bounds the grid. */
+        n_split = ceil_div(grid_keys, FD_MIN_SPLIT);
+        n_split = n_split < p.want ? n_split : p.want;
+        n_split = n_split < p.max_splits ? n_split : p.max_splits;
+        n_split = n_split ? n_split : 1;
+    }
+    if (n_split > 1) {
+        p.part_o = part;
+        p.part_l = part + (size_t)n_split * a->n_head * D;
+    }
+    const dim3 grid(n_split, blocks_per_split, 1);
+    loupe_status st = gb == 1   ? fd_launch_hd<1>(p, a->kv_type, D, grid, stream)
+                      : gb == 2 ? fd_launch_hd<2>(p, a->kv_type, D, grid, stream)
+                                : fd_launch_hd<4>(p, a->kv_type, D, grid, stream);
+    if (st || n_split == 1)
+        return st;
+    fd_combine_kernel<<<a->n_head, FD_COMBINE_THREADS, 0, stream>>>(p.part_o, p.part_l, n_split,
+                                                                    a->n_head, D, out, lse);
+    return launch_status();
+}
+
+} // namespace
 } // namespace rtc
 
 extern "C" size_t rt_cuda_flash_decode_part_floats(uint32_t n_head, uint32_t head_dim,
@@ -61,43 +443,9 @@ extern "C" loupe_status rt_cuda_flash_decode(const rt_cuda_attn_desc *a, uint32_
                                              uint32_t k1, float *part, uint32_t max_splits,
                                              float *out, float *lse, cudaStream_t stream)
 {
-    if (a->n_head_kv == 0 || a->n_head % a->n_head_kv != 0 || k1 < k0 || max_splits == 0)
+    if (k1 < k0)
         return LOUPE_ERR_INVALID;
-    rtc::fa_params p = {};
-    p.q = a->q;
-    p.q_ld = (size_t)a->n_head * a->head_dim;
-    p.k = a->k;
-    p.v = a->v;
-    p.n_ctx = a->n_ctx;
-    p.group = a->n_head / a->n_head_kv;
-    p.n_head = a->n_head;
-    p.n_tok = 1;
-    p.pos0 = k1 > 0 ? k1 - 1 : 0; /* the causal limit pos0 + 1 = k1 masks nothing */
-    p.k0 = k0;
-    p.k1 = k1;
-    p.scale = a->scale;
-    p.out = out;
-    p.out_type = RT_CUDA_F32;
-    p.out_ld = p.q_ld;
-    p.lse = lse;
-    const uint32_t n_keys = k1 - k0;
-    const uint32_t tiles = rtc::ceil_div(p.group, rtc::FA_ROWS);
-    uint32_t want = rtc::FD_TARGET_BLOCKS / (tiles * a->n_head_kv);
-    want = want ? want : 1;
-    const uint32_t len = rtc::fd_split_len(n_keys, want, max_splits);
-    const uint32_t n_split = n_keys ? rtc::ceil_div(n_keys, len) : 1;
-    p.split_len = len;
-    if (n_split > 1) {
-        p.part_o = part;
-        p.part_l = part + (size_t)n_split * a->n_head * a->head_dim;
-    }
-    const dim3 grid(tiles, a->n_head_kv, n_split);
-    loupe_status st = rtc::fa_dispatch(p, a->kv_type, a->head_dim, grid, stream);
-    if (st || n_split == 1)
-        return st;
-    rtc::fd_combine_kernel<<<a->n_head, 128, 0, stream>>>(p.part_o, p.part_l, n_split, a->n_head,
-                                                          a->head_dim, out, lse);
-    return rtc::launch_status();
+    return rtc::fd_run(a, k0, k1, nullptr, k1 - k0, part, max_splits, out, lse, stream);
 }
 
 extern "C" loupe_status rt_cuda_flash_decode_dev(const rt_cuda_attn_desc *a,
@@ -105,45 +453,7 @@ extern "C" loupe_status rt_cuda_flash_decode_dev(const rt_cuda_attn_desc *a,
                                                  uint32_t max_splits, float *out, float *lse,
                                                  cudaStream_t stream)
 {
-    if (a->n_head_kv == 0 || a->n_head % a->n_head_kv != 0 || max_splits == 0 || a->n_ctx == 0)
+    if (a->n_ctx == 0)
         return LOUPE_ERR_INVALID;
-    rtc::fa_params p = {};
-    p.q = a->q;
-    p.q_ld = (size_t)a->n_head * a->head_dim;
-    p.k = a->k;
-    p.v = a->v;
-    p.n_ctx = a->n_ctx;
-    p.group = a->n_head / a->n_head_kv;
-    p.n_head = a->n_head;
-    p.n_tok = 1;
-    p.k0 = 0;
-    p.k1_dev = n_keys_dev;
-    p.scale = a->scale;
-    p.out = out;
-    p.out_type = RT_CUDA_F32;
-    p.out_ld = p.q_ld;
-    p.lse = lse;
-    const uint32_t tiles = rtc::ceil_div(p.group, rtc::FA_ROWS);
-    uint32_t want = rtc::FD_TARGET_BLOCKS / (tiles * a->n_head_kv);
-    want = want ? want : 1;
-    p.fd_want = want;
-    p.fd_max_splits = max_splits;
-    /* The host rule's split count for any n <= n_ctx keys is at most want, max_splits and
-     * ceil(n / FD_MIN_SPLIT) (a split is never shorter than FD_MIN_SPLIT keys): that bounds the
-     * grid, so every split the rule can ask for has a slice. */
-    uint32_t n_split = rtc::ceil_div(a->n_ctx, rtc::FD_MIN_SPLIT);
-    n_split = n_split < want ? n_split : want;
-    n_split = n_split < max_splits ? n_split : max_splits;
-    n_split = n_split ? n_split : 1;
-    if (n_split > 1) {
-        p.part_o = part;
-        p.part_l = part + (size_t)n_split * a->n_head * a->head_dim;
-    }
-    const dim3 grid(tiles, a->n_head_kv, n_split);
-    loupe_status st = rtc::fa_dispatch(p, a->kv_type, a->head_dim, grid, stream);
-    if (st || n_split == 1)
-        return st;
-    rtc::fd_combine_kernel<<<a->n_head, 128, 0, stream>>>(p.part_o, p.part_l, n_split, a->n_head,
-                                                          a->head_dim, out, lse);
-    return rtc::launch_status();
+    return rtc::fd_run(a, 0, 0, n_keys_dev, a->n_ctx, part, max_splits, out, lse, stream);
 }

@@ -1,10 +1,12 @@
 /*
  * The CUDA forward pass: the same function as runtime/forward_cpu.c, on one stream.
  *
- *   decode (one token):  embed → per layer: rmsnorm, matvec q/k/v (+bias), rope, store K/V,
- *                        flash-decoding over the cache, matvec o (+= x), rmsnorm, matvec
- *                        gate/up, swiglu, matvec down (+= x) → rmsnorm, matvec output.
- *                        fp32 activations; weights read once in their stored type.
+ *   decode (one token):  embed → per layer: rmsnorm + matvec q/k/v in one launch (+bias),
+ *                        rope, store K/V, flash-decoding over the cache, matvec o (+= x),
+ *                        rmsnorm + matvec gate/up + SwiGLU in one launch, matvec down (+= x)
+ *                        → rmsnorm, matvec output. fp32 activations; weights read once in
+ *                        their stored type (gate and up of different types, as a Q4_K_M file
+ *                        may have, fall back to separate launches).
  *   prefill (n tokens):  segments of up to n_seg tokens; per segment, layer-major: for each
  *                        layer, dequantise its matrices once (unless usable in place), then run
  *                        the segment through it in chunks of n_batch with cuBLAS GEMMs (bf16 or
@@ -98,39 +100,87 @@ struct step {
     }
 };
 
-/* The last row of x → final norm → fp32 matvec with the output matrix → logits row 0. */
+/* The last row of x → final norm → fp32 matvec with the output matrix → logits row 0: one
+ * launch with the norm fused in when the row is 16-byte aligned (always in decode; a prefill's
+ * last row is unless n_embd is odd-sized), else rmsnorm then matvec. */
 bool last_logits(rt_cuda_engine *e, const float *x_row, step &ok)
 {
     const rt_hparams *hp = &e->m->hp;
+    const rt_cuda_mat &W = e->output;
+    if ((uintptr_t)x_row % 16 == 0) {
+        const rt_cuda_mv_out out = {W.data, e->logits, W.n_out};
+        return ok("output matvec", rt_cuda_matvec_multi(W.type, W.pitch, W.n_in, &out, 1, x_row,
+                                                        e->output_norm, hp->norm_eps,
+                                                        e->stream));
+    }
     float *xb = static_cast<float *>(e->xb);
     return ok("rmsnorm", rt_cuda_rmsnorm(x_row, hp->n_embd, e->output_norm, hp->n_embd, 1,
                                          hp->norm_eps, RT_CUDA_F32, xb, hp->n_embd, e->stream)) &&
-           ok("output matvec",
-              rt_cuda_matvec(e->output.type, e->output.data, e->output.pitch, e->output.n_out,
-                             e->output.n_in, xb, e->logits, false, e->stream));
+           ok("output matvec", rt_cuda_matvec(W.type, W.data, W.pitch, W.n_out, W.n_in, xb,
+                                              e->logits, false, e->stream));
 }
 
 /* ==== Decode =============================================================================== */
+
+/* q, k and v of a layer from the residual x, with the attention RMSNorm fused in, in as few
+ * launches as their stored types allow: one when the three share a type (a Q4_K_M file may
+ * store v as Q6_K). */
+bool qkv_matvec(rt_cuda_engine *e, const rt_cuda_layer *L, step &ok)
+{
+    const float eps = e->m->hp.norm_eps;
+    const rt_cuda_mat *w[3] = {&L->wq, &L->wk, &L->wv};
+    float *y[3] = {e->q, e->k, e->v};
+    for (int i = 0; i < 3;) {
+        rt_cuda_mv_out outs[3];
+        uint32_t n = 0;
+        int j = i;
+        for (; j < 3 && w[j]->type == w[i]->type && w[j]->pitch == w[i]->pitch &&
+               w[j]->n_in == w[i]->n_in;
+             j++)
+            outs[n++] = rt_cuda_mv_out{w[j]->data, y[j], w[j]->n_out};
+        if (!ok("qkv matvec", rt_cuda_matvec_multi(w[i]->type, w[i]->pitch, w[i]->n_in, outs, n,
+                                                   e->x, L->attn_norm, eps, e->stream)))
+            return false;
+        i = j;
+    }
+    return true;
+}
+
+/* silu(gate · n) · (up · n) into hg, n = the FFN RMSNorm of the residual x: one launch (norm
+ * fused) when gate and up share a type, else rmsnorm, two mat-vecs and swiglu. */
+bool ffn_gate_up(rt_cuda_engine *e, const rt_cuda_layer *L, float *hg, step &ok)
+{
+    const rt_cuda_mat &g = L->w_gate, &u = L->w_up;
+    const rt_hparams *hp = &e->m->hp;
+    cudaStream_t s = e->stream;
+    float *xb = static_cast<float *>(e->xb);
+    if (g.type == u.type && g.pitch == u.pitch && g.n_in == u.n_in)
+        return ok("gate/up matvec",
+                  rt_cuda_matvec_swiglu(g.type, g.data, u.data, g.pitch, g.n_out, g.n_in, e->x,
+                                        L->ffn_norm, hp->norm_eps, hg, s));
+    return ok("rmsnorm", rt_cuda_rmsnorm(e->x, hp->n_embd, L->ffn_norm, hp->n_embd, 1,
+                                         hp->norm_eps, RT_CUDA_F32, xb, hp->n_embd, s)) &&
+           ok("gate matvec",
+              rt_cuda_matvec(g.type, g.data, g.pitch, g.n_out, g.n_in, xb, e->hb, false, s)) &&
+           ok("up matvec",
+              rt_cuda_matvec(u.type, u.data, u.pitch, u.n_out, u.n_in, xb, e->hb2, false, s)) &&
+           ok("swiglu", rt_cuda_swiglu(e->hb, e->hb2, g.n_out, RT_CUDA_F32, hg, s));
+}
 
 bool decode_layer(rt_cuda_engine *e, uint32_t il, step &ok)
 {
     const rt_hparams *hp = &e->m->hp;
     const rt_cuda_layer *L = &e->layers[il];
-    const uint32_t E = hp->n_embd, hd = hp->head_dim;
+    const uint32_t hd = hp->head_dim;
     const uint32_t nq = hp->n_head * hd, nkv = hp->n_head_kv * hd;
     cudaStream_t s = e->stream;
-    float *xb = static_cast<float *>(e->xb), *att = static_cast<float *>(e->att);
-    float *hg = static_cast<float *>(e->hg);
+    float *att = static_cast<float *>(e->att), *hg = static_cast<float *>(e->hg);
     const rt_cuda_attn_desc a = attn_desc(e, il, nq);
     const uint32_t *pos = &e->step->pos, *n_keys = &e->step->n_keys;
     auto mv = [&](const rt_cuda_mat &w, const float *in, float *out, bool acc) {
         return rt_cuda_matvec(w.type, w.data, w.pitch, w.n_out, w.n_in, in, out, acc, s);
     };
-    return ok("rmsnorm", rt_cuda_rmsnorm(e->x, E, L->attn_norm, E, 1, hp->norm_eps, RT_CUDA_F32,
-                                         xb, E, s)) &&
-           ok("q matvec", mv(L->wq, xb, e->q, false)) &&
-           ok("k matvec", mv(L->wk, xb, e->k, false)) &&
-           ok("v matvec", mv(L->wv, xb, e->v, false)) &&
+    return qkv_matvec(e, L, ok) &&
            (!L->bq || (ok("bias", rt_cuda_add_bias(e->q, nq, L->bq, nq, 1, s)) &&
                        ok("bias", rt_cuda_add_bias(e->k, nkv, L->bk, nkv, 1, s)) &&
                        ok("bias", rt_cuda_add_bias(e->v, nkv, L->bv, nkv, 1, s)))) &&
@@ -141,12 +191,7 @@ bool decode_layer(rt_cuda_engine *e, uint32_t il, step &ok)
                                                const_cast<void *>(a.v), s)) &&
            ok("flash decode", rt_cuda_flash_decode_dev(&a, n_keys, e->part, RT_CUDA_MAX_SPLITS,
                                                        att, e->lse, s)) &&
-           ok("o matvec", mv(L->wo, att, e->x, true)) &&
-           ok("rmsnorm", rt_cuda_rmsnorm(e->x, E, L->ffn_norm, E, 1, hp->norm_eps, RT_CUDA_F32,
-                                         xb, E, s)) &&
-           ok("gate matvec", mv(L->w_gate, xb, e->hb, false)) &&
-           ok("up matvec", mv(L->w_up, xb, e->hb2, false)) &&
-           ok("swiglu", rt_cuda_swiglu(e->hb, e->hb2, hp->n_ff, RT_CUDA_F32, hg, s)) &&
+           ok("o matvec", mv(L->wo, att, e->x, true)) && ffn_gate_up(e, L, hg, ok) &&
            ok("down matvec", mv(L->w_down, hg, e->x, true));
 }
 

@@ -531,7 +531,7 @@ static void test_flash_attn(void)
         float *dlse = dev_from(NULL, (size_t)n_tok * n_head * 4);
         float scale = 1.5f / sqrtf((float)hd);
         rt_cuda_attn_desc a = {dq, q_ld, c.dk, c.dv, c.type, n_ctx, hd, n_head, n_kv, scale};
-        CHECK(rt_cuda_flash_attn(&a, n_tok, pos0, out_bf ? RT_CUDA_BF16 : RT_CUDA_F32, dout,
+        CHECK(rt_cuda_flash_attn_simt(&a, n_tok, pos0, out_bf ? RT_CUDA_BF16 : RT_CUDA_F32, dout,
                                  out_ld, dlse, 0) == LOUPE_OK);
         float *out = malloc(n_tok * out_ld * 4), *lse = malloc((size_t)n_tok * n_head * 4);
         float *ref = malloc(hd * 4), *got = malloc(hd * 4);
