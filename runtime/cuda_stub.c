@@ -102,3 +102,17 @@ loupe_status rt_cuda_knn(void *user, const ann_keys *keys, const float *queries,
     (void)scores, (void)key_best_query;
     return no_cuda(err);
 }
+
+loupe_status rt_cuda_set_q_capture(rt_cuda_engine *e, rt_cuda_q_fn fn, void *user,
+                                   uint32_t stride, loupe_err *err)
+{
+    (void)e, (void)fn, (void)user, (void)stride;
+    return no_cuda(err);
+}
+
+loupe_status rt_cuda_kv_read(rt_cuda_engine *e, uint32_t layer, uint32_t p0, uint32_t p1,
+                             float *k_out, float *v_out, size_t ld, size_t off, loupe_err *err)
+{
+    (void)e, (void)layer, (void)p0, (void)p1, (void)k_out, (void)v_out, (void)ld, (void)off;
+    return no_cuda(err);
+}

@@ -115,6 +115,30 @@ const float *rt_cuda_logits(rt_cuda_engine *e, loupe_err *err);
 /* Greedy choice (argmax, lowest id on ties) of the last logits, computed on the GPU. */
 loupe_status rt_cuda_greedy(rt_cuda_engine *e, int32_t *id, loupe_err *err);
 
+/* ---- Reading the engine's state back: queries and K/V -------------------------------------- *
+ *
+ * For index building and the hybrid retrieval path (prefill on the GPU, the host set's K/V and the
+ * prefill queries handed to the CPU) and for `dump-qk --backend cuda`. */
+
+/* Called during rt_cuda_prefill for every layer and every chunk that holds captured positions:
+ * q (host memory, valid during the call) holds the post-RoPE queries of n consecutive captured
+ * positions pos0, pos0 + stride, ..., as rows of (n_head · head_dim) floats — exactly what the CPU
+ * backend computes for those positions up to the engine's precision. */
+typedef void (*rt_cuda_q_fn)(void *user, uint32_t layer, uint32_t pos0, uint32_t stride,
+                             size_t n, const float *q);
+/* Turns query capture on (fn non-NULL) or off: positions p with p % stride == 0 are captured
+ * (stride ≥ 1). Capture costs a device→host copy per layer and chunk while on; nothing when off.
+ * Takes effect from the next evaluation; not captured during decode. */
+loupe_status rt_cuda_set_q_capture(rt_cuda_engine *e, rt_cuda_q_fn fn, void *user,
+                                   uint32_t stride, loupe_err *err);
+
+/* Copies cached keys and values of positions [p0, p1) of every KV head of `layer` to host memory
+ * as float32: k_out and v_out are (n_head_kv, ld, head_dim) with row p − p0 + off of head h at
+ * (h · ld + p − p0 + off) · head_dim, i.e. the CPU backend's cache layout when ld = n_ctx and off
+ * = p0. Synchronous. Fails with LOUPE_ERR_RANGE past n_past or for a layer the model lacks. */
+loupe_status rt_cuda_kv_read(rt_cuda_engine *e, uint32_t layer, uint32_t p0, uint32_t p1,
+                             float *k_out, float *v_out, size_t ld, size_t off, loupe_err *err);
+
 /* ---- Exact query→key top-k on the GPU: the kNN step of anns' graph build ------------------ */
 
 /* An ann_knn_fn (anns.h) computed on a GPU: plug it into ann_build_opts.knn (knn_user: NULL for
