@@ -319,6 +319,13 @@ void rt_retr_begin(rt_retr *r, size_t n)
     r->c->hook_user = r;
 }
 
+void rt_retr_capture(rt_retr *r, uint32_t layer, uint32_t pos0, uint32_t stride, size_t n,
+                     const float *q)
+{
+    for (size_t i = 0; i < n; i++)
+        capture_hook(r, layer, pos0 + (uint32_t)i * stride, 1, q + i * r->nq);
+}
+
 /* ==== Indexes ============================================================================= */
 
 /* Query head h's rows of a (rows, n_head, hd) block, contiguous into r->gather. */

@@ -31,6 +31,10 @@ void rt_retr_reset(rt_retr *r);
 bool rt_retr_sealed(const rt_retr *r);
 /* Arms the capture for a prefill of n tokens starting at position 0. */
 void rt_retr_begin(rt_retr *r, size_t n);
+/* The capture for a prefill computed elsewhere (the CUDA engine): n query rows (n_head · hd) of
+ * `layer` at positions pos0, pos0 + stride, ... Between rt_retr_begin and rt_retr_seal. */
+void rt_retr_capture(rt_retr *r, uint32_t layer, uint32_t pos0, uint32_t stride, size_t n,
+                     const float *q);
 loupe_status rt_retr_seal(rt_retr *r, loupe_err *err);
 loupe_status rt_retr_settle(rt_retr *r, loupe_err *err);
 void rt_retr_stats(const rt_retr *r, rt_runner_stats *out);

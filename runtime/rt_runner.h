@@ -24,9 +24,12 @@
  * and the result equals full attention up to rounding. topk = 0 is the static set alone
  * (StreamingLLM), to show what the retrieval adds.
  *
- * Today the retrieval modes run on the CPU backend: the CPU backend's KV cache (float32) is the
- * host memory, the indexes search views over it. On CUDA the runner drives full attention; a
- * retrieval mode there fails with LOUPE_ERR_UNSUPPORTED and a sentence saying so.
+ * Where the retrieval runs today: on the CPU backend's context, whose KV cache (float32) is the
+ * host memory and whose indexes search views over it. With the CUDA backend a retrieval mode is a
+ * hybrid: the context's prefill runs on the GPU (queries captured, K/V then read back into the
+ * CPU context), the indexes are built (their kNN on the GPU), and the tokens after the context
+ * run on the CPU. The GPU still holds the whole KV during that prefill: the co-executed decode of
+ * DESIGN.md (static set on the GPU, host set on the CPU, per layer) is the next step.
  */
 #ifndef LOUPE_RT_RUNNER_H
 #define LOUPE_RT_RUNNER_H
@@ -99,9 +102,9 @@ typedef struct {
 
 typedef struct rt_runner rt_runner;
 
-/* Resolves AUTO (backend: CUDA when a device is usable and the mode runs there; attention: full
- * unless the CUDA engine's KV for n_ctx exceeds gpu_mem, then retrieval), creates the context or
- * engine, and fails with a sentence for a mode the backend cannot run. `m` must outlive it. */
+/* Resolves AUTO (backend: CUDA when a device is usable; attention: full unless the CUDA engine's
+ * KV for n_ctx exceeds gpu_mem, then retrieval), creates the context and/or engine, and fails with
+ * a sentence when the backend cannot run. `m` must outlive the runner. */
 loupe_status rt_runner_create(const rt_model *m, const rt_runner_params *p, rt_runner **out,
                               loupe_err *err);
 void rt_runner_destroy(rt_runner *r); /* NULL is fine */

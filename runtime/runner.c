@@ -2,6 +2,10 @@
  * The runner (rt_runner.h): one sequence on the CPU context or the CUDA engine, with full or
  * retrieval attention. Only dispatch and mode resolution live here; the work is in forward_cpu.c,
  * retrieval_cpu.c and runtime/cuda.
+ *
+ * The hybrid (CUDA backend, retrieval mode): the context's prefill runs on the engine with query
+ * capture on; its K/V are then read back into the CPU context's cache (the host memory), the
+ * indexes are built, and every later token runs on the CPU context through the retrieval path.
  */
 #include "runtime/retrieval_impl.h"
 
@@ -13,7 +17,7 @@ struct rt_runner {
     rt_runner_params p;   /* backend and attention resolved */
     rt_ctx *ctx;          /* CPU backend */
     rt_cuda_engine *cuda; /* CUDA backend */
-    rt_retr *retr;        /* retrieval modes */
+    rt_retr *retr;        /* retrieval modes (with cuda: the hybrid) */
 };
 
 const char *rt_backend_name(rt_backend b)
@@ -71,13 +75,8 @@ static loupe_status resolve(const rt_model *m, rt_runner_params *p, loupe_err *e
         return loupe_fail(err, LOUPE_ERR_GPU, "--backend cuda: no CUDA device is usable (%s)",
                           why);
     }
-    if (p->backend == RT_BACKEND_CUDA && is_retrieval(p->attention))
-        return loupe_fail(err, LOUPE_ERR_UNSUPPORTED,
-                          "--attention %s does not run on the CUDA backend yet (it runs on the "
-                          "CPU backend: --backend cpu)",
-                          rt_attn_mode_name(p->attention));
     if (p->backend == RT_BACKEND_AUTO)
-        p->backend = cuda_ok && !is_retrieval(p->attention) ? RT_BACKEND_CUDA : RT_BACKEND_CPU;
+        p->backend = cuda_ok ? RT_BACKEND_CUDA : RT_BACKEND_CPU;
     if (p->attention == RT_ATTN_AUTO) {
         p->attention = RT_ATTN_FULL;
         if (p->backend == RT_BACKEND_CUDA) {
@@ -88,11 +87,8 @@ static loupe_status resolve(const rt_model *m, rt_runner_params *p, loupe_err *e
             uint64_t budget = p->gpu_mem;
             if (!budget && !rt_cuda_device_info_get(p->device, &info, NULL))
                 budget = info.free_mem > (512ull << 20) ? info.free_mem - (512ull << 20) : 0;
-            if (rt_cuda_plan(m, &cp, &plan, NULL) == LOUPE_OK && plan.total > budget) {
-                /* the whole KV does not fit: retrieval, which runs on the CPU for now */
-                p->attention = RT_ATTN_RETRIEVAL;
-                p->backend = RT_BACKEND_CPU;
-            }
+            if (rt_cuda_plan(m, &cp, &plan, NULL) == LOUPE_OK && plan.total > budget)
+                p->attention = RT_ATTN_RETRIEVAL; /* the whole KV does not fit */
         }
     }
     return LOUPE_OK;
@@ -112,7 +108,8 @@ loupe_status rt_runner_create(const rt_model *m, const rt_runner_params *params,
         rt_cuda_params cp;
         cuda_params(&r->p, &cp);
         st = rt_cuda_engine_create(m, &cp, &r->cuda, err);
-    } else if (!st) {
+    }
+    if (!st && (r->p.backend == RT_BACKEND_CPU || is_retrieval(r->p.attention))) {
         rt_ctx_params cp;
         rt_ctx_params_init(&cp);
         cp.n_ctx = r->p.n_ctx;
@@ -145,23 +142,22 @@ rt_attn_mode rt_runner_attention(const rt_runner *r) { return r->p.attention; }
 
 uint32_t rt_runner_n_ctx(const rt_runner *r)
 {
-    return r->cuda ? rt_cuda_engine_plan(r->cuda)->n_ctx : rt_ctx_n_ctx(r->ctx);
+    return r->ctx ? rt_ctx_n_ctx(r->ctx) : rt_cuda_engine_plan(r->cuda)->n_ctx;
 }
 
 uint32_t rt_runner_n_past(const rt_runner *r)
 {
-    return r->cuda ? rt_cuda_n_past(r->cuda) : rt_ctx_n_past(r->ctx);
+    return r->ctx ? rt_ctx_n_past(r->ctx) : rt_cuda_n_past(r->cuda);
 }
 
 void rt_runner_reset(rt_runner *r)
 {
-    if (r->cuda) {
+    if (r->cuda)
         rt_cuda_reset(r->cuda);
-        return;
-    }
     if (r->retr)
         rt_retr_reset(r->retr);
-    rt_ctx_reset(r->ctx);
+    if (r->ctx)
+        rt_ctx_reset(r->ctx);
 }
 
 void rt_runner_set_progress(rt_runner *r, rt_progress_fn fn, void *user)
@@ -170,10 +166,45 @@ void rt_runner_set_progress(rt_runner *r, rt_progress_fn fn, void *user)
         rt_ctx_set_progress(r->ctx, fn, user);
 }
 
+static void capture_from_cuda(void *user, uint32_t layer, uint32_t pos0, uint32_t stride,
+                              size_t n, const float *q)
+{
+    rt_retr_capture(user, layer, pos0, stride, n, q);
+}
+
+/* The hybrid's context prefill: on the engine, with the queries captured; then its K/V into the
+ * CPU context's cache and its logits into the context's, as if the CPU had run it. */
+static loupe_status prefill_on_gpu(rt_runner *r, const int32_t *ids, size_t n, float *all_logits,
+                                   loupe_err *err)
+{
+    rt_ctx *c = r->ctx;
+    const rt_hparams *hp = rt_model_hparams(r->m);
+    if (n > (size_t)(c->n_ctx - c->n_past))
+        return loupe_fail(err, LOUPE_ERR_TOO_LONG,
+                          "%zu tokens do not fit in the context of %u", n, c->n_ctx);
+    rt_cuda_reset(r->cuda);
+    loupe_status st = rt_cuda_set_q_capture(r->cuda, capture_from_cuda, r->retr, 1, err);
+    if (!st)
+        st = rt_cuda_prefill(r->cuda, ids, n, all_logits, err);
+    rt_cuda_set_q_capture(r->cuda, NULL, NULL, 1, NULL);
+    const size_t layer_floats = (size_t)hp->n_head_kv * c->n_ctx * hp->head_dim;
+    for (uint32_t l = 0; !st && l < hp->n_layer; l++)
+        st = rt_cuda_kv_read(r->cuda, l, 0, (uint32_t)n, c->k_cache + l * layer_floats,
+                             c->v_cache + l * layer_floats, c->n_ctx, 0, err);
+    const float *logits = st ? NULL : rt_cuda_logits(r->cuda, err);
+    if (!st && !logits)
+        st = LOUPE_ERR_GPU;
+    if (st)
+        return st;
+    memcpy(c->logits, logits, hp->n_vocab * sizeof *logits);
+    c->n_past = (uint32_t)n;
+    return LOUPE_OK;
+}
+
 loupe_status rt_runner_prefill(rt_runner *r, const int32_t *ids, size_t n, float *all_logits,
                                loupe_err *err)
 {
-    if (r->cuda)
+    if (r->cuda && !r->retr)
         return rt_cuda_prefill(r->cuda, ids, n, all_logits, err);
     if (!r->retr)
         return rt_ctx_prefill(r->ctx, ids, n, all_logits, err);
@@ -186,19 +217,22 @@ loupe_status rt_runner_prefill(rt_runner *r, const int32_t *ids, size_t n, float
         return loupe_fail(err, LOUPE_ERR_INVALID,
                           "the context's prefill did not complete; reset the runner first");
     rt_retr_begin(r->retr, n);
-    loupe_status st = rt_ctx_prefill(r->ctx, ids, n, all_logits, err);
+    loupe_status st = r->cuda ? prefill_on_gpu(r, ids, n, all_logits, err)
+                              : rt_ctx_prefill(r->ctx, ids, n, all_logits, err);
     if (!st)
         st = rt_retr_seal(r->retr, err);
     if (st) { /* leave nothing half-built: an empty context */
         rt_retr_reset(r->retr);
         rt_ctx_reset(r->ctx);
+        if (r->cuda)
+            rt_cuda_reset(r->cuda);
     }
     return st;
 }
 
 loupe_status rt_runner_decode(rt_runner *r, int32_t id, loupe_err *err)
 {
-    if (r->cuda)
+    if (r->cuda && !r->retr)
         return rt_cuda_decode(r->cuda, id, err);
     if (r->retr) /* the first token of a context is its prefill */
         return rt_runner_prefill(r, &id, 1, NULL, err);
@@ -207,7 +241,7 @@ loupe_status rt_runner_decode(rt_runner *r, int32_t id, loupe_err *err)
 
 const float *rt_runner_logits(rt_runner *r, loupe_err *err)
 {
-    return r->cuda ? rt_cuda_logits(r->cuda, err) : rt_ctx_logits(r->ctx);
+    return r->ctx ? rt_ctx_logits(r->ctx) : rt_cuda_logits(r->cuda, err);
 }
 
 void rt_runner_stats_get(const rt_runner *r, rt_runner_stats *out)
