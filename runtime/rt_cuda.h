@@ -128,14 +128,17 @@ typedef void (*rt_cuda_q_fn)(void *user, uint32_t layer, uint32_t pos0, uint32_t
                              size_t n, const float *q);
 /* Turns query capture on (fn non-NULL) or off: positions p with p % stride == 0 are captured
  * (stride ≥ 1). Capture costs a device→host copy per layer and chunk while on; nothing when off.
- * Takes effect from the next evaluation; not captured during decode. */
+ * Takes effect from the next evaluation; not captured during decode. stride 0 fails with
+ * LOUPE_ERR_INVALID. fn runs in the middle of a prefill and must not call the engine. */
 loupe_status rt_cuda_set_q_capture(rt_cuda_engine *e, rt_cuda_q_fn fn, void *user,
                                    uint32_t stride, loupe_err *err);
 
 /* Copies cached keys and values of positions [p0, p1) of every KV head of `layer` to host memory
  * as float32: k_out and v_out are (n_head_kv, ld, head_dim) with row p − p0 + off of head h at
  * (h · ld + p − p0 + off) · head_dim, i.e. the CPU backend's cache layout when ld = n_ctx and off
- * = p0. Synchronous. Fails with LOUPE_ERR_RANGE past n_past or for a layer the model lacks. */
+ * = p0; either may be NULL. Synchronous. Fails with LOUPE_ERR_RANGE past n_past, for p0 > p1 or
+ * a layer the model lacks, LOUPE_ERR_INVALID when the rows do not fit ld. Reading a bf16 cache
+ * borrows the prefill's scratch for the conversion: no device memory beyond the plan. */
 loupe_status rt_cuda_kv_read(rt_cuda_engine *e, uint32_t layer, uint32_t p0, uint32_t p1,
                              float *k_out, float *v_out, size_t ld, size_t off, loupe_err *err);
 

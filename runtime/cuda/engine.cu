@@ -445,6 +445,10 @@ extern "C" void rt_cuda_engine_destroy(rt_cuda_engine *e)
         cudaGraphExecDestroy(e->graph_exec);
     if (e->graph)
         cudaGraphDestroy(e->graph);
+    if (e->q_ready)
+        cudaEventDestroy(e->q_ready);
+    if (e->q_host)
+        cudaFreeHost(e->q_host);
     if (e->blas)
         cublasDestroy(e->blas);
     if (e->stream)
@@ -470,4 +474,43 @@ extern "C" void rt_cuda_reset(rt_cuda_engine *e)
     e->n_past = 0;
     e->have_logits = false;
     e->logits_copied = false;
+}
+
+/* ==== Public: query capture ================================================================ */
+
+/* The staging buffer is pinned so the per-chunk copy is a real asynchronous DMA that the host
+ * waits for with an event while the GPU runs the rest of the chunk (forward.cu). It is host
+ * memory, outside the --gpu-mem plan, made once on the first set that turns capture on. The
+ * callback runs mid-prefill and must not call the engine (rt_cuda_kv_read refuses). */
+extern "C" loupe_status rt_cuda_set_q_capture(rt_cuda_engine *e, rt_cuda_q_fn fn, void *user,
+                                              uint32_t stride, loupe_err *err)
+{
+    if (!fn) {
+        e->q_fn = nullptr;
+        e->q_user = nullptr;
+        return LOUPE_OK;
+    }
+    if (stride == 0)
+        return loupe_fail(err, LOUPE_ERR_INVALID, "query capture needs a stride of at least 1");
+    if (!e->q_host) {
+        const rt_hparams *hp = &e->m->hp;
+        const size_t bytes = (size_t)e->p.n_batch * hp->n_head * hp->head_dim * sizeof(float);
+        void *h = nullptr;
+        if (cudaMallocHost(&h, bytes) != cudaSuccess) {
+            cudaGetLastError();
+            return loupe_fail(err, LOUPE_ERR_NOMEM,
+                              "cannot allocate %zu bytes of pinned host memory for query capture",
+                              bytes);
+        }
+        if (cudaEventCreateWithFlags(&e->q_ready, cudaEventDisableTiming) != cudaSuccess) {
+            cudaFreeHost(h);
+            e->q_ready = nullptr;
+            return rt_cuda_op_fail(err, LOUPE_ERR_GPU, "query capture event");
+        }
+        e->q_host = static_cast<float *>(h);
+    }
+    e->q_fn = fn;
+    e->q_user = user;
+    e->q_stride = stride;
+    return LOUPE_OK;
 }

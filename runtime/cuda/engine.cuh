@@ -9,6 +9,10 @@
  *
  * Activation buffers that hold "act" data (bf16 or fp32 by precision) are sized for fp32, so
  * decode can use the same buffers in fp32.
+ *
+ * Between evaluations the scratch holds nothing that is needed later (each prefill and decode
+ * step starts from the embedding; the logits have their own buffer), so rt_cuda_kv_read borrows
+ * x or hb as its conversion buffer (kv_read.cu).
  */
 #ifndef LOUPE_CUDA_ENGINE_CUH
 #define LOUPE_CUDA_ENGINE_CUH
@@ -103,6 +107,15 @@ struct rt_cuda_engine {
     int graph_state;
     cudaGraph_t graph;
     cudaGraphExec_t graph_exec;
+
+    /* query capture (rt_cuda_set_q_capture; prefill only): off while q_fn is NULL. q_host and
+     * q_ready are made by the first set that turns it on and kept until destroy. */
+    rt_cuda_q_fn q_fn;
+    void *q_user;
+    uint32_t q_stride;    /* >= 1 */
+    float *q_host;        /* (n_batch, n_head·hd) pinned host staging: a chunk's captured rows */
+    cudaEvent_t q_ready;  /* recorded after the staging copy, so the host waits for that only */
+    bool in_q_fn;         /* the callback is running: the engine is mid-prefill */
 
     /* host side */
     rt_cuda_decode_step step_host; /* source of the step copy; lives as long as the engine */

@@ -13,6 +13,8 @@
  *                        fp32 operands, fp32 accumulation), causal flash attention over the cache
  *                        written so far. The residual stream of the segment stays on the GPU.
  *                        The last token's logits use the decode path's fp32 matvec.
+ *                        With query capture on, each chunk's captured post-RoPE queries go to
+ *                        pinned host memory and the callback (overlapping the chunk's FFN).
  *
  *   decode graph:        the decode step reads its token and position from e->step (device),
  *                        written by one host copy per step, so the whole step is captured once
@@ -260,6 +262,53 @@ bool densify(rt_cuda_engine *e, const rt_cuda_mat &m, size_t *off, dense_mat *ou
                                             e->act, dst, m.n_in, e->stream));
 }
 
+/* Query capture, first half: the chunk's captured rows (positions pos .. pos + B − 1 with
+ * p % stride == 0) copied after RoPE from e->q (fp32 in both precisions: the GEMMs accumulate
+ * and write fp32) into the pinned staging buffer, then the event recorded. *n = rows queued, 0
+ * when capture is off or the chunk holds none; *first = the first one's position. */
+bool q_capture_queue(rt_cuda_engine *e, uint32_t pos, uint32_t B, size_t *n, uint32_t *first,
+                     step &ok)
+{
+    *n = 0;
+    if (!e->q_fn)
+        return true;
+    const uint64_t st = e->q_stride, f = ((uint64_t)pos + st - 1) / st * st;
+    if (f >= (uint64_t)pos + B)
+        return true;
+    const size_t rows = (size_t)(((uint64_t)pos + B - 1 - f) / st + 1);
+    const size_t row_bytes = (size_t)e->m->hp.n_head * e->m->hp.head_dim * sizeof(float);
+    const float *src = e->q + (size_t)(f - pos) * (row_bytes / sizeof(float));
+    /* One row needs no pitch (a large stride's would exceed cudaMemcpy2D's limit); several
+     * rows mean stride < B, so the source pitch stays within the q buffer. */
+    const cudaError_t ce =
+        rows == 1 ? cudaMemcpyAsync(e->q_host, src, row_bytes, cudaMemcpyDeviceToHost, e->stream)
+                  : cudaMemcpy2DAsync(e->q_host, row_bytes, src, (size_t)st * row_bytes,
+                                      row_bytes, rows, cudaMemcpyDeviceToHost, e->stream);
+    if (!ok("query capture copy", ce == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU) ||
+        !ok("query capture event",
+            cudaEventRecord(e->q_ready, e->stream) == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU))
+        return false;
+    *n = rows;
+    *first = (uint32_t)f;
+    return true;
+}
+
+/* Query capture, second half, after the rest of the chunk is queued: waits for the copy alone
+ * (the GPU goes on with attention and the FFN meanwhile) and hands the rows to the callback,
+ * which returns before the next chunk's copy can overwrite them. */
+bool q_capture_deliver(rt_cuda_engine *e, uint32_t il, size_t n, uint32_t first, step &ok)
+{
+    if (n == 0)
+        return true;
+    if (!ok("query capture wait",
+            cudaEventSynchronize(e->q_ready) == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU))
+        return false;
+    e->in_q_fn = true;
+    e->q_fn(e->q_user, il, first, e->q_stride, n, e->q_host);
+    e->in_q_fn = false;
+    return true;
+}
+
 /* Runs tokens [0, S) of the segment (positions pos0..) through layer il, chunk by chunk. */
 bool prefill_layer(rt_cuda_engine *e, uint32_t il, uint32_t S, uint32_t pos0, step &ok)
 {
@@ -286,6 +335,8 @@ bool prefill_layer(rt_cuda_engine *e, uint32_t il, uint32_t S, uint32_t pos0, st
         const uint32_t B = S - c0 < e->p.n_batch ? S - c0 : e->p.n_batch;
         float *xr = e->x + (size_t)c0 * E;
         const uint32_t pos = pos0 + c0;
+        size_t n_cap = 0;
+        uint32_t cap0 = 0;
         if (!(ok("rmsnorm", rt_cuda_rmsnorm(xr, E, L->attn_norm, E, B, hp->norm_eps, act, e->xb,
                                             E, s)) &&
               ok("q gemm", gemm(wq, L->wq, e->xb, E, B, 0.0f, e->q, nq)) &&
@@ -296,6 +347,7 @@ bool prefill_layer(rt_cuda_engine *e, uint32_t il, uint32_t S, uint32_t pos0, st
                           ok("bias", rt_cuda_add_bias(e->v, nkv, L->bv, nkv, B, s)))) &&
               ok("rope",
                  rt_cuda_rope(&e->rd, pos, B, e->q, hp->n_head, e->k, hp->n_head_kv, hd, s)) &&
+              q_capture_queue(e, pos, B, &n_cap, &cap0, ok) &&
               ok("kv store", rt_cuda_kv_store(e->k, e->v, B, hp->n_head_kv, hd, pos, e->p.n_ctx,
                                               act, const_cast<void *>(a.k),
                                               const_cast<void *>(a.v), s)) &&
@@ -306,7 +358,8 @@ bool prefill_layer(rt_cuda_engine *e, uint32_t il, uint32_t S, uint32_t pos0, st
               ok("gate gemm", gemm(wg, L->w_gate, e->xb, E, B, 0.0f, e->hb, F)) &&
               ok("up gemm", gemm(wu, L->w_up, e->xb, E, B, 0.0f, e->hb2, F)) &&
               ok("swiglu", rt_cuda_swiglu(e->hb, e->hb2, (size_t)B * F, act, e->hg, s)) &&
-              ok("down gemm", gemm(wd, L->w_down, e->hg, F, B, 1.0f, xr, E))))
+              ok("down gemm", gemm(wd, L->w_down, e->hg, F, B, 1.0f, xr, E)) &&
+              q_capture_deliver(e, il, n_cap, cap0, ok)))
             return false;
     }
     return true;

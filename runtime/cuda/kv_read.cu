@@ -1,0 +1,150 @@
+/*
+ * rt_cuda_kv_read: cached keys and values of a layer, positions [p0, p1), to host memory as
+ * float32 in the caller's (n_head_kv, ld, head_dim) layout.
+ *
+ * One head's rows [p0, p1) are contiguous in the cache and in the output, so each head is one
+ * run of (p1 − p0) · head_dim elements. An fp32 cache is copied straight into the caller's
+ * memory, one device→host copy per head. A bf16 cache is converted on the GPU (rt_cuda_kv_to_f32)
+ * into a device staging buffer and copied from there: the staging buffer is BORROWED from the
+ * engine's prefill scratch (the residual stream x or the FFN buffer hb, whichever is larger),
+ * which holds nothing between evaluations (every prefill and decode step starts from the
+ * embedding; the logits have their own buffer) — so reading K/V adds no device memory to the
+ * --gpu-mem plan. Runs of several heads share one conversion when they fit the buffer; a head
+ * longer than the buffer is converted and copied in pieces.
+ *
+ * Everything runs in order on the engine's stream (a conversion that reuses the staging buffer
+ * starts after the copy out of it); the caller's memory is ordinary pageable host memory, and the
+ * call ends with a stream sync. k_out or v_out may be NULL to read only the other.
+ */
+#include "runtime/cuda/common.cuh"
+#include "runtime/cuda/engine.cuh"
+#include "runtime/cuda/kv_read.cuh"
+
+namespace rtc {
+
+template <typename KV>
+__global__ void kv_to_f32_kernel(const KV *src, size_t head_pitch, size_t len, float *out)
+{
+    const KV *s = src + (size_t)blockIdx.y * head_pitch;
+    float *o = out + (size_t)blockIdx.y * len;
+    for (size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x; j < len;
+         j += (size_t)gridDim.x * blockDim.x)
+        o[j] = to_f32<KV>(s[j]);
+}
+
+} // namespace rtc
+
+extern "C" loupe_status rt_cuda_kv_to_f32(const void *src, size_t head_pitch, uint32_t n_head,
+                                          size_t len, rt_cuda_dtype kv_type, float *out,
+                                          cudaStream_t stream)
+{
+    if (n_head == 0 || len == 0)
+        return LOUPE_OK;
+    if (n_head > 65535) /* grid.y */
+        return LOUPE_ERR_UNSUPPORTED;
+    const unsigned threads = 256;
+    const unsigned bx = rtc::ceil_div(len, threads) < 1024 ? rtc::ceil_div(len, threads) : 1024;
+    const dim3 grid(bx, n_head, 1);
+    if (kv_type == RT_CUDA_BF16)
+        rtc::kv_to_f32_kernel<<<grid, threads, 0, stream>>>(
+            static_cast<const __nv_bfloat16 *>(src), head_pitch, len, out);
+    else
+        rtc::kv_to_f32_kernel<<<grid, threads, 0, stream>>>(static_cast<const float *>(src),
+                                                            head_pitch, len, out);
+    return rtc::launch_status();
+}
+
+namespace {
+
+loupe_status cuda_st(cudaError_t ce) { return ce == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU; }
+
+/* The borrowed device staging buffer (see the file comment) and its size in floats. */
+float *staging(const rt_cuda_engine *e, size_t *floats)
+{
+    const rt_hparams *hp = &e->m->hp;
+    const size_t nx = (size_t)e->p.n_seg * hp->n_embd, nh = (size_t)e->p.n_batch * hp->n_ff;
+    *floats = nx >= nh ? nx : nh;
+    return nx >= nh ? e->x : e->hb;
+}
+
+/* Heads [0, n_head_kv) of one cache layer, elements [e0, e0 + L) of each head (hd-row-aligned
+ * run of the positions wanted), into out + h · out_pitch (host, floats). */
+loupe_status read_one(rt_cuda_engine *e, const void *layer_base, size_t e0, size_t L,
+                      float *out, size_t out_pitch, const char **op)
+{
+    const rt_hparams *hp = &e->m->hp;
+    const size_t head_pitch = (size_t)e->p.n_ctx * hp->head_dim;
+    const uint32_t H = hp->n_head_kv;
+    cudaStream_t s = e->stream;
+    loupe_status st = LOUPE_OK;
+    if (e->act == RT_CUDA_F32) {
+        *op = "K/V copy";
+        const float *base = static_cast<const float *>(layer_base) + e0;
+        for (uint32_t h = 0; h < H && !st; h++)
+            st = cuda_st(cudaMemcpyAsync(out + h * out_pitch, base + h * head_pitch,
+                                         L * sizeof(float), cudaMemcpyDeviceToHost, s));
+        return st;
+    }
+    size_t cap = 0;
+    float *buf = staging(e, &cap);
+    const __nv_bfloat16 *base = static_cast<const __nv_bfloat16 *>(layer_base) + e0;
+    /* Whole heads per conversion when they fit; else one head in pieces of `cap` elements. */
+    const size_t per = L <= cap ? L : cap;
+    const uint32_t heads = L <= cap ? (uint32_t)(cap / L < H ? cap / L : H) : 1;
+    for (uint32_t h0 = 0; h0 < H && !st; h0 += heads) {
+        const uint32_t nh = H - h0 < heads ? H - h0 : heads;
+        for (size_t j0 = 0; j0 < L && !st; j0 += per) {
+            const size_t len = L - j0 < per ? L - j0 : per;
+            *op = "K/V conversion";
+            st = rt_cuda_kv_to_f32(base + h0 * head_pitch + j0, head_pitch, nh, len,
+                                   RT_CUDA_BF16, buf, s);
+            *op = "K/V copy";
+            for (uint32_t i = 0; i < nh && !st; i++)
+                st = cuda_st(cudaMemcpyAsync(out + (h0 + i) * out_pitch + j0, buf + i * len,
+                                             len * sizeof(float), cudaMemcpyDeviceToHost, s));
+        }
+    }
+    return st;
+}
+
+} // namespace
+
+extern "C" loupe_status rt_cuda_kv_read(rt_cuda_engine *e, uint32_t layer, uint32_t p0,
+                                        uint32_t p1, float *k_out, float *v_out, size_t ld,
+                                        size_t off, loupe_err *err)
+{
+    const rt_hparams *hp = &e->m->hp;
+    if (e->in_q_fn) /* mid-prefill: the staging buffer is the live residual stream */
+        return loupe_fail(err, LOUPE_ERR_INVALID,
+                          "the K/V cannot be read from inside the query-capture callback");
+    if (layer >= hp->n_layer)
+        return loupe_fail(err, LOUPE_ERR_RANGE,
+                          "cannot read the K/V of layer %u: the model has %u layers", layer,
+                          hp->n_layer);
+    if (p0 > p1 || p1 > e->n_past)
+        return loupe_fail(err, LOUPE_ERR_RANGE,
+                          "cannot read the K/V of positions [%u, %u): the cache holds %u", p0, p1,
+                          e->n_past);
+    const size_t n = p1 - p0;
+    if (off > ld || n > ld - off)
+        return loupe_fail(err, LOUPE_ERR_INVALID,
+                          "%zu K/V rows from row %zu do not fit in %zu rows per head", n, off, ld);
+    if (n == 0)
+        return LOUPE_OK;
+    const size_t hd = hp->head_dim;
+    const size_t per_layer =
+        (size_t)hp->n_head_kv * e->p.n_ctx * hd * (e->act == RT_CUDA_BF16 ? 2 : 4);
+    const char *op = "K/V read";
+    loupe_status st = LOUPE_OK;
+    if (k_out)
+        st = read_one(e, static_cast<uint8_t *>(e->k_cache) + layer * per_layer, p0 * hd, n * hd,
+                      k_out + off * hd, ld * hd, &op);
+    if (!st && v_out)
+        st = read_one(e, static_cast<uint8_t *>(e->v_cache) + layer * per_layer, p0 * hd, n * hd,
+                      v_out + off * hd, ld * hd, &op);
+    if (!st) {
+        op = "synchronize";
+        st = cuda_st(cudaStreamSynchronize(e->stream));
+    }
+    return st ? rt_cuda_op_fail(err, st, op) : LOUPE_OK;
+}
