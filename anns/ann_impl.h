@@ -6,8 +6,11 @@
  *   - an ann_index never owns its keys; `keys` outlives it.
  *   - every array of an index is either in `owned` (built here, freed on destroy) or points into
  *     a mapping/buffer (`map_base` non-NULL when the mapping is ours to unmap).
- *   - graph: out-neighbours of key u are adj[adj_off[u] .. adj_off[u+1]), all in [0, n).
+ *   - graph: out-neighbours of key u are adj[adj_off[u] .. adj_off[u+1]) up to the first -1,
+ *     all in [0, n). Built and mapped indexes are CSR (no -1); a reserved one (grow.c) gives
+ *     every list a fixed region with room to grow, padded with -1, and serialises back to CSR.
  *   - ivf: list l holds list_ids[list_off[l] .. list_off[l+1]); list_off[nlist] == n.
+ *   - n <= capacity: cap after ann_index_reserve (grow.c), else n itself.
  */
 #ifndef LOUPE_ANN_IMPL_H
 #define LOUPE_ANN_IMPL_H
@@ -32,6 +35,49 @@ struct ann_keys {
 
 #define ANN_MAX_OWNED 8
 
+/* The graph build's options that growth reuses, so ann_index_add links new keys the way the
+ * build linked the old ones (kept in the index and its file; defaults for files without them). */
+typedef struct {
+    int build_k;          /* top-k per linking query */
+    int degree;           /* M asked for (ann_index.degree may be clamped to a small n - 1) */
+    int fill;             /* top-up of pruned lists, <= degree */
+    int pivot_cap;        /* lists one key may own as pivot per add; 0: no cap */
+    ann_prune_rule prune;
+    float alpha;
+} ann_graph_params;
+
+/* A candidate of one list's pruning (ann_prune_list). */
+typedef struct {
+    float s;     /* distance to the owner */
+    int32_t id;  /* key id */
+    int32_t row; /* row of the candidate in F */
+} ann_prune_cand;
+
+/* Growth's arrays and scratch (grow.c), allocated once by ann_index_reserve. */
+typedef struct {
+    /* graph / keygraph */
+    uint32_t *adj_off;          /* (cap + 1) list regions */
+    int32_t *adj;               /* (adj_off[cap]) lists padded with -1 */
+    int K, M, max_list;         /* linking top-k, degree cap, largest list region */
+    float *rows;                /* (max_list + K, dim) one prune's candidate rows in f32 */
+    float *orow;                /* (dim) the owner's row; IVF: a new key's row */
+    float *qrow;                /* (dim) a key as its own query */
+    int32_t *cand;              /* (max_list + K) one merge's candidates */
+    int32_t *rowix;             /* (max_list + K) 0, 1, 2, ...: candidate i is rows[i] */
+    ann_prune_cand *tmp;        /* (max_list + K) */
+    int32_t *work;              /* (2 M) */
+    int32_t *kept;              /* (max_list) a prune's output, then kept orphans */
+    uint8_t *indeg;             /* (cap) in-edges per key, saturating at 255 */
+    int32_t *added;             /* (max_list) keys a merge added (their reverse edges) */
+    int32_t *list;              /* (K) one query's top-K */
+    int32_t *sel;               /* (K) the new keys among them */
+    /* ivf */
+    uint32_t *list_off;         /* (nlist + 1) */
+    int32_t *list_ids;          /* (cap) */
+    uint32_t *cnt;              /* (nlist) */
+    float *half_norm;           /* (nlist) |c|^2 / 2 */
+} ann_grow;
+
 struct ann_index {
     ann_type type;
     const ann_keys *keys;
@@ -49,6 +95,9 @@ struct ann_index {
     const uint32_t *list_off;   /* (nlist + 1) */
     const int32_t *list_ids;    /* (n) */
     ann_build_stats stats;
+    ann_graph_params gp;        /* graph / keygraph */
+    int64_t cap;                /* keys reserved; 0 until ann_index_reserve */
+    ann_grow *grow;             /* growth's arrays and scratch (grow.c), NULL until reserved */
     void *owned[ANN_MAX_OWNED];
     void *map_base;             /* munmap on destroy when non-NULL */
     size_t map_size;
@@ -67,9 +116,11 @@ struct ann_search_ctx {
     uint32_t epoch;
     ann_cand *pool;          /* (max_beam + 1) sorted best first */
     uint8_t *expanded;       /* (max_beam + 1) parallel to pool */
-    ann_cand *heap;          /* (max_beam + 1) min-heap scratch (flat, ivf) */
-    float *scratch;          /* (max_keys) centroid scores, rerank */
-    int32_t *nbuf;           /* (max_keys) unvisited neighbours of one expansion */
+    ann_cand *heap;          /* (max_beam + 1) min-heap scratch (flat, ivf, growth's top-k) */
+    uint32_t *aux;           /* (max_keys) ann_index_add: pivot counts and flags, then
+                                reachability marks */
+    int32_t *nbuf;           /* (max_keys) unvisited neighbours of one expansion; ann_index_add's
+                                BFS queue and new-key assignments */
     int64_t scanned;
 };
 
@@ -198,6 +249,11 @@ static inline void ann_prefetch_row(const ann_keys *k, int64_t id)
 
 /* ---- Per-type parts --------------------------------------------------------------------- */
 
+/* IVF growth (ivf.c): |c|^2 / 2 per centroid; and appending keys n_old .. n_new-1 of ix->keys to
+ * their nearest lists in the grown arrays of g, `assign` (n_new - n_old) being scratch. */
+void ann_ivf_half_norms(const float *cent, int nlist, int d, float *out);
+void ann_ivf_add(ann_index *ix, ann_grow *g, int64_t n_old, int64_t n_new, int32_t *assign);
+
 loupe_status ann_ivf_build(ann_index *ix, const ann_build_opts *opts, loupe_err *err);
 loupe_status ann_graph_build(ann_index *ix, const float *queries, int64_t nq,
                              const ann_build_opts *opts, loupe_err *err);
@@ -211,5 +267,36 @@ int ann_graph_search_pool(const ann_index *ix, ann_search_ctx *ctx, const float 
                           int expand, const int32_t *seeds, int n_seeds);
 /* Stores p in ix->owned so destroy frees it; returns 0, or -1 when the table is full. */
 int ann_index_own(ann_index *ix, void *p);
+/* Frees p if ix->owned holds it (an array a reserve replaced); mapped arrays are left alone. */
+void ann_index_disown(ann_index *ix, const void *p);
+
+/* ---- Projection pruning (graph_build.c), shared by the build and growth ------------------- */
+
+/* Prunes candidate keys ids (m, distinct, not the owner) of the list of the key whose f32 row is
+ * `owner`; candidate i's f32 row is F + rows[i]·d. Sorted by distance to the owner (ties by id),
+ * c is dropped when an already kept r is closer to it than the owner is (rule: L2 between keys
+ * with alpha·d(r,c) < d(p,c), or inner products r·c > p·c); at most `keep` are kept, then topped
+ * up to `fill` (<= keep) with dropped ones in order. tmp (m) and work (2·keep) are scratch.
+ * Writes the kept ids into out (<= keep) and returns their count. */
+int ann_prune_list(ann_prune_rule rule, float alpha, int keep, int fill, int d,
+                   const float *owner, const float *F, const int32_t *ids, const int32_t *rows,
+                   int m, ann_prune_cand *tmp, int32_t *work, int32_t *out);
+
+/* ---- Growth (grow.c) ------------------------------------------------------------------------ */
+
+void ann_graph_params_init(ann_graph_params *gp, const ann_build_opts *opts);
+/* Frees what ann_index_reserve allocated (ann_index_destroy calls it). */
+void ann_grow_free(ann_index *ix);
+/* ann_index_bytes of a reserved index: its arrays at capacity and its growth scratch. */
+size_t ann_grow_bytes(const ann_index *ix);
+/* The number of out-edges of u: its region up to the first -1. */
+static inline int ann_graph_degree(const ann_index *ix, int64_t u)
+{
+    const int32_t *l = ix->adj + ix->adj_off[u];
+    int c = (int)(ix->adj_off[u + 1] - ix->adj_off[u]), i = 0;
+    while (i < c && l[i] >= 0)
+        i++;
+    return i;
+}
 
 #endif /* LOUPE_ANN_IMPL_H */

@@ -207,7 +207,8 @@ void ann_index_destroy(ann_index *index);
 
 ann_type ann_index_type(const ann_index *index);
 const ann_keys *ann_index_keys(const ann_index *index);
-/* Bytes of the index's own arrays (not the keys): graph ids, offsets, lists, centroids. */
+/* Bytes of the index's own arrays (not the keys): graph ids, offsets, lists, centroids; after
+ * ann_index_reserve, at capacity and including growth's scratch. */
 size_t ann_index_bytes(const ann_index *index);
 const ann_build_stats *ann_index_build_stats(const ann_index *index);
 
@@ -270,8 +271,10 @@ loupe_status ann_index_reserve(ann_index *index, int64_t max_keys, loupe_err *er
  * may be NULL with nq = 0: queries that attended to the new keys (the decode queries of the tokens
  * being moved); a graph links the new keys from them the way its build does, so queries like them
  * find the new keys later. IVF puts each new key in its nearest list; flat just counts them. `ctx`
- * is a search context created for at least the reserved key count. Fails with LOUPE_ERR_RANGE
- * beyond the reserved capacity. */
+ * is a search context created for at least the reserved key count and a beam of at least 64
+ * (linking takes each query's top build_k). Fails with LOUPE_ERR_RANGE beyond the reserved
+ * capacity. An index must not be searched while keys are added to it; different indexes, also
+ * ones sharing an ann_keys, may be grown in parallel, each with its own ctx. */
 loupe_status ann_index_add(ann_index *index, const float *queries, int64_t nq,
                            ann_search_ctx *ctx, loupe_err *err);
 /* Keys the index holds (grows with ann_index_add). */

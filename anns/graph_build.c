@@ -41,54 +41,64 @@ typedef struct {
     const float *F;  /* (n, d) keys widened to f32 */
 } build_cfg;
 
-static float kdist(const build_cfg *b, int64_t x, int64_t y)
+static int cmp_prune_asc(const void *x, const void *y)
 {
-    const float *a = b->F + x * b->d, *c = b->F + y * b->d;
-    return b->rule == ANN_PRUNE_IP ? -ann_dot_f32(a, c, b->d) : ann_l2sq_f32(a, c, b->d);
-}
-
-static int cmp_cand_asc(const void *x, const void *y)
-{
-    const ann_cand *a = x, *b = y;
+    const ann_prune_cand *a = x, *b = y;
     if (a->s != b->s)
         return a->s < b->s ? -1 : 1;
     return a->id < b->id ? -1 : a->id > b->id;
 }
 
-/* Prunes candidate ids c (m, distinct, none equal to u) for owner u into outl (<= M); tmp (m)
- * and dropped (M) are scratch. Returns the list length. */
-static int prune_list(const build_cfg *b, int32_t u, const int32_t *c, int m, ann_cand *tmp,
-                      int32_t *dropped, int32_t *outl)
+static float prune_dist(ann_prune_rule rule, const float *a, const float *b, int d)
+{
+    return rule == ANN_PRUNE_IP ? -ann_dot_f32(a, b, d) : ann_l2sq_f32(a, b, d);
+}
+
+int ann_prune_list(ann_prune_rule rule, float alpha, int keep, int fill, int d,
+                   const float *owner, const float *F, const int32_t *ids, const int32_t *rows,
+                   int m, ann_prune_cand *tmp, int32_t *work, int32_t *out)
 {
     for (int i = 0; i < m; i++) {
-        tmp[i].id = c[i];
-        tmp[i].s = kdist(b, u, c[i]);
+        tmp[i].id = ids[i];
+        tmp[i].row = rows[i];
+        tmp[i].s = prune_dist(rule, owner, F + (int64_t)rows[i] * d, d);
     }
-    qsort(tmp, (size_t)m, sizeof *tmp, cmp_cand_asc);
+    qsort(tmp, (size_t)m, sizeof *tmp, cmp_prune_asc);
+    int32_t *kept_row = work, *dropped = work + keep;
     int kept = 0, nd = 0;
-    float alpha = b->rule == ANN_PRUNE_L2 ? b->alpha : 1.0f;
-    for (int i = 0; i < m && kept < b->M; i++) {
-        int32_t v = tmp[i].id;
+    float a = rule == ANN_PRUNE_L2 ? alpha : 1.0f;
+    for (int i = 0; i < m && kept < keep; i++) {
+        const float *c = F + (int64_t)tmp[i].row * d;
         int ok = 1;
         for (int j = 0; j < kept && ok; j++)
-            if (alpha * kdist(b, outl[j], v) < tmp[i].s)
+            if (a * prune_dist(rule, F + (int64_t)kept_row[j] * d, c, d) < tmp[i].s)
                 ok = 0;
-        if (ok)
-            outl[kept++] = v;
-        else if (nd < b->M)
-            dropped[nd++] = v;
+        if (ok) {
+            kept_row[kept] = tmp[i].row;
+            out[kept++] = tmp[i].id;
+        } else if (nd < keep) {
+            dropped[nd++] = tmp[i].id;
+        }
     }
-    for (int j = 0; j < nd && kept < b->fill; j++)
-        outl[kept++] = dropped[j];
+    for (int j = 0; j < nd && kept < fill; j++)
+        out[kept++] = dropped[j];
     return kept;
+}
+
+/* Prunes candidate ids c (m) for owner u into outl (<= M), the build's rows being F by key id. */
+static int prune_list(const build_cfg *b, int32_t u, const int32_t *c, int m, ann_prune_cand *tmp,
+                      int32_t *work, int32_t *outl)
+{
+    return ann_prune_list(b->rule, b->alpha, b->M, b->fill, b->d, b->F + (int64_t)u * b->d, b->F,
+                          c, c, m, tmp, work, outl);
 }
 
 /* Per-thread scratch of the projection. */
 typedef struct {
-    uint32_t *mark;   /* (n) dedupe epochs */
-    int32_t *ids;     /* (cap) */
-    ann_cand *tmp;    /* (cap) */
-    int32_t *dropped; /* (M) */
+    uint32_t *mark;       /* (n) dedupe epochs */
+    int32_t *ids;         /* (cap) */
+    ann_prune_cand *tmp;  /* (cap) */
+    int32_t *work;        /* (2M) kept rows and dropped ids of a prune */
 } scratch;
 
 /* ---- Step 2: projection and reverse edges ------------------------------------------------- */
@@ -168,9 +178,9 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
 #pragma omp parallel num_threads(nth)
     {
         scratch s = {calloc((size_t)n, sizeof(uint32_t)), malloc(ANN_CAND_CAP * 4 + 4 * M),
-                     malloc((ANN_CAND_CAP + (size_t)M) * sizeof(ann_cand)),
-                     malloc((size_t)M * sizeof(int32_t))};
-        int ok = s.mark && s.ids && s.tmp && s.dropped;
+                     malloc((ANN_CAND_CAP + (size_t)M) * sizeof(ann_prune_cand)),
+                     malloc(2 * (size_t)M * sizeof(int32_t))};
+        int ok = s.mark && s.ids && s.tmp && s.work;
 #pragma omp for schedule(dynamic, 64)
         for (int64_t u = 0; u < n; u++) {
             if (!ok)
@@ -183,7 +193,7 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
                     s.ids[m++] = v;
                 }
             }
-            outn[u] = prune_list(b, (int32_t)u, s.ids, m, s.tmp, s.dropped, out + u * b->S);
+            outn[u] = prune_list(b, (int32_t)u, s.ids, m, s.tmp, s.work, out + u * b->S);
         }
         if (!ok)
 #pragma omp atomic write
@@ -191,7 +201,7 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
         free(s.mark);
         free(s.ids);
         free(s.tmp);
-        free(s.dropped);
+        free(s.work);
     }
     if (rc != LOUPE_OK)
         goto nomem;
@@ -218,9 +228,9 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
 #pragma omp parallel num_threads(nth)
     {
         scratch s = {calloc((size_t)n, sizeof(uint32_t)), malloc(ANN_CAND_CAP * 4 + 4 * M),
-                     malloc((ANN_CAND_CAP + (size_t)M) * sizeof(ann_cand)),
-                     malloc((size_t)M * sizeof(int32_t))};
-        int ok = s.mark && s.ids && s.tmp && s.dropped;
+                     malloc((ANN_CAND_CAP + (size_t)M) * sizeof(ann_prune_cand)),
+                     malloc(2 * (size_t)M * sizeof(int32_t))};
+        int ok = s.mark && s.ids && s.tmp && s.work;
 #pragma omp for schedule(dynamic, 64)
         for (int64_t v = 0; v < n; v++) {
             if (!ok)
@@ -243,7 +253,7 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
                 memcpy(ol, s.ids, (size_t)m * sizeof *ol);
                 outn[v] = m;
             } else {
-                outn[v] = prune_list(b, (int32_t)v, s.ids, m, s.tmp, s.dropped, ol);
+                outn[v] = prune_list(b, (int32_t)v, s.ids, m, s.tmp, s.work, ol);
             }
             for (int j = outn[v]; j < b->S; j++)
                 ol[j] = -1;
@@ -254,7 +264,7 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
         free(s.mark);
         free(s.ids);
         free(s.tmp);
-        free(s.dropped);
+        free(s.work);
     }
     if (rc != LOUPE_OK)
         goto nomem;

@@ -60,6 +60,15 @@ int ann_index_own(ann_index *ix, void *p)
     return -1;
 }
 
+void ann_index_disown(ann_index *ix, const void *p)
+{
+    for (int i = 0; i < ANN_MAX_OWNED && p; i++)
+        if (ix->owned[i] == p) {
+            free(ix->owned[i]);
+            ix->owned[i] = NULL;
+        }
+}
+
 loupe_status ann_index_build(ann_type type, const ann_keys *keys, const float *build_queries,
                              int64_t nq, const ann_build_opts *opts, ann_index **out,
                              ann_build_stats *stats, loupe_err *err)
@@ -86,6 +95,7 @@ loupe_status ann_index_build(ann_type type, const ann_keys *keys, const float *b
     ix->keys = keys;
     ix->n = keys->n;
     ix->dim = keys->dim;
+    ann_graph_params_init(&ix->gp, opts);
     switch (type) {
     case ANN_FLAT: break;
     case ANN_IVF: rc = ann_ivf_build(ix, opts, err); break;
@@ -108,6 +118,7 @@ void ann_index_destroy(ann_index *ix)
 {
     if (!ix)
         return;
+    ann_grow_free(ix);
     for (int i = 0; i < ANN_MAX_OWNED; i++)
         free(ix->owned[i]);
     if (ix->map_base)
@@ -122,6 +133,8 @@ const ann_build_stats *ann_index_build_stats(const ann_index *ix) { return &ix->
 size_t ann_index_bytes(const ann_index *ix)
 {
     size_t b = 0;
+    if (ix->grow)
+        return ann_grow_bytes(ix);
     if (ix->adj_off)
         b += (size_t)(ix->n + 1) * 4 + (size_t)ix->adj_off[ix->n] * 4 + (size_t)ix->n_entry * 4;
     if (ix->list_off)
@@ -148,9 +161,9 @@ loupe_status ann_search_ctx_create(int64_t max_keys, int max_beam, ann_search_ct
     c->pool = malloc((size_t)(max_beam + 1) * sizeof *c->pool);
     c->expanded = malloc((size_t)(max_beam + 1));
     c->heap = malloc((size_t)(max_beam + 1) * sizeof *c->heap);
-    c->scratch = malloc((size_t)max_keys * sizeof *c->scratch);
+    c->aux = malloc((size_t)max_keys * sizeof *c->aux);
     c->nbuf = malloc((size_t)max_keys * sizeof *c->nbuf);
-    if (!c->visited || !c->pool || !c->expanded || !c->heap || !c->scratch || !c->nbuf)
+    if (!c->visited || !c->pool || !c->expanded || !c->heap || !c->aux || !c->nbuf)
         goto nomem;
     *out = c;
     return LOUPE_OK;
@@ -168,7 +181,7 @@ void ann_search_ctx_destroy(ann_search_ctx *c)
     free(c->pool);
     free(c->expanded);
     free(c->heap);
-    free(c->scratch);
+    free(c->aux);
     free(c->nbuf);
     free(c);
 }

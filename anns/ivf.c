@@ -29,7 +29,7 @@ static int nearest_centroid(const float *x, const float *cent, const float *half
     return best;
 }
 
-static void half_norms(const float *cent, int nlist, int d, float *out)
+void ann_ivf_half_norms(const float *cent, int nlist, int d, float *out)
 {
     for (int c = 0; c < nlist; c++)
         out[c] = 0.5f * ann_dot_f32(cent + (int64_t)c * d, cent + (int64_t)c * d, d);
@@ -81,7 +81,7 @@ loupe_status ann_ivf_build(ann_index *ix, const ann_build_opts *opts, loupe_err 
     for (int c = 0; c < nlist; c++) /* the first nlist sampled keys: already a random choice */
         memcpy(cent + (int64_t)c * d, sample + (int64_t)c * d, (size_t)d * sizeof(float));
     for (int it = 0; it < iters; it++) {
-        half_norms(cent, nlist, d, hn);
+        ann_ivf_half_norms(cent, nlist, d, hn);
 #pragma omp parallel for num_threads(nth) schedule(static)
         for (int64_t i = 0; i < ns; i++)
             assign[i] = nearest_centroid(sample + i * d, cent, hn, nlist, d);
@@ -104,7 +104,7 @@ loupe_status ann_ivf_build(ann_index *ix, const ann_build_opts *opts, loupe_err 
                 ce[c] = (float)(sum[(int64_t)l * d + c] / (double)cnt[l]);
         }
     }
-    half_norms(cent, nlist, d, hn);
+    ann_ivf_half_norms(cent, nlist, d, hn);
 #pragma omp parallel num_threads(nth)
     {
         float *row = malloc((size_t)d * sizeof(float));
@@ -187,4 +187,34 @@ int ann_ivf_search(const ann_index *ix, ann_search_ctx *ctx, const float *q, int
     }
     ann_heap_sort_desc(out, hn);
     return hn;
+}
+
+/* ---- Growth ---------------------------------------------------------------------------------- */
+
+/* Each new key joins the list of its nearest centroid (the build's assignment). The lists stay
+ * one CSR array: every list moves right by the new keys of the lists before it (last list first,
+ * so nothing is overwritten before it has moved) and the new ids go at the ends, ascending. */
+void ann_ivf_add(ann_index *ix, ann_grow *g, int64_t n_old, int64_t n_new, int32_t *assign)
+{
+    int nlist = ix->nlist, d = ix->dim;
+    uint32_t *off = g->list_off, *cnt = g->cnt;
+    memset(cnt, 0, (size_t)nlist * sizeof *cnt);
+    for (int64_t u = n_old; u < n_new; u++) {
+        ann_keys_row(ix->keys, u, g->orow);
+        int l = nearest_centroid(g->orow, ix->centroids, g->half_norm, nlist, d);
+        assign[u - n_old] = l;
+        cnt[l]++;
+    }
+    uint32_t shift = (uint32_t)(n_new - n_old), old_end = off[nlist];
+    off[nlist] = old_end + shift;
+    for (int l = nlist - 1; l >= 0; l--) {
+        shift -= cnt[l];
+        uint32_t start = off[l], len = old_end - start;
+        memmove(g->list_ids + start + shift, g->list_ids + start, (size_t)len * sizeof(int32_t));
+        off[l] = start + shift;
+        cnt[l] = off[l] + len; /* where list l's new ids go */
+        old_end = start;
+    }
+    for (int64_t u = n_old; u < n_new; u++)
+        g->list_ids[cnt[assign[u - n_old]]++] = (int32_t)u;
 }

@@ -185,6 +185,18 @@ loupe_status ann_keys_view(ann_key_type type, const void *data, const float *sca
     return LOUPE_OK;
 }
 
+loupe_status ann_keys_set_count(ann_keys *keys, int64_t n, loupe_err *err)
+{
+    if (keys->owned_data)
+        return loupe_fail(err, LOUPE_ERR_INVALID,
+                          "key count: only a view over the caller's rows can change its count");
+    loupe_status rc = check_shape(n, keys->dim, err);
+    if (rc != LOUPE_OK)
+        return rc;
+    keys->n = n;
+    return LOUPE_OK;
+}
+
 void ann_keys_destroy(ann_keys *keys)
 {
     if (!keys)

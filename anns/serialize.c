@@ -7,7 +7,12 @@
  *                       every byte after the header, u64 total size
  *   table   n_arrays × {u32 tag, u32 elem_size, u64 offset, u64 count}
  *   arrays  ADJ_OFF u32 (n+1) · ADJ i32 (adj_off[n]) · ENTRY i32 (n_entry) · CENTROIDS f32
- *           (nlist, dim) · LIST_OFF u32 (nlist+1) · LIST_IDS i32 (n) · STATS f64 (9)
+ *           (nlist, dim) · LIST_OFF u32 (nlist+1) · LIST_IDS i32 (n) · STATS f64 (9) ·
+ *           PARAMS u32 (6: build_k, degree, fill, pivot_cap, prune rule, alpha's f32 bits; graphs)
+ * Versions: 1 had no PARAMS (a graph read from it grows with the default build options and the
+ * header's degree); 2 adds them. Both are read; 2 is written.
+ * A grown graph (grow.c: lists in regions padded with -1) is written compacted to CSR, so a file
+ * never holds -1 and a reader cannot tell a grown index from a built one.
  * Loading checks everything a search would trust: magic, version, sizes, offsets inside the
  * buffer, the checksum, monotone offsets ending where they must, every id inside [0, n). A file
  * that passes cannot make a search read out of bounds.
@@ -23,8 +28,9 @@
 #include <unistd.h>
 
 #define ANN_MAGIC "LOUPEANN"
-enum { ANN_VERSION = 1, ANN_HDR = 64, ANN_ENTRY_SZ = 24, ANN_MAX_ARRAYS = 16, ANN_NSTATS = 9 };
-enum { T_ADJ_OFF = 1, T_ADJ, T_ENTRY, T_CENTROIDS, T_LIST_OFF, T_LIST_IDS, T_STATS };
+enum { ANN_VERSION = 2, ANN_HDR = 64, ANN_ENTRY_SZ = 24, ANN_MAX_ARRAYS = 16, ANN_NSTATS = 9,
+       ANN_NPARAMS = 6 };
+enum { T_ADJ_OFF = 1, T_ADJ, T_ENTRY, T_CENTROIDS, T_LIST_OFF, T_LIST_IDS, T_STATS, T_PARAMS };
 
 typedef struct {
     uint32_t tag, elem;
@@ -49,13 +55,21 @@ static uint64_t checksum(const unsigned char *p, size_t n)
 
 static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
 
-/* The arrays of ix in file order; returns their count. stats_buf (ANN_NSTATS) is filled. */
-static int describe(const ann_index *ix, arr_desc *a, double *stats_buf)
+/* The arrays of ix in file order; returns their count. stats_buf (ANN_NSTATS) and params_buf
+ * (ANN_NPARAMS) are filled. A grown graph's lists have no source (src NULL): they are compacted
+ * while writing. */
+static int describe(const ann_index *ix, arr_desc *a, double *stats_buf, uint32_t *params_buf)
 {
     int na = 0;
     if (ix->type == ANN_GRAPH || ix->type == ANN_KEYGRAPH) {
-        a[na++] = (arr_desc){T_ADJ_OFF, 4, 0, (uint64_t)ix->n + 1, ix->adj_off};
-        a[na++] = (arr_desc){T_ADJ, 4, 0, ix->adj_off[ix->n], ix->adj};
+        uint64_t edges = 0;
+        if (ix->grow)
+            for (int64_t u = 0; u < ix->n; u++)
+                edges += (uint64_t)ann_graph_degree(ix, u);
+        else
+            edges = ix->adj_off[ix->n];
+        a[na++] = (arr_desc){T_ADJ_OFF, 4, 0, (uint64_t)ix->n + 1, ix->grow ? NULL : ix->adj_off};
+        a[na++] = (arr_desc){T_ADJ, 4, 0, edges, ix->grow ? NULL : ix->adj};
         a[na++] = (arr_desc){T_ENTRY, 4, 0, (uint64_t)ix->n_entry, ix->entry};
     } else if (ix->type == ANN_IVF) {
         a[na++] = (arr_desc){T_CENTROIDS, 4, 0, (uint64_t)ix->nlist * (uint64_t)ix->dim,
@@ -69,6 +83,17 @@ static int describe(const ann_index *ix, arr_desc *a, double *stats_buf)
                             (double)s->n_repaired, (double)s->n_unreachable, (double)s->n_edges};
     memcpy(stats_buf, v, sizeof v);
     a[na++] = (arr_desc){T_STATS, 8, 0, ANN_NSTATS, stats_buf};
+    /* PARAMS last: a version-1 file is this one less its last array. */
+    if (ix->type == ANN_GRAPH || ix->type == ANN_KEYGRAPH) {
+        const ann_graph_params *gp = &ix->gp;
+        uint32_t alpha;
+        memcpy(&alpha, &gp->alpha, 4);
+        uint32_t pv[ANN_NPARAMS] = {(uint32_t)gp->build_k, (uint32_t)gp->degree,
+                                    (uint32_t)gp->fill, (uint32_t)gp->pivot_cap,
+                                    (uint32_t)gp->prune, alpha};
+        memcpy(params_buf, pv, sizeof pv);
+        a[na++] = (arr_desc){T_PARAMS, 4, 0, ANN_NPARAMS, params_buf};
+    }
     size_t pos = align64(ANN_HDR + (size_t)na * ANN_ENTRY_SZ);
     for (int i = 0; i < na; i++) {
         a[i].off = pos;
@@ -81,7 +106,8 @@ size_t ann_index_serialized_size(const ann_index *ix)
 {
     arr_desc a[ANN_MAX_ARRAYS];
     double st[ANN_NSTATS];
-    int na = describe(ix, a, st);
+    uint32_t gp[ANN_NPARAMS];
+    int na = describe(ix, a, st, gp);
     return align64(a[na - 1].off + a[na - 1].count * a[na - 1].elem);
 }
 
@@ -90,11 +116,28 @@ static void put64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
 static uint32_t get32(const unsigned char *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static uint64_t get64(const unsigned char *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
+/* Writes a grown graph's lists as CSR: offsets (tag T_ADJ_OFF) or the ids (T_ADJ). */
+static void write_compacted(const ann_index *ix, uint32_t tag, unsigned char *dst)
+{
+    uint32_t pos = 0;
+    for (int64_t u = 0; u < ix->n; u++) {
+        int deg = ann_graph_degree(ix, u);
+        if (tag == T_ADJ_OFF)
+            put32(dst + 4 * (size_t)u, pos);
+        else
+            memcpy(dst + 4 * (size_t)pos, ix->adj + ix->adj_off[u], 4 * (size_t)deg);
+        pos += (uint32_t)deg;
+    }
+    if (tag == T_ADJ_OFF)
+        put32(dst + 4 * (size_t)ix->n, pos);
+}
+
 loupe_status ann_index_serialize(const ann_index *ix, void *buf, size_t size, loupe_err *err)
 {
     arr_desc a[ANN_MAX_ARRAYS];
     double st[ANN_NSTATS];
-    int na = describe(ix, a, st);
+    uint32_t gp[ANN_NPARAMS];
+    int na = describe(ix, a, st, gp);
     size_t need = ann_index_serialized_size(ix);
     if (size < need)
         return loupe_fail(err, LOUPE_ERR_INVALID, "index serialisation needs %zu bytes, got %zu",
@@ -117,7 +160,10 @@ loupe_status ann_index_serialize(const ann_index *ix, void *buf, size_t size, lo
         put32(e + 4, a[i].elem);
         put64(e + 8, a[i].off);
         put64(e + 16, a[i].count);
-        memcpy(p + a[i].off, a[i].src, a[i].count * a[i].elem);
+        if (a[i].src)
+            memcpy(p + a[i].off, a[i].src, a[i].count * a[i].elem);
+        else
+            write_compacted(ix, a[i].tag, p + a[i].off);
     }
     put64(p + 48, checksum(p + ANN_HDR, need - ANN_HDR));
     return LOUPE_OK;
@@ -189,15 +235,43 @@ static loupe_status check_ids(const int32_t *ids, uint64_t count, int64_t n, con
     return LOUPE_OK;
 }
 
+/* The graph's build options for growth (PARAMS), range-checked. */
+static loupe_status read_params(const unsigned char *a, uint64_t count, const char *what,
+                                ann_graph_params *gp, loupe_err *err)
+{
+    uint32_t v[ANN_NPARAMS];
+    if (count != ANN_NPARAMS)
+        return loupe_fail(err, LOUPE_ERR_FORMAT, "%s: %llu graph parameters, expected %d", what,
+                          (unsigned long long)count, ANN_NPARAMS);
+    memcpy(v, a, sizeof v);
+    float alpha;
+    memcpy(&alpha, &v[5], 4);
+    if (v[0] < 1 || v[0] > 65536 || v[1] < 1 || v[1] > 65536 || v[2] > v[1] ||
+        v[3] > INT32_MAX || v[4] > ANN_PRUNE_IP || !(alpha > 0 && alpha < 1e30f))
+        return loupe_fail(err, LOUPE_ERR_FORMAT,
+                          "%s: graph parameters out of range (top-k %u, degree %u, fill %u, "
+                          "pivot cap %u, prune rule %u)",
+                          what, v[0], v[1], v[2], v[3], v[4]);
+    gp->build_k = (int)v[0];
+    gp->degree = (int)v[1];
+    gp->fill = (int)v[2];
+    gp->pivot_cap = (int)v[3];
+    gp->prune = (ann_prune_rule)v[4];
+    gp->alpha = alpha;
+    return LOUPE_OK;
+}
+
 loupe_status ann_index_from_buffer(const void *buf, size_t size, const char *what,
                                    const ann_keys *keys, ann_index **out, loupe_err *err)
 {
     loupe_status rc = LOUPE_OK;
     const unsigned char *p = buf;
     ann_index *ix = NULL;
-    const void *arr[T_STATS + 1] = {0};
-    uint64_t cnt[T_STATS + 1] = {0};
+    const void *arr[T_PARAMS + 1] = {0};
+    uint64_t cnt[T_PARAMS + 1] = {0};
     *out = NULL;
+    ann_graph_params gp;
+    ann_graph_params_init(&gp, NULL);
     if (size < ANN_HDR || memcmp(p, ANN_MAGIC, 8) != 0)
         return loupe_fail(err, LOUPE_ERR_FORMAT, "%s: not a loupe index (%s)", what,
                           size < ANN_HDR ? "shorter than its header" : "bad magic");
@@ -207,10 +281,15 @@ loupe_status ann_index_from_buffer(const void *buf, size_t size, const char *wha
     uint32_t degree = get32(p + 28), n_entry = get32(p + 32), nlist = get32(p + 36);
     uint32_t na = get32(p + 40);
     uint64_t n = get64(p + 16), sum = get64(p + 48), total = get64(p + 56);
-    if (version != ANN_VERSION)
+    if (version < 1 || version > ANN_VERSION)
         return loupe_fail(err, LOUPE_ERR_UNSUPPORTED,
-                          "%s: index format version %u, this build reads version %d", what,
+                          "%s: index format version %u, this build reads versions 1 to %d", what,
                           version, ANN_VERSION);
+    uint32_t last_tag = version >= 2 ? T_PARAMS : T_STATS;
+    if (degree >= 1 && degree <= 65536) { /* version 1: the build's degree, default options */
+        gp.degree = (int)degree;
+        gp.fill = gp.fill < gp.degree ? gp.fill : gp.degree;
+    }
     if (total != size)
         return loupe_fail(err, LOUPE_ERR_FORMAT,
                           "%s: truncated or padded: header says %llu bytes, found %zu", what,
@@ -231,7 +310,7 @@ loupe_status ann_index_from_buffer(const void *buf, size_t size, const char *wha
         uint32_t tag = get32(e), elem = get32(e + 4);
         uint64_t off = get64(e + 8), count = get64(e + 16);
         uint32_t want_elem = tag == T_STATS ? 8 : 4;
-        if (tag < T_ADJ_OFF || tag > T_STATS || elem != want_elem || off % 8 ||
+        if (tag < T_ADJ_OFF || tag > last_tag || elem != want_elem || off % 8 ||
             off < ANN_HDR || off > size || count > (size - off) / elem || arr[tag])
             return loupe_fail(err, LOUPE_ERR_FORMAT,
                               "%s: array %u (tag %u, %u-byte elements, %llu at offset %llu) does "
@@ -249,6 +328,8 @@ loupe_status ann_index_from_buffer(const void *buf, size_t size, const char *wha
         if ((rc = check_offsets(arr[T_ADJ_OFF], n + 1, cnt[T_ADJ], what, "neighbour", err)) ||
             (rc = check_ids(arr[T_ADJ], cnt[T_ADJ], (int64_t)n, what, "neighbour", err)) ||
             (rc = check_ids(arr[T_ENTRY], n_entry, (int64_t)n, what, "entry point", err)))
+            return rc;
+        if (arr[T_PARAMS] && (rc = read_params(arr[T_PARAMS], cnt[T_PARAMS], what, &gp, err)))
             return rc;
     } else if (type == ANN_IVF) {
         if (!arr[T_CENTROIDS] || !arr[T_LIST_OFF] || !arr[T_LIST_IDS] || nlist == 0 ||
@@ -272,6 +353,7 @@ loupe_status ann_index_from_buffer(const void *buf, size_t size, const char *wha
     ix->entry = arr[T_ENTRY];
     ix->adj_off = arr[T_ADJ_OFF];
     ix->adj = arr[T_ADJ];
+    ix->gp = gp;
     ix->nlist = arr[T_CENTROIDS] ? (int)nlist : 0;
     ix->centroids = arr[T_CENTROIDS];
     ix->list_off = arr[T_LIST_OFF];

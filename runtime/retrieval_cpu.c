@@ -43,7 +43,8 @@ struct rt_retr {
     /* static-tail query log */
     uint32_t log_max;
     float *log;
-    float *gather; /* (max(cap_max, log_max), hd): one head's queries, contiguous */
+    float *gather; /* (n_threads, gmax, hd): per thread, one head's queries, contiguous */
+    size_t gmax;
 
     ann_keys **keys;     /* (n_layer · n_kv), NULL while the host set is empty */
     ann_index **index;   /* (n_layer · n_head) */
@@ -227,13 +228,14 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
         r->max_beam = (int)r->p.topk;
     if (r->p.nprobe > r->max_beam)
         r->max_beam = r->p.nprobe;
-    if (r->max_beam < 1)
-        r->max_beam = 1;
+    if (r->max_beam < 64) /* ann_index_add links with each query's top 64 */
+        r->max_beam = 64;
     uint32_t gmax = r->cap_max > r->log_max ? r->cap_max : r->log_max;
     size_t topk = r->p.topk == 0 ? 1 : r->p.topk < r->n_ctx ? r->p.topk : r->n_ctx;
     r->cap = malloc((size_t)r->n_layer * r->cap_max * r->nq * sizeof *r->cap);
     r->log = malloc((size_t)r->n_layer * r->log_max * r->nq * sizeof *r->log);
-    r->gather = malloc((size_t)gmax * r->hd * sizeof *r->gather);
+    r->gmax = gmax;
+    r->gather = malloc((size_t)r->n_threads * gmax * r->hd * sizeof *r->gather);
     r->keys = calloc((size_t)r->n_layer * r->n_kv, sizeof *r->keys);
     r->index = calloc((size_t)r->n_layer * r->n_head, sizeof *r->index);
     r->sctx = calloc((size_t)r->n_threads, sizeof *r->sctx);
@@ -328,13 +330,14 @@ void rt_retr_capture(rt_retr *r, uint32_t layer, uint32_t pos0, uint32_t stride,
 
 /* ==== Indexes ============================================================================= */
 
-/* Query head h's rows of a (rows, n_head, hd) block, contiguous into r->gather. */
-static const float *gather_head(rt_retr *r, const float *block, uint32_t rows, uint32_t h)
+/* Query head h's rows of a (rows, n_head, hd) block, contiguous into thread t's gather buffer. */
+static const float *gather_head(rt_retr *r, int t, const float *block, uint32_t rows, uint32_t h)
 {
+    float *g = r->gather + (size_t)t * r->gmax * r->hd;
     for (uint32_t i = 0; i < rows; i++)
-        memcpy(r->gather + (size_t)i * r->hd, block + ((size_t)i * r->n_head + h) * r->hd,
+        memcpy(g + (size_t)i * r->hd, block + ((size_t)i * r->n_head + h) * r->hd,
                r->hd * sizeof(float));
-    return r->gather;
+    return g;
 }
 
 /* Builds every index over host positions [sinks, host_end), from `rows` queries per layer of
@@ -361,7 +364,7 @@ static loupe_status build_indexes(rt_retr *r, const float *qsrc, uint32_t qstrid
                 return st;
         }
         for (uint32_t h = 0; h < r->n_head; h++) {
-            const float *q = gather_head(r, qsrc + (size_t)l * qstride * r->nq, rows, h);
+            const float *q = gather_head(r, 0, qsrc + (size_t)l * qstride * r->nq, rows, h);
             ann_index **ix = &r->index[(size_t)l * r->n_head + h];
             ann_build_stats bs;
             loupe_status st = ann_index_build(index_type(r->mode),
@@ -443,18 +446,29 @@ loupe_status rt_retr_settle(rt_retr *r, loupe_err *err)
             if (st)
                 return st;
         }
-        for (uint32_t l = 0; l < r->n_layer; l++)
-            for (uint32_t h = 0; h < r->n_head; h++) {
-                const float *q = gather_head(r, r->log + (size_t)l * r->log_max * r->nq, tail, h);
-                ann_index *ix = r->index[(size_t)l * r->n_head + h];
-                size_t before = ann_index_bytes(ix);
-                loupe_status st = ann_index_add(ix, q, tail, r->sctx[0], err);
-                if (st) {
-                    loupe_err_prefix(err, "growing the index of layer %u, head %u", l, h);
-                    return st;
+        /* Every index grows on its own thread (indexes sharing keys may grow at once). */
+        const long n_ix = (long)r->n_layer * r->n_head;
+        loupe_status first = LOUPE_OK;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(r->n_threads)
+        for (long i = 0; i < n_ix; i++) {
+            int t = omp_get_thread_num();
+            uint32_t l = (uint32_t)(i / r->n_head), h = (uint32_t)(i % r->n_head);
+            const float *q = gather_head(r, t, r->log + (size_t)l * r->log_max * r->nq, tail, h);
+            loupe_err e;
+            loupe_status st = ann_index_add(r->index[i], q, tail, r->sctx[t], &e);
+            if (st) {
+#pragma omp critical(rt_retr_grow)
+                if (!first) {
+                    first = st;
+                    if (err) {
+                        *err = e;
+                        loupe_err_prefix(err, "growing the index of layer %u, head %u", l, h);
+                    }
                 }
-                r->st.index_bytes += ann_index_bytes(ix) - before;
             }
+        }
+        if (first)
+            return first;
         r->host_end += moved;
     }
     for (uint32_t l = 0; l < r->n_layer; l++) {

@@ -42,16 +42,19 @@ out=$("$loupe" bench niah --model "$model" --task passkey,whichfile --lengths 70
 grep -q "^passkey,700,0.5,full,1,0,.*,ok$" <<<"$out" || { echo "FAIL: haystack passkey: $out"; fail=1; }
 grep -q "^whichfile,700,.*,failed$" <<<"$out" || { echo "FAIL: haystack whichfile: $out"; fail=1; }
 grep -q "Python" "$dir/err2.txt" || { echo "FAIL: whichfile reason missing"; fail=1; }
-# --attention flat runs the sparse decode path.
-"$loupe" bench niah --model "$model" --task passkey --lengths 600 --depths 0.5 --cases 1 \
-    --attention flat --topk 8 --sinks 4 --window 16 --csv >/dev/null 2>&1 || { echo "FAIL: --attention flat"; fail=1; }
+# The retrieval modes run (static set + index search); their csv rows say which mode ran.
+for a in flat ivf retrieval; do
+    out=$("$loupe" bench niah --model "$model" --task passkey --lengths 600 --depths 0.5 --cases 1 \
+        --attention $a --topk 8 --sinks 4 --window 16 --csv 2>&1) || { echo "FAIL: --attention $a: $out"; fail=1; }
+    grep -q "^passkey,600,0.5,$a,1," <<<"$out" || { echo "FAIL: --attention $a row: $out"; fail=1; }
+done
 
 expect_rc() { local want=$1; shift; "$loupe" bench niah --model "$model" "$@" >/dev/null 2>&1; local rc=$?
     [ $rc = "$want" ] || { echo "FAIL: bench niah $* exited $rc, want $want"; fail=1; }; }
 expect_rc 2 --task nope
 expect_rc 2 --depths 1.5
 expect_rc 2 --lengths 12,x
-expect_rc 1 --attention ivf
+expect_rc 1 --attention ivf --window 64 --static-max 32
 expect_rc 1 --haystack "$dir/does-not-exist"
 [ $fail = 0 ] && echo "bench_cli: PASS"
 exit $fail

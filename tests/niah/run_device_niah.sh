@@ -4,7 +4,9 @@
 #   1. CUDA backend, full attention: passkey and kv at 4K, 8K, 16K, 32K, $CASES cases per cell;
 #   2. CPU backend at 4K, full attention, the same cases (the answers must agree);
 #   3. CPU backend, retrieval (default budget) against full and static-only (--topk 0) at 4K and
-#      8K, $RCASES cases per cell (16 threads).
+#      8K, $RCASES cases per cell (16 threads);
+#   4. (STAGES=hybrid) the CUDA backend's retrieval hybrid the same way at $RLENGTHS.
+# STAGES picks stages (default "cuda_full cpu_full retrieval"), LENGTHS the lengths of stage 1.
 # Each stage has a deadline so the whole run fits one 10-minute call; logs and CSVs go to $OUT.
 # usage: tests/niah/run_device_niah.sh   (env: CASES=100 RCASES=20 BUDGET=560)
 set -uo pipefail
@@ -27,16 +29,34 @@ run() { # run NAME SECONDS ARGS... : one bench niah call with a time limit, csv 
     local rc=$?
     echo "$name: rc $rc, $(( $(date +%s) - t )) s" | tee -a "$OUT/summary.txt"
 }
-for len in 4096 8192 16384 32768; do
-    run cuda_full_$len 150 --backend cuda --task passkey,kv --lengths $len \
-        --depths 0,0.25,0.5,0.75,1 --cases $((CASES / 5)) --seed 101
-done
-run cpu_full_4k 90 --backend cpu --threads 16 --task passkey,kv --lengths 4096 \
-    --depths 0,0.25,0.5,0.75,1 --cases $((CASES / 5)) --seed 101
-for a in "full" "retrieval" "retrieval --topk 0"; do
-    tag=$(echo "$a" | tr -d ' -')
-    run "cpu_${tag}_4k8k" 70 --backend cpu --threads 16 --attention $a --task kv \
-        --lengths 4096,8192 --depths 0.25,0.75 --cases $((RCASES / 2)) --seed 202
+STAGES=${STAGES:-cuda_full cpu_full retrieval}
+for stage in $STAGES; do
+    case $stage in
+    cuda_full) # issue 5: full attention on the GPU, 100 cases per task × length
+        for len in ${LENGTHS:-4096 8192 16384 32768}; do
+            run cuda_full_$len 150 --backend cuda --task passkey,kv --lengths $len \
+                --depths 0,0.25,0.5,0.75,1 --cases $((CASES / 5)) --seed 101
+        done ;;
+    cpu_full) # issue 5: the CPU backend gives the same answers at 4K
+        run cpu_full_4k 90 --backend cpu --threads 16 --task passkey,kv --lengths 4096 \
+            --depths 0,0.25,0.5,0.75,1 --cases $((CASES / 5)) --seed 101 ;;
+    retrieval) # issue 7 on the CPU backend
+        for a in "full" "retrieval" "retrieval --topk 0"; do
+            tag=$(echo "$a" | tr -d ' -')
+            run "cpu_${tag}_4k8k" 70 --backend cpu --threads 16 --attention $a --task kv \
+                --lengths 4096,8192 --depths 0.25,0.75 --cases $((RCASES / 2)) --seed 202
+        done ;;
+    hybrid) # issue 7: GPU prefill, CPU retrieval decode; needles in the host set (depths
+            # 0.25-0.75), against full attention and the static set alone on the same cases
+        for len in ${RLENGTHS:-4096 16384}; do
+            for a in "full" "retrieval" "retrieval --topk 0"; do
+                tag=$(echo "$a" | tr -d ' -')
+                run "hybrid_${tag}_$len" ${RSECS:-60} --backend cuda --threads 16 --attention $a \
+                    --task passkey,kv --lengths $len --depths 0.25,0.5,0.75 --cases $RCASES \
+                    --seed 303
+            done
+        done ;;
+    esac
 done
 echo "---- tables ----" >>"$OUT/summary.txt"
 for f in "$OUT"/*.csv; do echo "== $(basename "$f")"; cat "$f"; done >>"$OUT/summary.txt"
