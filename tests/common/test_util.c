@@ -58,3 +58,15 @@ int test_summary(const char *name)
     fprintf(stderr, "%s: ok\n", name);
     return 0;
 }
+
+double test_rel_diff(const float *a, const float *b, size_t n)
+{
+    double md = 0, mb = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!isfinite(a[i]))
+            return INFINITY;
+        md = fmax(md, fabs((double)a[i] - b[i]));
+        mb = fmax(mb, fabs((double)b[i]));
+    }
+    return mb > 0 ? md / mb : md;
+}

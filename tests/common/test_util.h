@@ -3,6 +3,7 @@
 #ifndef LOUPE_TEST_UTIL_H
 #define LOUPE_TEST_UTIL_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -40,6 +41,10 @@ float test_rng_normal(test_rng *r);
 uint64_t test_seed(void);
 /* A directory for this test's files ($LOUPE_TEST_TMP or /tmp). */
 const char *test_tmpdir(void);
+
+/* max|a − b| / max|b| over n values (max|a − b| when b is all zero); infinity if a has a NaN or
+ * an infinity. The relative error the logits and attention checks use. */
+double test_rel_diff(const float *a, const float *b, size_t n);
 
 int test_summary(const char *name);
 

@@ -22,18 +22,6 @@
 #include "cpu/ref_forward.h"
 #include "runtime/runtime.h"
 
-static double row_diff(const float *a, const float *b, size_t n)
-{
-    double md = 0, mb = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i]))
-            return INFINITY;
-        md = fmax(md, fabs((double)a[i] - b[i]));
-        mb = fmax(mb, fabs((double)b[i]));
-    }
-    return mb > 0 ? md / mb : md;
-}
-
 /* Copies `src` to `dst` adding <arch>.rope.scaling.{type,factor,original_context_length}. */
 static loupe_status copy_with_scaling(const rt_gguf *src, const char *dst, const char *type,
                                       float factor, uint32_t orig, loupe_err *err)
@@ -147,7 +135,7 @@ int main(int argc, char **argv)
     fprintf(stderr, "max relative error vs reference (max|a-b|/max|b| per logits row): %.3g\n",
             worst);
     CHECK_MSG(worst <= 1e-4, "relative error %g > 1e-4", worst);
-    CHECK(row_diff(rt_ctx_logits(c), got + (T - 1) * V, V) == 0);
+    CHECK(test_rel_diff(rt_ctx_logits(c), got + (T - 1) * V, V) == 0);
 
     /* 4a. one token too many: TOO_LONG, cache untouched */
     CHECK(rt_ctx_decode(c, ids[0], &err) == LOUPE_ERR_TOO_LONG);
@@ -161,7 +149,7 @@ int main(int argc, char **argv)
     double dec_worst = 0;
     for (size_t t = 0; t + 1 < T; t++) {
         CHECK(rt_ctx_decode(d, ids[t], &err) == LOUPE_OK);
-        double e = row_diff(rt_ctx_logits(d), got + t * V, V);
+        double e = test_rel_diff(rt_ctx_logits(d), got + t * V, V);
         if (e > dec_worst)
             dec_worst = e;
     }
@@ -169,13 +157,13 @@ int main(int argc, char **argv)
     rt_sparse_params all = {.enabled = true, .topk = 0, .sinks = 2, .window = (uint32_t)T};
     rt_sparse_params topk = {.enabled = true, .topk = (uint32_t)T, .sinks = 2, .window = 3};
     CHECK(rt_ctx_decode_sparse(d, ids[T - 1], &all, &err) == LOUPE_OK);
-    double sp_all = row_diff(rt_ctx_logits(d), got + (T - 1) * V, V);
+    double sp_all = test_rel_diff(rt_ctx_logits(d), got + (T - 1) * V, V);
     CHECK(rt_ctx_truncate(d, (uint32_t)T - 1, &err) == LOUPE_OK);
     CHECK(rt_ctx_decode_sparse(d, ids[T - 1], &topk, &err) == LOUPE_OK);
-    double sp_topk = row_diff(rt_ctx_logits(d), got + (T - 1) * V, V);
+    double sp_topk = test_rel_diff(rt_ctx_logits(d), got + (T - 1) * V, V);
     CHECK(rt_ctx_truncate(d, (uint32_t)T - 1, &err) == LOUPE_OK);
     CHECK(rt_ctx_decode(d, ids[T - 1], &err) == LOUPE_OK);
-    double e = row_diff(rt_ctx_logits(d), got + (T - 1) * V, V);
+    double e = test_rel_diff(rt_ctx_logits(d), got + (T - 1) * V, V);
     if (e > dec_worst)
         dec_worst = e;
     CHECK(rt_ctx_truncate(d, (uint32_t)T + 1, &err) == LOUPE_ERR_RANGE);

@@ -26,18 +26,6 @@
 
 enum { N0 = 300, EXT = 20, DEC = 90, SINKS = 4, WINDOW = 24, STATIC_MAX = 64 };
 
-static double row_diff(const float *a, const float *b, size_t n)
-{
-    double md = 0, mb = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i]))
-            return INFINITY;
-        md = fmax(md, fabs((double)a[i] - b[i]));
-        mb = fmax(mb, fabs((double)b[i]));
-    }
-    return mb > 0 ? md / mb : md;
-}
-
 /* Runs the script and stores the logits of the context's last token, every extension row and
  * every decode step: (1 + EXT + DEC, n_vocab). */
 static loupe_status run_script(const rt_model *m, const rt_runner_params *p, const int32_t *ids,
@@ -86,7 +74,7 @@ static double max_row_diff(const float *a, const float *b, uint32_t nv, int *wor
 {
     double d = 0;
     for (int t = 0; t < 1 + EXT + DEC; t++) {
-        double e = row_diff(a + (size_t)t * nv, b + (size_t)t * nv, nv);
+        double e = test_rel_diff(a + (size_t)t * nv, b + (size_t)t * nv, nv);
         if (e > d) {
             d = e;
             *worst = t;
@@ -165,7 +153,7 @@ int main(int argc, char **argv)
             s = rt_ctx_decode_sparse(c, ids[N0], &sp, &err);
         CHECK_MSG(!s, "flat vs sparse: %s", loupe_err_message(&err));
         if (!s) {
-            double d = row_diff(rt_runner_logits(r, NULL), rt_ctx_logits(c), nv);
+            double d = test_rel_diff(rt_runner_logits(r, NULL), rt_ctx_logits(c), nv);
             CHECK_MSG(d <= 1e-5, "flat topk %u vs rt_ctx_decode_sparse: relative error %.3g",
                       topk, d);
         }

@@ -177,18 +177,6 @@ static void collect(void *user, uint32_t layer, uint32_t pos0, uint32_t stride, 
     }
 }
 
-static double row_err(const float *a, const float *b, size_t n)
-{
-    double md = 0, mb = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i]))
-            return INFINITY;
-        md = fmax(md, fabs((double)a[i] - b[i]));
-        mb = fmax(mb, fabs((double)b[i]));
-    }
-    return mb > 0 ? md / mb : md;
-}
-
 /* Captured rows of positions [0, T) against the CPU's (cpu_q: (n_layer, n_ctx, nq)): each row
  * with p % stride == 0 delivered once and within tol, every other row never. */
 static void check_capture(const collector *c, const float *cpu_q, uint32_t T, double tol,
@@ -207,7 +195,7 @@ static void check_capture(const collector *c, const float *cpu_q, uint32_t T, do
                 continue;
             }
             if (want)
-                worst = fmax(worst, row_err(c->q + r * c->nq, cpu_q + r * c->nq, c->nq));
+                worst = fmax(worst, test_rel_diff(c->q + r * c->nq, cpu_q + r * c->nq, c->nq));
         }
         printf("%s: layer %u queries, worst row error %.3g (tolerance %.0e)\n", what, il, worst,
                tol);
@@ -244,9 +232,9 @@ static double check_kv(rt_cuda_engine *e, const rt_ctx *c, const rt_hparams *hp,
                 const float *gk = k + (h * ld + r) * hd, *gv = v + (h * ld + r) * hd;
                 if (r >= off && r < off + n) {
                     const size_t p = p0 + r - off;
-                    worst = fmax(worst, row_err(gk, ck + p * hd, hd));
+                    worst = fmax(worst, test_rel_diff(gk, ck + p * hd, hd));
                     if (!keys_only)
-                        worst = fmax(worst, row_err(gv, cv + p * hd, hd));
+                        worst = fmax(worst, test_rel_diff(gv, cv + p * hd, hd));
                     continue;
                 }
                 for (size_t d = 0; d < hd; d++) {
@@ -390,7 +378,7 @@ static int run_model(const rt_model *m, bool f32, size_t T)
             break;
         }
         const float *lg = rt_cuda_logits(e, &err);
-        worst_dec = fmax(worst_dec, lg ? row_err(lg, rt_ctx_logits(c), V) : INFINITY);
+        worst_dec = fmax(worst_dec, lg ? test_rel_diff(lg, rt_ctx_logits(c), V) : INFINITY);
     }
     printf("decode of %d tokens after a captured prefill: worst logits error %.3g (tolerance "
            "%.0e), %ld callback calls\n", D, worst_dec, logit_tol, c3.calls - calls3);

@@ -27,18 +27,6 @@
 #include "cuda/cuda_test.h"
 #include "runtime/runtime.h"
 
-static double row_err(const float *a, const float *b, size_t n)
-{
-    double md = 0, mb = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(a[i]))
-            return INFINITY;
-        md = fmax(md, fabs((double)a[i] - b[i]));
-        mb = fmax(mb, fabs((double)b[i]));
-    }
-    return mb > 0 ? md / mb : md;
-}
-
 static int32_t argmax_gap(const float *x, size_t n, double *gap, double *scale)
 {
     size_t best = 0, second = n > 1 ? 1 : 0;
@@ -194,10 +182,10 @@ int main(int argc, char **argv)
     /* 1. prefill */
     double worst = 0;
     for (size_t t = 0; t < T; t++)
-        worst = fmax(worst, row_err(gpu_all + t * V, cpu_all + t * V, V));
+        worst = fmax(worst, test_rel_diff(gpu_all + t * V, cpu_all + t * V, V));
     const float *last = rt_cuda_logits(e, &err);
     CHECK(last != NULL);
-    double last_err = last ? row_err(last, rt_ctx_logits(c), V) : INFINITY;
+    double last_err = last ? test_rel_diff(last, rt_ctx_logits(c), V) : INFINITY;
     printf("prefill of %zu tokens: worst row error %.3g, last logits %.3g (tolerance %.0e)\n", T,
            worst, last_err, tol);
     CHECK(worst <= tol);
@@ -213,7 +201,7 @@ int main(int argc, char **argv)
             break;
         }
         const float *lg = rt_cuda_logits(e, &err);
-        worst_dec = fmax(worst_dec, lg ? row_err(lg, rt_ctx_logits(c), V) : INFINITY);
+        worst_dec = fmax(worst_dec, lg ? test_rel_diff(lg, rt_ctx_logits(c), V) : INFINITY);
     }
     printf("decode of %zu tokens: worst error %.3g\n", D, worst_dec);
     CHECK(worst_dec <= tol);
