@@ -17,8 +17,8 @@ csv=$("$loupe" bench niah --model "$model" --task passkey,needles,kv,whichfile -
 echo "$csv"
 [ "$(wc -l <<<"$csv")" = 17 ] || { echo "FAIL: want 1 + 16 rows"; fail=1; }
 # Cells at 600 tokens ran 2 cases with 0 correct; cells at 4096 are too long for ctx 1024.
-awk -F, 'NR > 1 && $2 == 600 && !($5 == 2 && $6 == 0 && $13 == "ok" && $9 > 480 && $9 <= 568) { print "FAIL: " $0; bad = 1 }
-         NR > 1 && $2 == 4096 && $13 != "too_long" { print "FAIL: " $0; bad = 1 }
+awk -F, 'NR > 1 && $2 == 600 && !($5 == 2 && $6 == 0 && $14 == "ok" && $9 > 480 && $9 <= 568) { print "FAIL: " $0; bad = 1 }
+         NR > 1 && $2 == 4096 && $14 != "too_long" { print "FAIL: " $0; bad = 1 }
          END { exit bad }' <<<"$csv" || fail=1
 grep -q "length 4096 exceeds the context of 1024" "$dir/err.txt" || { echo "FAIL: no too-long warning"; fail=1; }
 
@@ -54,7 +54,7 @@ expect_rc() { local want=$1; shift; "$loupe" bench niah --model "$model" "$@" >/
 expect_rc 2 --task nope
 expect_rc 2 --depths 1.5
 expect_rc 2 --lengths 12,x
-expect_rc 1 --attention ivf --window 64 --static-max 32
+expect_rc 1 --attention ivf --window 64 --static-max 32 --lengths 600 --depths 0.5 --cases 1
 expect_rc 1 --haystack "$dir/does-not-exist"
 [ $fail = 0 ] && echo "bench_cli: PASS"
 exit $fail
