@@ -3,10 +3,11 @@
  * .cuh headers): weight decoding in registers, warp reductions, activation stores, and the
  * launch-status check.
  *
- * Weights on the GPU keep their GGUF bytes (block layouts in runtime/quant.c); each row starts at
- * a multiple of 16 bytes (rows are uploaded with a padded pitch), so F32/F16/BF16 units and Q4_K
- * blocks can be read with 16-byte loads. Q8_0 (34-byte) and Q6_K (210-byte) blocks are only
- * 2-byte aligned and are read in 2-byte words.
+ * Weights on the GPU keep their GGUF bytes (block layouts in runtime/quant.c) EXCEPT Q8_0, which
+ * repack.cu rearranges at upload (per row: all quants, 16-byte aligned, then the fp16 scales;
+ * read by matvec.cu's Q8_0 kernel and dequant.cu's q8_unit). Each row starts at a multiple of 16
+ * bytes (rows are uploaded with a padded pitch), so F32/F16/BF16 units and Q4_K blocks can be read
+ * with 16-byte loads; Q6_K (210-byte) blocks are only 2-byte aligned and are read in 2-byte words.
  *
  * A "unit" is 32 consecutive elements of a row: one Q8_0 block, one Q4_K sub-block, one 32-wide
  * quarter-half of a Q6_K block, 32 floats/halves. Decoding a unit reproduces rt_dequantize() up
@@ -147,6 +148,8 @@ template <int T> __device__ __forceinline__ void decode_unit(const uint8_t *row,
             }
         }
     } else if (T == RT_TYPE_Q8_0) {
+        /* GGUF block layout: for rows in host memory only — uploaded Q8_0 rows are repacked
+         * (see the top of this file) and read through dequant.cu's q8_unit. */
         const uint8_t *b = row + 34 * (size_t)u;
         float d = f16_bits(ld_u16(b));
 #pragma unroll

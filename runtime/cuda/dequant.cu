@@ -1,11 +1,31 @@
 /*
- * rt_cuda_dequant: one thread per 32-element unit of a row (common.cuh decodes it), writing the
- * unit's 32 values; the tail of a float-typed row that is not a whole unit is done per element.
+ * rt_cuda_dequant: one thread per 32-element unit of a row (common.cuh decodes it; Q8_0 rows are
+ * in repack.cuh's layout and decoded here), writing the unit's 32 values; the tail of a
+ * float-typed row that is not a whole unit is done per element.
  */
 #include "runtime/cuda/common.cuh"
 #include "runtime/cuda/dequant.cuh"
 
 namespace rtc {
+
+/* Block u of a repacked Q8_0 row of nb blocks: quants at 32u (two 16-byte loads), the fp16
+ * scale at 32·nb + 2u. */
+__device__ __forceinline__ void q8_unit(const uint8_t *row, uint32_t u, uint32_t nb,
+                                        float v[UNIT])
+{
+    const uint4 *q = reinterpret_cast<const uint4 *>(row + 32 * (size_t)u);
+    const float d = f16_bits(ld_u16(row + 32 * (size_t)nb + 2 * (size_t)u));
+#pragma unroll
+    for (int i = 0; i < 2; i++) {
+        const uint4 w = q[i];
+        const uint32_t ws[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+        for (int k = 0; k < 4; k++)
+#pragma unroll
+            for (int by = 0; by < 4; by++)
+                v[16 * i + 4 * k + by] = d * (float)(int8_t)(uint8_t)(ws[k] >> (8 * by));
+    }
+}
 
 template <int T, typename O>
 __global__ void dequant_kernel(const uint8_t *w, size_t pitch, const int32_t *row_ids,
@@ -20,7 +40,10 @@ __global__ void dequant_kernel(const uint8_t *w, size_t pitch, const int32_t *ro
     O *o = out + (size_t)r * ld_out + (size_t)u * UNIT;
     if ((u + 1) * UNIT <= n_in) {
         float v[UNIT];
-        decode_unit<T>(row, u, v);
+        if constexpr (T == RT_TYPE_Q8_0)
+            q8_unit(row, u, n_in / UNIT, v);
+        else
+            decode_unit<T>(row, u, v);
 #pragma unroll
         for (int i = 0; i < UNIT; i++)
             o[i] = from_f32<O>(v[i]);

@@ -20,6 +20,7 @@
 #include "runtime/cuda/engine.cuh"
 #include "runtime/cuda/flash_attn.cuh"
 #include "runtime/cuda/flash_decode.cuh"
+#include "runtime/cuda/repack.cuh"
 
 static const size_t BLAS_WS_BYTES = 32u << 20;
 static const uint64_t FREE_HEADROOM = 512ull << 20;
@@ -284,15 +285,11 @@ loupe_status no_fit(const rt_model *m, const rt_cuda_params *p, const rt_cuda_me
                       head, gib((uint64_t)(n * 34 / 32)), gib((uint64_t)(n * 144 / 256)));
 }
 
+/* In the GPU layout (repack.cuh: Q8_0 rows are repacked so the kernels read them aligned). */
 loupe_status upload_mat(const rt_cuda_mat *d, const rt_mat *w)
 {
-    cudaError_t ce;
-    if (d->pitch == w->row_bytes)
-        ce = cudaMemcpy((void *)d->data, w->data, w->row_bytes * w->n_out, cudaMemcpyHostToDevice);
-    else
-        ce = cudaMemcpy2D((void *)d->data, d->pitch, w->data, w->row_bytes, w->row_bytes,
-                          w->n_out, cudaMemcpyHostToDevice);
-    return ce == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU;
+    return rt_cuda_upload_rows(w->type, w->n_in, w->data, w->row_bytes, (void *)d->data, d->pitch,
+                               w->n_out);
 }
 
 loupe_status upload_vec(float *d, const float *v, uint32_t n)

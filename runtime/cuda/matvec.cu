@@ -11,14 +11,16 @@
  * drop the result.
  *
  * Two ways to read a row:
- *   F32/F16/BF16  16-byte loads straight into registers (lane l reads piece l of the warp's
- *                 stretch: each warp-wide load is 512 contiguous bytes), 2 (F32: 4) pieces
- *                 per row issued before the first is used, L1 bypassed (used once).
- *   Q8_0/Q4_K/Q6_K  blocks of 34/144/210 bytes are not 16-byte aligned, and per-lane block
+ *   F32/F16/BF16/Q8_0  16-byte loads straight into registers (lane l reads piece l of the
+ *                 warp's stretch: each warp-wide load is 512 contiguous bytes), 2 (F32: 4)
+ *                 pieces per row issued before the first is used, L1 bypassed (used once).
+ *                 Q8_0 rows are repacked at upload (repack.cuh: quants, then the block
+ *                 scales), so a piece is 16 quants of one block and its scale is 2 bytes.
+ *   Q4_K/Q6_K     blocks of 144/210 bytes are not 16-byte aligned, and per-lane block
  *                 reads would touch a line per lane. Instead the block copies a segment of
  *                 each slot's row (qfmt<T>::SB quant blocks, a multiple of 16 bytes) into
  *                 shared memory with 16-byte cp.async, MV_STAGES segments deep, and decodes from
- *                 there, a quant block per 8 or 32 threads so that x reads are contiguous.
+ *                 there, a quant block per 32 threads so that x reads are contiguous.
  *                 Quant bytes become floats exactly through the 2^23 trick (no I2F, a
  *                 quarter-rate instruction), and block scales multiply per-block partial sums
  *                 (Q4_K: Σ (d·sc·q - dmin·m)·x = d·sc·Σ q·x - dmin·m·Σ x).
@@ -258,9 +260,6 @@ __global__ void __launch_bounds__(MV_THREADS) mv_float_kernel(mv_params p)
 template <int T> struct qfmt;
 /* BB bytes and BE elements per quant block; SB blocks per segment (SB·BB a multiple of 16);
  * TPB threads per quant block when decoding (SB·TPB = MV_THREADS). */
-template <> struct qfmt<RT_TYPE_Q8_0> {
-    static constexpr int BB = 34, BE = 32, SB = 32, TPB = 8;
-};
 template <> struct qfmt<RT_TYPE_Q4_K> {
     static constexpr int BB = 144, BE = 256, SB = 8, TPB = 32;
 };
@@ -291,29 +290,6 @@ template <int T>
 __device__ __forceinline__ void q_block_dot(const uint8_t *const (&b)[MV_ROWS],
                                             const mv_params &p, uint32_t gb, uint32_t sub,
                                             float (&acc)[MV_ROWS], float &ss);
-
-/* Q8_0: thread sub (0..7) takes quants 4·sub .. 4·sub+3. */
-template <>
-__device__ __forceinline__ void q_block_dot<RT_TYPE_Q8_0>(const uint8_t *const (&b)[MV_ROWS],
-                                                          const mv_params &p, uint32_t gb,
-                                                          uint32_t sub, float (&acc)[MV_ROWS],
-                                                          float &ss)
-{
-    float xv[4];
-    load_x(p, 32 * (size_t)gb + 4 * sub, xv, ss);
-#pragma unroll
-    for (int i = 0; i < MV_ROWS; i++) {
-        const float d = f16_bits((uint16_t)sh_u16(b[i]));
-        /* int8 q + 128 as unsigned bytes; 2-byte reads: blocks are only 2-byte aligned */
-        const uint32_t q = (sh_u16(b[i] + 2 + 4 * sub) | sh_u16(b[i] + 4 + 4 * sub) << 16) ^
-                           0x80808080u;
-        float t = byte_f(q, 0, 128.0f) * xv[0];
-        t = fmaf(byte_f(q, 1, 128.0f), xv[1], t);
-        t = fmaf(byte_f(q, 2, 128.0f), xv[2], t);
-        t = fmaf(byte_f(q, 3, 128.0f), xv[3], t);
-        acc[i] = fmaf(d, t, acc[i]);
-    }
-}
 
 /* Q4_K: thread sub = 8c + k (c = 0..3, k = 0..7) takes qs bytes 32c + 4k .. +3: their low
  * nibbles are elements 4k.. of sub-block 2c, their high nibbles the same of sub-block 2c+1.
@@ -450,6 +426,65 @@ __global__ void __launch_bounds__(MV_THREADS) mv_quant_kernel(mv_params p)
     mv_finish(p, s, acc, ss);
 }
 
+/* ==== Q8_0: repacked rows, 16-byte loads into registers ==================================== */
+
+/* The fp16 scale of block b of a repacked Q8_0 row (repack.cuh): after the row's quants, read
+ * once per 16-byte piece; the 32 lanes of a warp read 32 contiguous bytes. */
+__device__ __forceinline__ uint32_t ld_scale(const uint8_t *p)
+{
+    unsigned short r;
+    asm("ld.global.nc.L1::no_allocate.u16 %0, [%1];" : "=h"(r) : "l"(p));
+    return r;
+}
+
+/* Like mv_float_kernel: piece c (16 quants, half of block c/2) of every slot's row per thread,
+ * U pieces in flight, each warp-wide load 512 contiguous bytes; the quants become floats
+ * exactly through byte_f, and the block scale multiplies the piece's partial sum. */
+__global__ void __launch_bounds__(MV_THREADS) mv_q8_kernel(mv_params p)
+{
+    constexpr int EPP = 16, U = 2;
+    slot s[MV_ROWS];
+#pragma unroll
+    for (int i = 0; i < MV_ROWS; i++)
+        s[i] = slot_of(p, i);
+    float acc[MV_ROWS] = {}, ss = 0.0f;
+    const uint32_t n_piece = p.n_in / EPP, sc_off = p.n_in; /* scales after n_in quant bytes */
+    for (uint32_t c0 = threadIdx.x; c0 < n_piece; c0 += U * MV_THREADS) {
+        uint4 w[U][MV_ROWS];
+        uint32_t d[U][MV_ROWS];
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const uint32_t c = c0 + u * MV_THREADS;
+#pragma unroll
+            for (int i = 0; i < MV_ROWS; i++) {
+                w[u][i] = c < n_piece ? ld_stream(s[i].row + 16 * (size_t)c)
+                                      : make_uint4(0, 0, 0, 0);
+                d[u][i] = c < n_piece ? ld_scale(s[i].row + sc_off + 2 * (size_t)(c / 2)) : 0;
+            }
+        }
+#pragma unroll
+        for (int u = 0; u < U; u++) {
+            const uint32_t c = c0 + u * MV_THREADS;
+            if (c < n_piece) {
+                float xs[EPP];
+                load_x(p, (size_t)c * EPP, xs, ss);
+#pragma unroll
+                for (int i = 0; i < MV_ROWS; i++) {
+                    /* int8 q + 128 as unsigned bytes */
+                    const uint32_t ws[4] = {w[u][i].x ^ 0x80808080u, w[u][i].y ^ 0x80808080u,
+                                            w[u][i].z ^ 0x80808080u, w[u][i].w ^ 0x80808080u};
+                    float t = byte_f(ws[0], 0, 128.0f) * xs[0];
+#pragma unroll
+                    for (int e = 1; e < EPP; e++)
+                        t = fmaf(byte_f(ws[e / 4], e % 4, 128.0f), xs[e], t);
+                    acc[i] = fmaf(f16_bits((uint16_t)d[u][i]), t, acc[i]);
+                }
+            }
+        }
+    }
+    mv_finish(p, s, acc, ss);
+}
+
 /* ==== Launch =============================================================================== */
 
 struct mv_launch {
@@ -459,7 +494,9 @@ struct mv_launch {
 
     template <int T> void run() const
     {
-        if constexpr (T == RT_TYPE_Q8_0 || T == RT_TYPE_Q4_K || T == RT_TYPE_Q6_K)
+        if constexpr (T == RT_TYPE_Q8_0)
+            mv_q8_kernel<<<blocks, MV_THREADS, 0, stream>>>(p);
+        else if constexpr (T == RT_TYPE_Q4_K || T == RT_TYPE_Q6_K)
             mv_quant_kernel<T><<<blocks, MV_THREADS, 0, stream>>>(p);
         else
             mv_float_kernel<T><<<blocks, MV_THREADS, 0, stream>>>(p);

@@ -41,6 +41,7 @@
 #include "common/test_util.h"
 #include "runtime/cuda/flash_decode.cuh"
 #include "runtime/cuda/matvec.cuh"
+#include "runtime/cuda/repack.cuh"
 #include "runtime/runtime.h"
 
 enum { MAX_LENGTHS = 8 };
@@ -215,14 +216,15 @@ static double kb_matvec(rt_type t, int kind, uint32_t n_out, uint32_t n_in, test
     const int n = kb_copies(*bytes);
     const uint32_t pat_rows = rows < 256 ? rows : 256; /* distinct random rows, repeated */
     double us = -1;
-    unsigned char *pat = calloc(pat_rows, c.pitch);
+    unsigned char *pat = calloc(pat_rows, c.pitch), *qrow = malloc(c.pitch);
     float *row = malloc(n_in * sizeof *row), *x = malloc(n_in * sizeof *x);
-    if (!pat || !row || !x)
+    if (!pat || !qrow || !row || !x)
         goto done;
-    for (uint32_t r = 0; r < pat_rows; r++) {
+    for (uint32_t r = 0; r < pat_rows; r++) { /* stored bytes, then the GPU layout (repack.cuh) */
         for (uint32_t i = 0; i < n_in; i++)
             row[i] = 0.05f * test_rng_normal(rng);
-        rt_quantize(t, row, pat + (size_t)r * c.pitch, n_in);
+        rt_quantize(t, row, qrow, n_in);
+        rt_cuda_repack_rows(t, n_in, qrow, c.pitch, pat + (size_t)r * c.pitch, c.pitch, 1);
     }
     for (uint32_t i = 0; i < n_in; i++)
         x[i] = test_rng_normal(rng);
@@ -246,6 +248,7 @@ done:
     cudaFree(c.y);
     cudaFree(c.nw);
     free(pat);
+    free(qrow);
     free(row);
     free(x);
     return us;

@@ -28,6 +28,7 @@
 #include "runtime/cuda/gemm.cuh"
 #include "runtime/cuda/kv_store.cuh"
 #include "runtime/cuda/matvec.cuh"
+#include "runtime/cuda/repack.cuh"
 #include "runtime/cuda/rmsnorm.cuh"
 #include "runtime/cuda/rope.cuh"
 #include "runtime/cuda/swiglu.cuh"
@@ -54,23 +55,35 @@ static float *rand_vec(size_t n, float scale)
 
 static float bf16_round(float x) { return rt_bf16_to_f32(rt_f32_to_bf16(x)); }
 
-/* A random matrix quantised to `t`, rows padded to a 16-byte pitch as the engine uploads them;
- * `deq` receives the dequantised values (n_out, n_in). Returns the host bytes. */
+/* A random matrix quantised to `t`, rows row_bytes apart as in a GGUF file; *pitch is the
+ * 16-byte-padded pitch the engine uploads them with (dev_weights); `deq` receives the
+ * dequantised values (n_out, n_in). Returns the host bytes. */
 static unsigned char *make_matrix(rt_type t, uint32_t n_out, uint32_t n_in, size_t *pitch,
                                   float *deq)
 {
     size_t rb = rt_type_row_bytes(t, n_in);
     *pitch = (rb + 15) / 16 * 16;
-    unsigned char *w = calloc(n_out, *pitch);
+    unsigned char *w = calloc(n_out, rb);
     float *row = rand_vec(n_in, 0.5f);
     for (uint32_t r = 0; r < n_out; r++) {
         for (uint32_t i = 0; i < n_in; i++)
             row[i] = 0.5f * test_rng_normal(&rng);
-        CHECK(rt_quantize(t, row, w + r * *pitch, n_in) == LOUPE_OK);
-        rt_dequantize(t, w + r * *pitch, deq + (size_t)r * n_in, n_in);
+        CHECK(rt_quantize(t, row, w + r * rb, n_in) == LOUPE_OK);
+        rt_dequantize(t, w + r * rb, deq + (size_t)r * n_in, n_in);
     }
     free(row);
     return w;
+}
+
+/* make_matrix's rows on the device as the engine uploads them (rt_cuda_upload_rows: padded to
+ * `pitch`, Q8_0 repacked); the padding is poisoned. */
+static void *dev_weights(rt_type t, uint32_t n_out, uint32_t n_in, const unsigned char *w,
+                         size_t pitch)
+{
+    void *d = dev_from(NULL, (size_t)n_out * pitch);
+    CHECK(rt_cuda_upload_rows(t, n_in, w, rt_type_row_bytes(t, n_in), d, pitch, n_out) ==
+          LOUPE_OK);
+    return d;
 }
 
 /* A row length that is whole blocks of t; float types also get lengths with a tail past the
@@ -96,7 +109,7 @@ static void test_dequant(void)
         int32_t *ids = malloc(n_ids * sizeof *ids);
         for (uint32_t i = 0; i < n_ids; i++)
             ids[i] = (int32_t)rnd(0, n_rows - 1);
-        void *dw = dev_from(w, n_rows * pitch);
+        void *dw = dev_weights(t, n_rows, n_in, w, pitch);
         int32_t *dids = dev_from(ids, n_ids * sizeof *ids);
         for (int out_bf16 = 0; out_bf16 < 2; out_bf16++)
             for (int gather = 0; gather < 2; gather++) {
@@ -152,7 +165,7 @@ static void test_matvec(void)
             float *deq = malloc((size_t)n_out * n_in * sizeof *deq);
             unsigned char *w = make_matrix(t, n_out, n_in, &pitch, deq);
             float *x = rand_vec(n_in, 1.0f), *y0 = rand_vec(n_out, 1.0f);
-            void *dw = dev_from(w, n_out * pitch);
+            void *dw = dev_weights(t, n_out, n_in, w, pitch);
             float *dx = dev_from(x, n_in * 4), *dy = dev_from(y0, n_out * 4);
             CHECK(rt_cuda_matvec(t, dw, pitch, n_out, n_in, dx, dy, acc, 0) == LOUPE_OK);
             float *y = malloc(n_out * 4);
