@@ -14,6 +14,14 @@
  *   2. online softmax in base 2, one key per lane (scores through shared memory);
  *   3. values: the same lane layout, each lane accumulating its DPL output dims for every head
  *      with the key's probability taken from the key's lane by a shuffle.
+ * Where a tile's K (and V) fit 8 KiB per warp (bf16 up to head dim 128, fp32 up to 64: the
+ * fd_shape::ASYNC case), a warp does not load K and V into registers when it needs them: each
+ * lane copies its own pieces of the tile's K and V into its own slots of a per-warp
+ * shared-memory buffer with cp.async, one phase ahead (K of the next tile while this tile's
+ * softmax and values run, V of the next tile while its scores run), so each warp keeps about
+ * 8 KiB in flight all the time instead of 4 KiB in bursts. A lane only reads the slots it wrote
+ * itself: its own cp.async.wait_group (and a __syncwarp before a slot is overwritten) orders
+ * everything. Other shapes load directly into registers.
  * At the end the warps' partials (m, l, o) merge in shared memory in a fixed order, and the
  * block writes one partial per head (or the final output when the grid has one split). A second
  * kernel merges the splits:
@@ -88,6 +96,66 @@ template <> __device__ __forceinline__ void unpack<float>(uint4 w, float *f)
     f[3] = __uint_as_float(w.w);
 }
 
+/* cp.async of 16 bytes into shared memory, bypassing L1 (the cache is read once per token). */
+__device__ __forceinline__ void fd_cp_async16(void *dst, const void *src)
+{
+    const uint32_t d = (uint32_t)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(d), "l"(src) : "memory");
+}
+__device__ __forceinline__ void fd_cp_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+/* Wait until at most N of this thread's committed groups are still pending. */
+template <int N> __device__ __forceinline__ void fd_cp_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+
+/* The per-lane layout of a head dim and cache type (see the file comment). */
+template <int D, typename KV> struct fd_shape {
+    static constexpr int VE = 16 / (int)sizeof(KV);        /* elements per 16-byte piece */
+    static constexpr int NVEC = D / VE;                     /* pieces per key row */
+    static constexpr int NV = NVEC > WARP ? NVEC / WARP : 1; /* pieces per lane per key */
+    static constexpr int LU = NVEC / NV;                    /* lanes holding dims of a key */
+    static constexpr int LK = LU <= 4 ? 4 : LU <= 8 ? 8 : LU <= 16 ? 16 : 32; /* lanes per key */
+    static constexpr int KPI = WARP / LK;                   /* keys per warp-wide load */
+    static constexpr int STEPS = FD_TILE / KPI;             /* loads per lane per tile */
+    static constexpr int PIECES = STEPS * NV;               /* 16-byte pieces per lane per tile */
+    /* K and V of a tile through shared memory when a tile is at most 8 KiB per warp: 64 KiB a
+     * block (4 warps × K and V), three blocks still fit an SM's 228 KiB. */
+    static constexpr bool ASYNC = PIECES * WARP * 16 <= 8192;
+    static constexpr size_t SMEM = ASYNC ? (size_t)FD_WARPS * 2 * PIECES * WARP * 16 : 0;
+};
+
+/* Sums of the GB partial dot products in v over the LK lanes of a key (LK >= 4 >= GB), with
+ * fewer shuffles than GB butterflies: while a lane holds several heads' values it keeps half
+ * of them and swaps the other half with its partner (lane ^ o), so the first log2(GB) levels
+ * move GB/2, GB/4, ... values instead of GB each (5 shuffles instead of 16 for GB 4, LK 16).
+ * Returns head dv / (LK / GB)'s full sum, dv = lane % LK; the same in all LK / GB lanes that
+ * hold that head. */
+template <int GB, int LK>
+__device__ __forceinline__ float reduce_heads(float (&v)[GB], uint32_t lane)
+{
+    static_assert(GB <= LK && (GB & (GB - 1)) == 0, "head group of 1, 2 or 4");
+    int o = LK / 2;
+#pragma unroll
+    for (int n = GB; n > 1; n /= 2, o /= 2) {
+        const bool hi_half = (lane & (uint32_t)o) != 0; /* keeps the upper half of its heads */
+#pragma unroll
+        for (int j = 0; j < n / 2; j++) {
+            const float send = hi_half ? v[j] : v[n / 2 + j];
+            const float keep = hi_half ? v[n / 2 + j] : v[j];
+            v[j] = keep + __shfl_xor_sync(0xffffffffu, send, o);
+        }
+    }
+    float r = v[0];
+#pragma unroll
+    for (; o > 0; o /= 2)
+        r += __shfl_xor_sync(0xffffffffu, r, o);
+    return r;
+}
+
 /* The cache is read once per token: keep it out of L1. */
 __device__ __forceinline__ uint4 ld_kv(const void *p)
 {
@@ -101,20 +169,20 @@ __device__ __forceinline__ uint4 ld_kv(const void *p)
 template <int D, int GB, typename KV>
 __global__ void __launch_bounds__(FD_THREADS, FD_MIN_BLOCKS) fd_kernel(fd_params p)
 {
-    constexpr int VE = 16 / (int)sizeof(KV);       /* elements per 16-byte piece */
-    constexpr int NVEC = D / VE;                    /* pieces per key row */
-    constexpr int NV = NVEC > WARP ? NVEC / WARP : 1; /* pieces per lane per key */
-    constexpr int LU = NVEC / NV;                   /* lanes holding dims of a key */
-    constexpr int LK = LU <= 4 ? 4 : LU <= 8 ? 8 : LU <= 16 ? 16 : 32; /* lanes per key */
-    constexpr int KPI = WARP / LK;                  /* keys per warp-wide load */
+    using S = fd_shape<D, KV>;
+    constexpr int VE = S::VE, NVEC = S::NVEC, NV = S::NV, LU = S::LU, LK = S::LK, KPI = S::KPI;
     constexpr int DPL = NV * VE;                    /* dims per lane */
-    constexpr int STEPS = FD_TILE / KPI;            /* loads per lane per tile */
+    constexpr int STEPS = S::STEPS;
     constexpr int CH = STEPS < 8 / NV ? STEPS : 8 / NV; /* loads in flight together */
+    constexpr bool ASYNC = S::ASYNC;
     static_assert(NVEC % NV == 0 && LU <= WARP && STEPS % CH == 0, "head dim layout");
 
     __shared__ float s_sc[FD_WARPS][GB][FD_TILE];
     __shared__ float s_m[FD_WARPS][GB], s_l[FD_WARPS][GB];
     __shared__ float s_o[FD_WARPS][GB][D];
+    /* fd_shape::ASYNC: (warp, K|V, piece st·NV + v, lane) 16-byte slots; lanes adjacent, so a
+     * warp-wide read or copy of one piece is conflict-free. */
+    extern __shared__ uint4 s_ring[];
 
     const uint32_t lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
     const uint32_t ks = lane / LK, dv = lane % LK;
@@ -152,7 +220,34 @@ __global__ void __launch_bounds__(FD_THREADS, FD_MIN_BLOCKS) fd_kernel(fd_params
 
     const KV *Kg = static_cast<const KV *>(p.k) + (size_t)kvh * p.n_ctx * D;
     const KV *Vg = static_cast<const KV *>(p.v) + (size_t)kvh * p.n_ctx * D;
-    for (uint32_t j0 = lo + warp * FD_TILE; j0 < hi; j0 += FD_WARPS * FD_TILE) {
+    /* This lane's slot of piece (st, v) in buffer b (0 K, 1 V). */
+    auto slot = [&](int b, int st, int v) -> uint4 * {
+        return s_ring + ((size_t)(warp * 2 + b) * S::PIECES + st * NV + v) * WARP + lane;
+    };
+    /* Copy this lane's pieces of the tile at j0 of G into buffer b, as one commit group (empty
+     * when the tile is past hi, so every lane commits the same number of groups). Keys past hi
+     * are not copied: the reads below give 0 for them without looking at the slot. */
+    auto prefetch = [&](int b, const KV *G, uint32_t j0) {
+        if (act && j0 < hi)
+#pragma unroll
+            for (int st = 0; st < STEPS; st++) {
+                const uint32_t key = j0 + st * KPI + ks;
+#pragma unroll
+                for (int v = 0; v < NV; v++)
+                    if (key < hi)
+                        fd_cp_async16(slot(b, st, v), G + (size_t)key * D + (dv + LU * v) * VE);
+            }
+        fd_cp_commit();
+    };
+    const uint32_t first = lo + warp * FD_TILE;
+    if constexpr (ASYNC) {
+        prefetch(0, Kg, first);
+        prefetch(1, Vg, first);
+    }
+    for (uint32_t j0 = first; j0 < hi; j0 += FD_WARPS * FD_TILE) {
+        const uint32_t jn = j0 + FD_WARPS * FD_TILE; /* this warp's next tile */
+        if constexpr (ASYNC)
+            fd_cp_wait<1>(); /* pending: K(j0), V(j0) in that order; K(j0) is now here */
         /* 1. scores of the tile's keys */
 #pragma unroll
         for (int c0 = 0; c0 < STEPS; c0 += CH) {
@@ -162,9 +257,9 @@ __global__ void __launch_bounds__(FD_THREADS, FD_MIN_BLOCKS) fd_kernel(fd_params
                 const uint32_t key = j0 + (c0 + st) * KPI + ks;
 #pragma unroll
                 for (int v = 0; v < NV; v++)
-                    kb[st][v] = act && key < hi
-                                    ? ld_kv(Kg + (size_t)key * D + (dv + LU * v) * VE)
-                                    : make_uint4(0, 0, 0, 0);
+                    kb[st][v] = !(act && key < hi) ? make_uint4(0, 0, 0, 0)
+                                : ASYNC ? *slot(0, c0 + st, v)
+                                        : ld_kv(Kg + (size_t)key * D + (dv + LU * v) * VE);
             }
 #pragma unroll
             for (int st = 0; st < CH; st++) {
@@ -182,20 +277,27 @@ __global__ void __launch_bounds__(FD_THREADS, FD_MIN_BLOCKS) fd_kernel(fd_params
                         for (int e = 0; e < VE; e++)
                             part[i] = fmaf(qr[i][v * VE + e], kf[e], part[i]);
                 }
+                const uint32_t kk = (c0 + st) * KPI + ks;
+                if constexpr (ASYNC) {
+                    const float sc = reduce_heads<GB, LK>(part, lane);
+                    if (dv % (LK / GB) == 0) /* the lanes holding a head's whole dot product */
+                        s_sc[warp][dv / (LK / GB)][kk] = j0 + kk < hi ? sc : -INFINITY;
+                } else { /* the register-loading shapes: plain butterflies spill less there */
 #pragma unroll
-                for (int o = LK / 2; o > 0; o /= 2)
+                    for (int o = LK / 2; o > 0; o /= 2)
 #pragma unroll
-                    for (int i = 0; i < GB; i++)
-                        part[i] += __shfl_xor_sync(0xffffffffu, part[i], o);
-                if (dv == 0) {
-                    const uint32_t kk = (c0 + st) * KPI + ks;
+                        for (int i = 0; i < GB; i++)
+                            part[i] += __shfl_xor_sync(0xffffffffu, part[i], o);
+                    if (dv == 0)
 #pragma unroll
-                    for (int i = 0; i < GB; i++)
-                        s_sc[warp][i][kk] = j0 + kk < hi ? part[i] : -INFINITY;
+                        for (int i = 0; i < GB; i++)
+                            s_sc[warp][i][kk] = j0 + kk < hi ? part[i] : -INFINITY;
                 }
             }
         }
-        __syncwarp();
+        __syncwarp(); /* also orders this lane's reads of its K slots before the copy below */
+        if constexpr (ASYNC)
+            prefetch(0, Kg, jn); /* the next tile's K, in flight during softmax and values */
         /* 2. online softmax, key `lane` of the tile (the tile has at least one key: m_new is
          * finite, so corr = 2^(-inf) = 0 on the first tile and empty keys get p = 0) */
         float pj[GB];
@@ -212,6 +314,8 @@ __global__ void __launch_bounds__(FD_THREADS, FD_MIN_BLOCKS) fd_kernel(fd_params
                 acc[i][e] *= corr;
         }
         __syncwarp(); /* s_sc is read before the next tile writes it */
+        if constexpr (ASYNC)
+            fd_cp_wait<1>(); /* pending: V(j0), K(jn); V(j0) is now here */
         /* 3. values */
 #pragma unroll
         for (int c0 = 0; c0 < STEPS; c0 += CH) {
@@ -221,9 +325,9 @@ __global__ void __launch_bounds__(FD_THREADS, FD_MIN_BLOCKS) fd_kernel(fd_params
                 const uint32_t key = j0 + (c0 + st) * KPI + ks;
 #pragma unroll
                 for (int v = 0; v < NV; v++)
-                    vb[st][v] = act && key < hi
-                                    ? ld_kv(Vg + (size_t)key * D + (dv + LU * v) * VE)
-                                    : make_uint4(0, 0, 0, 0);
+                    vb[st][v] = !(act && key < hi) ? make_uint4(0, 0, 0, 0)
+                                : ASYNC ? *slot(1, c0 + st, v)
+                                        : ld_kv(Vg + (size_t)key * D + (dv + LU * v) * VE);
             }
 #pragma unroll
             for (int st = 0; st < CH; st++) {
@@ -244,7 +348,13 @@ __global__ void __launch_bounds__(FD_THREADS, FD_MIN_BLOCKS) fd_kernel(fd_params
                 }
             }
         }
+        if constexpr (ASYNC) {
+            __syncwarp(); /* this lane's reads of its V slots come before the copy below */
+            prefetch(1, Vg, jn); /* the next tile's V, in flight during its scores */
+        }
     }
+    if constexpr (ASYNC)
+        fd_cp_wait<0>(); /* nothing real is pending here; leave no copy behind regardless */
 
     /* Lanes of different key slots hold the same dims: sum them (same value in every slot). */
 #pragma unroll
@@ -351,15 +461,41 @@ __global__ void __launch_bounds__(FD_COMBINE_THREADS)
         lse[h] = L + logf(wsum);
 }
 
+/* Launch with the shared-memory ring of fd_shape: more than the default 48 KiB of dynamic
+ * shared memory needs the kernel's attribute raised, and the carveout set to the most shared
+ * memory so that FD_MIN_BLOCKS blocks fit an SM. The attributes are set on every launch (cheap,
+ * host side; a captured graph keeps the launch, not the call) in relaxed capture mode, so that
+ * this is allowed while a decode graph is being captured. */
+template <int D, int GB, typename KV>
+loupe_status fd_launch_one(const fd_params &p, dim3 grid, cudaStream_t stream)
+{
+    constexpr size_t smem = fd_shape<D, KV>::SMEM;
+    if (smem > 48 * 1024) {
+        cudaStreamCaptureMode mode = cudaStreamCaptureModeRelaxed;
+        if (cudaThreadExchangeStreamCaptureMode(&mode) != cudaSuccess)
+            return LOUPE_ERR_GPU;
+        cudaError_t e = cudaFuncSetAttribute(fd_kernel<D, GB, KV>,
+                                             cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                             (int)smem);
+        if (e == cudaSuccess)
+            e = cudaFuncSetAttribute(fd_kernel<D, GB, KV>,
+                                     cudaFuncAttributePreferredSharedMemoryCarveout,
+                                     (int)cudaSharedmemCarveoutMaxShared);
+        cudaThreadExchangeStreamCaptureMode(&mode);
+        if (e != cudaSuccess)
+            return LOUPE_ERR_GPU;
+    }
+    fd_kernel<D, GB, KV><<<grid, FD_THREADS, smem, stream>>>(p);
+    return launch_status();
+}
+
 template <int D, int GB>
 loupe_status fd_launch_kv(const fd_params &p, rt_cuda_dtype kv_type, dim3 grid,
                           cudaStream_t stream)
 {
     if (kv_type == RT_CUDA_BF16)
-        fd_kernel<D, GB, __nv_bfloat16><<<grid, FD_THREADS, 0, stream>>>(p);
-    else
-        fd_kernel<D, GB, float><<<grid, FD_THREADS, 0, stream>>>(p);
-    return launch_status();
+        return fd_launch_one<D, GB, __nv_bfloat16>(p, grid, stream);
+    return fd_launch_one<D, GB, float>(p, grid, stream);
 }
 
 template <int GB>

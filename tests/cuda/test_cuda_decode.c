@@ -15,7 +15,8 @@
  *   flash_decode  rt_cuda_flash_decode vs rt_attn_partial: GQA groups 1..8 (group 4 with head
  *                 dim 128 as Llama-3), head dims 32..256, bf16 and fp32 caches, key ranges not
  *                 a multiple of the split or the tile, one key, no key, a range not starting at
- *                 0, a small max_splits, ~40K keys (many splits); outputs within 8e-5,
+ *                 0, a small max_splits, ~40K keys (many splits), the 8-KV-head group-4 shape
+ *                 in 5 long splits (dozens of tiles per warp); outputs within 8e-5,
  *                 log-sum-exp within 2e-5 relative.
  *   flash_decode_dev  rt_cuda_flash_decode_dev (key count in device memory, grid sized for
  *                 n_ctx) bit for bit equal to rt_cuda_flash_decode over [0, n) for counts from
@@ -28,6 +29,7 @@
 #include "cuda/cuda_test.h"
 #include "runtime/cuda/flash_decode.cuh"
 #include "runtime/cuda/matvec.cuh"
+#include "runtime/cuda/repack.cuh"
 #include "runtime/model_impl.h"
 
 static test_rng rng;
@@ -51,22 +53,24 @@ static float *rand_vec(size_t n, float scale)
 
 /* ==== matvec ================================================================================ */
 
-/* A random matrix quantised to t, rows padded to a 16-byte pitch as the engine uploads them (so
- * the device copy is exactly n_out · pitch bytes: a kernel reading past it is a bug);
- * deq (n_out, n_in) receives the dequantised values. Returns the device copy. */
+/* A random matrix quantised to t, uploaded as the engine uploads it (rt_cuda_upload_rows: rows
+ * padded to a 16-byte pitch, Q8_0 repacked), so the device copy is exactly n_out · pitch bytes
+ * (a kernel reading past it is a bug) and the padding is poisoned; deq (n_out, n_in) receives
+ * the dequantised values. Returns the device copy. */
 static void *make_matrix(rt_type t, uint32_t n_out, uint32_t n_in, size_t *pitch, float *deq)
 {
     size_t rb = rt_type_row_bytes(t, n_in);
     *pitch = (rb + 15) / 16 * 16;
-    unsigned char *w = calloc(n_out, *pitch);
+    unsigned char *w = calloc(n_out, rb);
     float *row = malloc(n_in * sizeof *row);
     for (uint32_t r = 0; r < n_out; r++) {
         for (uint32_t i = 0; i < n_in; i++)
             row[i] = 0.5f * test_rng_normal(&rng);
-        CHECK(rt_quantize(t, row, w + r * *pitch, n_in) == LOUPE_OK);
-        rt_dequantize(t, w + r * *pitch, deq + (size_t)r * n_in, n_in);
+        CHECK(rt_quantize(t, row, w + r * rb, n_in) == LOUPE_OK);
+        rt_dequantize(t, w + r * rb, deq + (size_t)r * n_in, n_in);
     }
-    void *d = dev_from(w, (size_t)n_out * *pitch);
+    void *d = dev_from(NULL, (size_t)n_out * *pitch);
+    CHECK(rt_cuda_upload_rows(t, n_in, w, rb, d, *pitch, n_out) == LOUPE_OK);
     free(row);
     free(w);
     return d;
@@ -404,6 +408,13 @@ static void test_flash_decode(void)
     }
     { /* few splits allowed: long splits */
         fd_case fc = {2, 2, 64, 9000, 0, rnd(4000, 9000), 3, 0};
+        run_fd_case(&fc);
+    }
+    /* the Llama-3 shape with few long splits: every warp streams dozens of tiles through its
+     * cp.async buffers (K and V one phase ahead), the last one partial, both cache types */
+    for (int bf = 0; bf < 2; bf++) {
+        const uint32_t n_ctx = rnd(12000, 20000), k0 = rnd(0, 40);
+        fd_case fc = {8, 4, 128, n_ctx, k0, rnd(n_ctx - 100, n_ctx), 5, bf};
         run_fd_case(&fc);
     }
 }
