@@ -14,10 +14,14 @@
  *               inner-product form r·c > p·c), at most M kept, then topped up to `fill` with the
  *               dropped ones in order (more edges per expansion; fewer dead ends).
  *               Reverse edges: v gets u for every kept u→v; a list over M is re-pruned.
+ *               Keys that share a best query share its list: they are pruned together, with the
+ *               distances between the list's members computed once (a pair cache), which gives
+ *               bit-identical lists at a fraction of the distance computations.
  *   3. repair   entry points (the best key for the mean build query, plus pivots of random build
- *               queries); a BFS from them; each unreached key is linked from the best reached
- *               key with a free slot found by searching for its best query (else from any
- *               reached key with a free slot), and the BFS resumes from it.
+ *               queries); a BFS from them; each unreached key is linked from the first reached
+ *               member with a free slot of its best query's exact top-K (no search), and the BFS
+ *               resumes from it; only keys whose list has no room are searched for (in
+ *               parallel, read-only) and linked from the best reached key with room found.
  *   Finally the fixed-stride lists are compacted into CSR (adj_off, adj).
  *
  * Lists with many candidates (hubs: a key that is the pivot of most queries, such as an attention
@@ -31,7 +35,9 @@
 #include <omp.h>
 #include <stdlib.h>
 
-enum { ANN_CAND_CAP = 4096, ANN_REPAIR_SLOTS = 4 };
+/* ANN_GROUP_ITEM: keys per work item of the projection's shared lists; ANN_PAIR_CACHE_K: the
+ * largest build k whose (k, k) pair-distance cache is kept per thread. */
+enum { ANN_CAND_CAP = 4096, ANN_REPAIR_SLOTS = 4, ANN_GROUP_ITEM = 64, ANN_PAIR_CACHE_K = 512 };
 
 typedef struct {
     int64_t n;
@@ -41,12 +47,65 @@ typedef struct {
     const float *F;  /* (n, d) keys widened to f32 */
 } build_cfg;
 
-static int cmp_prune_asc(const void *x, const void *y)
+/* Candidate order of a prune: nearer the owner first, ties by id (a strict total order over
+ * distinct ids, so any correct sort gives the order qsort gave). */
+static inline int cand_before(const ann_prune_cand *a, const ann_prune_cand *b)
 {
-    const ann_prune_cand *a = x, *b = y;
-    if (a->s != b->s)
-        return a->s < b->s ? -1 : 1;
-    return a->id < b->id ? -1 : a->id > b->id;
+    return a->s < b->s || (a->s == b->s && a->id < b->id);
+}
+
+static inline void cand_swap(ann_prune_cand *x, ann_prune_cand *y)
+{
+    ann_prune_cand t = *x;
+    *x = *y;
+    *y = t;
+}
+
+/* Sorts candidates by cand_before: quicksort (median of three, the smaller side recursed so the
+ * depth stays logarithmic), insertion sort below 16. Typed, unlike qsort, so the comparison
+ * inlines: this sort was a third of a prune's time through qsort. */
+static void cand_sort(ann_prune_cand *a, int n)
+{
+    while (n > 16) {
+        int mid = n / 2;
+        if (cand_before(&a[mid], &a[0]))
+            cand_swap(&a[mid], &a[0]);
+        if (cand_before(&a[n - 1], &a[mid])) {
+            cand_swap(&a[n - 1], &a[mid]);
+            if (cand_before(&a[mid], &a[0]))
+                cand_swap(&a[mid], &a[0]);
+        }
+        ann_prune_cand p = a[mid];
+        int i = 0, j = n - 1;
+        for (;;) { /* Hoare partition: a[0] <= p <= a[n-1], then each swap, bound the scans */
+            while (cand_before(&a[i], &p))
+                i++;
+            while (cand_before(&p, &a[j]))
+                j--;
+            if (i >= j)
+                break;
+            cand_swap(&a[i], &a[j]);
+            i++;
+            j--;
+        }
+        /* a[0..j] <= p <= a[j+1..n-1] */
+        int nl = j + 1;
+        if (nl < n - nl) {
+            cand_sort(a, nl);
+            a += nl;
+            n -= nl;
+        } else {
+            cand_sort(a + nl, n - nl);
+            n = nl;
+        }
+    }
+    for (int i = 1; i < n; i++) {
+        ann_prune_cand c = a[i];
+        int j = i;
+        for (; j > 0 && cand_before(&c, &a[j - 1]); j--)
+            a[j] = a[j - 1];
+        a[j] = c;
+    }
 }
 
 static float prune_dist(ann_prune_rule rule, const float *a, const float *b, int d)
@@ -54,35 +113,78 @@ static float prune_dist(ann_prune_rule rule, const float *a, const float *b, int
     return rule == ANN_PRUNE_IP ? -ann_dot_f32(a, b, d) : ann_l2sq_f32(a, b, d);
 }
 
-int ann_prune_list(ann_prune_rule rule, float alpha, int keep, int fill, int d,
-                   const float *owner, const float *F, const int32_t *ids, const int32_t *rows,
-                   int m, ann_prune_cand *tmp, int32_t *work, int32_t *out)
+/* Where a prune's candidate rows are, and an optional cache of distances between them. Keys that
+ * share a best query are pruned over the same list (project()), so the distances between its
+ * members are computed once per list, not once per key. Both distances are symmetric in exact
+ * arithmetic as computed (a-b = -(b-a), a·b = b·a, same summation order), so a cached d(c,r)
+ * is bit-identical to the d(r,c) the prune would compute. */
+typedef struct {
+    ann_prune_rule rule;
+    int d;
+    const float *F;
+    const int32_t *row_of; /* NULL: a candidate's `row` is its row in F; else its position in a
+                              list of K and row_of (K) maps positions to rows */
+    float *pd;             /* (K, K) distances between positions, valid where pd_ep == ep */
+    uint32_t *pd_ep;       /* (K, K) */
+    uint32_t ep;
+    int K;
+} prune_src;
+
+static inline const float *src_row(const prune_src *ps, int32_t row)
+{
+    return ps->F + (int64_t)(ps->row_of ? ps->row_of[row] : row) * ps->d;
+}
+
+static inline float src_pair(const prune_src *ps, int32_t r, int32_t c)
+{
+    if (!ps->pd)
+        return prune_dist(ps->rule, src_row(ps, r), src_row(ps, c), ps->d);
+    int64_t rc = (int64_t)r * ps->K + c, cr = (int64_t)c * ps->K + r;
+    if (ps->pd_ep[rc] != ps->ep) {
+        ps->pd[rc] = ps->pd[cr] = prune_dist(ps->rule, src_row(ps, r), src_row(ps, c), ps->d);
+        ps->pd_ep[rc] = ps->pd_ep[cr] = ps->ep;
+    }
+    return ps->pd[rc];
+}
+
+/* ann_prune_list over the rows ps describes. */
+static int prune_core(const prune_src *ps, float alpha, int keep, int fill, const float *owner,
+                      const int32_t *ids, const int32_t *rows, int m, ann_prune_cand *tmp,
+                      int32_t *work, int32_t *out)
 {
     for (int i = 0; i < m; i++) {
         tmp[i].id = ids[i];
         tmp[i].row = rows[i];
-        tmp[i].s = prune_dist(rule, owner, F + (int64_t)rows[i] * d, d);
+        tmp[i].s = prune_dist(ps->rule, owner, src_row(ps, rows[i]), ps->d);
     }
-    qsort(tmp, (size_t)m, sizeof *tmp, cmp_prune_asc);
+    cand_sort(tmp, m);
     int32_t *kept_row = work, *dropped = work + keep;
     int kept = 0, nd = 0;
-    float a = rule == ANN_PRUNE_L2 ? alpha : 1.0f;
+    float a = ps->rule == ANN_PRUNE_L2 ? alpha : 1.0f;
     for (int i = 0; i < m && kept < keep; i++) {
-        const float *c = F + (int64_t)tmp[i].row * d;
+        ann_prune_cand c = tmp[i];
         int ok = 1;
         for (int j = 0; j < kept && ok; j++)
-            if (a * prune_dist(rule, F + (int64_t)kept_row[j] * d, c, d) < tmp[i].s)
+            if (a * src_pair(ps, kept_row[j], c.row) < c.s)
                 ok = 0;
         if (ok) {
-            kept_row[kept] = tmp[i].row;
-            out[kept++] = tmp[i].id;
+            kept_row[kept] = c.row;
+            out[kept++] = c.id;
         } else if (nd < keep) {
-            dropped[nd++] = tmp[i].id;
+            dropped[nd++] = c.id;
         }
     }
     for (int j = 0; j < nd && kept < fill; j++)
         out[kept++] = dropped[j];
     return kept;
+}
+
+int ann_prune_list(ann_prune_rule rule, float alpha, int keep, int fill, int d,
+                   const float *owner, const float *F, const int32_t *ids, const int32_t *rows,
+                   int m, ann_prune_cand *tmp, int32_t *work, int32_t *out)
+{
+    prune_src ps = {rule, d, F, NULL, NULL, NULL, 0, 0};
+    return prune_core(&ps, alpha, keep, fill, owner, ids, rows, m, tmp, work, out);
 }
 
 /* Prunes candidate ids c (m) for owner u into outl (<= M), the build's rows being F by key id. */
@@ -92,6 +194,11 @@ static int prune_list(const build_cfg *b, int32_t u, const int32_t *c, int m, an
     return ann_prune_list(b->rule, b->alpha, b->M, b->fill, b->d, b->F + (int64_t)u * b->d, b->F,
                           c, c, m, tmp, work, outl);
 }
+
+/* Keys lo..hi-1 of gkeys whose best query is q: one work item of the projection. */
+typedef struct {
+    int64_t q, lo, hi;
+} group_item;
 
 /* Per-thread scratch of the projection. */
 typedef struct {
@@ -115,8 +222,10 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
     uint32_t *off = calloc((size_t)n + 1, sizeof *off);
     uint8_t *is_owner = calloc((size_t)n, 1), *touched = calloc((size_t)n, 1);
     int64_t *order = malloc((size_t)(nq > 0 ? nq : 1) * sizeof *order);
-    int32_t *cand = NULL, *rev = NULL;
+    int32_t *cand = NULL, *rev = NULL, *gkeys = NULL;
     uint32_t *roff = NULL;
+    int64_t *goff = NULL, *gfill = NULL;
+    group_item *items = NULL;
     if (!cnt || !off || !is_owner || !touched || !order)
         goto nomem;
     /* Seeded random query order, so a capped hub's candidates are not all from early text. */
@@ -138,7 +247,8 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
     *n_untouched = 0;
     for (int64_t u = 0; u < n; u++)
         *n_untouched += !touched[u];
-    /* Counting pass, then the fill pass in the same order (the caps agree). */
+    /* Owners: the union of their queries' lists. Counting pass, then the fill pass in the same
+     * order (the caps agree). */
     for (int pass = 0; pass < 2; pass++) {
         for (int64_t i = 0; i < nq; i++) {
             int64_t q = order[i];
@@ -154,17 +264,6 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
                 cnt[o]++;
             }
         }
-        for (int64_t u = 0; u < n; u++) {
-            if (is_owner[u] || best_q[u] < 0)
-                continue;
-            const int32_t *l = L + (int64_t)best_q[u] * K;
-            for (int j = 0; j < K; j++)
-                if (l[j] >= 0 && l[j] != u && cnt[u] < ANN_CAND_CAP) {
-                    if (pass)
-                        cand[off[u] + cnt[u]] = l[j];
-                    cnt[u]++;
-                }
-        }
         if (pass == 0) {
             for (int64_t u = 0; u < n; u++)
                 off[u + 1] = off[u] + cnt[u];
@@ -174,16 +273,53 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
             memset(cnt, 0, (size_t)n * sizeof *cnt);
         }
     }
+    /* Every other key: its best query's list, grouped by that query, in work items of at most
+     * ANN_GROUP_ITEM keys (a query can be the best of thousands of keys). */
+    goff = calloc((size_t)nq + 1, sizeof *goff);
+    gfill = malloc((size_t)(nq > 0 ? nq : 1) * sizeof *gfill);
+    gkeys = malloc((size_t)n * sizeof *gkeys);
+    if (!goff || !gfill || !gkeys)
+        goto nomem;
+    for (int64_t u = 0; u < n; u++)
+        if (!is_owner[u] && best_q[u] >= 0)
+            goff[best_q[u] + 1]++;
+    int64_t n_items = 0;
+    for (int64_t q = 0; q < nq; q++) {
+        n_items += (goff[q + 1] + ANN_GROUP_ITEM - 1) / ANN_GROUP_ITEM;
+        goff[q + 1] += goff[q];
+    }
+    items = malloc((size_t)(n_items ? n_items : 1) * sizeof *items);
+    if (!items)
+        goto nomem;
+    memcpy(gfill, goff, (size_t)nq * sizeof *gfill);
+    for (int64_t u = 0; u < n; u++)
+        if (!is_owner[u] && best_q[u] >= 0)
+            gkeys[gfill[best_q[u]]++] = (int32_t)u;
+    n_items = 0;
+    for (int64_t q = 0; q < nq; q++)
+        for (int64_t a = goff[q]; a < goff[q + 1]; a += ANN_GROUP_ITEM)
+            items[n_items++] = (group_item){q, a, a + ANN_GROUP_ITEM < goff[q + 1]
+                                                        ? a + ANN_GROUP_ITEM
+                                                        : goff[q + 1]};
 
+    int cache = K <= ANN_PAIR_CACHE_K;
 #pragma omp parallel num_threads(nth)
     {
         scratch s = {calloc((size_t)n, sizeof(uint32_t)), malloc(ANN_CAND_CAP * 4 + 4 * M),
                      malloc((ANN_CAND_CAP + (size_t)M) * sizeof(ann_prune_cand)),
                      malloc(2 * (size_t)M * sizeof(int32_t))};
-        int ok = s.mark && s.ids && s.tmp && s.work;
-#pragma omp for schedule(dynamic, 64)
+        int32_t *rows = malloc((size_t)K * sizeof *rows);
+        uint8_t *first = malloc((size_t)K);
+        prune_src ps = {b->rule, b->d, b->F, NULL, NULL, NULL, 0, K};
+        if (cache) {
+            ps.pd = malloc((size_t)K * (size_t)K * sizeof *ps.pd);
+            ps.pd_ep = calloc((size_t)K * (size_t)K, sizeof *ps.pd_ep);
+        }
+        int ok = s.mark && s.ids && s.tmp && s.work && rows && first &&
+                 (!cache || (ps.pd && ps.pd_ep));
+#pragma omp for schedule(dynamic, 64) nowait
         for (int64_t u = 0; u < n; u++) {
-            if (!ok)
+            if (!ok || !is_owner[u])
                 continue;
             int m = 0;
             for (uint32_t j = off[u]; j < off[u + 1]; j++) {
@@ -195,6 +331,41 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
             }
             outn[u] = prune_list(b, (int32_t)u, s.ids, m, s.tmp, s.work, out + u * b->S);
         }
+        /* Dedupe marks: epochs n + 1 + item, after the key epochs 1..n of the loop above. */
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t it = 0; it < n_items; it++) {
+            if (!ok)
+                continue;
+            const group_item *gi = &items[it];
+            const int32_t *l = L + gi->q * K;
+            uint32_t ep = (uint32_t)(n + 1 + it);
+            for (int j = 0; j < K; j++) { /* a repeated id counts once, as in the owners' lists */
+                first[j] = l[j] >= 0 && s.mark[l[j]] != ep;
+                if (l[j] >= 0)
+                    s.mark[l[j]] = ep;
+            }
+            ps.row_of = l;
+            if (++ps.ep == 0) { /* wrapped: stale entries would read as current */
+                if (cache)
+                    memset(ps.pd_ep, 0, (size_t)K * (size_t)K * sizeof *ps.pd_ep);
+                ps.ep = 1;
+            }
+            for (int64_t a = gi->lo; a < gi->hi; a++) {
+                int32_t u = gkeys[a];
+                int m = 0, raw = 0;
+                for (int j = 0; j < K && raw < ANN_CAND_CAP; j++) {
+                    if (l[j] < 0 || l[j] == u)
+                        continue;
+                    raw++;
+                    if (first[j]) {
+                        s.ids[m] = l[j];
+                        rows[m++] = j;
+                    }
+                }
+                outn[u] = prune_core(&ps, b->alpha, M, b->fill, b->F + (int64_t)u * b->d, s.ids,
+                                     rows, m, s.tmp, s.work, out + (int64_t)u * b->S);
+            }
+        }
         if (!ok)
 #pragma omp atomic write
             rc = LOUPE_ERR_NOMEM;
@@ -202,10 +373,13 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
         free(s.ids);
         free(s.tmp);
         free(s.work);
+        free(rows);
+        free(first);
+        free(ps.pd);
+        free(ps.pd_ep);
     }
     if (rc != LOUPE_OK)
         goto nomem;
-
     /* Reverse edges from a snapshot of the forward lists. */
     free(cand);
     cand = NULL;
@@ -281,6 +455,10 @@ done:
     free(cand);
     free(rev);
     free(roff);
+    free(goff);
+    free(gfill);
+    free(gkeys);
+    free(items);
     return rc;
 }
 
@@ -316,80 +494,167 @@ static void reach_from_entries(const ann_index *ix, const int32_t *out, const in
     bfs(out, outn, M, seen, queue, qn);
 }
 
-static loupe_status repair(ann_index *ix, const build_cfg *b, const float *Q, const int32_t *best_q,
-                           int32_t *out, int *outn, uint32_t *tmp_off, int64_t *n_repaired,
+/* Adds the edge r→u, into a free slot of r's list, else over r's last (weakest) edge. */
+static void link_edge(int32_t *out, int *outn, int S, int32_t r, int32_t u)
+{
+    if (outn[r] < S)
+        out[(int64_t)r * S + outn[r]++] = u;
+    else
+        out[(int64_t)r * S + S - 1] = u;
+}
+
+/* The source of a repair edge to unreached key u without a search: the first member of the exact
+ * top-K list l of u's best query (best first, so the query's pivot first) that is reached and
+ * has a free slot; -1 if there is none. A search for that query from the entry points would end
+ * among the same keys, so the new edge lies where queries that score u highly pass. */
+static int32_t list_source(const int32_t *l, int K, const uint8_t *seen, const int *outn, int S)
+{
+    for (int j = 0; j < K; j++)
+        if (l[j] >= 0 && seen[l[j]] && outn[l[j]] < S)
+            return l[j];
+    return -1;
+}
+
+enum { ANN_REPAIR_EF = 64, ANN_REPAIR_CAND = 8 };
+
+/* Makes every key reachable from the entry points. Most unreached keys are linked without any
+ * search (list_source), serially, the BFS resuming from each newly linked key so the keys behind
+ * it need no edge of their own. The few left (no reached member of their best query's list has
+ * room) are searched for in parallel on the graph as it stands — read-only, so the result does
+ * not depend on the thread count — each keeping its best ANN_REPAIR_CAND pool entries with room;
+ * then linked serially in key order from the first that still has room, else from any reached
+ * key with room. Reached keys never become unreached, except when no slot is free anywhere and
+ * an edge is overwritten; hence a few rounds and a final count. */
+static loupe_status repair(ann_index *ix, const build_cfg *b, const float *Q, const int32_t *L,
+                           int K, const int32_t *best_q, int32_t *out, int *outn,
+                           uint32_t *tmp_off, int nth, int64_t *n_repaired,
                            int64_t *n_unreachable, loupe_err *err)
 {
     loupe_status rc = LOUPE_OK;
     int64_t n = b->n;
-    int M = b->S, d = b->d; /* repair may use the slack slots */
+    int S = b->S, d = b->d; /* repair may use the slack slots */
     uint8_t *seen = calloc((size_t)n, 1);
     int32_t *queue = malloc((size_t)n * sizeof *queue);
-    ann_search_ctx *ctx = NULL;
+    int32_t *left = malloc((size_t)n * sizeof *left);
+    int32_t *cand = NULL;
     *n_repaired = 0;
-    if (!seen || !queue) {
-        rc = loupe_fail(err, LOUPE_ERR_NOMEM, "graph repair: no memory for %lld keys",
-                        (long long)n);
-        goto done;
-    }
-    if ((rc = ann_search_ctx_create(n, 64, &ctx, err)) != LOUPE_OK)
-        goto done;
-    /* The search walks the fixed-stride lists: offsets u·M, -1 ends a list. */
+    if (!seen || !queue || !left)
+        goto nomem;
+    /* The search walks the fixed-stride lists: offsets u·S, -1 ends a list. */
     for (int64_t u = 0; u <= n; u++)
-        tmp_off[u] = (uint32_t)(u * M);
+        tmp_off[u] = (uint32_t)(u * S);
     ix->adj_off = tmp_off;
     ix->adj = out;
-    int64_t cursor = 0;
     for (int round = 0; round < 3; round++) {
-        reach_from_entries(ix, out, outn, M, seen, queue);
-        cursor = 0;
-        int64_t missing = 0;
-        for (int64_t u = 0; u < n; u++) {
+        reach_from_entries(ix, out, outn, S, seen, queue);
+        /* 1. Links from the best query's list, repeated while it makes progress (a key whose
+         *    list was unreached may be reached through keys linked after it). */
+        int64_t nleft = 0;
+        for (int64_t u = 0; u < n; u++)
+            if (!seen[u])
+                left[nleft++] = (int32_t)u;
+        if (nleft == 0)
+            break;
+        for (int64_t progress = 1; progress && nleft;) {
+            int64_t keep = 0;
+            progress = 0;
+            for (int64_t i = 0; i < nleft; i++) {
+                int32_t u = left[i];
+                if (seen[u])
+                    continue;
+                int32_t r = best_q[u] >= 0 ? list_source(L + (int64_t)best_q[u] * K, K, seen,
+                                                         outn, S)
+                                           : -1;
+                if (r < 0) {
+                    left[keep++] = u;
+                    continue;
+                }
+                link_edge(out, outn, S, r, u);
+                (*n_repaired)++;
+                progress++;
+                seen[u] = 1;
+                queue[0] = u;
+                bfs(out, outn, S, seen, queue, 1);
+            }
+            nleft = keep;
+        }
+        if (nleft == 0)
+            continue;
+        /* 2. Searches for the rest, in parallel. */
+        free(cand);
+        cand = malloc((size_t)nleft * ANN_REPAIR_CAND * sizeof *cand);
+        if (!cand)
+            goto nomem;
+#pragma omp parallel num_threads(nth)
+        {
+            ann_search_ctx *ctx = NULL;
+            loupe_err terr;
+            loupe_err_clear(&terr);
+            int ok = ann_search_ctx_create(n, ANN_REPAIR_EF, &ctx, &terr) == LOUPE_OK;
+#pragma omp for schedule(dynamic, 16)
+            for (int64_t i = 0; i < nleft; i++) {
+                int32_t u = left[i], *c = cand + i * ANN_REPAIR_CAND;
+                int nc = 0;
+                if (ok) {
+                    const float *q = best_q[u] >= 0 ? Q + (int64_t)best_q[u] * d : b->F + u * d;
+                    int m = ann_graph_search_pool(ix, ctx, q, ANN_REPAIR_EF, ANN_REPAIR_EF,
+                                                  NULL, 0);
+                    for (int j = 0; j < m && nc < ANN_REPAIR_CAND; j++)
+                        if (outn[ctx->pool[j].id] < S)
+                            c[nc++] = ctx->pool[j].id;
+                    if (nc < ANN_REPAIR_CAND && m > 0) /* all full: the best one, overwritten */
+                        c[nc++] = ctx->pool[0].id;
+                }
+                for (; nc < ANN_REPAIR_CAND; nc++)
+                    c[nc] = -1;
+            }
+            if (!ok)
+#pragma omp atomic write
+                rc = LOUPE_ERR_NOMEM;
+            ann_search_ctx_destroy(ctx);
+        }
+        if (rc != LOUPE_OK)
+            goto nomem;
+        /* 3. Their links, serially in key order. */
+        int64_t cursor = 0;
+        for (int64_t i = 0; i < nleft; i++) {
+            int32_t u = left[i], r = -1;
+            const int32_t *c = cand + i * ANN_REPAIR_CAND;
             if (seen[u])
                 continue;
-            missing++;
-            const float *q = best_q[u] >= 0 ? Q + (int64_t)best_q[u] * d : b->F + u * d;
-            int m = ann_graph_search_pool(ix, ctx, q, 64, 64, NULL, 0);
-            int pick = -1;
-            for (int i = 0; i < m && pick < 0; i++)
-                if (outn[ctx->pool[i].id] < M)
-                    pick = i;
-            int32_t r;
-            if (pick >= 0) {
-                r = ctx->pool[pick].id;
-            } else { /* every good candidate is full: any reached key with a free slot */
-                while (cursor < n && (!seen[cursor] || outn[cursor] >= M))
+            for (int j = 0; j < ANN_REPAIR_CAND && r < 0; j++)
+                if (c[j] >= 0 && outn[c[j]] < S)
+                    r = c[j];
+            if (r < 0) { /* every candidate is full: any reached key with a free slot */
+                while (cursor < n && (!seen[cursor] || outn[cursor] >= S))
                     cursor++;
-                if (cursor == n) /* no free slot anywhere: cut the weakest edge of the best */
-                    cursor = 0;
-                r = cursor < n && seen[cursor] && outn[cursor] < M ? (int32_t)cursor
-                                                                   : ctx->pool[0].id;
+                if (cursor < n)
+                    r = (int32_t)cursor;
+                else /* no free slot anywhere: overwrite the weakest edge of the best */
+                    r = c[0] >= 0 ? c[0] : ix->entry[0];
             }
-            if (m == 0)
-                r = ix->entry[0];
-            if (outn[r] < M)
-                out[(int64_t)r * M + outn[r]++] = (int32_t)u;
-            else
-                out[(int64_t)r * M + M - 1] = (int32_t)u;
+            link_edge(out, outn, S, r, u);
             (*n_repaired)++;
             seen[u] = 1;
-            queue[0] = (int32_t)u;
-            bfs(out, outn, M, seen, queue, 1);
+            queue[0] = u;
+            bfs(out, outn, S, seen, queue, 1);
         }
-        if (!missing)
-            break;
     }
-    /* Final count (a replaced edge may have cut something off again). */
-    reach_from_entries(ix, out, outn, M, seen, queue);
+    /* Final count (an overwritten edge may have cut something off again). */
+    reach_from_entries(ix, out, outn, S, seen, queue);
     *n_unreachable = 0;
     for (int64_t u = 0; u < n; u++)
         *n_unreachable += !seen[u];
+    goto done;
+nomem:
+    rc = loupe_fail(err, LOUPE_ERR_NOMEM, "graph repair: no memory for %lld keys", (long long)n);
 done:
     ix->adj_off = NULL;
     ix->adj = NULL;
-    ann_search_ctx_destroy(ctx);
     free(seen);
     free(queue);
+    free(left);
+    free(cand);
     return rc;
 }
 
@@ -576,7 +841,7 @@ loupe_status ann_graph_build(ann_index *ix, const float *queries, int64_t nq,
     ix->entry = entry;
     ix->degree = M;
     if (opts->repair &&
-        (rc = repair(ix, &b, Q, best_q, out, outn, off, &ix->stats.n_repaired,
+        (rc = repair(ix, &b, Q, L, Kq, best_q, out, outn, off, nth, &ix->stats.n_repaired,
                      &ix->stats.n_unreachable, err)) != LOUPE_OK)
         goto done;
     off[0] = 0;
