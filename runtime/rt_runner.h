@@ -96,7 +96,7 @@ typedef struct {
                                    the rest (static + host partials, merge) */
     double build_s;           /* index building at the end of the prefill */
     double build_knn_s;       /* of which the exact kNN step */
-    uint64_t index_bytes;     /* the indexes' own arrays */
+    uint64_t index_bytes;     /* the indexes' own arrays, at their reserved capacity */
     uint64_t moves;           /* static → host moves (index growth) */
 } rt_runner_stats;
 
