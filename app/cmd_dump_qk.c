@@ -341,6 +341,7 @@ int cmd_dump_qk(int argc, char **argv)
         rt_cuda_params_init(&gp);
         gp.n_ctx = (uint32_t)n;
         gp.gpu_mem = o.gpu_mem;
+        gp.beyond_train = o.beyond_train;
         const char *f32 = getenv("LOUPE_CUDA_F32");
         if (f32 && !strcmp(f32, "1"))
             gp.precision = RT_CUDA_F32;

@@ -70,6 +70,7 @@ typedef struct {
                               free memory less 512 MiB */
     int device;            /* CUDA device index */
     rt_cuda_dtype precision; /* RT_CUDA_BF16 (default) or RT_CUDA_F32 */
+    bool beyond_train;     /* allow n_ctx past the training context (as rt_ctx_params) */
 } rt_cuda_params;
 
 void rt_cuda_params_init(rt_cuda_params *p);

@@ -208,7 +208,7 @@ loupe_status resolve_params(const rt_model *m, const rt_cuda_params *in, rt_cuda
     if (p->n_ctx == 0)
         return loupe_fail(err, LOUPE_ERR_INVALID,
                           "the model states no training context; give a context length");
-    if (hp->n_ctx_train && p->n_ctx > hp->n_ctx_train)
+    if (hp->n_ctx_train && p->n_ctx > hp->n_ctx_train && !p->beyond_train)
         return loupe_fail(err, LOUPE_ERR_TOO_LONG,
                           "a context of %u tokens is longer than the model's %u", p->n_ctx,
                           hp->n_ctx_train);
