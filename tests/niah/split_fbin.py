@@ -2,6 +2,8 @@
 # Splits an .fbin of queries for `bench anns`: even rows → A (build), 500 evenly spaced odd rows → B
 # (held-out test). usage: split_fbin.py SRC.fbin A.fbin B.fbin
 import sys, struct
+if len(sys.argv) != 4:
+    sys.exit('usage: split_fbin.py SRC.fbin A.fbin B.fbin')
 src, a, b = sys.argv[1:4]
 with open(src, 'rb') as f:
     n, d = struct.unpack('<II', f.read(8)); data = f.read()
