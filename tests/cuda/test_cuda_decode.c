@@ -43,13 +43,7 @@ static uint32_t rnd(uint32_t lo, uint32_t hi) /* in [lo, hi] */
     return lo + (uint32_t)(test_rng_u64(&rng) % (uint64_t)(hi - lo + 1));
 }
 
-static float *rand_vec(size_t n, float scale)
-{
-    float *v = malloc((n ? n : 1) * sizeof *v);
-    for (size_t i = 0; i < n; i++)
-        v[i] = scale * test_rng_normal(&rng);
-    return v;
-}
+static float *rand_vec(size_t n, float scale) { return cuda_test_rand_vec(&rng, n, scale); }
 
 /* ==== matvec ================================================================================ */
 
@@ -271,48 +265,7 @@ static void test_matvec_fused(void)
 
 /* ==== flash-decoding ======================================================================== */
 
-typedef struct {
-    uint32_t n_kv, n_ctx, hd;
-    rt_cuda_dtype type;
-    float *k, *v;  /* host values as stored (bf16-rounded for bf16) */
-    void *dk, *dv; /* device */
-} cache_t;
-
-static void cache_make(cache_t *c, uint32_t n_kv, uint32_t n_ctx, uint32_t hd, int bf)
-{
-    c->n_kv = n_kv;
-    c->n_ctx = n_ctx;
-    c->hd = hd;
-    c->type = bf ? RT_CUDA_BF16 : RT_CUDA_F32;
-    const size_t n = (size_t)n_kv * n_ctx * hd, esz = bf ? 2 : 4;
-    c->k = rand_vec(n, 1.0f);
-    c->v = rand_vec(n, 1.0f);
-    unsigned char *hk = malloc(n * esz), *hv = malloc(n * esz);
-    for (size_t i = 0; i < n; i++) {
-        if (bf) {
-            uint16_t a = rt_f32_to_bf16(c->k[i]), b = rt_f32_to_bf16(c->v[i]);
-            c->k[i] = rt_bf16_to_f32(a);
-            c->v[i] = rt_bf16_to_f32(b);
-            memcpy(hk + 2 * i, &a, 2);
-            memcpy(hv + 2 * i, &b, 2);
-        } else {
-            memcpy(hk + 4 * i, &c->k[i], 4);
-            memcpy(hv + 4 * i, &c->v[i], 4);
-        }
-    }
-    c->dk = dev_from(hk, n * esz);
-    c->dv = dev_from(hv, n * esz);
-    free(hk);
-    free(hv);
-}
-
-static void cache_free(cache_t *c)
-{
-    cudaFree(c->dk);
-    cudaFree(c->dv);
-    free(c->k);
-    free(c->v);
-}
+typedef cuda_test_cache cache_t;
 
 /* Every head's output and lse against rt_attn_partial over keys [k0, k1); returns bad heads. */
 static int check_heads(const char *what, const cache_t *c, const float *q, uint32_t n_head,
@@ -352,7 +305,7 @@ static void run_fd_case(const fd_case *fc)
 {
     const uint32_t n_head = fc->n_kv * fc->group, hd = fc->hd;
     cache_t c;
-    cache_make(&c, fc->n_kv, fc->n_ctx, hd, fc->bf);
+    cuda_test_cache_make(&rng, &c, fc->n_kv, fc->n_ctx, hd, fc->bf);
     float *q = rand_vec((size_t)n_head * hd, 1.0f);
     float *dq = dev_from(q, (size_t)n_head * hd * 4);
     float *dpart =
@@ -369,7 +322,7 @@ static void run_fd_case(const fd_case *fc)
     char what[64];
     snprintf(what, sizeof what, "flash_decode %s", fc->bf ? "bf16" : "f32");
     CHECK(check_heads(what, &c, q, n_head, scale, fc->k0, fc->k1, out, lse) == 0);
-    cache_free(&c);
+    cuda_test_cache_free(&c);
     cudaFree(dq);
     cudaFree(dpart);
     cudaFree(dout);
@@ -428,7 +381,7 @@ static void test_flash_decode_dev(void)
         const uint32_t n_ctx = iter == 0 ? rnd(20000, 30000) : rnd(129, 4000);
         const uint32_t max_splits = iter == 3 ? 5 : 256;
         cache_t c;
-        cache_make(&c, n_kv, n_ctx, hd, bf);
+        cuda_test_cache_make(&rng, &c, n_kv, n_ctx, hd, bf);
         float *q = rand_vec((size_t)n_head * hd, 1.0f);
         float *dq = dev_from(q, (size_t)n_head * hd * 4);
         const size_t part_n = rt_cuda_flash_decode_part_floats(n_head, hd, max_splits);
@@ -462,7 +415,7 @@ static void test_flash_decode_dev(void)
                       n, n_ctx, group, hd, bf ? "bf16" : "f32");
             CHECK(check_heads("flash_decode_dev", &c, q, n_head, scale, 0, n, o1, l1) == 0);
         }
-        cache_free(&c);
+        cuda_test_cache_free(&c);
         cudaFree(dq);
         cudaFree(dpart);
         cudaFree(dout);

@@ -45,13 +45,7 @@ static uint32_t rnd(uint32_t lo, uint32_t hi) /* in [lo, hi] */
     return lo + (uint32_t)(test_rng_u64(&rng) % (uint64_t)(hi - lo + 1));
 }
 
-static float *rand_vec(size_t n, float scale)
-{
-    float *v = malloc((n ? n : 1) * sizeof *v);
-    for (size_t i = 0; i < n; i++)
-        v[i] = scale * test_rng_normal(&rng);
-    return v;
-}
+static float *rand_vec(size_t n, float scale) { return cuda_test_rand_vec(&rng, n, scale); }
 
 static float bf16_round(float x) { return rt_bf16_to_f32(rt_f32_to_bf16(x)); }
 
@@ -460,49 +454,7 @@ static void test_kv_store(void)
 
 /* ==== attention ============================================================================= */
 
-/* A random layer cache of n_kv heads × n_ctx keys (all filled) in `type`, and its float values. */
-typedef struct {
-    uint32_t n_kv, n_ctx, hd;
-    rt_cuda_dtype type;
-    float *k, *v;     /* host float values as stored (bf16-rounded for bf16) */
-    void *dk, *dv;    /* device */
-} cache_t;
-
-static void cache_make(cache_t *c, uint32_t n_kv, uint32_t n_ctx, uint32_t hd, int bf)
-{
-    c->n_kv = n_kv;
-    c->n_ctx = n_ctx;
-    c->hd = hd;
-    c->type = bf ? RT_CUDA_BF16 : RT_CUDA_F32;
-    size_t n = (size_t)n_kv * n_ctx * hd, esz = bf ? 2 : 4;
-    c->k = rand_vec(n, 1.0f);
-    c->v = rand_vec(n, 1.0f);
-    unsigned char *hk = malloc(n * esz), *hv = malloc(n * esz);
-    for (size_t i = 0; i < n; i++) {
-        if (bf) {
-            uint16_t a = rt_f32_to_bf16(c->k[i]), b = rt_f32_to_bf16(c->v[i]);
-            c->k[i] = rt_bf16_to_f32(a);
-            c->v[i] = rt_bf16_to_f32(b);
-            memcpy(hk + 2 * i, &a, 2);
-            memcpy(hv + 2 * i, &b, 2);
-        } else {
-            memcpy(hk + 4 * i, &c->k[i], 4);
-            memcpy(hv + 4 * i, &c->v[i], 4);
-        }
-    }
-    c->dk = dev_from(hk, n * esz);
-    c->dv = dev_from(hv, n * esz);
-    free(hk);
-    free(hv);
-}
-
-static void cache_free(cache_t *c)
-{
-    cudaFree(c->dk);
-    cudaFree(c->dv);
-    free(c->k);
-    free(c->v);
-}
+typedef cuda_test_cache cache_t;
 
 static uint32_t rand_head_dim(void)
 {
@@ -535,7 +487,7 @@ static void test_flash_attn(void)
         uint32_t n_head = n_kv * group, n_tok = rnd(1, 150), pos0 = rnd(0, 300);
         uint32_t n_ctx = pos0 + n_tok + rnd(0, 10);
         cache_t c;
-        cache_make(&c, n_kv, n_ctx, hd, bf);
+        cuda_test_cache_make(&rng, &c, n_kv, n_ctx, hd, bf);
         size_t q_ld = (size_t)n_head * hd + 4 * rnd(0, 3);
         float *q = rand_vec(n_tok * q_ld, 1.0f);
         float *dq = dev_from(q, n_tok * q_ld * 4);
@@ -570,7 +522,7 @@ static void test_flash_attn(void)
                     bad += cmp_partial(what, got, lse[(size_t)t * n_head + h], ref, rl, hd, out_bf);
             }
         CHECK(bad == 0);
-        cache_free(&c);
+        cuda_test_cache_free(&c);
         cudaFree(dq);
         cudaFree(dout);
         cudaFree(dlse);
@@ -593,7 +545,7 @@ static void test_flash_decode(void)
             k1 = k0; /* empty range: out 0, lse -inf */
         uint32_t max_splits = iter == 1 ? 3 : 64;
         cache_t c;
-        cache_make(&c, n_kv, n_ctx, hd, bf);
+        cuda_test_cache_make(&rng, &c, n_kv, n_ctx, hd, bf);
         float *q = rand_vec((size_t)n_head * hd, 1.0f);
         float *dq = dev_from(q, (size_t)n_head * hd * 4);
         float *dpart = dev_from(NULL, rt_cuda_flash_decode_part_floats(n_head, hd, max_splits) * 4);
@@ -617,7 +569,7 @@ static void test_flash_decode(void)
             bad += cmp_partial(what, out + (size_t)h * hd, lse[h], ref, rl, hd, 0);
         }
         CHECK(bad == 0);
-        cache_free(&c);
+        cuda_test_cache_free(&c);
         cudaFree(dq);
         cudaFree(dpart);
         cudaFree(dout);
