@@ -198,9 +198,16 @@ int main(int argc, char **argv)
         p.retrieval.static_max = WINDOW;
         CHECK(rt_runner_create(m, &p, &r, &err) == LOUPE_ERR_INVALID && !r);
         CHECK(strstr(loupe_err_message(&err), "window") != NULL);
-        params(&p, RT_ATTN_RETRIEVAL, 10);
-        p.backend = RT_BACKEND_CUDA;
-        CHECK(rt_runner_create(m, &p, &r, &err) == LOUPE_ERR_UNSUPPORTED && !r);
+        /* --backend cuda without a usable device: refused with a reason, whether the build has
+           no CUDA (UNSUPPORTED) or the machine has no GPU (GPU); with a GPU it runs hybrid. */
+        if (!rt_cuda_available()) {
+            params(&p, RT_ATTN_RETRIEVAL, 10);
+            p.backend = RT_BACKEND_CUDA;
+            loupe_status s = rt_runner_create(m, &p, &r, &err);
+            CHECK_MSG((s == LOUPE_ERR_UNSUPPORTED || s == LOUPE_ERR_GPU) && !r,
+                      "--backend cuda without a device gave status %d", (int)s);
+            CHECK(strstr(loupe_err_message(&err), "--backend cuda") != NULL);
+        }
     }
 
     free(ids);
