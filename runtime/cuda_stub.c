@@ -116,3 +116,29 @@ loupe_status rt_cuda_kv_read(rt_cuda_engine *e, uint32_t layer, uint32_t p0, uin
     (void)e, (void)layer, (void)p0, (void)p1, (void)k_out, (void)v_out, (void)ld, (void)off;
     return no_cuda(err);
 }
+
+loupe_status rt_cuda_set_host_attn(rt_cuda_engine *e, rt_cuda_host_attn_fn fn, void *user,
+                                   loupe_err *err)
+{
+    (void)e, (void)fn, (void)user;
+    return no_cuda(err);
+}
+
+loupe_status rt_cuda_set_host_kv(rt_cuda_engine *e, float *k, float *v, size_t ld,
+                                 loupe_err *err)
+{
+    (void)e, (void)k, (void)v, (void)ld;
+    return no_cuda(err);
+}
+
+loupe_status rt_cuda_static_drop(rt_cuda_engine *e, uint32_t n, loupe_err *err)
+{
+    (void)e, (void)n;
+    return no_cuda(err);
+}
+
+void rt_cuda_coexec_stats_get(const rt_cuda_engine *e, rt_cuda_coexec_stats *out)
+{
+    (void)e;
+    memset(out, 0, sizeof *out);
+}

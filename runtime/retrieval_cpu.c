@@ -99,6 +99,77 @@ static void log_hook(void *user, uint32_t layer, uint32_t pos0, size_t B, const 
     memcpy(r->log + ((size_t)layer * r->log_max + slot) * r->nq, q, B * r->nq * sizeof *q);
 }
 
+/* Query head h's attention partial over the host set, on thread tid: over the `topk` keys its
+ * index returns, or over every host key when the host set is no larger than topk; out = 0 and
+ * lse = −∞ when nothing is attended (topk 0, no host set). K, V: the head's KV cache rows by
+ * position. A failed search attends nothing and is recorded for settle() to report. */
+static void host_partial(rt_retr *r, int tid, uint32_t il, uint32_t h, const float *q,
+                         const float *K, const float *V, float *out, float *lse)
+{
+    const uint32_t hd = r->hd, n_host = r->host_end - r->sinks;
+    const float scale = 1.0f / sqrtf((float)hd);
+    if (r->p.topk == 0 || n_host == 0) {
+        memset(out, 0, hd * sizeof *out);
+        *lse = -INFINITY;
+        return;
+    }
+    if (n_host <= r->p.topk) { /* the whole host set: contiguous rows */
+        rt_attn_partial(q, K + (size_t)r->sinks * hd, V + (size_t)r->sinks * hd, hd, NULL, n_host,
+                        scale, out, lse);
+        return;
+    }
+    ann_search_params sp;
+    memset(&sp, 0, sizeof sp);
+    sp.k = (int)r->p.topk;
+    sp.ef = r->p.ef;
+    sp.nprobe = r->p.nprobe;
+    int32_t *ids = r->ids + (size_t)tid * r->p.topk;
+    float *sc = r->scores + (size_t)tid * r->p.topk;
+    int nf = 0;
+    loupe_err e;
+    double ts = now_s();
+    loupe_status st =
+        ann_search(r->index[(size_t)il * r->n_head + h], r->sctx[tid], q, &sp, ids, sc, &nf, &e);
+    r->search_t[tid] += now_s() - ts;
+    if (st) {
+#pragma omp critical(rt_retr_err)
+        if (!r->hook_status) {
+            r->hook_status = st;
+            r->hook_err = e;
+        }
+        nf = 0;
+    }
+    for (int i = 0; i < nf; i++)
+        ids[i] += (int32_t)r->sinks; /* index id → cache position */
+    rt_attn_partial(q, K, V, hd, ids, (size_t)nf, scale, out, lse);
+#pragma omp atomic
+    r->st.keys_attended += (uint64_t)nf;
+}
+
+/* Bookkeeping after a parallel section of host partials for `queries` query heads that took
+ * `wall` seconds: search time from the threads' clocks, keys scanned, searches, tokens. */
+static void account(rt_retr *r, uint32_t il, size_t tokens, double wall)
+{
+    const uint32_t n_host = r->host_end - r->sinks;
+    const uint64_t queries = (uint64_t)tokens * r->n_head;
+    double thread_s = 0;
+    for (int t = 0; t < r->n_threads; t++) {
+        thread_s += r->search_t[t];
+        r->search_t[t] = 0;
+        r->st.keys_scanned += (uint64_t)ann_search_ctx_scanned(r->sctx[t]);
+        ann_search_ctx_reset_scanned(r->sctx[t]);
+    }
+    double in_search = thread_s / r->n_threads < wall ? thread_s / r->n_threads : wall;
+    r->st.search_s += in_search;
+    r->st.attend_s += wall - in_search;
+    if (r->p.topk > 0 && n_host > r->p.topk)
+        r->st.searches += queries;
+    else if (r->p.topk > 0)
+        r->st.keys_attended += queries * n_host;
+    if (il == 0)
+        r->st.retrieval_tokens += tokens;
+}
+
 /* Attention of the chunk's B queries (positions n_past..) of one layer: per (token, head) the
  * static partial (sinks + tail up to the token) merged with the partial over the host keys the
  * head's index returns. */
@@ -107,18 +178,8 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
     rt_retr *r = user;
     const uint32_t hd = r->hd, n_head = r->n_head, group = r->group;
     const float scale = 1.0f / sqrtf((float)hd);
-    const uint32_t n_host = r->host_end - r->sinks;
-    const bool search = n_host > r->p.topk && r->p.topk > 0;
-    const uint32_t k_host = search ? r->p.topk : (r->p.topk > 0 ? n_host : 0);
-    ann_search_params sp;
-    memset(&sp, 0, sizeof sp);
-    sp.k = (int)r->p.topk;
-    sp.ef = r->p.ef;
-    sp.nprobe = r->p.nprobe;
     double t0 = now_s();
     long work = (long)(B * n_head);
-    for (int t = 0; t < r->n_threads; t++)
-        r->search_t[t] = 0;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->n_threads)
     for (long w = 0; w < work; w++) {
         int tid = omp_get_thread_num();
@@ -133,52 +194,50 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
         rt_attn_partial(q, K + (size_t)r->host_end * hd, V + (size_t)r->host_end * hd, hd, NULL,
                         pos + 1 - r->host_end, scale, tmp, &l_tmp);
         rt_attn_merge(out, l_out, tmp, l_tmp, hd, out, &l_out);
-        if (k_host == 0)
-            continue;
-        if (!search) { /* the whole host set: contiguous rows */
-            rt_attn_partial(q, K + (size_t)r->sinks * hd, V + (size_t)r->sinks * hd, hd, NULL,
-                            n_host, scale, tmp, &l_tmp);
-        } else {
-            int32_t *ids = r->ids + (size_t)tid * r->p.topk;
-            float *sc = r->scores + (size_t)tid * r->p.topk;
-            int nf = 0;
-            loupe_err e;
-            double ts = now_s();
-            loupe_status st = ann_search(r->index[(size_t)il * n_head + h], r->sctx[tid], q, &sp,
-                                         ids, sc, &nf, &e);
-            r->search_t[tid] += now_s() - ts;
-            if (st) {
-#pragma omp critical(rt_retr_err)
-                if (!r->hook_status) {
-                    r->hook_status = st;
-                    r->hook_err = e;
-                }
-                nf = 0;
-            }
-            for (int i = 0; i < nf; i++)
-                ids[i] += (int32_t)r->sinks; /* index id → cache position */
-            rt_attn_partial(q, K, V, hd, ids, (size_t)nf, scale, tmp, &l_tmp);
-#pragma omp atomic
-            r->st.keys_attended += (uint64_t)nf;
-        }
-        rt_attn_merge(out, l_out, tmp, l_tmp, hd, out, &l_out);
+        host_partial(r, tid, il, h, q, K, V, tmp, &l_tmp);
+        if (l_tmp != -INFINITY)
+            rt_attn_merge(out, l_out, tmp, l_tmp, hd, out, &l_out);
     }
-    double wall = now_s() - t0, thread_s = 0;
-    for (int t = 0; t < r->n_threads; t++) {
-        thread_s += r->search_t[t];
-        r->st.keys_scanned += (uint64_t)ann_search_ctx_scanned(r->sctx[t]);
-        ann_search_ctx_reset_scanned(r->sctx[t]);
-    }
-    double in_search = thread_s / r->n_threads < wall ? thread_s / r->n_threads : wall;
-    r->st.search_s += in_search;
-    r->st.attend_s += wall - in_search;
-    if (search)
-        r->st.searches += B * n_head;
-    else if (k_host)
-        r->st.keys_attended += (uint64_t)B * n_head * n_host;
-    if (il == 0)
-        r->st.retrieval_tokens += B;
+    account(r, il, B, now_s() - t0);
 }
+
+loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const float *q,
+                                 const float *k, const float *v, float *out, float *lse,
+                                 loupe_err *err)
+{
+    const uint32_t hd = r->hd, n_head = r->n_head, group = r->group;
+    rt_ctx *c = r->c;
+    if (!r->sealed || pos < r->host_end || pos - r->host_end >= r->log_max || pos >= r->n_ctx)
+        return loupe_fail(err, LOUPE_ERR_INTERNAL,
+                          "host attention for position %u outside the static tail [%u, %u)", pos,
+                          r->host_end, r->host_end + r->log_max);
+    for (uint32_t g = 0; g < r->n_kv; g++) { /* the token joins the host copy of the cache */
+        size_t row = (((size_t)il * r->n_kv + g) * c->n_ctx + pos) * hd; /* rt_ctx_keys' layout */
+        memcpy(c->k_cache + row, k + (size_t)g * hd, hd * sizeof *k);
+        memcpy(c->v_cache + row, v + (size_t)g * hd, hd * sizeof *v);
+    }
+    memcpy(r->log + ((size_t)il * r->log_max + (pos - r->host_end)) * r->nq, q,
+           r->nq * sizeof *q);
+    double t0 = now_s();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(r->n_threads)
+    for (long h = 0; h < (long)n_head; h++) {
+        uint32_t g = (uint32_t)h / group;
+        host_partial(r, omp_get_thread_num(), il, (uint32_t)h, q + (size_t)h * hd,
+                     rt_ctx_keys(c, il, g), rt_ctx_values(c, il, g), out + (size_t)h * hd,
+                     &lse[h]);
+    }
+    account(r, il, 1, now_s() - t0);
+    if (r->hook_status) {
+        loupe_status st = r->hook_status;
+        if (err)
+            *err = r->hook_err;
+        r->hook_status = LOUPE_OK;
+        return st;
+    }
+    return LOUPE_OK;
+}
+
+uint32_t rt_retr_host_end(const rt_retr *r) { return r->host_end; }
 
 /* ==== Lifetime ============================================================================ */
 

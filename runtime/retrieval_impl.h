@@ -36,6 +36,15 @@ void rt_retr_begin(rt_retr *r, size_t n);
 void rt_retr_capture(rt_retr *r, uint32_t layer, uint32_t pos0, uint32_t stride, size_t n,
                      const float *q);
 loupe_status rt_retr_seal(rt_retr *r, loupe_err *err);
+/* The host half of a co-executed decode step (rt_cuda_host_attn_fn's contract) for the token at
+ * `pos` of layer il, on a sealed state: stores k and v in the context's cache at pos, logs q as
+ * a static-tail query, and writes each query head's partial over the host set. The caller then
+ * advances the context's n_past and calls rt_retr_settle once per token. */
+loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const float *q,
+                                 const float *k, const float *v, float *out, float *lse,
+                                 loupe_err *err);
+/* First position after the host set (the static tail starts here). */
+uint32_t rt_retr_host_end(const rt_retr *r);
 loupe_status rt_retr_settle(rt_retr *r, loupe_err *err);
 void rt_retr_stats(const rt_retr *r, rt_runner_stats *out);
 

@@ -71,6 +71,13 @@ typedef struct {
     int device;            /* CUDA device index */
     rt_cuda_dtype precision; /* RT_CUDA_BF16 (default) or RT_CUDA_F32 */
     bool beyond_train;     /* allow n_ctx past the training context (as rt_ctx_params) */
+    /* The retrieval layout (static_slots > 0; see "Retrieval attention" below): the KV cache
+     * holds static_slots slots per layer and KV head instead of n_ctx positions, plus one
+     * layer's K/V for n_ctx positions used by the context's prefill. static_slots must exceed
+     * sinks + window. */
+    uint32_t static_slots;
+    uint32_t sinks;        /* retrieval layout: the context's first positions kept on the GPU */
+    uint32_t window;       /* retrieval layout: the context's last positions kept on the GPU */
 } rt_cuda_params;
 
 void rt_cuda_params_init(rt_cuda_params *p);
@@ -118,8 +125,9 @@ loupe_status rt_cuda_greedy(rt_cuda_engine *e, int32_t *id, loupe_err *err);
 
 /* ---- Reading the engine's state back: queries and K/V -------------------------------------- *
  *
- * For index building and the hybrid retrieval path (prefill on the GPU, the host set's K/V and the
- * prefill queries handed to the CPU) and for `dump-qk --backend cuda`. */
+ * For index building (the prefill queries handed to the CPU) and for `dump-qk --backend cuda`.
+ * rt_cuda_kv_read reads the full layout only (the retrieval layout writes K/V to the host during
+ * its prefill instead). */
 
 /* Called during rt_cuda_prefill for every layer and every chunk that holds captured positions:
  * q (host memory, valid during the call) holds the post-RoPE queries of n consecutive captured
@@ -142,6 +150,61 @@ loupe_status rt_cuda_set_q_capture(rt_cuda_engine *e, rt_cuda_q_fn fn, void *use
  * borrows the prefill's scratch for the conversion: no device memory beyond the plan. */
 loupe_status rt_cuda_kv_read(rt_cuda_engine *e, uint32_t layer, uint32_t p0, uint32_t p1,
                              float *k_out, float *v_out, size_t ld, size_t off, loupe_err *err);
+
+/* ---- Retrieval attention: the static set on the GPU, the host set in host memory ---------- *
+ *
+ * In the retrieval layout (rt_cuda_params.static_slots > 0) the GPU keeps only the STATIC set:
+ * the context's first `sinks` positions and its tail — the last `window` positions of the
+ * context and every token after — in slots [0, sinks) and [sinks, n_static). Every other
+ * position (the HOST set, [sinks, host_end)) lives in host memory, where the caller searches it.
+ *
+ *   prefill   Only from an empty engine, in ONE call (n ≤ n_seg): layer by layer, the tokens go
+ *             through the layer with causal attention over the one-layer buffer; then that
+ *             layer's K/V of every position are written as float32 to the host arrays given by
+ *             rt_cuda_set_host_kv (when set), and the static positions are copied into the slots.
+ *             host_end = max(sinks, n − window).
+ *   decode    Per layer: q, k, v of the token (post-RoPE, float32) go to pinned host memory and
+ *             the host attention callback computes each query head's partial over the host set
+ *             (output and log-sum-exp) while the GPU attends to the static slots; the engine
+ *             copies the host partial back and merges the two exactly (rt_attn_merge). The token
+ *             takes the next slot. Launched eagerly (the callback sits between launches).
+ *   moving    rt_cuda_static_drop(e, n) forgets the n oldest tail slots (the caller has moved
+ *             those positions to its host set): host_end += n, later slots shift down.
+ * A decode with no free slot fails with LOUPE_ERR_TOO_LONG: the caller moves tokens first.
+ */
+
+/* The host half of a decode step in the retrieval layout, called once per layer: q (n_head ·
+ * head_dim), k and v (n_head_kv · head_dim) of the token at `pos`, post-RoPE float32; writes
+ * out (n_head · head_dim) and lse (n_head): for each query head the attention over host-set keys
+ * (scale 1/sqrt(head_dim), lse natural log; a head with no host keys: out 0, lse −INFINITY).
+ * Pointers are pinned host memory valid during the call. A non-zero status stops the decode,
+ * which fails with it and err's sentence. Must not call the engine. */
+typedef loupe_status (*rt_cuda_host_attn_fn)(void *user, uint32_t layer, uint32_t pos,
+                                              const float *q, const float *k, const float *v,
+                                              float *out, float *lse, loupe_err *err);
+
+/* Sets (fn non-NULL) or clears the callback; in the retrieval layout a decode without one fails
+ * with LOUPE_ERR_INVALID. */
+loupe_status rt_cuda_set_host_attn(rt_cuda_engine *e, rt_cuda_host_attn_fn fn, void *user,
+                                   loupe_err *err);
+/* Where the retrieval-layout prefill writes each layer's K/V: (n_layer, n_head_kv, ld,
+ * head_dim) float32 arrays in host memory (the CPU backend's cache layout when ld = n_ctx),
+ * rows at positions. NULL k and v: not written. */
+loupe_status rt_cuda_set_host_kv(rt_cuda_engine *e, float *k, float *v, size_t ld,
+                                 loupe_err *err);
+/* Forgets the n oldest slots of the static tail (see above). LOUPE_ERR_RANGE when the tail is
+ * shorter than n; LOUPE_ERR_INVALID outside the retrieval layout. */
+loupe_status rt_cuda_static_drop(rt_cuda_engine *e, uint32_t n, loupe_err *err);
+
+/* Where the time of the retrieval layout's decode steps went, summed since the last reset. */
+typedef struct {
+    uint64_t tokens;   /* decode steps */
+    double step_s;     /* wall time of the steps */
+    double gpu_wait_s; /* host waiting for each layer's q, k, v (GPU work before the host half) */
+    double host_s;     /* in the host attention callback */
+    double merge_wait_s; /* host waiting at the end of a step (GPU work after the last host half) */
+} rt_cuda_coexec_stats;
+void rt_cuda_coexec_stats_get(const rt_cuda_engine *e, rt_cuda_coexec_stats *out);
 
 /* ---- Exact query→key top-k on the GPU: the kNN step of anns' graph build ------------------ */
 

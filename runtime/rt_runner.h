@@ -24,12 +24,15 @@
  * and the result equals full attention up to rounding. topk = 0 is the static set alone
  * (StreamingLLM), to show what the retrieval adds.
  *
- * Where the retrieval runs today: on the CPU backend's context, whose KV cache (float32) is the
- * host memory and whose indexes search views over it. With the CUDA backend a retrieval mode is a
- * hybrid: the context's prefill runs on the GPU (queries captured, K/V then read back into the
- * CPU context), the indexes are built (their kNN on the GPU), and the tokens after the context
- * run on the CPU. The GPU still holds the whole KV during that prefill: the co-executed decode of
- * DESIGN.md (static set on the GPU, host set on the CPU, per layer) is the next step.
+ * Where the retrieval runs: the host set lives in a CPU context's KV cache (float32), whose
+ * indexes search views over it. On the CPU backend that context does everything. With the CUDA
+ * backend a retrieval mode CO-EXECUTES (DESIGN.md): the engine runs in its retrieval layout
+ * (rt_cuda.h: only the static set on the GPU, plus one layer's K/V during the prefill); the
+ * context's prefill runs layer by layer on the GPU, queries captured and each layer's K/V
+ * written into the CPU context's cache; the indexes are built (kNN on the GPU); then every
+ * later token is a GPU decode step whose per-layer host half (search + attention over the host
+ * keys, rt_retr_host_attend) runs on CPU threads while the GPU attends to the static set, the
+ * two partials merged on the GPU. Extensions of several tokens go through it one token at a time.
  */
 #ifndef LOUPE_RT_RUNNER_H
 #define LOUPE_RT_RUNNER_H
@@ -98,6 +101,14 @@ typedef struct {
     double build_knn_s;       /* of which the exact kNN step */
     uint64_t index_bytes;     /* the indexes' own arrays, at their reserved capacity */
     uint64_t moves;           /* static → host moves (index growth) */
+    /* The co-executed decode (CUDA backend, retrieval modes), per token summed: */
+    uint64_t coexec_tokens;
+    double coexec_step_s;     /* wall time of those decode steps */
+    double coexec_gpu_wait_s; /* host waiting for each layer's q, k, v from the GPU */
+    double coexec_host_s;     /* the host half: search + attention over host keys + K/V store */
+    double coexec_tail_s;     /* host waiting for the GPU after the last layer's host half */
+    uint64_t gpu_bytes;       /* the CUDA engine's device allocation (0 on the CPU backend) */
+    uint64_t host_kv_bytes;   /* host memory holding K/V (the CPU context's cache) */
 } rt_runner_stats;
 
 typedef struct rt_runner rt_runner;

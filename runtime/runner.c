@@ -3,9 +3,11 @@
  * retrieval attention. Only dispatch and mode resolution live here; the work is in forward_cpu.c,
  * retrieval_cpu.c and runtime/cuda.
  *
- * The hybrid (CUDA backend, retrieval mode): the context's prefill runs on the engine with query
- * capture on; its K/V are then read back into the CPU context's cache (the host memory), the
- * indexes are built, and every later token runs on the CPU context through the retrieval path.
+ * Co-execution (CUDA backend, retrieval mode; rt_runner.h): the engine runs in its retrieval
+ * layout. The context's prefill runs on it with query capture on, each layer's K/V landing in the
+ * CPU context's cache (the host memory); the indexes are built; every later token is an engine
+ * decode step whose host half is rt_retr_host_attend on that context. The CPU context never runs
+ * the model then: it is the host KV, the query log and the n_past the retrieval state reads.
  */
 #include "runtime/retrieval_impl.h"
 
@@ -17,7 +19,8 @@ struct rt_runner {
     rt_runner_params p;   /* backend and attention resolved */
     rt_ctx *ctx;          /* CPU backend */
     rt_cuda_engine *cuda; /* CUDA backend */
-    rt_retr *retr;        /* retrieval modes (with cuda: the hybrid) */
+    rt_retr *retr;        /* retrieval modes (with cuda: co-execution) */
+    bool coexec;          /* cuda && retr */
 };
 
 const char *rt_backend_name(rt_backend b)
@@ -45,6 +48,10 @@ void rt_runner_params_init(rt_runner_params *p)
     p->retrieval.build_queries = 16384;
 }
 
+static loupe_status host_attn(void *user, uint32_t layer, uint32_t pos, const float *q,
+                              const float *k, const float *v, float *out, float *lse,
+                              loupe_err *err);
+
 static bool is_retrieval(rt_attn_mode m)
 {
     return m == RT_ATTN_RETRIEVAL || m == RT_ATTN_FLAT || m == RT_ATTN_IVF;
@@ -58,9 +65,15 @@ static void cuda_params(const rt_runner_params *p, rt_cuda_params *cp)
     cp->gpu_mem = p->gpu_mem;
     cp->device = p->device;
     cp->precision = p->precision;
+    if (is_retrieval(p->attention)) { /* the retrieval layout: the static set on the GPU */
+        cp->sinks = p->retrieval.sinks;
+        cp->window = p->retrieval.window;
+        /* the tail grows to static_max + 1 before settle() moves it */
+        cp->static_slots = p->retrieval.sinks + p->retrieval.static_max + 1;
+    }
 }
 
-/* AUTO → a concrete backend and attention. Retrieval runs on the CPU backend only (so far). */
+/* AUTO → a concrete backend and attention. */
 static loupe_status resolve(const rt_model *m, rt_runner_params *p, loupe_err *err)
 {
     bool cuda_ok = rt_cuda_available();
@@ -119,6 +132,13 @@ loupe_status rt_runner_create(const rt_model *m, const rt_runner_params *params,
         if (!st && is_retrieval(r->p.attention))
             st = rt_retr_create(r->ctx, r->p.attention, &r->p.retrieval, &r->retr, err);
     }
+    if (!st && r->cuda && r->retr) {
+        r->coexec = true;
+        st = rt_cuda_set_host_attn(r->cuda, host_attn, r, err);
+        if (!st)
+            st = rt_cuda_set_host_kv(r->cuda, r->ctx->k_cache, r->ctx->v_cache, r->ctx->n_ctx,
+                                     err);
+    }
     if (st) {
         rt_runner_destroy(r);
         return st;
@@ -172,13 +192,20 @@ static void capture_from_cuda(void *user, uint32_t layer, uint32_t pos0, uint32_
     rt_retr_capture(user, layer, pos0, stride, n, q);
 }
 
-/* The hybrid's context prefill: on the engine, with the queries captured; then its K/V into the
- * CPU context's cache and its logits into the context's, as if the CPU had run it. */
+static loupe_status host_attn(void *user, uint32_t layer, uint32_t pos, const float *q,
+                              const float *k, const float *v, float *out, float *lse,
+                              loupe_err *err)
+{
+    rt_runner *r = user;
+    return rt_retr_host_attend(r->retr, layer, pos, q, k, v, out, lse, err);
+}
+
+/* Co-execution, the context's prefill: on the engine, queries captured, each layer's K/V
+ * written into the CPU context's cache by the engine; the context then holds n tokens. */
 static loupe_status prefill_on_gpu(rt_runner *r, const int32_t *ids, size_t n, float *all_logits,
                                    loupe_err *err)
 {
     rt_ctx *c = r->ctx;
-    const rt_hparams *hp = rt_model_hparams(r->m);
     if (n > (size_t)(c->n_ctx - c->n_past))
         return loupe_fail(err, LOUPE_ERR_TOO_LONG,
                           "%zu tokens do not fit in the context of %u", n, c->n_ctx);
@@ -187,17 +214,47 @@ static loupe_status prefill_on_gpu(rt_runner *r, const int32_t *ids, size_t n, f
     if (!st)
         st = rt_cuda_prefill(r->cuda, ids, n, all_logits, err);
     rt_cuda_set_q_capture(r->cuda, NULL, NULL, 1, NULL);
-    const size_t layer_floats = (size_t)hp->n_head_kv * c->n_ctx * hp->head_dim;
-    for (uint32_t l = 0; !st && l < hp->n_layer; l++)
-        st = rt_cuda_kv_read(r->cuda, l, 0, (uint32_t)n, c->k_cache + l * layer_floats,
-                             c->v_cache + l * layer_floats, c->n_ctx, 0, err);
-    const float *logits = st ? NULL : rt_cuda_logits(r->cuda, err);
-    if (!st && !logits)
-        st = LOUPE_ERR_GPU;
+    if (!st)
+        c->n_past = (uint32_t)n;
+    return st;
+}
+
+/* Co-execution, one token after the context: the engine's decode step (its host half runs the
+ * retrieval), then the context's bookkeeping and, when the static tail is full, the move of its
+ * oldest tokens into the host set and out of the GPU's slots. */
+static loupe_status coexec_token(rt_runner *r, int32_t id, loupe_err *err)
+{
+    loupe_status st = rt_cuda_decode(r->cuda, id, err);
     if (st)
         return st;
-    memcpy(c->logits, logits, hp->n_vocab * sizeof *logits);
-    c->n_past = (uint32_t)n;
+    r->ctx->n_past++;
+    uint32_t before = rt_retr_host_end(r->retr);
+    st = rt_retr_settle(r->retr, err);
+    uint32_t moved = rt_retr_host_end(r->retr) - before;
+    if (!st && moved)
+        st = rt_cuda_static_drop(r->cuda, moved, err);
+    return st;
+}
+
+static loupe_status coexec_extend(rt_runner *r, const int32_t *ids, size_t n, float *all_logits,
+                                  loupe_err *err)
+{
+    const uint32_t V = rt_model_hparams(r->m)->n_vocab;
+    if (n > (size_t)(r->ctx->n_ctx - r->ctx->n_past))
+        return loupe_fail(err, LOUPE_ERR_TOO_LONG,
+                          "%zu tokens do not fit in the context: %u of %u already used", n,
+                          r->ctx->n_past, r->ctx->n_ctx);
+    for (size_t i = 0; i < n; i++) {
+        loupe_status st = coexec_token(r, ids[i], err);
+        if (st)
+            return st;
+        if (all_logits) {
+            const float *l = rt_cuda_logits(r->cuda, err);
+            if (!l)
+                return LOUPE_ERR_GPU;
+            memcpy(all_logits + i * V, l, V * sizeof *l);
+        }
+    }
     return LOUPE_OK;
 }
 
@@ -208,6 +265,8 @@ loupe_status rt_runner_prefill(rt_runner *r, const int32_t *ids, size_t n, float
         return rt_cuda_prefill(r->cuda, ids, n, all_logits, err);
     if (!r->retr)
         return rt_ctx_prefill(r->ctx, ids, n, all_logits, err);
+    if (rt_retr_sealed(r->retr) && r->coexec)
+        return coexec_extend(r, ids, n, all_logits, err);
     if (rt_retr_sealed(r->retr)) {
         loupe_status st = rt_ctx_prefill(r->ctx, ids, n, all_logits, err);
         loupe_status st2 = rt_retr_settle(r->retr, st ? NULL : err);
@@ -241,7 +300,7 @@ loupe_status rt_runner_decode(rt_runner *r, int32_t id, loupe_err *err)
 
 const float *rt_runner_logits(rt_runner *r, loupe_err *err)
 {
-    return r->ctx ? rt_ctx_logits(r->ctx) : rt_cuda_logits(r->cuda, err);
+    return r->cuda ? rt_cuda_logits(r->cuda, err) : rt_ctx_logits(r->ctx);
 }
 
 void rt_runner_stats_get(const rt_runner *r, rt_runner_stats *out)
@@ -251,5 +310,20 @@ void rt_runner_stats_get(const rt_runner *r, rt_runner_stats *out)
         rt_retr_stats(r->retr, out);
     } else {
         out->n_static = rt_runner_n_past(r);
+    }
+    if (r->cuda) {
+        rt_cuda_coexec_stats cx;
+        rt_cuda_coexec_stats_get(r->cuda, &cx);
+        out->coexec_tokens = cx.tokens;
+        out->coexec_step_s = cx.step_s;
+        out->coexec_gpu_wait_s = cx.gpu_wait_s;
+        out->coexec_host_s = cx.host_s;
+        out->coexec_tail_s = cx.merge_wait_s;
+        out->gpu_bytes = rt_cuda_engine_plan(r->cuda)->total;
+    }
+    if (r->ctx) {
+        const rt_hparams *hp = rt_model_hparams(r->m);
+        out->host_kv_bytes = 2ull * hp->n_layer * hp->n_head_kv * r->ctx->n_ctx * hp->head_dim *
+                             sizeof(float);
     }
 }

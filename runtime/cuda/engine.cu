@@ -166,9 +166,16 @@ void layout(rt_cuda_engine *e, carver &c)
     const uint32_t n_pairs = (hp->rope_dim ? hp->rope_dim : hp->head_dim) / 2;
     e->inv_freq = static_cast<double *>(c.take((uint64_t)(n_pairs ? n_pairs : 1) * 8, CAT_WEIGHTS));
 
-    const uint64_t kv = (uint64_t)hp->n_layer * hp->n_head_kv * e->p.n_ctx * hd * act_bytes;
+    e->kv_slots = e->p.static_slots ? e->p.static_slots : e->p.n_ctx;
+    const uint64_t kv = (uint64_t)hp->n_layer * hp->n_head_kv * e->kv_slots * hd * act_bytes;
     e->k_cache = c.take(kv, CAT_KV);
     e->v_cache = c.take(kv, CAT_KV);
+    if (e->p.static_slots) { /* the retrieval layout's one-layer prefill K/V */
+        const uint64_t one = (uint64_t)hp->n_head_kv * e->p.n_ctx * hd * act_bytes;
+        e->k_layer = c.take(one, CAT_KV);
+        e->v_layer = c.take(one, CAT_KV);
+        e->hpart = static_cast<float *>(c.take((nq + hp->n_head) * 4, CAT_SCRATCH));
+    }
 
     /* The all-logits output GEMM dequantises the output matrix in slabs through `dense`. */
     if (!rt_cuda_direct(m->output.type, e->act)) {
@@ -214,6 +221,18 @@ loupe_status resolve_params(const rt_model *m, const rt_cuda_params *in, rt_cuda
                           hp->n_ctx_train);
     if (p->precision != RT_CUDA_BF16 && p->precision != RT_CUDA_F32)
         return loupe_fail(err, LOUPE_ERR_INVALID, "unknown CUDA precision %d", (int)p->precision);
+    if (p->static_slots) {
+        if (p->static_slots <= (uint64_t)p->sinks + p->window)
+            return loupe_fail(err, LOUPE_ERR_INVALID,
+                              "the GPU's static set of %u slots must exceed sinks + window (%u + "
+                              "%u tokens)",
+                              p->static_slots, p->sinks, p->window);
+        if (p->n_seg && p->n_seg < p->n_ctx)
+            return loupe_fail(err, LOUPE_ERR_INVALID,
+                              "the retrieval layout prefills the context in one segment: n_seg "
+                              "(%u) must cover n_ctx (%u)",
+                              p->n_seg, p->n_ctx);
+    }
     p->n_seg = p->n_seg && p->n_seg < p->n_ctx ? p->n_seg : p->n_ctx;
     p->n_batch = p->n_batch ? p->n_batch : 512;
     p->n_batch = p->n_batch < p->n_seg ? p->n_batch : p->n_seg;
@@ -271,6 +290,12 @@ loupe_status no_fit(const rt_model *m, const rt_cuda_params *p, const rt_cuda_me
              "KV cache %.2f GiB, scratch %.2f GiB) but %s is %.2f GiB",
              gib(plan->total), plan->n_ctx, gib(plan->weights), gib(plan->kv), gib(plan->scratch),
              what, gib(budget));
+    if (lo > 0 && p->static_slots)
+        return loupe_fail(err, LOUPE_ERR_GPU_MEMORY,
+                          "%s: a context of up to %u tokens would fit (retrieval attention still "
+                          "holds one layer's K/V and the residual stream of the whole context "
+                          "during the prefill), or a quantised model",
+                          head, lo);
     if (lo > 0)
         return loupe_fail(err, LOUPE_ERR_GPU_MEMORY,
                           "%s: a context of up to %u tokens would fit, or use --attention "
@@ -427,6 +452,19 @@ extern "C" loupe_status rt_cuda_engine_create(const rt_model *m, const rt_cuda_p
         st = rt_cuda_op_fail(err, st, "weight upload");
         goto fail;
     }
+    if (e->p.static_slots) {
+        /* Pinned, so the per-layer copies of the co-executed decode are real asynchronous DMA;
+         * host memory outside the --gpu-mem plan, a few KiB. */
+        const size_t nq = (size_t)hp->n_head * hp->head_dim, nkv = (size_t)hp->n_head_kv * hp->head_dim;
+        e->coexec = true;
+        e->graph_state = RT_CUDA_GRAPH_OFF; /* the host half sits between the launches */
+        if (cudaMallocHost(&e->qkv_host, (nq + 2 * nkv) * sizeof(float)) != cudaSuccess ||
+            cudaMallocHost(&e->hpart_host, (nq + hp->n_head) * sizeof(float)) != cudaSuccess ||
+            cudaEventCreateWithFlags(&e->qkv_ready, cudaEventDisableTiming) != cudaSuccess) {
+            st = rt_cuda_op_fail(err, LOUPE_ERR_GPU, "pinned buffers for the retrieval layout");
+            goto fail;
+        }
+    }
     *out = e;
     return LOUPE_OK;
 fail:
@@ -446,6 +484,12 @@ extern "C" void rt_cuda_engine_destroy(rt_cuda_engine *e)
         cudaEventDestroy(e->q_ready);
     if (e->q_host)
         cudaFreeHost(e->q_host);
+    if (e->qkv_ready)
+        cudaEventDestroy(e->qkv_ready);
+    if (e->qkv_host)
+        cudaFreeHost(e->qkv_host);
+    if (e->hpart_host)
+        cudaFreeHost(e->hpart_host);
     if (e->blas)
         cublasDestroy(e->blas);
     if (e->stream)
@@ -471,6 +515,8 @@ extern "C" void rt_cuda_reset(rt_cuda_engine *e)
     e->n_past = 0;
     e->have_logits = false;
     e->logits_copied = false;
+    e->n_static = e->sinks_kept = e->host_end = 0;
+    memset(&e->cx, 0, sizeof e->cx);
 }
 
 /* ==== Public: query capture ================================================================ */

@@ -47,8 +47,8 @@ typedef struct {
 typedef struct {
     int32_t id;      /* the token */
     uint32_t pos;    /* its position (n_past before the step) */
-    uint32_t n_keys; /* pos + 1: keys attention sees */
-    uint32_t pad;
+    uint32_t n_keys; /* keys attention sees: pos + 1, or n_static + 1 in the retrieval layout */
+    uint32_t slot;   /* where its K/V go: pos, or n_static in the retrieval layout */
 } rt_cuda_decode_step;
 
 /* Decode graph: captured on the second decode step (the first runs the launches eagerly, so
@@ -81,8 +81,15 @@ struct rt_cuda_engine {
     double *inv_freq;     /* (n_pairs) device */
     rt_cuda_rope_desc rd;
 
-    /* KV cache, (n_layer, n_head_kv, n_ctx, head_dim) of act */
+    /* KV cache, (n_layer, n_head_kv, kv_slots, head_dim) of act: kv_slots = n_ctx positions,
+     * or static_slots slots in the retrieval layout (rt_cuda.h) */
     void *k_cache, *v_cache;
+    uint32_t kv_slots;
+    /* retrieval layout only (NULL otherwise): one layer's K/V for n_ctx positions, (n_head_kv,
+     * n_ctx, head_dim) of act, where the context's prefill attends; the host half's partial
+     * on the device, (n_head · hd) outputs then (n_head) lse */
+    void *k_layer, *v_layer;
+    float *hpart;
 
     /* scratch */
     float *x;             /* (n_seg, n_embd) residual stream of a prefill segment; row 0 in decode */
@@ -116,6 +123,19 @@ struct rt_cuda_engine {
     float *q_host;        /* (n_batch, n_head·hd) pinned host staging: a chunk's captured rows */
     cudaEvent_t q_ready;  /* recorded after the staging copy, so the host waits for that only */
     bool in_q_fn;         /* the callback is running: the engine is mid-prefill */
+
+    /* retrieval layout (static_slots > 0): slots [0, n_static) hold positions [0, sinks_kept)
+     * then [host_end, n_past) */
+    bool coexec;
+    uint32_t n_static, sinks_kept, host_end;
+    rt_cuda_host_attn_fn host_fn;
+    void *host_user;
+    float *host_k, *host_v; /* rt_cuda_set_host_kv: (n_layer, n_head_kv, host_ld, hd) or NULL */
+    size_t host_ld;
+    float *qkv_host;        /* pinned: q (n_head·hd), k, v (n_head_kv·hd) of the decode token */
+    float *hpart_host;      /* pinned: the host half's out (n_head·hd) then lse (n_head) */
+    cudaEvent_t qkv_ready;
+    rt_cuda_coexec_stats cx;
 
     /* host side */
     rt_cuda_decode_step step_host; /* source of the step copy; lives as long as the engine */

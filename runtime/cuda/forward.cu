@@ -29,8 +29,10 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runtime/cuda/argmax.cuh"
+#include "runtime/cuda/attn_merge.cuh"
 #include "runtime/cuda/bias.cuh"
 #include "runtime/cuda/common.cuh"
 #include "runtime/cuda/decode_graph.cuh"
@@ -42,30 +44,34 @@
 #include "runtime/cuda/kv_store.cuh"
 #include "runtime/cuda/matvec.cuh"
 #include "runtime/cuda/rmsnorm.cuh"
+#include "runtime/cuda/static_set.cuh"
 #include "runtime/cuda/swiglu.cuh"
 
 namespace {
 
 size_t act_size(rt_cuda_dtype t) { return t == RT_CUDA_BF16 ? 2 : 4; }
 
-/* One layer's K or V cache: (n_head_kv, n_ctx, head_dim). */
+/* One layer's K or V cache: (n_head_kv, kv_slots, head_dim). */
 void *cache_layer(const rt_cuda_engine *e, void *cache, uint32_t il)
 {
     const rt_hparams *hp = &e->m->hp;
-    const size_t per = (size_t)hp->n_head_kv * e->p.n_ctx * hp->head_dim * act_size(e->act);
+    const size_t per = (size_t)hp->n_head_kv * e->kv_slots * hp->head_dim * act_size(e->act);
     return static_cast<uint8_t *>(cache) + (size_t)il * per;
 }
 
-rt_cuda_attn_desc attn_desc(const rt_cuda_engine *e, uint32_t il, size_t q_ld)
+/* Attention over layer il's cache; in the retrieval layout a prefill attends over the one-layer
+ * buffer of positions, a decode step over the static slots. */
+rt_cuda_attn_desc attn_desc(const rt_cuda_engine *e, uint32_t il, size_t q_ld, bool prefill)
 {
     const rt_hparams *hp = &e->m->hp;
+    const bool layer_buf = prefill && e->coexec;
     rt_cuda_attn_desc a;
     a.q = e->q;
     a.q_ld = q_ld;
-    a.k = cache_layer(e, e->k_cache, il);
-    a.v = cache_layer(e, e->v_cache, il);
+    a.k = layer_buf ? e->k_layer : cache_layer(e, e->k_cache, il);
+    a.v = layer_buf ? e->v_layer : cache_layer(e, e->v_cache, il);
     a.kv_type = e->act;
-    a.n_ctx = e->p.n_ctx;
+    a.n_ctx = layer_buf ? e->p.n_ctx : e->kv_slots;
     a.head_dim = hp->head_dim;
     a.n_head = hp->n_head;
     a.n_head_kv = hp->n_head_kv;
@@ -169,6 +175,63 @@ bool ffn_gate_up(rt_cuda_engine *e, const rt_cuda_layer *L, float *hg, step &ok)
            ok("swiglu", rt_cuda_swiglu(e->hb, e->hb2, g.n_out, RT_CUDA_F32, hg, s));
 }
 
+double now_s()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+bool cuda_ok(step &ok, const char *op, cudaError_t ce)
+{
+    return ok(op, ce == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU);
+}
+
+/* Co-execution, first half (after RoPE): the token's q, k, v to pinned host memory, then an
+ * event the host waits on while the GPU attends to the static set. */
+bool coexec_send(rt_cuda_engine *e, step &ok)
+{
+    const rt_hparams *hp = &e->m->hp;
+    const size_t nq = (size_t)hp->n_head * hp->head_dim, nkv = (size_t)hp->n_head_kv * hp->head_dim;
+    cudaStream_t s = e->stream;
+    return cuda_ok(ok, "q/k/v copy", cudaMemcpyAsync(e->qkv_host, e->q, nq * 4,
+                                                     cudaMemcpyDeviceToHost, s)) &&
+           cuda_ok(ok, "q/k/v copy", cudaMemcpyAsync(e->qkv_host + nq, e->k, nkv * 4,
+                                                     cudaMemcpyDeviceToHost, s)) &&
+           cuda_ok(ok, "q/k/v copy", cudaMemcpyAsync(e->qkv_host + nq + nkv, e->v, nkv * 4,
+                                                     cudaMemcpyDeviceToHost, s)) &&
+           cuda_ok(ok, "q/k/v event", cudaEventRecord(e->qkv_ready, s));
+}
+
+/* Co-execution, second half (the static partial is queued in att/lse): waits for q, k, v,
+ * runs the host callback, sends its partial back and merges it into att/lse on the GPU. */
+bool coexec_merge(rt_cuda_engine *e, uint32_t il, float *att, step &ok)
+{
+    const rt_hparams *hp = &e->m->hp;
+    const size_t nq = (size_t)hp->n_head * hp->head_dim, nkv = (size_t)hp->n_head_kv * hp->head_dim;
+    double t0 = now_s();
+    if (!cuda_ok(ok, "q/k/v wait", cudaEventSynchronize(e->qkv_ready)))
+        return false;
+    double t1 = now_s();
+    const float *qkv = e->qkv_host;
+    loupe_status st = e->host_fn(e->host_user, il, e->step_host.pos, qkv, qkv + nq,
+                                 qkv + nq + nkv, e->hpart_host, e->hpart_host + nq, ok.err);
+    double t2 = now_s();
+    e->cx.gpu_wait_s += t1 - t0;
+    e->cx.host_s += t2 - t1;
+    if (st) {
+        if (ok.st == LOUPE_OK)
+            ok.st = st; /* err already holds the callback's sentence */
+        return false;
+    }
+    return cuda_ok(ok, "host partial copy",
+                   cudaMemcpyAsync(e->hpart, e->hpart_host, (nq + hp->n_head) * 4,
+                                   cudaMemcpyHostToDevice, e->stream)) &&
+           ok("attention merge", rt_cuda_attn_merge(att, e->lse, e->hpart, e->hpart + nq,
+                                                    hp->n_head, hp->head_dim, att, e->lse,
+                                                    e->stream));
+}
+
 bool decode_layer(rt_cuda_engine *e, uint32_t il, step &ok)
 {
     const rt_hparams *hp = &e->m->hp;
@@ -177,8 +240,8 @@ bool decode_layer(rt_cuda_engine *e, uint32_t il, step &ok)
     const uint32_t nq = hp->n_head * hd, nkv = hp->n_head_kv * hd;
     cudaStream_t s = e->stream;
     float *att = static_cast<float *>(e->att), *hg = static_cast<float *>(e->hg);
-    const rt_cuda_attn_desc a = attn_desc(e, il, nq);
-    const uint32_t *pos = &e->step->pos, *n_keys = &e->step->n_keys;
+    const rt_cuda_attn_desc a = attn_desc(e, il, nq, false);
+    const uint32_t *pos = &e->step->pos, *n_keys = &e->step->n_keys, *slot = &e->step->slot;
     auto mv = [&](const rt_cuda_mat &w, const float *in, float *out, bool acc) {
         return rt_cuda_matvec(w.type, w.data, w.pitch, w.n_out, w.n_in, in, out, acc, s);
     };
@@ -188,11 +251,13 @@ bool decode_layer(rt_cuda_engine *e, uint32_t il, step &ok)
                        ok("bias", rt_cuda_add_bias(e->v, nkv, L->bv, nkv, 1, s)))) &&
            ok("rope", rt_cuda_rope_dev(&e->rd, pos, e->q, hp->n_head, e->k, hp->n_head_kv, hd,
                                        s)) &&
-           ok("kv store", rt_cuda_kv_store_dev(e->k, e->v, hp->n_head_kv, hd, pos, e->p.n_ctx,
+           (!e->coexec || coexec_send(e, ok)) &&
+           ok("kv store", rt_cuda_kv_store_dev(e->k, e->v, hp->n_head_kv, hd, slot, a.n_ctx,
                                                e->act, const_cast<void *>(a.k),
                                                const_cast<void *>(a.v), s)) &&
            ok("flash decode", rt_cuda_flash_decode_dev(&a, n_keys, e->part, RT_CUDA_MAX_SPLITS,
                                                        att, e->lse, s)) &&
+           (!e->coexec || coexec_merge(e, il, att, ok)) &&
            ok("o matvec", mv(L->wo, att, e->x, true)) && ffn_gate_up(e, L, hg, ok) &&
            ok("down matvec", mv(L->w_down, hg, e->x, true));
 }
@@ -325,7 +390,7 @@ bool prefill_layer(rt_cuda_engine *e, uint32_t il, uint32_t S, uint32_t pos0, st
         !densify(e, L->w_gate, &off, &wg, ok) || !densify(e, L->w_up, &off, &wu, ok) ||
         !densify(e, L->w_down, &off, &wd, ok))
         return false;
-    const rt_cuda_attn_desc a = attn_desc(e, il, nq);
+    const rt_cuda_attn_desc a = attn_desc(e, il, nq, true);
     auto gemm = [&](const dense_mat &w, const rt_cuda_mat &m, const void *x, size_t ld_x,
                     uint32_t B, float beta, float *out, size_t ld_out) {
         return rt_cuda_gemm(e->blas, act, w.w, w.ld, m.n_out, m.n_in, x, ld_x, B, beta, out,
@@ -348,7 +413,7 @@ bool prefill_layer(rt_cuda_engine *e, uint32_t il, uint32_t S, uint32_t pos0, st
               ok("rope",
                  rt_cuda_rope(&e->rd, pos, B, e->q, hp->n_head, e->k, hp->n_head_kv, hd, s)) &&
               q_capture_queue(e, pos, B, &n_cap, &cap0, ok) &&
-              ok("kv store", rt_cuda_kv_store(e->k, e->v, B, hp->n_head_kv, hd, pos, e->p.n_ctx,
+              ok("kv store", rt_cuda_kv_store(e->k, e->v, B, hp->n_head_kv, hd, pos, a.n_ctx,
                                               act, const_cast<void *>(a.k),
                                               const_cast<void *>(a.v), s)) &&
               ok("flash attention", rt_cuda_flash_attn(&a, B, pos, act, e->att, nq, nullptr, s)) &&
@@ -361,6 +426,13 @@ bool prefill_layer(rt_cuda_engine *e, uint32_t il, uint32_t S, uint32_t pos0, st
               ok("down gemm", gemm(wd, L->w_down, e->hg, F, B, 1.0f, xr, E)) &&
               q_capture_deliver(e, il, n_cap, cap0, ok)))
             return false;
+    }
+    if (e->coexec) { /* the layer's K/V to the host, its static positions into the slots */
+        const char *op = "K/V spill";
+        loupe_status st = rt_cuda_layer_spill(e, il, pos0 + S, &op);
+        if (!st)
+            st = rt_cuda_static_fill(e, il, pos0 + S, &op);
+        return ok(op, st);
     }
     return true;
 }
@@ -431,6 +503,24 @@ extern "C" loupe_status rt_cuda_prefill(rt_cuda_engine *e, const int32_t *ids, s
         return loupe_fail(err, LOUPE_ERR_INVALID, "nothing to evaluate: no tokens given");
     const rt_hparams *hp = &e->m->hp;
     const uint32_t E = hp->n_embd;
+    if (e->coexec) {
+        /* One call from empty: each layer's buffer is reused by the next layer, so a second
+         * call could not attend to the first one's keys. Later tokens go through decode. */
+        if (e->n_past != 0)
+            return loupe_fail(err, LOUPE_ERR_INVALID,
+                              "the retrieval layout prefills only an empty context (%u tokens "
+                              "are there); later tokens are decode steps",
+                              e->n_past);
+        if (n > e->p.n_seg)
+            return loupe_fail(err, LOUPE_ERR_INVALID,
+                              "the retrieval layout prefills in one segment of at most %u tokens",
+                              e->p.n_seg);
+        e->sinks_kept = e->p.sinks < n ? e->p.sinks : (uint32_t)n;
+        e->host_end = n > e->p.window ? (uint32_t)n - e->p.window : 0;
+        if (e->host_end < e->sinks_kept)
+            e->host_end = e->sinks_kept;
+        e->n_static = e->sinks_kept + ((uint32_t)n - e->host_end);
+    }
     step ok{err};
     for (size_t done = 0; done < n;) {
         const uint32_t S = (uint32_t)(n - done < e->p.n_seg ? n - done : e->p.n_seg);
@@ -467,11 +557,25 @@ extern "C" loupe_status rt_cuda_decode(rt_cuda_engine *e, int32_t id, loupe_err 
     loupe_status st = check_tokens(e, &id, 1, err);
     if (st)
         return st;
+    if (e->coexec) {
+        if (!e->host_fn)
+            return loupe_fail(err, LOUPE_ERR_INVALID,
+                              "a retrieval-layout decode needs the host attention callback");
+        if (e->n_past == 0)
+            return loupe_fail(err, LOUPE_ERR_INVALID,
+                              "the retrieval layout starts with the context's prefill");
+        if (e->n_static >= e->kv_slots)
+            return loupe_fail(err, LOUPE_ERR_TOO_LONG,
+                              "the GPU's static set is full (%u slots): move its oldest tokens "
+                              "to the host set first",
+                              e->kv_slots);
+    }
     step ok{err};
+    const double t0 = e->coexec ? now_s() : 0;
     e->step_host.id = id;
     e->step_host.pos = e->n_past;
-    e->step_host.n_keys = e->n_past + 1;
-    e->step_host.pad = 0;
+    e->step_host.slot = e->coexec ? e->n_static : e->n_past;
+    e->step_host.n_keys = e->step_host.slot + 1;
     /* Ordered before the launches (or the graph) on the stream; the source lives in the engine
      * and finish() waits for it anyway. */
     if (!ok("step copy", cudaMemcpyAsync(e->step, &e->step_host, sizeof e->step_host,
@@ -489,9 +593,18 @@ extern "C" loupe_status rt_cuda_decode(rt_cuda_engine *e, int32_t id, loupe_err 
         const char *env = getenv("LOUPE_CUDA_GRAPHS");
         e->graph_state = env && !strcmp(env, "0") ? RT_CUDA_GRAPH_OFF : RT_CUDA_GRAPH_WARM;
     }
+    const double t1 = e->coexec ? now_s() : 0;
     st = finish(e, ok);
-    if (st == LOUPE_OK)
+    if (st == LOUPE_OK) {
         e->n_past++;
+        if (e->coexec) {
+            const double t2 = now_s();
+            e->n_static++;
+            e->cx.tokens++;
+            e->cx.step_s += t2 - t0;
+            e->cx.merge_wait_s += t2 - t1;
+        }
+    }
     return st;
 }
 

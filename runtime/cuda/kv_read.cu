@@ -58,22 +58,24 @@ namespace {
 
 loupe_status cuda_st(cudaError_t ce) { return ce == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU; }
 
-/* The borrowed device staging buffer (see the file comment) and its size in floats. */
+/* The borrowed device staging buffer (see the file comment) and its size in floats. Between
+ * the layers of a retrieval-layout prefill the residual stream x is live: only hb is free. */
 float *staging(const rt_cuda_engine *e, size_t *floats)
 {
     const rt_hparams *hp = &e->m->hp;
     const size_t nx = (size_t)e->p.n_seg * hp->n_embd, nh = (size_t)e->p.n_batch * hp->n_ff;
-    *floats = nx >= nh ? nx : nh;
-    return nx >= nh ? e->x : e->hb;
+    const bool use_x = !e->coexec && nx >= nh;
+    *floats = use_x ? nx : nh;
+    return use_x ? e->x : e->hb;
 }
 
-/* Heads [0, n_head_kv) of one cache layer, elements [e0, e0 + L) of each head (hd-row-aligned
- * run of the positions wanted), into out + h · out_pitch (host, floats). */
-loupe_status read_one(rt_cuda_engine *e, const void *layer_base, size_t e0, size_t L,
-                      float *out, size_t out_pitch, const char **op)
+/* Heads [0, n_head_kv) of one cache layer (heads head_pitch elements apart), elements [e0, e0 +
+ * L) of each head (hd-row-aligned run of the positions wanted), into out + h · out_pitch (host,
+ * floats). */
+loupe_status read_one(rt_cuda_engine *e, const void *layer_base, size_t head_pitch, size_t e0,
+                      size_t L, float *out, size_t out_pitch, const char **op)
 {
     const rt_hparams *hp = &e->m->hp;
-    const size_t head_pitch = (size_t)e->p.n_ctx * hp->head_dim;
     const uint32_t H = hp->n_head_kv;
     cudaStream_t s = e->stream;
     loupe_status st = LOUPE_OK;
@@ -114,6 +116,10 @@ extern "C" loupe_status rt_cuda_kv_read(rt_cuda_engine *e, uint32_t layer, uint3
                                         size_t off, loupe_err *err)
 {
     const rt_hparams *hp = &e->m->hp;
+    if (e->coexec)
+        return loupe_fail(err, LOUPE_ERR_INVALID,
+                          "the retrieval layout keeps only the static set on the GPU; its "
+                          "prefill writes every layer's K/V to the host (rt_cuda_set_host_kv)");
     if (e->in_q_fn) /* mid-prefill: the staging buffer is the live residual stream */
         return loupe_fail(err, LOUPE_ERR_INVALID,
                           "the K/V cannot be read from inside the query-capture callback");
@@ -132,19 +138,37 @@ extern "C" loupe_status rt_cuda_kv_read(rt_cuda_engine *e, uint32_t layer, uint3
     if (n == 0)
         return LOUPE_OK;
     const size_t hd = hp->head_dim;
-    const size_t per_layer =
-        (size_t)hp->n_head_kv * e->p.n_ctx * hd * (e->act == RT_CUDA_BF16 ? 2 : 4);
+    const size_t head_pitch = (size_t)e->kv_slots * hd;
+    const size_t per_layer = (size_t)hp->n_head_kv * head_pitch * (e->act == RT_CUDA_BF16 ? 2 : 4);
     const char *op = "K/V read";
     loupe_status st = LOUPE_OK;
     if (k_out)
-        st = read_one(e, static_cast<uint8_t *>(e->k_cache) + layer * per_layer, p0 * hd, n * hd,
-                      k_out + off * hd, ld * hd, &op);
+        st = read_one(e, static_cast<uint8_t *>(e->k_cache) + layer * per_layer, head_pitch,
+                      p0 * hd, n * hd, k_out + off * hd, ld * hd, &op);
     if (!st && v_out)
-        st = read_one(e, static_cast<uint8_t *>(e->v_cache) + layer * per_layer, p0 * hd, n * hd,
-                      v_out + off * hd, ld * hd, &op);
+        st = read_one(e, static_cast<uint8_t *>(e->v_cache) + layer * per_layer, head_pitch,
+                      p0 * hd, n * hd, v_out + off * hd, ld * hd, &op);
     if (!st) {
         op = "synchronize";
         st = cuda_st(cudaStreamSynchronize(e->stream));
     }
     return st ? rt_cuda_op_fail(err, st, op) : LOUPE_OK;
+}
+
+/* The retrieval layout's prefill, after layer il has seen positions [0, n) (static_set.cuh). */
+loupe_status rt_cuda_layer_spill(rt_cuda_engine *e, uint32_t il, uint32_t n, const char **op)
+{
+    if (!e->host_k && !e->host_v)
+        return LOUPE_OK;
+    const rt_hparams *hp = &e->m->hp;
+    const size_t hd = hp->head_dim, head_pitch = (size_t)e->p.n_ctx * hd;
+    const size_t layer_floats = (size_t)hp->n_head_kv * e->host_ld * hd;
+    loupe_status st = LOUPE_OK;
+    if (e->host_k)
+        st = read_one(e, e->k_layer, head_pitch, 0, (size_t)n * hd, e->host_k + il * layer_floats,
+                      e->host_ld * hd, op);
+    if (!st && e->host_v)
+        st = read_one(e, e->v_layer, head_pitch, 0, (size_t)n * hd, e->host_v + il * layer_floats,
+                      e->host_ld * hd, op);
+    return st;
 }

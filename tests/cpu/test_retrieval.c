@@ -199,7 +199,7 @@ int main(int argc, char **argv)
         CHECK(rt_runner_create(m, &p, &r, &err) == LOUPE_ERR_INVALID && !r);
         CHECK(strstr(loupe_err_message(&err), "window") != NULL);
         /* --backend cuda without a usable device: refused with a reason, whether the build has
-           no CUDA (UNSUPPORTED) or the machine has no GPU (GPU); with a GPU it runs hybrid. */
+           no CUDA (UNSUPPORTED) or the machine has no GPU (GPU); with a GPU it co-executes. */
         if (!rt_cuda_available()) {
             params(&p, RT_ATTN_RETRIEVAL, 10);
             p.backend = RT_BACKEND_CUDA;
