@@ -74,7 +74,7 @@ typedef struct {
     /* The retrieval layout (static_slots > 0; see "Retrieval attention" below): the KV cache
      * holds static_slots slots per layer and KV head instead of n_ctx positions, plus one
      * layer's K/V for n_ctx positions used by the context's prefill. static_slots must exceed
-     * sinks + window. */
+     * sinks + window (or reach n_ctx: more than n_ctx slots are never needed, and not made). */
     uint32_t static_slots;
     uint32_t sinks;        /* retrieval layout: the context's first positions kept on the GPU */
     uint32_t window;       /* retrieval layout: the context's last positions kept on the GPU */

@@ -222,7 +222,10 @@ loupe_status resolve_params(const rt_model *m, const rt_cuda_params *in, rt_cuda
     if (p->precision != RT_CUDA_BF16 && p->precision != RT_CUDA_F32)
         return loupe_fail(err, LOUPE_ERR_INVALID, "unknown CUDA precision %d", (int)p->precision);
     if (p->static_slots) {
-        if (p->static_slots <= (uint64_t)p->sinks + p->window)
+        /* The static set never holds more than the context: a short context needs no more. */
+        if (p->static_slots > p->n_ctx)
+            p->static_slots = p->n_ctx;
+        if (p->static_slots < p->n_ctx && p->static_slots <= (uint64_t)p->sinks + p->window)
             return loupe_fail(err, LOUPE_ERR_INVALID,
                               "the GPU's static set of %u slots must exceed sinks + window (%u + "
                               "%u tokens)",
