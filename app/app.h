@@ -41,7 +41,8 @@ typedef struct {
     int static_max;         /* --static-max (2048): static tail that moves to the host set */
     int ef;                 /* --ef: graph search beam (0: 2·topk) */
     int nprobe;             /* --nprobe: IVF lists probed (0: 16) */
-    int64_t build_queries;  /* --build-queries: prefill queries per index (16384) */
+    int64_t build_queries;  /* --build-queries: prefill queries per query head (16384) */
+    bool index_per_kv;      /* --index-per kv|q (q): one index per KV head or per query head */
     int threads;            /* --threads, 0 = all cores */
     uint64_t seed;          /* --seed */
     bool seed_set;
@@ -153,5 +154,6 @@ int bench_decode(int argc, char **argv);   /* CPU/GPU decode and prefill tokens/
 int bench_ingest(int argc, char **argv);
 int bench_anns(int argc, char **argv);
 int bench_niah(int argc, char **argv);    /* needle-in-a-haystack accuracy */
+int bench_retrieval(int argc, char **argv); /* decode cost per context length and attention mode */
 
 #endif /* LOUPE_APP_H */

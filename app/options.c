@@ -187,6 +187,12 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
         if (r > 1) return r;
         if ((r = app_parse_i64(cmd, "--build-queries", v, 1, INT32_MAX, &o->build_queries)))
             return r;
+    } else if (TRY("--index-per")) {
+        if (r > 1) return r;
+        if (strcmp(v, "kv") && strcmp(v, "q"))
+            return app_usage(cmd, "--index-per expects kv (one index per KV head, shared by its "
+                                  "query heads) or q (one per query head), got '%s'", v);
+        o->index_per_kv = !strcmp(v, "kv");
     } else if (TRY("--threads")) {
         if (r > 1) return r;
         if ((r = app_parse_i64(cmd, "--threads", v, 0, 4096, &n))) return r;
@@ -242,6 +248,7 @@ void app_runner_params(const app_opts *o, rt_runner_params *p)
     p->retrieval.ef = o->ef;
     p->retrieval.nprobe = o->nprobe;
     p->retrieval.build_queries = o->build_queries;
+    p->retrieval.index_per_kv = o->index_per_kv;
 }
 
 const char *app_model_path(const app_opts *o)

@@ -43,11 +43,12 @@ struct rt_retr {
     /* static-tail query log */
     uint32_t log_max;
     float *log;
-    float *gather; /* (n_threads, gmax, hd): per thread, one head's queries, contiguous */
+    float *gather; /* (n_threads, gmax · heads_per_index, hd): per thread, one index's queries */
     size_t gmax;
 
     ann_keys **keys;     /* (n_layer · n_kv), NULL while the host set is empty */
-    ann_index **index;   /* (n_layer · n_head) */
+    ann_index **index;   /* (n_layer · n_index): per query head, or per KV head (index_per_kv) */
+    uint32_t n_index, heads_per_index; /* per layer; query heads sharing one index */
     ann_search_ctx **sctx; /* (n_threads) */
     int32_t *ids;        /* (n_threads, topk) */
     float *scores;       /* (n_threads, topk) */
@@ -99,6 +100,11 @@ static void log_hook(void *user, uint32_t layer, uint32_t pos0, size_t B, const 
     memcpy(r->log + ((size_t)layer * r->log_max + slot) * r->nq, q, B * r->nq * sizeof *q);
 }
 
+static ann_index *index_of(const rt_retr *r, uint32_t il, uint32_t h)
+{
+    return r->index[(size_t)il * r->n_index + h / r->heads_per_index];
+}
+
 /* Query head h's attention partial over the host set, on thread tid: over the `topk` keys its
  * index returns, or over every host key when the host set is no larger than topk; out = 0 and
  * lse = −∞ when nothing is attended (topk 0, no host set). K, V: the head's KV cache rows by
@@ -129,7 +135,7 @@ static void host_partial(rt_retr *r, int tid, uint32_t il, uint32_t h, const flo
     loupe_err e;
     double ts = now_s();
     loupe_status st =
-        ann_search(r->index[(size_t)il * r->n_head + h], r->sctx[tid], q, &sp, ids, sc, &nf, &e);
+        ann_search(index_of(r, il, h), r->sctx[tid], q, &sp, ids, sc, &nf, &e);
     r->search_t[tid] += now_s() - ts;
     if (st) {
 #pragma omp critical(rt_retr_err)
@@ -294,9 +300,12 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->cap = malloc((size_t)r->n_layer * r->cap_max * r->nq * sizeof *r->cap);
     r->log = malloc((size_t)r->n_layer * r->log_max * r->nq * sizeof *r->log);
     r->gmax = gmax;
-    r->gather = malloc((size_t)r->n_threads * gmax * r->hd * sizeof *r->gather);
+    r->heads_per_index = r->p.index_per_kv ? r->group : 1;
+    r->n_index = r->n_head / r->heads_per_index;
+    r->gather = malloc((size_t)r->n_threads * gmax * r->heads_per_index * r->hd *
+                       sizeof *r->gather);
     r->keys = calloc((size_t)r->n_layer * r->n_kv, sizeof *r->keys);
-    r->index = calloc((size_t)r->n_layer * r->n_head, sizeof *r->index);
+    r->index = calloc((size_t)r->n_layer * r->n_index, sizeof *r->index);
     r->sctx = calloc((size_t)r->n_threads, sizeof *r->sctx);
     r->ids = malloc((size_t)r->n_threads * topk * sizeof *r->ids);
     r->scores = malloc((size_t)r->n_threads * topk * sizeof *r->scores);
@@ -323,7 +332,7 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
 
 static void drop_indexes(rt_retr *r)
 {
-    for (size_t i = 0; i < (size_t)r->n_layer * r->n_head; i++) {
+    for (size_t i = 0; i < (size_t)r->n_layer * r->n_index; i++) {
         ann_index_destroy(r->index[i]);
         r->index[i] = NULL;
     }
@@ -389,13 +398,17 @@ void rt_retr_capture(rt_retr *r, uint32_t layer, uint32_t pos0, uint32_t stride,
 
 /* ==== Indexes ============================================================================= */
 
-/* Query head h's rows of a (rows, n_head, hd) block, contiguous into thread t's gather buffer. */
-static const float *gather_head(rt_retr *r, int t, const float *block, uint32_t rows, uint32_t h)
+/* Index x's query heads' rows of a (rows, n_head, hd) block, contiguous (head by head) into
+ * thread t's gather buffer: rows · heads_per_index queries. */
+static const float *gather_index(rt_retr *r, int t, const float *block, uint32_t rows, uint32_t x)
 {
-    float *g = r->gather + (size_t)t * r->gmax * r->hd;
-    for (uint32_t i = 0; i < rows; i++)
-        memcpy(g + (size_t)i * r->hd, block + ((size_t)i * r->n_head + h) * r->hd,
-               r->hd * sizeof(float));
+    float *g = r->gather + (size_t)t * r->gmax * r->heads_per_index * r->hd;
+    for (uint32_t j = 0; j < r->heads_per_index; j++) {
+        uint32_t h = x * r->heads_per_index + j;
+        for (uint32_t i = 0; i < rows; i++)
+            memcpy(g + ((size_t)j * rows + i) * r->hd, block + ((size_t)i * r->n_head + h) * r->hd,
+                   r->hd * sizeof(float));
+    }
     return g;
 }
 
@@ -422,17 +435,18 @@ static loupe_status build_indexes(rt_retr *r, const float *qsrc, uint32_t qstrid
             if (st)
                 return st;
         }
-        for (uint32_t h = 0; h < r->n_head; h++) {
-            const float *q = gather_head(r, 0, qsrc + (size_t)l * qstride * r->nq, rows, h);
-            ann_index **ix = &r->index[(size_t)l * r->n_head + h];
+        for (uint32_t x = 0; x < r->n_index; x++) {
+            const float *q = gather_index(r, 0, qsrc + (size_t)l * qstride * r->nq, rows, x);
+            const uint32_t g = x * r->heads_per_index / r->group;
+            ann_index **ix = &r->index[(size_t)l * r->n_index + x];
             ann_build_stats bs;
-            loupe_status st = ann_index_build(index_type(r->mode),
-                                              r->keys[(size_t)l * r->n_kv + h / r->group], q,
-                                              rows, &bo, ix, &bs, err);
+            loupe_status st = ann_index_build(index_type(r->mode), r->keys[(size_t)l * r->n_kv + g],
+                                              q, (int64_t)rows * r->heads_per_index, &bo, ix, &bs,
+                                              err);
             if (!st)
                 st = ann_index_reserve(*ix, cap, err);
             if (st) {
-                loupe_err_prefix(err, "index of layer %u, head %u", l, h);
+                loupe_err_prefix(err, "index %u of layer %u", x, l);
                 return st;
             }
             r->st.build_knn_s += bs.knn_s;
@@ -506,22 +520,23 @@ loupe_status rt_retr_settle(rt_retr *r, loupe_err *err)
                 return st;
         }
         /* Every index grows on its own thread (indexes sharing keys may grow at once). */
-        const long n_ix = (long)r->n_layer * r->n_head;
+        const long n_ix = (long)r->n_layer * r->n_index;
         loupe_status first = LOUPE_OK;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->n_threads)
         for (long i = 0; i < n_ix; i++) {
             int t = omp_get_thread_num();
-            uint32_t l = (uint32_t)(i / r->n_head), h = (uint32_t)(i % r->n_head);
-            const float *q = gather_head(r, t, r->log + (size_t)l * r->log_max * r->nq, tail, h);
+            uint32_t l = (uint32_t)(i / r->n_index), h = (uint32_t)(i % r->n_index);
+            const float *q = gather_index(r, t, r->log + (size_t)l * r->log_max * r->nq, tail, h);
             loupe_err e;
-            loupe_status st = ann_index_add(r->index[i], q, tail, r->sctx[t], &e);
+            loupe_status st = ann_index_add(r->index[i], q, (int64_t)tail * r->heads_per_index,
+                                            r->sctx[t], &e);
             if (st) {
 #pragma omp critical(rt_retr_grow)
                 if (!first) {
                     first = st;
                     if (err) {
                         *err = e;
-                        loupe_err_prefix(err, "growing the index of layer %u, head %u", l, h);
+                        loupe_err_prefix(err, "growing index %u of layer %u", h, l);
                     }
                 }
             }

@@ -70,6 +70,9 @@ typedef struct {
     int nprobe;             /* IVF lists probed; 0: 16 */
     int64_t build_queries;  /* prefill queries per index, sampled evenly (16384) */
     int degree;             /* graph out-degree cap; 0: anns' default */
+    bool index_per_kv;      /* one index per KV head, built from the union of its query heads'
+                               queries and searched by each of them (a quarter of the indexes
+                               and their memory under 4-way GQA); else one per query head */
 } rt_retrieval_params;
 
 typedef struct {

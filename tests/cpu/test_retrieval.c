@@ -12,6 +12,7 @@
  *      (an independent implementation of static set + exact top-k);
  *   3. the graph searched exhaustively (beam ≥ every key) with a small topk equals flat at every
  *      step, moves included: the grown graph reaches the moved keys and ids map to positions;
+ *      the same with one index per KV head shared by its query heads (flat and graph);
  *   4. topk 0 (static set only) differs visibly from full attention, so the checks above can fail;
  *   5. statistics: moves happened, the host set grew, searches and keys attended were counted;
  *   6. parameter errors are sentences, not crashes.
@@ -179,6 +180,28 @@ int main(int argc, char **argv)
         int w2 = 0;
         CHECK_MSG(max_row_diff(flat, full, nv, &w2) > 1e-4,
                   "topk 9 equals full attention: the comparison above proves nothing");
+    }
+
+    /* 3b. one index per KV head (built from its query heads' union, grown by their tail
+     * queries): exact (flat) and exhaustively searched (graph) it returns each query head's own
+     * top-k, so both equal per-query-head flat at every step, moves included. */
+    {
+        const rt_attn_mode shared_modes[] = {RT_ATTN_FLAT, RT_ATTN_RETRIEVAL};
+        for (int i = 0; i < 2; i++) {
+            rt_runner_stats st = {0};
+            params(&p, shared_modes[i], 9);
+            p.retrieval.index_per_kv = true;
+            p.retrieval.ef = (int)p.n_ctx;
+            loupe_status s = run_script(m, &p, ids, got, &st, &err);
+            CHECK_MSG(!s, "%s per KV head: %s", rt_attn_mode_name(shared_modes[i]),
+                      loupe_err_message(&err));
+            int worst = 0;
+            double d = s ? INFINITY : max_row_diff(got, flat, nv, &worst);
+            CHECK_MSG(d <= 1e-5, "%s with one index per KV head vs flat per query head: "
+                      "relative error %.3g at row %d", rt_attn_mode_name(shared_modes[i]), d,
+                      worst);
+            CHECK(!s && st.moves >= 1 && st.searches > 0);
+        }
     }
 
     /* 4. static set only: visibly different. */
