@@ -330,6 +330,15 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     return LOUPE_OK;
 }
 
+/* The static/host split of a context of n tokens. */
+static void split(rt_retr *r, uint32_t n)
+{
+    r->sinks = r->p.sinks < n ? r->p.sinks : n;
+    r->host_end = n > r->p.window ? n - r->p.window : 0;
+    if (r->host_end < r->sinks)
+        r->host_end = r->sinks;
+}
+
 static void drop_indexes(rt_retr *r)
 {
     for (size_t i = 0; i < (size_t)r->n_layer * r->n_index; i++) {
@@ -385,6 +394,7 @@ void rt_retr_begin(rt_retr *r, size_t n)
     if (r->cap_stride == 0)
         r->cap_stride = 1;
     r->n_cap = (uint32_t)((n + r->cap_stride - 1) / r->cap_stride);
+    split(r, (uint32_t)n); /* known now, so layers can be built while later ones prefill */
     r->c->q_hook = capture_hook;
     r->c->hook_user = r;
 }
@@ -412,10 +422,11 @@ static const float *gather_index(rt_retr *r, int t, const float *block, uint32_t
     return g;
 }
 
-/* Builds every index over host positions [sinks, host_end), from `rows` queries per layer of
- * `qsrc` (layer stride qstride rows). Keys become views with room up to the end of the cache. */
-static loupe_status build_indexes(rt_retr *r, const float *qsrc, uint32_t qstride, uint32_t rows,
-                                  loupe_err *err)
+/* Builds layer l's indexes over host positions [sinks, host_end), from `rows` queries per query
+ * head of `qsrc` (layer stride qstride rows). Keys become views with room up to the end of the
+ * cache. */
+static loupe_status build_layer(rt_retr *r, uint32_t l, const float *qsrc, uint32_t qstride,
+                                uint32_t rows, loupe_err *err)
 {
     const int64_t n_host = r->host_end - r->sinks, cap = (int64_t)r->n_ctx - r->sinks;
     ann_build_opts bo;
@@ -426,45 +437,67 @@ static loupe_status build_indexes(rt_retr *r, const float *qsrc, uint32_t qstrid
     if (rt_cuda_available()) /* the exact kNN of the build on the GPU when there is one */
         bo.knn = rt_cuda_knn;
     double t0 = now_s();
-    for (uint32_t l = 0; l < r->n_layer; l++) {
-        for (uint32_t g = 0; g < r->n_kv; g++) {
-            ann_keys **kp = &r->keys[(size_t)l * r->n_kv + g];
-            loupe_status st = ann_keys_view(ANN_KEYS_F32,
-                                            rt_ctx_keys(r->c, l, g) + (size_t)r->sinks * r->hd,
-                                            NULL, n_host, (int)r->hd, r->hd, kp, err);
-            if (st)
-                return st;
+    for (uint32_t g = 0; g < r->n_kv; g++) {
+        ann_keys **kp = &r->keys[(size_t)l * r->n_kv + g];
+        loupe_status st = ann_keys_view(ANN_KEYS_F32,
+                                        rt_ctx_keys(r->c, l, g) + (size_t)r->sinks * r->hd, NULL,
+                                        n_host, (int)r->hd, r->hd, kp, err);
+        if (st)
+            return st;
+    }
+    for (uint32_t x = 0; x < r->n_index; x++) {
+        const float *q = gather_index(r, 0, qsrc + (size_t)l * qstride * r->nq, rows, x);
+        const uint32_t g = x * r->heads_per_index / r->group;
+        ann_index **ix = &r->index[(size_t)l * r->n_index + x];
+        ann_build_stats bs;
+        loupe_status st = ann_index_build(index_type(r->mode), r->keys[(size_t)l * r->n_kv + g], q,
+                                          (int64_t)rows * r->heads_per_index, &bo, ix, &bs, err);
+        if (!st)
+            st = ann_index_reserve(*ix, cap, err);
+        if (st) {
+            loupe_err_prefix(err, "index %u of layer %u", x, l);
+            return st;
         }
-        for (uint32_t x = 0; x < r->n_index; x++) {
-            const float *q = gather_index(r, 0, qsrc + (size_t)l * qstride * r->nq, rows, x);
-            const uint32_t g = x * r->heads_per_index / r->group;
-            ann_index **ix = &r->index[(size_t)l * r->n_index + x];
-            ann_build_stats bs;
-            loupe_status st = ann_index_build(index_type(r->mode), r->keys[(size_t)l * r->n_kv + g],
-                                              q, (int64_t)rows * r->heads_per_index, &bo, ix, &bs,
-                                              err);
-            if (!st)
-                st = ann_index_reserve(*ix, cap, err);
-            if (st) {
-                loupe_err_prefix(err, "index %u of layer %u", x, l);
-                return st;
-            }
-            r->st.build_knn_s += bs.knn_s;
-            r->st.index_bytes += ann_index_bytes(*ix);
-        }
+        r->st.build_knn_s += bs.knn_s;
+        r->st.index_bytes += ann_index_bytes(*ix);
     }
     r->st.build_s += now_s() - t0;
     return LOUPE_OK;
+}
+
+/* Builds every layer's indexes not built yet (see build_layer). */
+static loupe_status build_indexes(rt_retr *r, const float *qsrc, uint32_t qstride, uint32_t rows,
+                                  loupe_err *err)
+{
+    for (uint32_t l = 0; l < r->n_layer; l++) {
+        if (r->index[(size_t)l * r->n_index])
+            continue;
+        loupe_status st = build_layer(r, l, qsrc, qstride, rows, err);
+        if (st)
+            return st;
+    }
+    return LOUPE_OK;
+}
+
+loupe_status rt_retr_build_layer(rt_retr *r, uint32_t layer, loupe_err *err)
+{
+    if (r->sealed || r->prefill_n == 0 || layer >= r->n_layer)
+        return loupe_fail(err, LOUPE_ERR_INTERNAL, "index build of layer %u outside a prefill",
+                          layer);
+    if (r->host_end <= r->sinks || r->index[(size_t)layer * r->n_index])
+        return LOUPE_OK; /* no host set, or built already */
+    return build_layer(r, layer, r->cap, r->cap_max, r->n_cap, err);
 }
 
 loupe_status rt_retr_seal(rt_retr *r, loupe_err *err)
 {
     rt_ctx *c = r->c;
     uint32_t n = c->n_past;
-    r->sinks = r->p.sinks < n ? r->p.sinks : n;
-    r->host_end = n > r->p.window ? n - r->p.window : 0;
-    if (r->host_end < r->sinks)
-        r->host_end = r->sinks;
+    if (n != r->prefill_n)
+        return loupe_fail(err, LOUPE_ERR_INTERNAL,
+                          "sealing a context of %u tokens after a prefill of %u", n,
+                          r->prefill_n);
+    split(r, n);
     /* The log holds the last `window` prefill positions from slot 0; if the tail is shorter
      * (no host set), shift it so slot 0 is host_end. */
     uint32_t tail0 = r->prefill_n > r->p.window ? r->prefill_n - r->p.window : 0;

@@ -8,7 +8,8 @@
  *                      positions, which start the static tail).
  *   (rt_ctx_prefill)   full attention; the capture hook copies queries.
  *   rt_retr_seal()     splits the context into static and host sets, builds every query head's
- *                      index over its KV head's host keys, and installs the attention hook.
+ *                      index over its KV head's host keys (those rt_retr_build_layer has not
+ *                      built during the prefill), and installs the attention hook.
  *   (rt_ctx_prefill / rt_ctx_decode)   extensions: static partial + searched host partial, merged.
  *   rt_retr_settle()   after each extension: moves the oldest static tokens to the host set (and
  *                      into the indexes) once the static tail exceeds static_max.
@@ -35,6 +36,11 @@ void rt_retr_begin(rt_retr *r, size_t n);
  * `layer` at positions pos0, pos0 + stride, ... Between rt_retr_begin and rt_retr_seal. */
 void rt_retr_capture(rt_retr *r, uint32_t layer, uint32_t pos0, uint32_t stride, size_t n,
                      const float *q);
+/* Builds one layer's indexes during the prefill, once that layer's queries are captured and its
+ * K/V are in the context's cache (the CUDA engine's layer-by-layer prefill), so the building
+ * overlaps the later layers; seal() builds the layers not built this way. Not thread-safe with
+ * itself: one builder at a time; the capture of later layers may run meanwhile. */
+loupe_status rt_retr_build_layer(rt_retr *r, uint32_t layer, loupe_err *err);
 loupe_status rt_retr_seal(rt_retr *r, loupe_err *err);
 /* The host half of a co-executed decode step (rt_cuda_host_attn_fn's contract) for the token at
  * `pos` of layer il, on a sealed state: stores k and v in the context's cache at pos, logs q as

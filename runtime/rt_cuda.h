@@ -192,6 +192,12 @@ loupe_status rt_cuda_set_host_attn(rt_cuda_engine *e, rt_cuda_host_attn_fn fn, v
  * rows at positions. NULL k and v: not written. */
 loupe_status rt_cuda_set_host_kv(rt_cuda_engine *e, float *k, float *v, size_t ld,
                                  loupe_err *err);
+/* Called by the retrieval layout's prefill after each layer, once that layer's K/V are in the
+ * host arrays and its captured queries delivered, so the caller can build the layer's indexes
+ * while the GPU runs the next layers. Runs on the prefill's thread: hand heavy work to another
+ * thread. Must not call the engine. NULL: none. */
+typedef void (*rt_cuda_layer_fn)(void *user, uint32_t layer);
+void rt_cuda_set_layer_done(rt_cuda_engine *e, rt_cuda_layer_fn fn, void *user);
 /* Forgets the n oldest slots of the static tail (see above). LOUPE_ERR_RANGE when the tail is
  * shorter than n; LOUPE_ERR_INVALID outside the retrieval layout. */
 loupe_status rt_cuda_static_drop(rt_cuda_engine *e, uint32_t n, loupe_err *err);

@@ -11,6 +11,7 @@
  */
 #include "runtime/retrieval_impl.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -200,8 +201,56 @@ static loupe_status host_attn(void *user, uint32_t layer, uint32_t pos, const fl
     return rt_retr_host_attend(r->retr, layer, pos, q, k, v, out, lse, err);
 }
 
+/* Index building behind the prefill: the engine reports each finished layer (its queries
+ * captured, its K/V in the host cache); one builder thread builds the layers in order while the
+ * GPU runs the later ones. LOUPE_BUILD_OVERLAP=0 leaves all building to seal(), after the
+ * prefill (to measure what the overlap saves). */
+typedef struct {
+    rt_retr *retr;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    uint32_t ready;  /* layers [0, ready) can be built */
+    bool closing;    /* no more layers will be reported */
+    bool abandon;    /* the prefill failed: stop */
+    loupe_status st; /* the builder's first failure */
+    loupe_err err;
+} layer_builder;
+
+static void layer_ready(void *user, uint32_t layer)
+{
+    layer_builder *b = user;
+    pthread_mutex_lock(&b->mu);
+    b->ready = layer + 1;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+}
+
+static void *builder_main(void *arg)
+{
+    layer_builder *b = arg;
+    for (uint32_t built = 0;; built++) {
+        pthread_mutex_lock(&b->mu);
+        while (built == b->ready && !b->closing && !b->abandon)
+            pthread_cond_wait(&b->cv, &b->mu);
+        bool stop = b->abandon || built == b->ready;
+        pthread_mutex_unlock(&b->mu);
+        if (stop)
+            return NULL;
+        b->st = rt_retr_build_layer(b->retr, built, &b->err);
+        if (b->st)
+            return NULL;
+    }
+}
+
+static bool build_overlap_enabled(void)
+{
+    const char *v = getenv("LOUPE_BUILD_OVERLAP");
+    return !(v && !strcmp(v, "0"));
+}
+
 /* Co-execution, the context's prefill: on the engine, queries captured, each layer's K/V
- * written into the CPU context's cache by the engine; the context then holds n tokens. */
+ * written into the CPU context's cache by the engine, each finished layer's indexes built on a
+ * builder thread meanwhile; the context then holds n tokens (seal() builds what is left). */
 static loupe_status prefill_on_gpu(rt_runner *r, const int32_t *ids, size_t n, float *all_logits,
                                    loupe_err *err)
 {
@@ -210,10 +259,42 @@ static loupe_status prefill_on_gpu(rt_runner *r, const int32_t *ids, size_t n, f
         return loupe_fail(err, LOUPE_ERR_TOO_LONG,
                           "%zu tokens do not fit in the context of %u", n, c->n_ctx);
     rt_cuda_reset(r->cuda);
+    layer_builder b;
+    memset(&b, 0, sizeof b);
+    b.retr = r->retr;
+    pthread_t th;
+    bool overlap = build_overlap_enabled() && !pthread_mutex_init(&b.mu, NULL);
+    if (overlap && pthread_cond_init(&b.cv, NULL)) {
+        pthread_mutex_destroy(&b.mu);
+        overlap = false;
+    }
+    if (overlap && pthread_create(&th, NULL, builder_main, &b)) {
+        pthread_cond_destroy(&b.cv);
+        pthread_mutex_destroy(&b.mu);
+        overlap = false; /* no thread: seal() builds everything */
+    }
+    if (overlap)
+        rt_cuda_set_layer_done(r->cuda, layer_ready, &b);
     loupe_status st = rt_cuda_set_q_capture(r->cuda, capture_from_cuda, r->retr, 1, err);
     if (!st)
         st = rt_cuda_prefill(r->cuda, ids, n, all_logits, err);
     rt_cuda_set_q_capture(r->cuda, NULL, NULL, 1, NULL);
+    rt_cuda_set_layer_done(r->cuda, NULL, NULL);
+    if (overlap) {
+        pthread_mutex_lock(&b.mu);
+        b.closing = true;
+        b.abandon = st != LOUPE_OK;
+        pthread_cond_signal(&b.cv);
+        pthread_mutex_unlock(&b.mu);
+        pthread_join(th, NULL);
+        pthread_cond_destroy(&b.cv);
+        pthread_mutex_destroy(&b.mu);
+        if (!st && b.st) {
+            st = b.st;
+            if (err)
+                *err = b.err;
+        }
+    }
     if (!st)
         c->n_past = (uint32_t)n;
     return st;

@@ -130,6 +130,8 @@ struct rt_cuda_engine {
     uint32_t n_static, sinks_kept, host_end;
     rt_cuda_host_attn_fn host_fn;
     void *host_user;
+    rt_cuda_layer_fn layer_fn; /* after each retrieval-layout prefill layer, or NULL */
+    void *layer_user;
     float *host_k, *host_v; /* rt_cuda_set_host_kv: (n_layer, n_head_kv, host_ld, hd) or NULL */
     size_t host_ld;
     float *qkv_host;        /* pinned: q (n_head·hd), k, v (n_head_kv·hd) of the decode token */

@@ -432,7 +432,11 @@ bool prefill_layer(rt_cuda_engine *e, uint32_t il, uint32_t S, uint32_t pos0, st
         loupe_status st = rt_cuda_layer_spill(e, il, pos0 + S, &op);
         if (!st)
             st = rt_cuda_static_fill(e, il, pos0 + S, &op);
-        return ok(op, st);
+        if (!ok(op, st))
+            return false;
+        if (e->layer_fn) /* the spill's copies to pageable memory have completed */
+            e->layer_fn(e->layer_user, il);
+        return true;
     }
     return true;
 }

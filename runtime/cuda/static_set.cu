@@ -117,6 +117,12 @@ extern "C" loupe_status rt_cuda_set_host_kv(rt_cuda_engine *e, float *k, float *
     return LOUPE_OK;
 }
 
+extern "C" void rt_cuda_set_layer_done(rt_cuda_engine *e, rt_cuda_layer_fn fn, void *user)
+{
+    e->layer_fn = fn;
+    e->layer_user = fn ? user : nullptr;
+}
+
 extern "C" void rt_cuda_coexec_stats_get(const rt_cuda_engine *e, rt_cuda_coexec_stats *out)
 {
     *out = e->cx;

@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# Issue 7 on the GPU machine: retrieval attention co-executed (static set on the GPU, host set
+# searched and attended on the CPU, merged per layer), with the full `loupe` that
+# tests/cuda/devlibs.sh built here (carry build-devfull/app/loupe and .devlibs).
+#
+#   tests/bench/run_device_retrieval.sh STAGE...
+#
+# Stages (each has a deadline so the whole run fits one 10-minute call; BUDGET seconds, 570):
+#   niah     the bundled model, `bench niah --backend cuda`: full attention, retrieval (default
+#            budget) and the static set alone (--topk 0) on the same cases, needles in the host
+#            set (depths 0.25-0.75), at $RLENGTHS (4096 16384), $RCASES cases per task (20);
+#   8b32k    the Llama-3-8B shape, BF16 (`mkmodel --preset llama3-8b`, random weights),
+#            `bench retrieval --backend cuda --gpu-mem 24G` at 32K: full attention with the whole
+#            card, retrieval, flat, ivf, full attention over host KV on the CPU (hostfull) and
+#            the static set alone;
+#   8b128k   the same at 128K (without ivf: its k-means build is the slow part at this size).
+# Retrieval settings of the 8B stages: $RETR_ARGS (default: one index per KV head, 4096 build
+# queries per query head, 16 threads).
+# Only 8 files come back from $OUT: summary.txt (every table), logs.tgz (every log), env.txt.
+set -uo pipefail
+OUT=${OUT:-/tmp/loupe-retr-out}
+W=$(mktemp -d /tmp/loupe-retr.XXXXXX)
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+export OMP_WAIT_POLICY=passive LOUPE_MKMODEL_NO_FSYNC=1
+L=${LOUPE_BIN:-$PWD/build-devfull/app/loupe}
+BUDGET=${BUDGET:-570} RCASES=${RCASES:-20}
+read -r -a RETR <<<"${RETR_ARGS:---index-per kv --build-queries 4096 --threads 16}"
+T0=$(date +%s)
+left() { echo $((BUDGET - $(date +%s) + T0)); }
+MD=/dev/shm
+[ "$(df -Pk /dev/shm 2>/dev/null | awk 'NR==2 {print $4}')" -gt 20000000 ] 2>/dev/null || MD=$W
+trap 'rm -f "$MD"/loupe-8b.gguf; tar -C "$W" -czf "$OUT/logs.tgz" . 2>/dev/null; rm -rf "$W"' EXIT
+{
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+    nproc
+    free -g | head -2
+    "$L" --version
+    ldd "$L" | grep -i 'not found'
+} >"$OUT/env.txt" 2>&1
+
+# run NAME SECONDS CMD...: one command with a time limit, stdout to $W/NAME.out.
+run() {
+    local name=$1 secs=$2
+    shift 2
+    local l
+    l=$(left)
+    [ "$secs" -gt "$l" ] && secs=$l
+    if [ "$secs" -lt 15 ]; then
+        echo "$name: skipped (no time left)" | tee -a "$OUT/summary.txt"
+        return
+    fi
+    local t=$(date +%s)
+    timeout -k 5 "$secs" "$@" >"$W/$name.out" 2>"$W/$name.log"
+    local rc=$?
+    echo "$name: rc $rc, $(($(date +%s) - t)) s" | tee -a "$OUT/summary.txt"
+    tail -n 3 "$W/$name.log" | sed "s/^/  $name: /" >>"$OUT/summary.txt"
+}
+
+model_8b() {
+    [ -f "$MD/loupe-8b.gguf" ] && return 0
+    run mkmodel_8b 150 "$L" mkmodel --preset llama3-8b --ctx 135168 --type bf16 \
+        --out "$MD/loupe-8b.gguf"
+    [ -f "$MD/loupe-8b.gguf" ]
+}
+
+for stage in "$@"; do
+    case $stage in
+    niah)
+        for len in ${RLENGTHS:-4096 16384}; do
+            for a in "full" "retrieval" "retrieval --topk 0"; do
+                tag=$(echo "$a" | tr -d ' -')
+                run "niah_${tag}_$len" "${RSECS:-70}" "$L" bench niah \
+                    --model "$PWD/tests/models/loupe-tiny.gguf" --csv --backend cuda \
+                    --threads 16 --attention $a --task passkey,kv --lengths "$len" \
+                    --depths 0.25,0.5,0.75 --cases "$RCASES" --seed 303
+            done
+        done ;;
+    8b32k)
+        model_8b &&
+            run retr_8b_32k 300 "$L" bench retrieval --model "$MD/loupe-8b.gguf" --backend cuda \
+                --gpu-mem 24G --ctx 32768 --gen 32 --csv \
+                --modes full,retrieval,flat,ivf,hostfull,static "${RETR[@]}" ;;
+    8b128k)
+        model_8b &&
+            run retr_8b_128k 420 "$L" bench retrieval --model "$MD/loupe-8b.gguf" --backend cuda \
+                --gpu-mem 24G --ctx 131072 --gen 16 --csv \
+                --modes full,retrieval,flat,hostfull "${RETR[@]}" ;;
+    *)
+        echo "unknown stage $stage (niah, 8b32k, 8b128k)" >&2
+        exit 2 ;;
+    esac
+done
+{
+    echo "---- tables ----"
+    for f in "$W"/*.out; do
+        [ -s "$f" ] || continue
+        echo "== $(basename "$f" .out)"
+        cat "$f"
+    done
+} >>"$OUT/summary.txt"
+tail -n 80 "$OUT/summary.txt"
