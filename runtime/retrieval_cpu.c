@@ -429,6 +429,8 @@ static loupe_status build_layer(rt_retr *r, uint32_t l, const float *qsrc, uint3
                                 uint32_t rows, loupe_err *err)
 {
     const int64_t n_host = r->host_end - r->sinks, cap = (int64_t)r->n_ctx - r->sinks;
+    if (r->p.topk == 0) /* the static set alone: nothing is ever searched */
+        return LOUPE_OK;
     ann_build_opts bo;
     ann_build_opts_init(&bo);
     bo.threads = r->n_threads;

@@ -7,8 +7,9 @@
 #
 # Stages (each has a deadline so the whole run fits one 10-minute call; BUDGET seconds, 570):
 #   niah     the bundled model, `bench niah --backend cuda`: full attention, retrieval (default
-#            budget) and the static set alone (--topk 0) on the same cases, needles in the host
-#            set (depths 0.25-0.75), at $RLENGTHS (4096 16384), $RCASES cases per task (20);
+#            budget, one index per KV head) and the static set alone (--topk 0) on the same cases,
+#            needles in the host set (depths 0.25-0.75), at $RLENGTHS (4096 16384), $RCASES
+#            cases per task (20);
 #   8b32k    the Llama-3-8B shape, BF16 (`mkmodel --preset llama3-8b`, random weights),
 #            `bench retrieval --backend cuda --gpu-mem 24G` at 32K: full attention with the whole
 #            card, retrieval, flat, ivf, full attention over host KV on the CPU (hostfull) and
@@ -22,7 +23,9 @@ OUT=${OUT:-/tmp/loupe-retr-out}
 W=$(mktemp -d /tmp/loupe-retr.XXXXXX)
 mkdir -p "$OUT"
 export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-export OMP_WAIT_POLICY=passive LOUPE_MKMODEL_NO_FSYNC=1
+# OpenMP's default wait policy on purpose: the co-executed decode enters a parallel region per
+# layer, a fraction of a millisecond apart, and sleeping threads would wake up late every time.
+export LOUPE_MKMODEL_NO_FSYNC=1
 L=${LOUPE_BIN:-$PWD/build-devfull/app/loupe}
 BUDGET=${BUDGET:-570} RCASES=${RCASES:-20}
 read -r -a RETR <<<"${RETR_ARGS:---index-per kv --build-queries 4096 --threads 16}"
@@ -72,7 +75,7 @@ for stage in "$@"; do
                 tag=$(echo "$a" | tr -d ' -')
                 run "niah_${tag}_$len" "${RSECS:-70}" "$L" bench niah \
                     --model "$PWD/tests/models/loupe-tiny.gguf" --csv --backend cuda \
-                    --threads 16 --attention $a --task passkey,kv --lengths "$len" \
+                    --threads 16 --index-per kv --attention $a --task passkey,kv --lengths "$len" \
                     --depths 0.25,0.5,0.75 --cases "$RCASES" --seed 303
             done
         done ;;
