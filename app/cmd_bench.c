@@ -17,6 +17,7 @@ static const bench_entry benches[] = {
     {"ingest", bench_ingest, "ingest + layout + tokenize a source tree"},
     {"niah", bench_niah, "needle-in-a-haystack accuracy per length and depth"},
     {"anns", bench_anns, "vector index recall / keys scanned / searches per second"},
+    {"retrieval", bench_retrieval, "decode ms/token per context and attention mode, breakdown"},
 };
 
 int cmd_bench(int argc, char **argv)
