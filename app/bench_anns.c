@@ -38,6 +38,7 @@ static const char usage_text[] =
     "  --build-k N           exact top-k per build query (64)\n"
     "  --fill N              top lists up to N edges with pruned candidates (16)\n"
     "  --prune l2|ip         pruning rule (l2)\n"
+    "  --alpha A             l2 pruning relaxation, 1..4: keep c unless A·d(r,c) < d(p,c) (1)\n"
     "  --pivot-cap N         lists one key may own as pivot, 0 = no cap (8)\n"
     "  --entries N           entry points (4)\n"
     "  --no-repair           skip the connectivity repair\n"
@@ -51,8 +52,12 @@ static const char usage_text[] =
     "                        truth and recall are then over the middle keys only\n"
     "  --prev-seeds N        graphs: search the test queries in order on one thread, each\n"
     "                        seeded with the previous one's best N (decode steps; per file)\n"
+    "  --recent-seeds N      graphs: also start every search at the last N indexed keys (the\n"
+    "                        ones just before the recent window: decode queries attend near)\n"
     "  --oracle-seeds        diagnostic: seed with the TRUE best N (--prev-seeds N) keys, to\n"
     "                        tell entry problems from graph-structure ones\n"
+    "  --per-file            after each setting's row over all test queries, one row per\n"
+    "                        --queries file searched alone (index name <type>@<file>)\n"
     "  --analyze             first print where the test queries' attention goes: softmax\n"
     "                        mass of the sinks, the window, the middle and its top-k\n"
     "  --seed N              (1)\n"
@@ -62,6 +67,8 @@ typedef struct {
     int vals[32];
     int n;
 } int_list;
+
+enum { ANN_BENCH_MAX_FILES = 64 }; /* files in one --queries list */
 
 static int parse_list(const char *cmd, const char *name, const char *s, int_list *out)
 {
@@ -111,6 +118,12 @@ typedef struct {
     int prev_seeds;           /* > 0: search in order, seeded by the previous query's best */
     int64_t seq_len;          /* queries per decode sequence (one file); seeds stay within one */
     int oracle;               /* seeds are the true best prev_seeds keys instead (diagnostic) */
+    int per_file;             /* also one row per --queries file (--per-file) */
+    int n_files;              /* --queries files, their query counts in file_n */
+    const int64_t *file_n;
+    const int32_t *recent;    /* (n_recent) the last keys before the window (--recent-seeds) */
+    int n_recent;
+    int32_t *seed_buf;        /* (k + n_recent) one decode step's seeds: previous + recent */
 } sweep_ctx;
 
 /* Softmax weight of key `id` for query q relative to the query's best true score `s1`. */
@@ -120,42 +133,53 @@ static double key_weight(const sweep_ctx *s, const float *q, int32_t id, float s
     return exp((double)(sc - s1));
 }
 
-/* Graphs: `ef` below k keeps a pool of k and expands only its best ef entries. */
-static int run_setting(sweep_ctx *s, const char *param, int value, int ef, int nprobe)
+/* One setting's measurements over a slice of the test queries. */
+typedef struct {
+    double recall, mass, frac, secs;
+    int64_t nq;
+} sweep_row;
+
+/* Searches test queries q0 .. q0+nq-1 with p and measures recall@k, attention-mass recall and
+ * the fraction of keys scanned. Seeds (--prev-seeds) restart at q0 and at each file's start. */
+static int measure(sweep_ctx *s, ann_search_params p, int64_t q0, int64_t nq, sweep_row *out)
 {
     loupe_err err;
     loupe_err_clear(&err);
-    ann_search_params p = {.k = s->k, .ef = ef > s->k ? ef : s->k, .nprobe = nprobe,
-                           .expand = ef};
     for (int t = 0; t < s->nth; t++)
         ann_search_ctx_reset_scanned(s->ctxs[t]);
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
     if (s->prev_seeds > 0 && ann_index_type(s->ix) >= ANN_GRAPH) {
         /* Decode order: step t starts from step t-1's best keys (one thread). */
-        for (int64_t q = 0; q < s->nt; q++) {
+        for (int64_t q = q0; q < q0 + nq; q++) {
             int nf;
-            int first = s->seq_len <= 0 || q % s->seq_len == 0;
-            p.seeds = first ? NULL : s->ids + (q - 1) * s->k;
-            p.n_seeds = first ? 0 : s->prev_seeds < s->k ? s->prev_seeds : s->k;
+            int first = q == q0 || s->seq_len <= 0 || q % s->seq_len == 0;
+            const int32_t *prev = first ? NULL : s->ids + (q - 1) * s->k;
+            int n_prev = first ? 0 : s->prev_seeds < s->k ? s->prev_seeds : s->k;
             if (s->oracle) { /* diagnostic: start at the true best keys */
-                p.seeds = s->truth + q * s->truth_d;
-                p.n_seeds = s->prev_seeds < s->k ? s->prev_seeds : s->k;
+                prev = s->truth + q * s->truth_d;
+                n_prev = s->prev_seeds < s->k ? s->prev_seeds : s->k;
             }
+            if (n_prev)
+                memcpy(s->seed_buf, prev, (size_t)n_prev * sizeof *prev);
+            if (s->n_recent)
+                memcpy(s->seed_buf + n_prev, s->recent, (size_t)s->n_recent * sizeof *prev);
+            p.seeds = s->seed_buf;
+            p.n_seeds = n_prev + s->n_recent;
             if (ann_search(s->ix, s->ctxs[0], s->tq + q * s->d, &p, s->ids + q * s->k,
                            s->scores + q * s->k, &nf, &err))
                 return app_fail("bench anns: search", &err);
         }
-    } else if (ann_search_batch(s->ix, s->ctxs, s->nth, s->tq, s->nt, &p, s->ids, s->scores,
-                                &err)) {
+    } else if (ann_search_batch(s->ix, s->ctxs, s->nth, s->tq + q0 * s->d, nq, &p,
+                                s->ids + q0 * s->k, s->scores + q0 * s->k, &err)) {
         return app_fail("bench anns: search", &err);
     }
     clock_gettime(CLOCK_MONOTONIC, &b);
-    double secs = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
+    out->secs = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
     int64_t scanned = 0, hits = 0;
     for (int t = 0; t < s->nth; t++)
         scanned += ann_search_ctx_scanned(s->ctxs[t]);
-    for (int64_t q = 0; q < s->nt; q++)
+    for (int64_t q = q0; q < q0 + nq; q++)
         for (int i = 0; i < s->k; i++) {
             int32_t id = s->ids[q * s->k + i];
             for (int j = 0; j < s->k && id >= 0; j++)
@@ -164,11 +188,11 @@ static int run_setting(sweep_ctx *s, const char *param, int value, int ef, int n
                     break;
                 }
         }
-    double recall = (double)hits / ((double)s->nt * s->k);
+    out->recall = (double)hits / ((double)nq * s->k);
     /* Attention-mass recall: the softmax mass of the returned keys over that of the true top-k
      * (what the missed keys cost the attention output, unlike recall, which weighs all alike). */
     double mass = 0;
-    for (int64_t q = 0; q < s->nt; q++) {
+    for (int64_t q = q0; q < q0 + nq; q++) {
         const float *qv = s->tq + q * s->d;
         float s1 = dotf(qv, s->keys_f32 + (int64_t)s->truth[q * s->truth_d] * s->d, s->d) /
                    sqrtf((float)s->d);
@@ -179,26 +203,62 @@ static int run_setting(sweep_ctx *s, const char *param, int value, int ef, int n
         double m = got / s->truth_mass[q];
         mass += m > 1 ? 1 : m;
     }
-    mass /= (double)s->nt;
-    double frac = (double)scanned / ((double)s->nt * (double)s->n);
+    out->mass = mass / (double)nq;
+    out->frac = (double)scanned / ((double)nq * (double)s->n);
+    out->nq = nq;
+    return 0;
+}
+
+/* One output row; `name` is the index type, or "<type>@<file>" for one --queries file's row. */
+static void print_row(const sweep_ctx *s, const char *name, const char *param, int value,
+                      const sweep_row *r)
+{
     double bpk = (double)ann_index_bytes(s->ix) / (double)s->n;
-    const char *name = ann_type_name(ann_index_type(s->ix));
     if (s->csv)
         printf("%s,%s,%d,%.4f,%.4f,%.5f,%.1f,%.3f,%.3f,%.3f,%.3f,%.1f\n", name, param, value,
-               recall, mass, frac, (double)s->nt / secs, s->build_s, s->bs->knn_s, s->bs->projection_s,
-               s->bs->repair_s, bpk);
+               r->recall, r->mass, r->frac, (double)r->nq / r->secs, s->build_s, s->bs->knn_s,
+               s->bs->projection_s, s->bs->repair_s, bpk);
     else
         printf("%-9s %-7s %6d  %8.4f  %6.4f  %9.3f%%  %11.0f  %8.2f  %6.2f %6.2f %6.2f  %7.1f\n",
-               name, param, value, recall, mass, 100.0 * frac, (double)s->nt / secs, s->build_s,
-               s->bs->knn_s, s->bs->projection_s, s->bs->repair_s, bpk);
+               name, param, value, r->recall, r->mass, 100.0 * r->frac, (double)r->nq / r->secs,
+               s->build_s, s->bs->knn_s, s->bs->projection_s, s->bs->repair_s, bpk);
+}
+
+/* Graphs: `ef` below k keeps a pool of k and expands only its best ef entries. With
+ * --per-file, each --queries file is then searched alone and gets its own row (one index per KV
+ * head tested on each of its query heads' decode queries). */
+static int run_setting(sweep_ctx *s, const char *param, int value, int ef, int nprobe)
+{
+    ann_search_params p = {.k = s->k, .ef = ef > s->k ? ef : s->k, .nprobe = nprobe,
+                           .expand = ef};
+    const char *name = ann_type_name(ann_index_type(s->ix));
+    if (s->n_recent) { /* the same start keys for every query; the decode loop adds its own */
+        p.seeds = s->recent;
+        p.n_seeds = s->n_recent;
+    }
+    sweep_row r;
+    if (measure(s, p, 0, s->nt, &r))
+        return APP_EXIT_FAIL;
+    print_row(s, name, param, value, &r);
+    int64_t q0 = 0;
+    for (int f = 0; s->per_file && s->n_files > 1 && f < s->n_files; f++) {
+        char fname[32];
+        snprintf(fname, sizeof fname, "%s@%d", name, f);
+        if (measure(s, p, q0, s->file_n[f], &r))
+            return APP_EXIT_FAIL;
+        print_row(s, fname, param, value, &r);
+        q0 += s->file_n[f];
+    }
     fflush(stdout);
     return 0;
 }
 
 /* Reads one .fbin, or several comma-separated ones of one dimension concatenated (e.g. the
- * queries of every query head of a KV group: one index per KV head from their union). */
+ * queries of every query head of a KV group: one index per KV head from their union). When
+ * file_n is non-NULL it receives each file's row count (at most ANN_BENCH_MAX_FILES files) and
+ * *n_files their number. */
 static loupe_status read_fbin_list(const char *list, float **out, int64_t *n, int *d,
-                                   int64_t *first_n, loupe_err *err)
+                                   int64_t *file_n, int *n_files, loupe_err *err)
 {
     char buf[4096];
     loupe_status st = LOUPE_OK;
@@ -213,6 +273,11 @@ static loupe_status read_fbin_list(const char *list, float **out, int64_t *n, in
         float *part = NULL;
         int64_t pn = 0;
         int pd = 0;
+        if (file_n && *n_files == ANN_BENCH_MAX_FILES) {
+            st = loupe_fail(err, LOUPE_ERR_INVALID, "at most %d files in a list",
+                            ANN_BENCH_MAX_FILES);
+            break;
+        }
         if ((st = ann_fbin_read(path, &part, &pn, &pd, err)) != LOUPE_OK)
             break;
         if (*d && pd != *d) {
@@ -224,8 +289,8 @@ static loupe_status read_fbin_list(const char *list, float **out, int64_t *n, in
                 st = loupe_fail(err, LOUPE_ERR_NOMEM, "no memory for %s", path);
             } else {
                 memcpy(grown + *n * pd, part, (size_t)pn * (size_t)pd * sizeof *grown);
-                if (first_n && *n == 0)
-                    *first_n = pn;
+                if (file_n)
+                    file_n[(*n_files)++] = pn;
                 *out = grown;
                 *n += pn;
                 *d = pd;
@@ -428,6 +493,7 @@ int bench_anns(int argc, char **argv)
     const char *synthetic = NULL, *write_syn = NULL;
     int64_t k = 100, threads = 0, n_test = 1000, seed = 1, v, ex_first = 0, ex_last = 0;
     int csv = 0, want[4] = {1, 1, 1, 1}, do_analyze = 0, prev_seeds = 0, oracle = 0;
+    int per_file = 0, recent_seeds = 0;
     ann_key_type storage = ANN_KEYS_BF16;
     ann_build_opts bo;
     ann_build_opts_init(&bo);
@@ -448,6 +514,14 @@ int bench_anns(int argc, char **argv)
             do_analyze = 1;
         } else if (!strcmp(a, "--oracle-seeds")) {
             oracle = 1;
+        } else if (!strcmp(a, "--per-file")) {
+            per_file = 1;
+        } else if ((r = app_opt_value(cmd, "--recent-seeds", argc, argv, &i, &val))) {
+            if (r != 1)
+                return r;
+            if (app_parse_i64(cmd, "--recent-seeds", val, 1, 1 << 20, &v))
+                return APP_EXIT_USAGE;
+            recent_seeds = (int)v;
         } else if ((r = app_opt_value(cmd, "--prev-seeds", argc, argv, &i, &val))) {
             if (r != 1)
                 return r;
@@ -531,6 +605,14 @@ int bench_anns(int argc, char **argv)
             if (app_parse_i64(cmd, "--nlist", val, 1, 1 << 24, &v))
                 return APP_EXIT_USAGE;
             bo.nlist = (int)v;
+        } else if ((r = app_opt_value(cmd, "--alpha", argc, argv, &i, &val))) {
+            if (r != 1)
+                return r;
+            char *end = NULL;
+            double x = strtod(val, &end);
+            if (!end || *end || !(x >= 1.0 && x <= 4.0))
+                return app_usage(cmd, "--alpha expects a number in 1..4, got '%s'", val);
+            bo.prune_alpha = (float)x;
         } else if ((r = app_opt_value(cmd, "--prune", argc, argv, &i, &val))) {
             if (r != 1)
                 return r;
@@ -585,8 +667,9 @@ int bench_anns(int argc, char **argv)
     loupe_err_clear(&err);
     float *K = NULL, *BQ = NULL, *TQ = NULL, *scores = NULL;
     double *truth_mass = NULL;
-    int32_t *truth = NULL, *ids = NULL;
-    int64_t n = 0, nbq = 0, nt = 0, ntr = 0, seq_len = 0;
+    int32_t *truth = NULL, *ids = NULL, *recent = NULL, *seed_buf = NULL;
+    int64_t n = 0, nbq = 0, nt = 0, ntr = 0, seq_len = 0, file_n[ANN_BENCH_MAX_FILES] = {0};
+    int n_files = 0;
     int d = 0, dbq = 0, dt = 0, truth_d = 0;
     ann_keys *keys = NULL, *keys_f32 = NULL;
     ann_search_ctx *ctxs[1024] = {0};
@@ -626,11 +709,12 @@ int bench_anns(int argc, char **argv)
         }
     } else {
         if (ann_fbin_read(keys_path, &K, &n, &d, &err) ||
-            read_fbin_list(bq_path, &BQ, &nbq, &dbq, NULL, &err) ||
-            read_fbin_list(tq_path, &TQ, &nt, &dt, &seq_len, &err)) {
+            read_fbin_list(bq_path, &BQ, &nbq, &dbq, NULL, NULL, &err) ||
+            read_fbin_list(tq_path, &TQ, &nt, &dt, file_n, &n_files, &err)) {
             rc = app_fail("bench anns", &err);
             goto done;
         }
+        seq_len = file_n[0];
         if (dbq != d || dt != d) {
             fprintf(stderr, "loupe: bench anns: dimensions differ: keys %d, build queries %d, "
                     "queries %d\n", d, dbq, dt);
@@ -690,7 +774,13 @@ int bench_anns(int argc, char **argv)
     ids = malloc((size_t)nt * (size_t)k * sizeof *ids);
     scores = malloc((size_t)nt * (size_t)k * sizeof *scores);
     truth_mass = malloc((size_t)nt * sizeof *truth_mass);
-    if (!ids || !scores || !truth_mass) {
+    if (recent_seeds > n)
+        recent_seeds = (int)n;
+    recent = malloc((size_t)(recent_seeds ? recent_seeds : 1) * sizeof *recent);
+    seed_buf = malloc((size_t)(k + recent_seeds) * sizeof *seed_buf);
+    for (int i = 0; recent && i < recent_seeds; i++)
+        recent[i] = (int32_t)(n - recent_seeds + i);
+    if (!ids || !scores || !truth_mass || !recent || !seed_buf) {
         fprintf(stderr, "loupe: bench anns: out of memory\n");
         goto done;
     }
@@ -748,7 +838,8 @@ int bench_anns(int argc, char **argv)
                    (long long)bs.n_repaired, (long long)bs.n_unreachable,
                    (double)bs.n_edges / (double)n);
         sweep_ctx s = {ix, ctxs, nth, TQ, nt, truth, truth_d, (int)k, n, csv, bs.total_s, &bs,
-                       ids, scores, KM, d, truth_mass, prev_seeds, seq_len, oracle};
+                       ids, scores, KM, d, truth_mass, prev_seeds, seq_len, oracle,
+                       per_file, n_files, file_n, recent, recent_seeds, seed_buf};
         int r = 0;
         if (ty == ANN_FLAT) {
             r = run_setting(&s, "-", 0, (int)k, 1);
@@ -778,5 +869,7 @@ done:
     free(ids);
     free(scores);
     free(truth_mass);
+    free(recent);
+    free(seed_buf);
     return rc;
 }
