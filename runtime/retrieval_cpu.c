@@ -51,6 +51,10 @@ struct rt_retr {
     uint32_t n_index, heads_per_index; /* per layer; query heads sharing one index */
     ann_search_ctx **sctx; /* (n_threads) */
     int32_t *ids;        /* (n_threads, topk) */
+    /* the previous one-token step's results per (layer, query head), index ids: the next step's
+     * search starts from them (consecutive tokens' queries attend to much the same keys) */
+    int32_t *prev_ids;   /* (n_layer · n_head, topk) */
+    int *prev_n;         /* (n_layer · n_head) */
     float *scores;       /* (n_threads, topk) */
     float *tmp;          /* (n_threads, hd) */
     double *search_t;    /* (n_threads) thread-seconds in search, this hook call */
@@ -110,7 +114,7 @@ static ann_index *index_of(const rt_retr *r, uint32_t il, uint32_t h)
  * lse = −∞ when nothing is attended (topk 0, no host set). K, V: the head's KV cache rows by
  * position. A failed search attends nothing and is recorded for settle() to report. */
 static void host_partial(rt_retr *r, int tid, uint32_t il, uint32_t h, const float *q,
-                         const float *K, const float *V, float *out, float *lse)
+                         const float *K, const float *V, bool seeded, float *out, float *lse)
 {
     const uint32_t hd = r->hd, n_host = r->host_end - r->sinks;
     const float scale = 1.0f / sqrtf((float)hd);
@@ -131,12 +135,22 @@ static void host_partial(rt_retr *r, int tid, uint32_t il, uint32_t h, const flo
     sp.nprobe = r->p.nprobe;
     int32_t *ids = r->ids + (size_t)tid * r->p.topk;
     float *sc = r->scores + (size_t)tid * r->p.topk;
+    const size_t slot = (size_t)il * r->n_head + h;
+    int32_t *prev = r->prev_ids + slot * r->p.topk;
+    if (seeded) {
+        sp.seeds = prev;
+        sp.n_seeds = r->prev_n[slot];
+    }
     int nf = 0;
     loupe_err e;
     double ts = now_s();
     loupe_status st =
         ann_search(index_of(r, il, h), r->sctx[tid], q, &sp, ids, sc, &nf, &e);
     r->search_t[tid] += now_s() - ts;
+    if (seeded && !st) {
+        memcpy(prev, ids, (size_t)nf * sizeof *ids);
+        r->prev_n[slot] = nf;
+    }
     if (st) {
 #pragma omp critical(rt_retr_err)
         if (!r->hook_status) {
@@ -200,7 +214,7 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
         rt_attn_partial(q, K + (size_t)r->host_end * hd, V + (size_t)r->host_end * hd, hd, NULL,
                         pos + 1 - r->host_end, scale, tmp, &l_tmp);
         rt_attn_merge(out, l_out, tmp, l_tmp, hd, out, &l_out);
-        host_partial(r, tid, il, h, q, K, V, tmp, &l_tmp);
+        host_partial(r, tid, il, h, q, K, V, B == 1, tmp, &l_tmp); /* one token: seeded */
         if (l_tmp != -INFINITY)
             rt_attn_merge(out, l_out, tmp, l_tmp, hd, out, &l_out);
     }
@@ -229,8 +243,8 @@ loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const fl
     for (long h = 0; h < (long)n_head; h++) {
         uint32_t g = (uint32_t)h / group;
         host_partial(r, omp_get_thread_num(), il, (uint32_t)h, q + (size_t)h * hd,
-                     rt_ctx_keys(c, il, g), rt_ctx_values(c, il, g), out + (size_t)h * hd,
-                     &lse[h]);
+                     rt_ctx_keys(c, il, g), rt_ctx_values(c, il, g), true,
+                     out + (size_t)h * hd, &lse[h]);
     }
     account(r, il, 1, now_s() - t0);
     if (r->hook_status) {
@@ -308,10 +322,13 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->index = calloc((size_t)r->n_layer * r->n_index, sizeof *r->index);
     r->sctx = calloc((size_t)r->n_threads, sizeof *r->sctx);
     r->ids = malloc((size_t)r->n_threads * topk * sizeof *r->ids);
+    r->prev_ids = malloc((size_t)r->n_layer * r->n_head * topk * sizeof *r->prev_ids);
+    r->prev_n = calloc((size_t)r->n_layer * r->n_head, sizeof *r->prev_n);
     r->scores = malloc((size_t)r->n_threads * topk * sizeof *r->scores);
     r->tmp = malloc((size_t)r->n_threads * r->hd * sizeof *r->tmp);
     r->search_t = calloc((size_t)r->n_threads, sizeof *r->search_t);
     if (!r->cap || !r->log || !r->gather || !r->keys || !r->index || !r->sctx || !r->ids ||
+        !r->prev_ids || !r->prev_n ||
         !r->scores || !r->tmp || !r->search_t) {
         rt_retr_destroy(r);
         return loupe_fail(err, LOUPE_ERR_NOMEM,
@@ -361,6 +378,7 @@ void rt_retr_reset(rt_retr *r)
     r->n_cap = r->prefill_n = 0;
     r->hook_status = LOUPE_OK;
     memset(&r->st, 0, sizeof r->st);
+    memset(r->prev_n, 0, (size_t)r->n_layer * r->n_head * sizeof *r->prev_n);
 }
 
 void rt_retr_destroy(rt_retr *r)
@@ -378,6 +396,8 @@ void rt_retr_destroy(rt_retr *r)
     free(r->index);
     free(r->sctx);
     free(r->ids);
+    free(r->prev_ids);
+    free(r->prev_n);
     free(r->scores);
     free(r->tmp);
     free(r->search_t);

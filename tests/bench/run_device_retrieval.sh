@@ -14,7 +14,8 @@
 #            `bench retrieval --backend cuda --gpu-mem 24G` at 32K: full attention with the whole
 #            card, retrieval, flat, ivf, full attention over host KV on the CPU (hostfull) and
 #            the static set alone;
-#   8b128k   the same at 128K (without ivf: its k-means build is the slow part at this size).
+#   8b128k   the same at 128K (without ivf: its k-means build is the slow part at this size);
+#   8b128k_retr  retrieval alone at 128K with the graph's beam (--ef) at 200 and at 100.
 # Retrieval settings of the 8B stages: $RETR_ARGS (default: one index per KV head, 4096 build
 # queries per query head, 16 threads).
 # Only 8 files come back from $OUT: summary.txt (every table), logs.tgz (every log), env.txt.
@@ -89,8 +90,15 @@ for stage in "$@"; do
             run retr_8b_128k 420 "$L" bench retrieval --model "$MD/loupe-8b.gguf" --backend cuda \
                 --gpu-mem 24G --ctx 131072 --gen 16 --csv \
                 --modes full,retrieval,flat,hostfull "${RETR[@]}" ;;
+    8b128k_retr) # retrieval alone at 128K, the graph's beam at its default (2·topk) and at topk
+        for ef in 200 100; do
+            model_8b &&
+                run "retr_8b_128k_ef$ef" 240 "$L" bench retrieval --model "$MD/loupe-8b.gguf" \
+                    --backend cuda --gpu-mem 24G --ctx 131072 --gen 16 --csv --modes retrieval \
+                    --ef "$ef" "${RETR[@]}"
+        done ;;
     *)
-        echo "unknown stage $stage (niah, 8b32k, 8b128k)" >&2
+        echo "unknown stage $stage (niah, 8b32k, 8b128k, 8b128k_retr)" >&2
         exit 2 ;;
     esac
 done
