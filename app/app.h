@@ -41,8 +41,8 @@ typedef struct {
     int static_max;         /* --static-max (2048): static tail that moves to the host set */
     int ef;                 /* --ef: graph search beam (0: 2·topk) */
     int nprobe;             /* --nprobe: IVF lists probed (0: 16) */
-    int64_t build_queries;  /* --build-queries: prefill queries per query head (16384) */
-    bool index_per_kv;      /* --index-per kv|q (q): one index per KV head or per query head */
+    int64_t build_queries;  /* --build-queries: prefill queries per index (16384) */
+    bool index_per_kv;      /* --index-per kv|q (kv): one index per KV head or per query head */
     int threads;            /* --threads, 0 = all cores */
     uint64_t seed;          /* --seed */
     bool seed_set;

@@ -122,6 +122,7 @@ void app_opts_init(app_opts *o)
     o->window = 512;
     o->static_max = 2048;
     o->build_queries = 16384;
+    o->index_per_kv = true;
     o->temp = 0.8f;
     o->top_k = 40;
     o->top_p = 0.95f;

@@ -295,7 +295,14 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->n_threads = c->n_threads;
     if (r->p.ef <= 0) /* topk 0 */
         r->p.ef = 1;
-    r->cap_max = r->p.build_queries < r->n_ctx ? (uint32_t)r->p.build_queries : r->n_ctx;
+    r->heads_per_index = r->p.index_per_kv ? r->group : 1;
+    r->n_index = r->n_head / r->heads_per_index;
+    /* build_queries counts queries per index: a shared index takes its query heads' queries at
+     * build_queries / heads_per_index sampled positions */
+    int64_t positions = r->p.build_queries / r->heads_per_index;
+    if (positions < 1)
+        positions = 1;
+    r->cap_max = positions < r->n_ctx ? (uint32_t)positions : r->n_ctx;
     r->log_max = r->p.static_max + c->n_batch;
     /* A search happens only while topk < the host set < n_ctx: beams beyond n_ctx buy nothing. */
     if ((int64_t)r->p.ef > (int64_t)r->n_ctx)
@@ -314,8 +321,6 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->cap = malloc((size_t)r->n_layer * r->cap_max * r->nq * sizeof *r->cap);
     r->log = malloc((size_t)r->n_layer * r->log_max * r->nq * sizeof *r->log);
     r->gmax = gmax;
-    r->heads_per_index = r->p.index_per_kv ? r->group : 1;
-    r->n_index = r->n_head / r->heads_per_index;
     r->gather = malloc((size_t)r->n_threads * gmax * r->heads_per_index * r->hd *
                        sizeof *r->gather);
     r->keys = calloc((size_t)r->n_layer * r->n_kv, sizeof *r->keys);

@@ -7,9 +7,10 @@
  *
  *   prefill   The context, with full attention. In a retrieval mode the context is then split:
  *             the STATIC set is its first `sinks` and last `window` tokens, the HOST set the rest;
- *             every query head of every layer gets an index over its KV head's host keys, built
- *             from that layer's prefill queries (sampled to `build_queries`). A runner with a
- *             sealed context takes further prefill calls as extensions (below).
+ *             every KV head of every layer gets an index over its host keys, built from that
+ *             layer's prefill queries of the KV head's query heads (sampled to `build_queries`)
+ *             and searched by each of them (or, with index_per_kv off, one index per query head).
+ *             A runner with a sealed context takes further prefill calls as extensions (below).
  *   extend    Tokens after the context (a follow-up question, each generated token): in full mode
  *             ordinary attention; in a retrieval mode each token's query heads attend exactly to
  *             the static set (causally: new tokens see each other) and to the `topk` host keys
@@ -68,11 +69,14 @@ typedef struct {
     uint32_t static_max;    /* static tail that triggers a move to the host set (2048) */
     int ef;                 /* graph beam; 0: 2·topk */
     int nprobe;             /* IVF lists probed; 0: 16 */
-    int64_t build_queries;  /* prefill queries per index, sampled evenly (16384) */
-    int degree;             /* graph out-degree cap; 0: anns' default */
-    bool index_per_kv;      /* one index per KV head, built from the union of its query heads'
-                               queries and searched by each of them (a quarter of the indexes
-                               and their memory under 4-way GQA); else one per query head */
+    int64_t build_queries;  /* prefill queries per index, sampled evenly (16384; a shared
+                               index takes its query heads' queries at a 1/group of that many
+                               positions) */
+    int degree;             /* graph out-degree cap (16); 0: anns' default */
+    bool index_per_kv;      /* one index per KV head (default), built from the union of its
+                               query heads' queries and searched by each of them (a quarter of
+                               the indexes and their memory under 4-way GQA); else one per
+                               query head */
 } rt_retrieval_params;
 
 typedef struct {

@@ -47,6 +47,12 @@ void rt_runner_params_init(rt_runner_params *p)
     p->retrieval.window = 512;
     p->retrieval.static_max = 2048;
     p->retrieval.build_queries = 16384;
+    /* One degree-16 graph per KV head: on the bundled model's vectors it finds as many of each
+     * query head's top-100 at equal keys scanned as a graph per query head, for a quarter of
+     * the graphs and 68 instead of ~350 bytes per key and KV group (docs/BENCHMARKS.md), which
+     * is what lets the indexes of 1M tokens fit beside their K/V. */
+    p->retrieval.index_per_kv = true;
+    p->retrieval.degree = 16;
 }
 
 static loupe_status host_attn(void *user, uint32_t layer, uint32_t pos, const float *q,
