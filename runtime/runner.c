@@ -22,6 +22,8 @@ struct rt_runner {
     rt_cuda_engine *cuda; /* CUDA backend */
     rt_retr *retr;        /* retrieval modes (with cuda: co-execution) */
     bool coexec;          /* cuda && retr */
+    rt_progress_fn progress; /* co-execution's prefill reports it per layer */
+    void *progress_user;
 };
 
 const char *rt_backend_name(rt_backend b)
@@ -189,6 +191,8 @@ void rt_runner_reset(rt_runner *r)
 
 void rt_runner_set_progress(rt_runner *r, rt_progress_fn fn, void *user)
 {
+    r->progress = fn;
+    r->progress_user = user;
     if (r->ctx)
         rt_ctx_set_progress(r->ctx, fn, user);
 }
@@ -213,6 +217,9 @@ static loupe_status host_attn(void *user, uint32_t layer, uint32_t pos, const fl
  * prefill (to measure what the overlap saves). */
 typedef struct {
     rt_retr *retr;
+    bool threaded;   /* a builder thread runs (else seal() builds everything) */
+    rt_runner *runner;
+    size_t n;        /* tokens of the prefill, for progress */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     uint32_t ready;  /* layers [0, ready) can be built */
@@ -222,13 +229,23 @@ typedef struct {
     loupe_err err;
 } layer_builder;
 
+/* After each layer of the engine's prefill: hands the layer to the builder and reports progress
+ * as the share of the layers done (in tokens; a cancel cannot stop the engine mid-prefill, so the
+ * progress function's answer is ignored here). */
 static void layer_ready(void *user, uint32_t layer)
 {
     layer_builder *b = user;
-    pthread_mutex_lock(&b->mu);
-    b->ready = layer + 1;
-    pthread_cond_signal(&b->cv);
-    pthread_mutex_unlock(&b->mu);
+    if (b->threaded) {
+        pthread_mutex_lock(&b->mu);
+        b->ready = layer + 1;
+        pthread_cond_signal(&b->cv);
+        pthread_mutex_unlock(&b->mu);
+    }
+    rt_runner *r = b->runner;
+    if (r->progress) {
+        uint32_t n_layer = rt_model_hparams(r->m)->n_layer;
+        (void)r->progress(r->progress_user, b->n * (layer + 1) / n_layer, b->n);
+    }
 }
 
 static void *builder_main(void *arg)
@@ -268,6 +285,8 @@ static loupe_status prefill_on_gpu(rt_runner *r, const int32_t *ids, size_t n, f
     layer_builder b;
     memset(&b, 0, sizeof b);
     b.retr = r->retr;
+    b.runner = r;
+    b.n = n;
     pthread_t th;
     bool overlap = build_overlap_enabled() && !pthread_mutex_init(&b.mu, NULL);
     if (overlap && pthread_cond_init(&b.cv, NULL)) {
@@ -279,8 +298,8 @@ static loupe_status prefill_on_gpu(rt_runner *r, const int32_t *ids, size_t n, f
         pthread_mutex_destroy(&b.mu);
         overlap = false; /* no thread: seal() builds everything */
     }
-    if (overlap)
-        rt_cuda_set_layer_done(r->cuda, layer_ready, &b);
+    b.threaded = overlap;
+    rt_cuda_set_layer_done(r->cuda, layer_ready, &b);
     loupe_status st = rt_cuda_set_q_capture(r->cuda, capture_from_cuda, r->retr, 1, err);
     if (!st)
         st = rt_cuda_prefill(r->cuda, ids, n, all_logits, err);
