@@ -17,10 +17,16 @@
  *               Keys that share a best query share its list: they are pruned together, with the
  *               distances between the list's members computed once (a pair cache), which gives
  *               bit-identical lists at a fraction of the distance computations.
+ *               No owner distance is computed twice: each kept edge keeps its distance, which
+ *               the reverse-edge merge reuses, and a key that is a member of its shared list
+ *               reads its own distances from the pair cache. Distances are computed several at a
+ *               time (dist_kernel), bit-identical to keystore.c's one-pair kernels, so all of
+ *               this leaves the graph exactly as it was.
  *   3. repair   entry points (the best key for the mean build query, plus pivots of random build
  *               queries); a BFS from them; each unreached key is linked from the first reached
- *               member with a free slot of its best query's exact top-K (no search), and the BFS
- *               resumes from it; only keys whose list has no room are searched for (in
+ *               member with a free slot of its best query's exact top-K (no search), else from
+ *               the first reached out-neighbour with a free slot of those members, and the BFS
+ *               resumes from it; only keys for which neither has room are searched for (in
  *               parallel, read-only) and linked from the best reached key with room found.
  *   Finally the fixed-stride lists are compacted into CSR (adj_off, adj).
  *
@@ -108,9 +114,121 @@ static void cand_sort(ann_prune_cand *a, int n)
     }
 }
 
-static float prune_dist(ann_prune_rule rule, const float *a, const float *b, int d)
+/* The candidate order as one integer: s mapped so that unsigned order is float order (-0 as +0,
+ * which compare equal), then the id, so key order is exactly cand_before's order. */
+static inline uint64_t cand_key(const ann_prune_cand *c)
 {
-    return rule == ANN_PRUNE_IP ? -ann_dot_f32(a, b, d) : ann_l2sq_f32(a, b, d);
+    float s = c->s == 0 ? 0.0f : c->s;
+    uint32_t u;
+    memcpy(&u, &s, sizeof u);
+    u = u >> 31 ? ~u : u | 0x80000000u;
+    return (uint64_t)u << 32 | (uint32_t)c->id;
+}
+
+enum { ANN_RANK_SORT_MAX = 128 };
+
+/* cand_sort for short lists (most prunes: a build query's top-64): each candidate's place is the
+ * number of keys below its own, counted without branches (vector compares), instead of a
+ * quicksort whose compares the branch predictor cannot guess. Keys are distinct, so the places
+ * are a permutation and the order is cand_sort's. n <= ANN_RANK_SORT_MAX. */
+ANN_CLONES static void cand_rank_sort(ann_prune_cand *a, int n)
+{
+    uint64_t key[ANN_RANK_SORT_MAX];
+    ann_prune_cand copy[ANN_RANK_SORT_MAX];
+    for (int i = 0; i < n; i++) {
+        key[i] = cand_key(&a[i]);
+        copy[i] = a[i];
+    }
+    for (int i = 0; i < n; i++) {
+        uint64_t k = key[i];
+        int r = 0;
+        for (int j = 0; j < n; j++)
+            r += key[j] < k;
+        a[r] = copy[i];
+    }
+}
+
+/* ---- Distances, several at once --------------------------------------------------------- */
+
+/* DIST_LANES must equal keystore.c's ANN_LANES: the batched kernel below repeats its order. */
+enum { DIST_LANES = 16, DIST_BATCH = 8 };
+typedef float dist_vec __attribute__((vector_size(DIST_LANES * sizeof(float))));
+
+/* out[p] = the prune distance (L2², or -a·b for ANN_PRUNE_IP) between a and b[p], p < P,
+ * bit-identical to keystore.c's ann_l2sq_f32 / ann_dot_f32: each pair takes the same operations
+ * in the same order (16 lane sums, then the tail, then the lanes added one by one; -std=c11
+ * fuses no multiply-add), but P pairs are in flight, so the loop is bound by throughput instead
+ * of by one pair's chain of dependent additions (~100 cycles for one 128-d distance). */
+static inline __attribute__((always_inline)) void dist_kernel(int P, int ip, const float *a,
+                                                              const float *const *b, int d,
+                                                              float *out)
+{
+    dist_vec acc[DIST_BATCH];
+    float s[DIST_BATCH];
+    int i = 0;
+    for (int p = 0; p < P; p++) {
+        acc[p] = (dist_vec){0};
+        s[p] = 0;
+    }
+    for (; i + DIST_LANES <= d; i += DIST_LANES) {
+        dist_vec va, vb;
+        memcpy(&va, a + i, sizeof va);
+        if (ip)
+            for (int p = 0; p < P; p++) {
+                memcpy(&vb, b[p] + i, sizeof vb);
+                acc[p] += va * vb;
+            }
+        else
+            for (int p = 0; p < P; p++) {
+                memcpy(&vb, b[p] + i, sizeof vb);
+                dist_vec t = va - vb;
+                acc[p] += t * t;
+            }
+    }
+    for (; i < d; i++)
+        for (int p = 0; p < P; p++)
+            s[p] += ip ? a[i] * b[p][i] : (a[i] - b[p][i]) * (a[i] - b[p][i]);
+    for (int j = 0; j < DIST_LANES; j++)
+        for (int p = 0; p < P; p++)
+            s[p] += acc[p][j];
+    for (int p = 0; p < P; p++)
+        out[p] = ip ? -s[p] : s[p];
+}
+
+ANN_CLONES static void dist_8(int ip, const float *a, const float *const *b, int d, float *out)
+{
+    dist_kernel(8, ip, a, b, d, out);
+}
+
+ANN_CLONES static void dist_4(int ip, const float *a, const float *const *b, int d, float *out)
+{
+    dist_kernel(4, ip, a, b, d, out);
+}
+
+ANN_CLONES static void dist_2(int ip, const float *a, const float *const *b, int d, float *out)
+{
+    dist_kernel(2, ip, a, b, d, out);
+}
+
+ANN_CLONES static void dist_1(int ip, const float *a, const float *const *b, int d, float *out)
+{
+    dist_kernel(1, ip, a, b, d, out);
+}
+
+/* The distances from a to b[0..nb), nb <= DIST_BATCH, in the narrowest kernel that holds them
+ * (a block often has only one or two candidates left to check). */
+static void dist_rows(ann_prune_rule rule, const float *a, const float *const *b, int nb, int d,
+                      float *out)
+{
+    int ip = rule == ANN_PRUNE_IP;
+    if (nb == 1)
+        dist_1(ip, a, b, d, out);
+    else if (nb == 2)
+        dist_2(ip, a, b, d, out);
+    else if (nb <= 4)
+        dist_4(ip, a, b, d, out);
+    else
+        dist_8(ip, a, b, d, out);
 }
 
 /* Where a prune's candidate rows are, and an optional cache of distances between them. Keys that
@@ -128,6 +246,8 @@ typedef struct {
     uint32_t *pd_ep;       /* (K, K) */
     uint32_t ep;
     int K;
+    int32_t owner_row;     /* the owner's position in the list when it is a member (its
+                              distances to the others are then pair distances too), else -1 */
 } prune_src;
 
 static inline const float *src_row(const prune_src *ps, int32_t row)
@@ -135,47 +255,134 @@ static inline const float *src_row(const prune_src *ps, int32_t row)
     return ps->F + (int64_t)(ps->row_of ? ps->row_of[row] : row) * ps->d;
 }
 
-static inline float src_pair(const prune_src *ps, int32_t r, int32_t c)
+/* d(r, c) for the candidates tmp[blk[0..nb)] into dv: from the pair cache where it holds them,
+ * the rest computed DIST_BATCH at a time. */
+static void pair_dists(const prune_src *ps, int32_t r, const ann_prune_cand *tmp,
+                       const int *blk, int nb, float *dv)
 {
-    if (!ps->pd)
-        return prune_dist(ps->rule, src_row(ps, r), src_row(ps, c), ps->d);
-    int64_t rc = (int64_t)r * ps->K + c, cr = (int64_t)c * ps->K + r;
-    if (ps->pd_ep[rc] != ps->ep) {
-        ps->pd[rc] = ps->pd[cr] = prune_dist(ps->rule, src_row(ps, r), src_row(ps, c), ps->d);
-        ps->pd_ep[rc] = ps->pd_ep[cr] = ps->ep;
+    const float *rr = src_row(ps, r), *b[DIST_BATCH];
+    float o[DIST_BATCH];
+    int miss[DIST_BATCH], nm = 0;
+    for (int p = 0; p < nb; p++) {
+        int32_t c = tmp[blk[p]].row;
+        if (ps->pd && ps->pd_ep[(int64_t)r * ps->K + c] == ps->ep)
+            dv[p] = ps->pd[(int64_t)r * ps->K + c];
+        else
+            miss[nm++] = p;
     }
-    return ps->pd[rc];
+    if (nm == 0)
+        return;
+    for (int p = 0; p < DIST_BATCH; p++) /* pad with a real row: the extra results are unused */
+        b[p] = src_row(ps, tmp[blk[miss[p < nm ? p : 0]]].row);
+    dist_rows(ps->rule, rr, b, nm, ps->d, o);
+    for (int p = 0; p < nm; p++) {
+        int32_t c = tmp[blk[miss[p]]].row;
+        dv[miss[p]] = o[p];
+        if (ps->pd) {
+            int64_t rc = (int64_t)r * ps->K + c, cr = (int64_t)c * ps->K + r;
+            ps->pd[rc] = ps->pd[cr] = o[p];
+            ps->pd_ep[rc] = ps->pd_ep[cr] = ps->ep;
+        }
+    }
 }
 
-/* ann_prune_list over the rows ps describes. */
+/* tmp[i].s = d(owner, candidate i) for i < m, DIST_BATCH at a time. */
+static void owner_dists(const prune_src *ps, const float *owner, ann_prune_cand *tmp, int m)
+{
+    const float *b[DIST_BATCH];
+    float o[DIST_BATCH];
+    for (int i = 0; i < m; i += DIST_BATCH) {
+        int nb = m - i < DIST_BATCH ? m - i : DIST_BATCH;
+        for (int p = 0; p < DIST_BATCH; p++)
+            b[p] = src_row(ps, tmp[i + (p < nb ? p : 0)].row);
+        dist_rows(ps->rule, owner, b, nb, ps->d, o);
+        for (int p = 0; p < nb; p++)
+            tmp[i + p].s = o[p];
+    }
+}
+
+/* ann_prune_list over the rows ps describes; dist (m), when given, holds the candidates'
+ * distances to the owner (computed by an earlier prune), and out_s (<= keep), when given,
+ * receives those of the kept ids.
+ *
+ * The greedy scan goes DIST_BATCH candidates at a time: the block's live candidates are checked
+ * against one kept row after another (one batched call per row), each leaving the block at the
+ * first row that prunes it; then the first live one in order is kept and the rest are checked
+ * against it too. Each candidate meets the same kept rows in the same order as in a one-by-one
+ * scan, so the lists are the same; only the distances are computed several at once. */
 static int prune_core(const prune_src *ps, float alpha, int keep, int fill, const float *owner,
-                      const int32_t *ids, const int32_t *rows, int m, ann_prune_cand *tmp,
-                      int32_t *work, int32_t *out)
+                      const int32_t *ids, const int32_t *rows, const float *dist, int m,
+                      ann_prune_cand *tmp, int32_t *work, int32_t *out, float *out_s)
 {
     for (int i = 0; i < m; i++) {
         tmp[i].id = ids[i];
         tmp[i].row = rows[i];
-        tmp[i].s = prune_dist(ps->rule, owner, src_row(ps, rows[i]), ps->d);
+        if (dist)
+            tmp[i].s = dist[i];
     }
-    cand_sort(tmp, m);
-    int32_t *kept_row = work, *dropped = work + keep;
+    if (!dist && ps->pd && ps->owner_row >= 0) { /* through the pair cache */
+        for (int i = 0; i < m; i += DIST_BATCH) {
+            int blk[DIST_BATCH], nb = m - i < DIST_BATCH ? m - i : DIST_BATCH;
+            float dv[DIST_BATCH];
+            for (int p = 0; p < nb; p++)
+                blk[p] = i + p;
+            pair_dists(ps, ps->owner_row, tmp, blk, nb, dv);
+            for (int p = 0; p < nb; p++)
+                tmp[i + p].s = dv[p];
+        }
+    } else if (!dist) {
+        owner_dists(ps, owner, tmp, m);
+    }
+    if (m <= ANN_RANK_SORT_MAX)
+        cand_rank_sort(tmp, m);
+    else
+        cand_sort(tmp, m);
+    int32_t *kept_row = work, *dropped = work + keep; /* dropped: indices into tmp */
     int kept = 0, nd = 0;
     float a = ps->rule == ANN_PRUNE_L2 ? alpha : 1.0f;
-    for (int i = 0; i < m && kept < keep; i++) {
-        ann_prune_cand c = tmp[i];
-        int ok = 1;
-        for (int j = 0; j < kept && ok; j++)
-            if (a * src_pair(ps, kept_row[j], c.row) < c.s)
-                ok = 0;
-        if (ok) {
-            kept_row[kept] = c.row;
-            out[kept++] = c.id;
-        } else if (nd < keep) {
-            dropped[nd++] = c.id;
+    for (int i0 = 0; i0 < m && kept < keep; i0 += DIST_BATCH) {
+        int nb = m - i0 < DIST_BATCH ? m - i0 : DIST_BATCH;
+        int live[DIST_BATCH], nl = 0, checked = 0, pos = 0;
+        uint8_t pruned[DIST_BATCH] = {0};
+        float dv[DIST_BATCH];
+        for (int p = 0; p < nb; p++)
+            live[nl++] = i0 + p;
+        while (pos < nb && kept < keep) {
+            for (; checked < kept && nl > 0; checked++) {
+                pair_dists(ps, kept_row[checked], tmp, live, nl, dv);
+                int w = 0;
+                for (int p = 0; p < nl; p++) {
+                    if (a * dv[p] < tmp[live[p]].s)
+                        pruned[live[p] - i0] = 1;
+                    else
+                        live[w++] = live[p];
+                }
+                nl = w;
+            }
+            checked = kept;
+            for (; pos < nb; pos++) { /* decide in order up to the next kept one */
+                int i = i0 + pos;
+                if (pruned[pos]) {
+                    if (nd < keep)
+                        dropped[nd++] = i;
+                    continue;
+                }
+                if (out_s)
+                    out_s[kept] = tmp[i].s;
+                kept_row[kept] = tmp[i].row;
+                out[kept++] = tmp[i].id;
+                nl--; /* i is live[0]: the first live candidate in order */
+                memmove(live, live + 1, (size_t)nl * sizeof *live);
+                pos++;
+                break;
+            }
         }
     }
-    for (int j = 0; j < nd && kept < fill; j++)
-        out[kept++] = dropped[j];
+    for (int j = 0; j < nd && kept < fill; j++) {
+        if (out_s)
+            out_s[kept] = tmp[dropped[j]].s;
+        out[kept++] = tmp[dropped[j]].id;
+    }
     return kept;
 }
 
@@ -183,16 +390,18 @@ int ann_prune_list(ann_prune_rule rule, float alpha, int keep, int fill, int d,
                    const float *owner, const float *F, const int32_t *ids, const int32_t *rows,
                    int m, ann_prune_cand *tmp, int32_t *work, int32_t *out)
 {
-    prune_src ps = {rule, d, F, NULL, NULL, NULL, 0, 0};
-    return prune_core(&ps, alpha, keep, fill, owner, ids, rows, m, tmp, work, out);
+    prune_src ps = {rule, d, F, NULL, NULL, NULL, 0, 0, -1};
+    return prune_core(&ps, alpha, keep, fill, owner, ids, rows, NULL, m, tmp, work, out, NULL);
 }
 
-/* Prunes candidate ids c (m) for owner u into outl (<= M), the build's rows being F by key id. */
-static int prune_list(const build_cfg *b, int32_t u, const int32_t *c, int m, ann_prune_cand *tmp,
-                      int32_t *work, int32_t *outl)
+/* Prunes candidate ids c (m) for owner u into outl (<= M) and their distances to u into outs,
+ * the build's rows being F by key id; dist (m): the candidates' distances to u, or NULL. */
+static int prune_list(const build_cfg *b, int32_t u, const int32_t *c, const float *dist, int m,
+                      ann_prune_cand *tmp, int32_t *work, int32_t *outl, float *outs)
 {
-    return ann_prune_list(b->rule, b->alpha, b->M, b->fill, b->d, b->F + (int64_t)u * b->d, b->F,
-                          c, c, m, tmp, work, outl);
+    prune_src ps = {b->rule, b->d, b->F, NULL, NULL, NULL, 0, 0, -1};
+    return prune_core(&ps, b->alpha, b->M, b->fill, b->F + (int64_t)u * b->d, c, c, dist, m, tmp,
+                      work, outl, outs);
 }
 
 /* Keys lo..hi-1 of gkeys whose best query is q: one work item of the projection. */
@@ -205,10 +414,51 @@ typedef struct {
     uint32_t *mark;       /* (n) dedupe epochs */
     int32_t *ids;         /* (cap) */
     ann_prune_cand *tmp;  /* (cap) */
-    int32_t *work;        /* (2M) kept rows and dropped ids of a prune */
+    int32_t *work;        /* (2M) kept rows and dropped candidates of a prune */
+    float *dist;          /* (cap) the candidates' distances to the owner, when known */
 } scratch;
 
 /* ---- Step 2: projection and reverse edges ------------------------------------------------- */
+
+/* A reverse edge: its source u in the high half (so integer order is source order) and the
+ * edge's distance in the low half. */
+static inline uint64_t rev_pack(int32_t u, float dist)
+{
+    uint32_t bits;
+    memcpy(&bits, &dist, sizeof bits);
+    return (uint64_t)(uint32_t)u << 32 | bits;
+}
+
+static inline float rev_dist(uint64_t e)
+{
+    uint32_t bits = (uint32_t)e;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorts one list of reverse edges by source: insertion for the usual short list, qsort for a
+ * hub's. */
+static void rev_sort(uint64_t *a, int n)
+{
+    if (n > 32) {
+        qsort(a, (size_t)n, sizeof *a, cmp_u64);
+        return;
+    }
+    for (int i = 1; i < n; i++) {
+        uint64_t x = a[i];
+        int j = i;
+        for (; j > 0 && a[j - 1] > x; j--)
+            a[j] = a[j - 1];
+        a[j] = x;
+    }
+}
 
 static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, int K,
                             const int32_t *owner, const int32_t *best_q, int32_t *out,
@@ -222,7 +472,9 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
     uint32_t *off = calloc((size_t)n + 1, sizeof *off);
     uint8_t *is_owner = calloc((size_t)n, 1), *touched = calloc((size_t)n, 1);
     int64_t *order = malloc((size_t)(nq > 0 ? nq : 1) * sizeof *order);
-    int32_t *cand = NULL, *rev = NULL, *gkeys = NULL;
+    int32_t *cand = NULL, *gkeys = NULL;
+    uint64_t *rev = NULL;  /* (roff[n]) reverse edges: source and distance (rev_pack) */
+    float *outd = NULL;    /* (n, S) the distance of each of out's edges */
     uint32_t *roff = NULL;
     int64_t *goff = NULL, *gfill = NULL;
     group_item *items = NULL;
@@ -237,41 +489,35 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
         order[i] = order[j];
         order[j] = t;
     }
-    for (int64_t q = 0; q < nq; q++) {
-        if (owner[q] >= 0)
-            is_owner[owner[q]] = 1;
+#pragma omp parallel for num_threads(nth) schedule(static)
+    for (int64_t q = 0; q < nq; q++)
         for (int j = 0; j < K; j++)
             if (L[q * K + j] >= 0)
+#pragma omp atomic write
                 touched[L[q * K + j]] = 1;
-    }
-    *n_untouched = 0;
+    int64_t untouched = 0;
+#pragma omp parallel for num_threads(nth) schedule(static) reduction(+ : untouched)
     for (int64_t u = 0; u < n; u++)
-        *n_untouched += !touched[u];
-    /* Owners: the union of their queries' lists. Counting pass, then the fill pass in the same
-     * order (the caps agree). */
-    for (int pass = 0; pass < 2; pass++) {
-        for (int64_t i = 0; i < nq; i++) {
-            int64_t q = order[i];
-            int32_t o = owner[q];
-            if (o < 0)
-                continue;
-            for (int j = 0; j < K; j++) {
-                int32_t v = L[q * K + j];
-                if (v < 0 || v == o || cnt[o] >= ANN_CAND_CAP)
-                    continue;
-                if (pass)
-                    cand[off[o] + cnt[o]] = v;
-                cnt[o]++;
-            }
+        untouched += !touched[u];
+    *n_untouched = untouched;
+    /* Owners: the union of their queries' lists, the queries taken in the seeded order (a hub's
+     * list is capped). Here each owner's queries are bucketed in that order (cand: off[o] ..
+     * off[o+1]); the lists themselves are read in the parallel loop below. */
+    for (int64_t q = 0; q < nq; q++)
+        if (owner[q] >= 0) {
+            is_owner[owner[q]] = 1;
+            cnt[owner[q]]++;
         }
-        if (pass == 0) {
-            for (int64_t u = 0; u < n; u++)
-                off[u + 1] = off[u] + cnt[u];
-            cand = malloc((size_t)(off[n] ? off[n] : 1) * sizeof *cand);
-            if (!cand)
-                goto nomem;
-            memset(cnt, 0, (size_t)n * sizeof *cnt);
-        }
+    for (int64_t u = 0; u < n; u++)
+        off[u + 1] = off[u] + cnt[u];
+    cand = malloc((size_t)(nq > 0 ? nq : 1) * sizeof *cand);
+    if (!cand)
+        goto nomem;
+    memset(cnt, 0, (size_t)n * sizeof *cnt);
+    for (int64_t i = 0; i < nq; i++) {
+        int32_t o = owner[order[i]];
+        if (o >= 0)
+            cand[off[o] + cnt[o]++] = (int32_t)order[i];
     }
     /* Every other key: its best query's list, grouped by that query, in work items of at most
      * ANN_GROUP_ITEM keys (a query can be the best of thousands of keys). */
@@ -302,15 +548,20 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
                                                         ? a + ANN_GROUP_ITEM
                                                         : goff[q + 1]};
 
+    /* Every kept edge's distance is kept with it: the reverse-edge merge re-prunes over the same
+     * pairs (d(u,v) is bit-identical to d(v,u)) and need not compute them again. */
+    outd = malloc((size_t)n * (size_t)b->S * sizeof *outd);
+    if (!outd)
+        goto nomem;
     int cache = K <= ANN_PAIR_CACHE_K;
 #pragma omp parallel num_threads(nth)
     {
         scratch s = {calloc((size_t)n, sizeof(uint32_t)), malloc(ANN_CAND_CAP * 4 + 4 * M),
                      malloc((ANN_CAND_CAP + (size_t)M) * sizeof(ann_prune_cand)),
-                     malloc(2 * (size_t)M * sizeof(int32_t))};
+                     malloc(2 * (size_t)M * sizeof(int32_t)), NULL};
         int32_t *rows = malloc((size_t)K * sizeof *rows);
         uint8_t *first = malloc((size_t)K);
-        prune_src ps = {b->rule, b->d, b->F, NULL, NULL, NULL, 0, K};
+        prune_src ps = {b->rule, b->d, b->F, NULL, NULL, NULL, 0, K, -1};
         if (cache) {
             ps.pd = malloc((size_t)K * (size_t)K * sizeof *ps.pd);
             ps.pd_ep = calloc((size_t)K * (size_t)K, sizeof *ps.pd_ep);
@@ -321,15 +572,22 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
         for (int64_t u = 0; u < n; u++) {
             if (!ok || !is_owner[u])
                 continue;
-            int m = 0;
-            for (uint32_t j = off[u]; j < off[u + 1]; j++) {
-                int32_t v = cand[j];
-                if (s.mark[v] != (uint32_t)u + 1) {
-                    s.mark[v] = (uint32_t)u + 1;
-                    s.ids[m++] = v;
+            int m = 0, raw = 0; /* the cap counts repeats, as a hub's appended lists would */
+            for (uint32_t t = off[u]; t < off[u + 1]; t++) {
+                const int32_t *l = L + (int64_t)cand[t] * K;
+                for (int j = 0; j < K && raw < ANN_CAND_CAP; j++) {
+                    int32_t v = l[j];
+                    if (v < 0 || v == (int32_t)u)
+                        continue;
+                    raw++;
+                    if (s.mark[v] != (uint32_t)u + 1) {
+                        s.mark[v] = (uint32_t)u + 1;
+                        s.ids[m++] = v;
+                    }
                 }
             }
-            outn[u] = prune_list(b, (int32_t)u, s.ids, m, s.tmp, s.work, out + u * b->S);
+            outn[u] = prune_list(b, (int32_t)u, s.ids, NULL, m, s.tmp, s.work, out + u * b->S,
+                                 outd + u * b->S);
         }
         /* Dedupe marks: epochs n + 1 + item, after the key epochs 1..n of the loop above. */
 #pragma omp for schedule(dynamic, 1)
@@ -353,7 +611,10 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
             for (int64_t a = gi->lo; a < gi->hi; a++) {
                 int32_t u = gkeys[a];
                 int m = 0, raw = 0;
+                ps.owner_row = -1;
                 for (int j = 0; j < K && raw < ANN_CAND_CAP; j++) {
+                    if (l[j] == u && first[j])
+                        ps.owner_row = j;
                     if (l[j] < 0 || l[j] == u)
                         continue;
                     raw++;
@@ -363,7 +624,8 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
                     }
                 }
                 outn[u] = prune_core(&ps, b->alpha, M, b->fill, b->F + (int64_t)u * b->d, s.ids,
-                                     rows, m, s.tmp, s.work, out + (int64_t)u * b->S);
+                                     rows, NULL, m, s.tmp, s.work, out + (int64_t)u * b->S,
+                                     outd + (int64_t)u * b->S);
             }
         }
         if (!ok)
@@ -386,8 +648,12 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
     roff = calloc((size_t)n + 1, sizeof *roff);
     if (!roff)
         goto nomem;
+    /* Filled in parallel, then each list sorted by source: the order a serial fill in key order
+     * gives, which the merge keeps (short lists are copied as they are, long ones capped). */
+#pragma omp parallel for num_threads(nth) schedule(static)
     for (int64_t u = 0; u < n; u++)
         for (int j = 0; j < outn[u]; j++)
+#pragma omp atomic update
             roff[out[u * b->S + j] + 1]++;
     for (int64_t u = 0; u < n; u++)
         roff[u + 1] += roff[u];
@@ -395,16 +661,25 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
     if (!rev)
         goto nomem;
     memcpy(cnt, roff, (size_t)n * sizeof *cnt);
+#pragma omp parallel for num_threads(nth) schedule(static)
     for (int64_t u = 0; u < n; u++)
-        for (int j = 0; j < outn[u]; j++)
-            rev[cnt[out[u * b->S + j]]++] = (int32_t)u;
+        for (int j = 0; j < outn[u]; j++) {
+            uint32_t at, *c = &cnt[out[u * b->S + j]];
+#pragma omp atomic capture
+            at = (*c)++;
+            rev[at] = rev_pack((int32_t)u, outd[u * b->S + j]);
+        }
+#pragma omp parallel for num_threads(nth) schedule(dynamic, 1024)
+    for (int64_t v = 0; v < n; v++)
+        rev_sort(rev + roff[v], (int)(roff[v + 1] - roff[v]));
 
 #pragma omp parallel num_threads(nth)
     {
         scratch s = {calloc((size_t)n, sizeof(uint32_t)), malloc(ANN_CAND_CAP * 4 + 4 * M),
                      malloc((ANN_CAND_CAP + (size_t)M) * sizeof(ann_prune_cand)),
-                     malloc(2 * (size_t)M * sizeof(int32_t))};
-        int ok = s.mark && s.ids && s.tmp && s.work;
+                     malloc(2 * (size_t)M * sizeof(int32_t)),
+                     malloc((ANN_CAND_CAP + (size_t)M) * sizeof(float))};
+        int ok = s.mark && s.ids && s.tmp && s.work && s.dist;
 #pragma omp for schedule(dynamic, 64)
         for (int64_t v = 0; v < n; v++) {
             if (!ok)
@@ -414,12 +689,14 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
             int32_t *ol = out + v * b->S;
             for (int j = 0; j < outn[v]; j++) {
                 s.mark[ol[j]] = ep;
+                s.dist[m] = outd[v * b->S + j];
                 s.ids[m++] = ol[j];
             }
             for (uint32_t j = roff[v]; j < roff[v + 1] && m < ANN_CAND_CAP + M; j++) {
-                int32_t u = rev[j];
+                int32_t u = (int32_t)(rev[j] >> 32);
                 if (s.mark[u] != ep && u != v) {
                     s.mark[u] = ep;
+                    s.dist[m] = rev_dist(rev[j]);
                     s.ids[m++] = u;
                 }
             }
@@ -427,7 +704,7 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
                 memcpy(ol, s.ids, (size_t)m * sizeof *ol);
                 outn[v] = m;
             } else {
-                outn[v] = prune_list(b, (int32_t)v, s.ids, m, s.tmp, s.work, ol);
+                outn[v] = prune_list(b, (int32_t)v, s.ids, s.dist, m, s.tmp, s.work, ol, NULL);
             }
             for (int j = outn[v]; j < b->S; j++)
                 ol[j] = -1;
@@ -439,6 +716,7 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
         free(s.ids);
         free(s.tmp);
         free(s.work);
+        free(s.dist);
     }
     if (rc != LOUPE_OK)
         goto nomem;
@@ -454,6 +732,7 @@ done:
     free(order);
     free(cand);
     free(rev);
+    free(outd);
     free(roff);
     free(goff);
     free(gfill);
@@ -480,27 +759,56 @@ static void bfs(const int32_t *out, const int *outn, int M, uint8_t *seen, int32
     }
 }
 
-/* seen[u] = 1 iff u is reachable from an entry point. */
+enum { ANN_BFS_PAR_MIN = 8192 }; /* frontiers smaller than this are expanded serially */
+
+/* seen[u] = 1 iff u is reachable from an entry point. Level by level, a large frontier expanded
+ * in parallel (a key is claimed by whichever thread flips its byte first): the reached set does
+ * not depend on the order, and this BFS is the repair's largest serial step at 128K keys. */
 static void reach_from_entries(const ann_index *ix, const int32_t *out, const int *outn, int M,
-                               uint8_t *seen, int32_t *queue)
+                               uint8_t *seen, int32_t *queue, int nth)
 {
-    int64_t qn = 0;
+    int64_t head = 0, tail = 0;
     memset(seen, 0, (size_t)ix->n);
     for (int i = 0; i < ix->n_entry; i++)
         if (!seen[ix->entry[i]]) {
             seen[ix->entry[i]] = 1;
-            queue[qn++] = ix->entry[i];
+            queue[tail++] = ix->entry[i];
         }
-    bfs(out, outn, M, seen, queue, qn);
+    while (head < tail) {
+        int64_t lo = head, hi = tail;
+        if (hi - lo < ANN_BFS_PAR_MIN || nth <= 1) { /* one level, serially */
+            for (int64_t h = lo; h < hi; h++)
+                for (int j = 0; j < outn[queue[h]]; j++) {
+                    int32_t v = out[(int64_t)queue[h] * M + j];
+                    if (!seen[v]) {
+                        seen[v] = 1;
+                        queue[tail++] = v;
+                    }
+                }
+        } else {
+#pragma omp parallel for num_threads(nth) schedule(dynamic, 256)
+            for (int64_t h = lo; h < hi; h++)
+                for (int j = 0; j < outn[queue[h]]; j++) {
+                    int32_t v = out[(int64_t)queue[h] * M + j];
+                    if (!__atomic_load_n(&seen[v], __ATOMIC_RELAXED) &&
+                        !__atomic_exchange_n(&seen[v], 1, __ATOMIC_RELAXED))
+                        queue[__atomic_fetch_add(&tail, 1, __ATOMIC_RELAXED)] = v;
+                }
+        }
+        head = hi;
+    }
 }
 
-/* Adds the edge r→u, into a free slot of r's list, else over r's last (weakest) edge. */
-static void link_edge(int32_t *out, int *outn, int S, int32_t r, int32_t u)
+/* Adds the edge r→u, into a free slot of r's list, else over r's last (weakest) edge; returns 1
+ * when an edge was overwritten (which may cut keys off). */
+static int link_edge(int32_t *out, int *outn, int S, int32_t r, int32_t u)
 {
-    if (outn[r] < S)
+    if (outn[r] < S) {
         out[(int64_t)r * S + outn[r]++] = u;
-    else
-        out[(int64_t)r * S + S - 1] = u;
+        return 0;
+    }
+    out[(int64_t)r * S + S - 1] = u;
+    return 1;
 }
 
 /* The source of a repair edge to unreached key u without a search: the first member of the exact
@@ -512,6 +820,26 @@ static int32_t list_source(const int32_t *l, int K, const uint8_t *seen, const i
     for (int j = 0; j < K; j++)
         if (l[j] >= 0 && seen[l[j]] && outn[l[j]] < S)
             return l[j];
+    return -1;
+}
+
+/* Failing that, an out-neighbour of those members (in list order, then edge order) that is
+ * reached and has a free slot: a search for that query scores the neighbours of its top keys as
+ * it expands them, so the edge is met about where a repair search would have put it, without
+ * the search (most of the repair's time when many keys share a full list). */
+static int32_t hop_source(const int32_t *l, int K, const uint8_t *seen, const int32_t *out,
+                          const int *outn, int S)
+{
+    for (int j = 0; j < K; j++) {
+        int32_t r = l[j];
+        if (r < 0 || !seen[r])
+            continue;
+        for (int e = 0; e < outn[r]; e++) {
+            int32_t w = out[(int64_t)r * S + e];
+            if (seen[w] && outn[w] < S)
+                return w;
+        }
+    }
     return -1;
 }
 
@@ -545,8 +873,12 @@ static loupe_status repair(ann_index *ix, const build_cfg *b, const float *Q, co
         tmp_off[u] = (uint32_t)(u * S);
     ix->adj_off = tmp_off;
     ix->adj = out;
-    for (int round = 0; round < 3; round++) {
-        reach_from_entries(ix, out, outn, S, seen, queue);
+    /* `seen` stays exact while edges are only added (each link is followed by a BFS from the
+     * linked key), so a fresh BFS is needed only after an overwrite. */
+    int cut = 1;
+    for (int round = 0; round < 3 && cut; round++) {
+        cut = 0;
+        reach_from_entries(ix, out, outn, S, seen, queue, nth);
         /* 1. Links from the best query's list, repeated while it makes progress (a key whose
          *    list was unreached may be reached through keys linked after it). */
         int64_t nleft = 0;
@@ -562,14 +894,15 @@ static loupe_status repair(ann_index *ix, const build_cfg *b, const float *Q, co
                 int32_t u = left[i];
                 if (seen[u])
                     continue;
-                int32_t r = best_q[u] >= 0 ? list_source(L + (int64_t)best_q[u] * K, K, seen,
-                                                         outn, S)
-                                           : -1;
+                const int32_t *l = best_q[u] >= 0 ? L + (int64_t)best_q[u] * K : NULL;
+                int32_t r = l ? list_source(l, K, seen, outn, S) : -1;
+                if (r < 0 && l)
+                    r = hop_source(l, K, seen, out, outn, S);
                 if (r < 0) {
                     left[keep++] = u;
                     continue;
                 }
-                link_edge(out, outn, S, r, u);
+                cut |= link_edge(out, outn, S, r, u);
                 (*n_repaired)++;
                 progress++;
                 seen[u] = 1;
@@ -633,7 +966,7 @@ static loupe_status repair(ann_index *ix, const build_cfg *b, const float *Q, co
                 else /* no free slot anywhere: overwrite the weakest edge of the best */
                     r = c[0] >= 0 ? c[0] : ix->entry[0];
             }
-            link_edge(out, outn, S, r, u);
+            cut |= link_edge(out, outn, S, r, u);
             (*n_repaired)++;
             seen[u] = 1;
             queue[0] = u;
@@ -641,7 +974,8 @@ static loupe_status repair(ann_index *ix, const build_cfg *b, const float *Q, co
         }
     }
     /* Final count (an overwritten edge may have cut something off again). */
-    reach_from_entries(ix, out, outn, S, seen, queue);
+    if (cut)
+        reach_from_entries(ix, out, outn, S, seen, queue, nth);
     *n_unreachable = 0;
     for (int64_t u = 0; u < n; u++)
         *n_unreachable += !seen[u];
@@ -661,7 +995,7 @@ done:
 /* Entry points: the key with the highest score for the mean build query, then the pivots of
  * random build queries (distinct). */
 static int choose_entries(const ann_index *ix, const float *Q, int64_t nq, const int32_t *L,
-                          int K, int want, uint64_t seed, int32_t *entry)
+                          int K, int want, uint64_t seed, int nth, int32_t *entry)
 {
     int d = ix->dim, ne = 0;
     float *mean = calloc((size_t)d, sizeof *mean);
@@ -670,13 +1004,25 @@ static int choose_entries(const ann_index *ix, const float *Q, int64_t nq, const
     for (int64_t q = 0; q < nq; q++)
         for (int c = 0; c < d; c++)
             mean[c] += Q[q * d + c] / (float)nq;
+    /* The scores in parallel; the best key is still the first one with the top score. */
     float bs = -INFINITY;
     int32_t best = 0;
-    for (int64_t u = 0; u < ix->n; u++) {
-        float s = ann_score(ix->keys, mean, u);
-        if (s > bs) {
-            bs = s;
-            best = (int32_t)u;
+#pragma omp parallel num_threads(nth)
+    {
+        float tbs = -INFINITY;
+        int32_t tbest = -1;
+#pragma omp for schedule(static) nowait
+        for (int64_t u = 0; u < ix->n; u++) {
+            float s = ann_score(ix->keys, mean, u);
+            if (s > tbs) {
+                tbs = s;
+                tbest = (int32_t)u;
+            }
+        }
+#pragma omp critical(ann_entry_best)
+        if (tbest >= 0 && (tbs > bs || (tbs == bs && tbest < best))) {
+            bs = tbs;
+            best = tbest;
         }
     }
     free(mean);
@@ -760,7 +1106,8 @@ loupe_status ann_graph_build(ann_index *ix, const float *queries, int64_t nq,
     int fill = opts->fill < 0 ? 0 : opts->fill > M ? M : opts->fill;
     int keygraph = queries == NULL;
     uint64_t rng = opts->seed ^ 0x9a9a9aull;
-    float *F = NULL, *Q = NULL, *scores = NULL;
+    const float *F = NULL, *Q = NULL;
+    float *Fown = NULL, *Qown = NULL, *scores = NULL;
     int32_t *L = NULL, *best_q = NULL, *owner = NULL, *out = NULL, *entry = NULL, *adj = NULL;
     int *outn = NULL;
     uint32_t *off = NULL;
@@ -771,12 +1118,19 @@ loupe_status ann_graph_build(ann_index *ix, const float *queries, int64_t nq,
                           "graph build: %lld keys × degree %d exceed 32-bit edge offsets",
                           (long long)n, M);
     }
-    F = malloc((size_t)n * (size_t)d * sizeof *F);
-    if (!F)
-        goto nomem;
+    /* Rows in f32: f32 keys stored densely are used in place (the runtime's case: no 64 MB copy
+     * and its page faults per 128K-key build); others are widened once. */
+    if (ix->keys->type == ANN_KEYS_F32 && ix->keys->stride == d) {
+        F = ix->keys->data;
+    } else {
+        Fown = malloc((size_t)n * (size_t)d * sizeof *Fown);
+        if (!Fown)
+            goto nomem;
 #pragma omp parallel for num_threads(nth) schedule(static)
-    for (int64_t u = 0; u < n; u++)
-        ann_keys_row(ix->keys, u, F + u * d);
+        for (int64_t u = 0; u < n; u++)
+            ann_keys_row(ix->keys, u, Fown + u * d);
+        F = Fown;
+    }
 
     /* Build queries: the given ones (graph) or the keys (keygraph), sampled without
      * replacement down to max_build_queries. */
@@ -785,8 +1139,7 @@ loupe_status ann_graph_build(ann_index *ix, const float *queries, int64_t nq,
                       ? opts->max_build_queries
                       : total;
     pick = malloc((size_t)total * sizeof *pick);
-    Q = malloc((size_t)use * (size_t)d * sizeof *Q);
-    if (!pick || !Q)
+    if (!pick)
         goto nomem;
     for (int64_t i = 0; i < total; i++)
         pick[i] = i;
@@ -796,8 +1149,16 @@ loupe_status ann_graph_build(ann_index *ix, const float *queries, int64_t nq,
             pick[i] = pick[j];
             pick[j] = t;
         }
-    for (int64_t i = 0; i < use; i++)
-        memcpy(Q + i * d, (keygraph ? F : queries) + pick[i] * d, (size_t)d * sizeof *Q);
+    if (use < total) { /* the sample, gathered; all of them are used in place */
+        Qown = malloc((size_t)use * (size_t)d * sizeof *Qown);
+        if (!Qown)
+            goto nomem;
+        for (int64_t i = 0; i < use; i++)
+            memcpy(Qown + i * d, (keygraph ? F : queries) + pick[i] * d, (size_t)d * sizeof *Qown);
+        Q = Qown;
+    } else {
+        Q = keygraph ? F : queries;
+    }
     ix->stats.n_build_queries = use;
 
     /* 1. kNN (the key graph asks for one more: a key is often its own best match). */
@@ -835,7 +1196,7 @@ loupe_status ann_graph_build(ann_index *ix, const float *queries, int64_t nq,
     off = malloc(((size_t)n + 1) * sizeof *off);
     if (!entry || !off)
         goto nomem;
-    ix->n_entry = choose_entries(ix, Q, use, L, Kq, want, opts->seed, entry);
+    ix->n_entry = choose_entries(ix, Q, use, L, Kq, want, opts->seed, nth, entry);
     if (ix->n_entry == 0)
         goto nomem;
     ix->entry = entry;
@@ -850,6 +1211,7 @@ loupe_status ann_graph_build(ann_index *ix, const float *queries, int64_t nq,
     adj = malloc((size_t)(off[n] ? off[n] : 1) * sizeof *adj);
     if (!adj)
         goto nomem;
+#pragma omp parallel for num_threads(nth) schedule(static)
     for (int64_t u = 0; u < n; u++)
         memcpy(adj + off[u], out + u * b.S, (size_t)outn[u] * sizeof *adj);
     ix->stats.n_edges = off[n];
@@ -877,8 +1239,8 @@ done:
         ix->entry = NULL;
         ix->n_entry = 0;
     }
-    free(F);
-    free(Q);
+    free(Fown);
+    free(Qown);
     free(scores);
     free(L);
     free(best_q);
