@@ -104,6 +104,17 @@ static void log_hook(void *user, uint32_t layer, uint32_t pos0, size_t B, const 
     memcpy(r->log + ((size_t)layer * r->log_max + slot) * r->nq, q, B * r->nq * sizeof *q);
 }
 
+/* The first failure recorded inside a parallel section (a search), handed to the caller once and
+ * cleared. */
+static loupe_status take_hook_failure(rt_retr *r, loupe_err *err)
+{
+    loupe_status st = r->hook_status;
+    if (st && err)
+        *err = r->hook_err;
+    r->hook_status = LOUPE_OK;
+    return st;
+}
+
 static ann_index *index_of(const rt_retr *r, uint32_t il, uint32_t h)
 {
     return r->index[(size_t)il * r->n_index + h / r->heads_per_index];
@@ -247,14 +258,7 @@ loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const fl
                      out + (size_t)h * hd, &lse[h]);
     }
     account(r, il, 1, now_s() - t0);
-    if (r->hook_status) {
-        loupe_status st = r->hook_status;
-        if (err)
-            *err = r->hook_err;
-        r->hook_status = LOUPE_OK;
-        return st;
-    }
-    return LOUPE_OK;
+    return take_hook_failure(r, err);
 }
 
 uint32_t rt_retr_host_end(const rt_retr *r) { return r->host_end; }
@@ -550,13 +554,9 @@ loupe_status rt_retr_seal(rt_retr *r, loupe_err *err)
 
 loupe_status rt_retr_settle(rt_retr *r, loupe_err *err)
 {
-    if (r->hook_status) {
-        loupe_status st = r->hook_status;
-        if (err)
-            *err = r->hook_err;
-        r->hook_status = LOUPE_OK;
-        return st;
-    }
+    loupe_status failed = take_hook_failure(r, err);
+    if (failed)
+        return failed;
     uint32_t n = r->c->n_past, tail = n - r->host_end;
     if (tail <= r->p.static_max)
         return LOUPE_OK;

@@ -157,4 +157,14 @@ static inline bool rt_cuda_direct(rt_type t, rt_cuda_dtype act)
  * cleared here). Returns st. */
 loupe_status rt_cuda_op_fail(loupe_err *err, loupe_status st, const char *op);
 
+/* Bytes of one element of the engine's activations / KV cache. */
+static inline size_t rt_cuda_act_bytes(rt_cuda_dtype t) { return t == RT_CUDA_BF16 ? 2 : 4; }
+
+/* A CUDA runtime call's result as a status (LOUPE_ERR_GPU on any error; rt_cuda_op_fail then
+ * reads the error itself). */
+static inline loupe_status rt_cuda_status(cudaError_t ce)
+{
+    return ce == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU;
+}
+
 #endif /* LOUPE_CUDA_ENGINE_CUH */

@@ -49,13 +49,11 @@
 
 namespace {
 
-size_t act_size(rt_cuda_dtype t) { return t == RT_CUDA_BF16 ? 2 : 4; }
-
 /* One layer's K or V cache: (n_head_kv, kv_slots, head_dim). */
 void *cache_layer(const rt_cuda_engine *e, void *cache, uint32_t il)
 {
     const rt_hparams *hp = &e->m->hp;
-    const size_t per = (size_t)hp->n_head_kv * e->kv_slots * hp->head_dim * act_size(e->act);
+    const size_t per = (size_t)hp->n_head_kv * e->kv_slots * hp->head_dim * rt_cuda_act_bytes(e->act);
     return static_cast<uint8_t *>(cache) + (size_t)il * per;
 }
 
@@ -184,7 +182,7 @@ double now_s()
 
 bool cuda_ok(step &ok, const char *op, cudaError_t ce)
 {
-    return ok(op, ce == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU);
+    return ok(op, rt_cuda_status(ce));
 }
 
 /* Co-execution, first half (after RoPE): the token's q, k, v to pinned host memory, then an
@@ -316,10 +314,10 @@ bool densify(rt_cuda_engine *e, const rt_cuda_mat &m, size_t *off, dense_mat *ou
 {
     if (rt_cuda_direct(m.type, e->act)) {
         out->w = m.data;
-        out->ld = m.pitch / act_size(e->act);
+        out->ld = m.pitch / rt_cuda_act_bytes(e->act);
         return true;
     }
-    void *dst = static_cast<uint8_t *>(e->dense) + *off * act_size(e->act);
+    void *dst = static_cast<uint8_t *>(e->dense) + *off * rt_cuda_act_bytes(e->act);
     *off += (size_t)m.n_in * m.n_out;
     out->w = dst;
     out->ld = m.n_in;
@@ -459,7 +457,7 @@ bool segment_logits(rt_cuda_engine *e, uint32_t S, float *out, step &ok)
         for (uint32_t r0 = 0; r0 < V; r0 += slab) {
             const uint32_t R = V - r0 < slab ? V - r0 : slab;
             const void *w = W.data + (size_t)r0 * W.pitch;
-            size_t ld = W.pitch / act_size(e->act);
+            size_t ld = W.pitch / rt_cuda_act_bytes(e->act);
             if (!direct) {
                 if (!ok("dequantise", rt_cuda_dequant(W.type, w, W.pitch, nullptr, R, E, e->act,
                                                       e->dense, E, e->stream)))

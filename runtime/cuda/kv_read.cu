@@ -56,8 +56,6 @@ extern "C" loupe_status rt_cuda_kv_to_f32(const void *src, size_t head_pitch, ui
 
 namespace {
 
-loupe_status cuda_st(cudaError_t ce) { return ce == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU; }
-
 /* The borrowed device staging buffer (see the file comment) and its size in floats. Between
  * the layers of a retrieval-layout prefill the residual stream x is live: only hb is free. */
 float *staging(const rt_cuda_engine *e, size_t *floats)
@@ -83,7 +81,7 @@ loupe_status read_one(rt_cuda_engine *e, const void *layer_base, size_t head_pit
         *op = "K/V copy";
         const float *base = static_cast<const float *>(layer_base) + e0;
         for (uint32_t h = 0; h < H && !st; h++)
-            st = cuda_st(cudaMemcpyAsync(out + h * out_pitch, base + h * head_pitch,
+            st = rt_cuda_status(cudaMemcpyAsync(out + h * out_pitch, base + h * head_pitch,
                                          L * sizeof(float), cudaMemcpyDeviceToHost, s));
         return st;
     }
@@ -102,7 +100,7 @@ loupe_status read_one(rt_cuda_engine *e, const void *layer_base, size_t head_pit
                                    RT_CUDA_BF16, buf, s);
             *op = "K/V copy";
             for (uint32_t i = 0; i < nh && !st; i++)
-                st = cuda_st(cudaMemcpyAsync(out + (h0 + i) * out_pitch + j0, buf + i * len,
+                st = rt_cuda_status(cudaMemcpyAsync(out + (h0 + i) * out_pitch + j0, buf + i * len,
                                              len * sizeof(float), cudaMemcpyDeviceToHost, s));
         }
     }
@@ -150,7 +148,7 @@ extern "C" loupe_status rt_cuda_kv_read(rt_cuda_engine *e, uint32_t layer, uint3
                       p0 * hd, n * hd, v_out + off * hd, ld * hd, &op);
     if (!st) {
         op = "synchronize";
-        st = cuda_st(cudaStreamSynchronize(e->stream));
+        st = rt_cuda_status(cudaStreamSynchronize(e->stream));
     }
     return st ? rt_cuda_op_fail(err, st, op) : LOUPE_OK;
 }

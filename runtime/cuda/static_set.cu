@@ -13,10 +13,6 @@
 
 namespace {
 
-size_t elem_bytes(const rt_cuda_engine *e) { return e->act == RT_CUDA_BF16 ? 2 : 4; }
-
-loupe_status cuda_st(cudaError_t ce) { return ce == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU; }
-
 /* Slots [dst, dst + count) ← positions/slots [src, src + count) of `rows` rows: destination rows
  * dst_pitch bytes apart, source rows src_pitch apart (both in row-element units of one slot). */
 loupe_status copy_runs(rt_cuda_engine *e, void *dst_base, size_t dst_pitch, const void *src_base,
@@ -24,8 +20,8 @@ loupe_status copy_runs(rt_cuda_engine *e, void *dst_base, size_t dst_pitch, cons
 {
     if (count == 0)
         return LOUPE_OK;
-    const size_t slot = (size_t)e->m->hp.head_dim * elem_bytes(e);
-    return cuda_st(cudaMemcpy2DAsync(static_cast<uint8_t *>(dst_base) + dst * slot, dst_pitch,
+    const size_t slot = (size_t)e->m->hp.head_dim * rt_cuda_act_bytes(e->act);
+    return rt_cuda_status(cudaMemcpy2DAsync(static_cast<uint8_t *>(dst_base) + dst * slot, dst_pitch,
                                      static_cast<const uint8_t *>(src_base) + src * slot,
                                      src_pitch, (size_t)count * slot, rows,
                                      cudaMemcpyDeviceToDevice, e->stream));
@@ -36,7 +32,7 @@ loupe_status copy_runs(rt_cuda_engine *e, void *dst_base, size_t dst_pitch, cons
 loupe_status rt_cuda_static_fill(rt_cuda_engine *e, uint32_t il, uint32_t n, const char **op)
 {
     const rt_hparams *hp = &e->m->hp;
-    const size_t slot = (size_t)hp->head_dim * elem_bytes(e);
+    const size_t slot = (size_t)hp->head_dim * rt_cuda_act_bytes(e->act);
     const size_t src_pitch = (size_t)e->p.n_ctx * slot, dst_pitch = (size_t)e->kv_slots * slot;
     const size_t layer = (size_t)hp->n_head_kv * dst_pitch;
     const uint32_t tail = n - e->host_end;
@@ -68,7 +64,7 @@ extern "C" loupe_status rt_cuda_static_drop(rt_cuda_engine *e, uint32_t n, loupe
     if (n == 0)
         return LOUPE_OK;
     const rt_hparams *hp = &e->m->hp;
-    const size_t pitch = (size_t)e->kv_slots * hp->head_dim * elem_bytes(e);
+    const size_t pitch = (size_t)e->kv_slots * hp->head_dim * rt_cuda_act_bytes(e->act);
     const size_t rows = (size_t)hp->n_layer * hp->n_head_kv;
     const uint32_t keep = tail - n, base = e->sinks_kept;
     /* Shift slots [base + n, n_static) down by n, in pieces of at most n slots so that no piece
@@ -82,7 +78,7 @@ extern "C" loupe_status rt_cuda_static_drop(rt_cuda_engine *e, uint32_t n, loupe
                            rows);
     }
     if (!st)
-        st = cuda_st(cudaStreamSynchronize(e->stream));
+        st = rt_cuda_status(cudaStreamSynchronize(e->stream));
     if (st)
         return rt_cuda_op_fail(err, st, "static set shift");
     e->n_static -= n;
