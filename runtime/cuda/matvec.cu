@@ -40,7 +40,11 @@
 namespace rtc {
 namespace {
 
-constexpr int MV_THREADS = 256, MV_WARPS = MV_THREADS / WARP;
+constexpr int MV_THREADS = 256;
+/* Q8_0 rows of 4096 are 256 16-byte pieces: with 128 threads each takes 2 per row (U below)
+ * instead of 1, and the smaller block fits 5 per SM instead of 2 (96 registers): ~2.5× the bytes
+ * in flight per SM. */
+constexpr int Q8_THREADS = 128;
 constexpr int MV_ROWS = 4;   /* row slots per block */
 constexpr int MV_STAGES = 3; /* segments in flight per block (quantised types) */
 
@@ -105,10 +109,12 @@ __device__ __forceinline__ slot slot_of(const mv_params &p, int i)
 __device__ __forceinline__ float silu_mul(float g, float u) { return g / (1.0f + expf(-g)) * u; }
 
 /* Sums every thread's acc[i] per slot and its ss (warp shuffles, then warps in order), applies
- * the RMSNorm scale when there is one and stores. */
+ * the RMSNorm scale when there is one and stores. THREADS: the block's size. */
+template <int THREADS = MV_THREADS>
 __device__ __forceinline__ void mv_finish(const mv_params &p, const slot (&s)[MV_ROWS],
                                           float (&acc)[MV_ROWS], float ss)
 {
+    constexpr int MV_WARPS = THREADS / WARP;
     __shared__ float red[MV_WARPS][MV_ROWS + 1];
     __shared__ float tot[MV_ROWS + 1];
     const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
@@ -440,7 +446,7 @@ __device__ __forceinline__ uint32_t ld_scale(const uint8_t *p)
 /* Like mv_float_kernel: piece c (16 quants, half of block c/2) of every slot's row per thread,
  * U pieces in flight, each warp-wide load 512 contiguous bytes; the quants become floats
  * exactly through byte_f, and the block scale multiplies the piece's partial sum. */
-__global__ void __launch_bounds__(MV_THREADS) mv_q8_kernel(mv_params p)
+__global__ void __launch_bounds__(Q8_THREADS, 5) mv_q8_kernel(mv_params p)
 {
     constexpr int EPP = 16, U = 2;
     slot s[MV_ROWS];
@@ -449,12 +455,12 @@ __global__ void __launch_bounds__(MV_THREADS) mv_q8_kernel(mv_params p)
         s[i] = slot_of(p, i);
     float acc[MV_ROWS] = {}, ss = 0.0f;
     const uint32_t n_piece = p.n_in / EPP, sc_off = p.n_in; /* scales after n_in quant bytes */
-    for (uint32_t c0 = threadIdx.x; c0 < n_piece; c0 += U * MV_THREADS) {
+    for (uint32_t c0 = threadIdx.x; c0 < n_piece; c0 += U * Q8_THREADS) {
         uint4 w[U][MV_ROWS];
         uint32_t d[U][MV_ROWS];
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            const uint32_t c = c0 + u * MV_THREADS;
+            const uint32_t c = c0 + u * Q8_THREADS;
 #pragma unroll
             for (int i = 0; i < MV_ROWS; i++) {
                 w[u][i] = c < n_piece ? ld_stream(s[i].row + 16 * (size_t)c)
@@ -464,7 +470,7 @@ __global__ void __launch_bounds__(MV_THREADS) mv_q8_kernel(mv_params p)
         }
 #pragma unroll
         for (int u = 0; u < U; u++) {
-            const uint32_t c = c0 + u * MV_THREADS;
+            const uint32_t c = c0 + u * Q8_THREADS;
             if (c < n_piece) {
                 float xs[EPP];
                 load_x(p, (size_t)c * EPP, xs, ss);
@@ -482,7 +488,7 @@ __global__ void __launch_bounds__(MV_THREADS) mv_q8_kernel(mv_params p)
             }
         }
     }
-    mv_finish(p, s, acc, ss);
+    mv_finish<Q8_THREADS>(p, s, acc, ss);
 }
 
 /* ==== Launch =============================================================================== */
@@ -495,7 +501,7 @@ struct mv_launch {
     template <int T> void run() const
     {
         if constexpr (T == RT_TYPE_Q8_0)
-            mv_q8_kernel<<<blocks, MV_THREADS, 0, stream>>>(p);
+            mv_q8_kernel<<<blocks, Q8_THREADS, 0, stream>>>(p);
         else if constexpr (T == RT_TYPE_Q4_K || T == RT_TYPE_Q6_K)
             mv_quant_kernel<T><<<blocks, MV_THREADS, 0, stream>>>(p);
         else
