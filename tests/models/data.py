@@ -12,6 +12,11 @@ Tasks (the first question template of each is the canonical one used for evaluat
              Q "What is the value for the key {key}?"  A the value.
   whichfile  Python sources; Q "Which file defines {name}?" (a top-level def/class found in
              exactly one document) A the document's path.
+  kvl        kv exactly as loupe's own case generator lays it out (app/niah_cases.c, what
+             `loupe bench niah` scores): the table is the context's only document, no <tree>,
+             nothing after its last line; the first pair asked is the line at a chosen depth of
+             the context (often 0.6..1, often the very last line, right before the question).
+             Fine-tuning only (share 0 in TRAIN_MIX, which keeps the original batches).
 Retrieval samples may carry further question/answer turns over the same context.
 
 Every sample is one row of T+1 token ids: ids[:-1] are the inputs, ids[1:] the targets, with two
@@ -48,8 +53,10 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
     "{% endif %}")
 
-TASKS = ("lm", "passkey", "needles", "kv", "whichfile")
-TRAIN_MIX = (0.22, 0.16, 0.16, 0.30, 0.16)
+# A new task goes at the end with share 0 in TRAIN_MIX: numpy's choice() then draws the same
+# tasks as before, so the original run's batches stay reproducible.
+TASKS = ("lm", "passkey", "needles", "kv", "whichfile", "kvl")
+TRAIN_MIX = (0.22, 0.16, 0.16, 0.30, 0.16, 0.0)
 
 PASSKEY_NEEDLES = ["The pass key is {k}. Remember it.",
                    "The pass key is {k}. Remember it. {k} is the pass key."]
@@ -446,6 +453,85 @@ def gen_kv(corp, rng, T, held_out, canonical=False, nturn=None, _retry=0):
     return finish(corp, T, ctx, turns), pairs[ask[0]]
 
 
+def kvl_depth(rng):
+    """Depth of the first pair asked in a training kvl row. loupe scores depths 0, 0.25, 0.5,
+    0.75 and 1, and its misses sit at 0.75..1 (the pair close to the question), which gen_kv's
+    uniform pick over pairs, with filler often after the table, rarely shows: so the table's end
+    is drawn most, its very last line in 15% of rows."""
+    u = rng.random()
+    if u < 0.15:
+        return 1.0
+    if u < 0.20:
+        return 0.0
+    if u < 0.60:
+        return float(rng.uniform(0.6, 1.0))
+    return float(rng.random())
+
+
+def kv_lines(corp, rng, n_tokens):
+    """Distinct-key "{key}: {value}" lines (as token arrays) of at least n_tokens in all, and
+    their pairs."""
+    pairs, encs, seen, total = [], [], set(), 0
+    while total < n_tokens:
+        batch = []
+        for _ in range(max(8, (n_tokens - total) // 9 + 8)):
+            k = hexid(rng)
+            if k not in seen:
+                seen.add(k)
+                batch.append((k, hexid(rng)))
+        for e in corp.tok.encode_batch(["%s: %s\n" % p for p in batch]):
+            encs.append(np.array(e, dtype=np.int32))
+            total += len(e)
+        pairs += batch
+    return pairs, encs
+
+
+def gen_kv_loupe(corp, rng, T, held_out, depth=None, nturn=None):
+    """The kv case in loupe's layout (app/niah_cases.c build_once): one document
+    data/{word}.txt of key/value lines filling the context, no <tree>, no other document, the
+    first question canonical and about the line at `depth` of the context (the last line
+    boundary at or before depth x context tokens, as loupe's boundary_at). With `depth` given
+    (evaluation) the row is one turn and leaves loupe's answer room; training rows draw the
+    depth, 1..8 turns (half of them one) and 0..63 unused tokens at the end.
+    Returns (row, (key, value) asked first)."""
+    evaluating = depth is not None
+    if depth is None:
+        depth = kvl_depth(rng)
+    nturn = nturn or (1 if evaluating or rng.random() < 0.5 else int(rng.integers(2, 9)))
+    extra_u = rng.random(nturn - 1)
+    extra_alt = rng.random(nturn - 1) < 0.3
+    # loupe's prompt is the length less ANSWER_ROOM (32) less its estimates' margin.
+    slack = 40 if evaluating else int(rng.integers(0, 64))
+    path = "data/%s.txt" % corp.words[int(rng.integers(len(corp.words)))]
+    head = np.concatenate([corp.enc("<context>\n<sources>\n%s\n</sources>\n" % path),
+                           corp.enc('<document path="%s">\n' % esc_attr(path))])
+    fixed = len(user_prefix(corp)) + len(head) + len(corp.close_doc) + slack
+    room = T + 1 - fixed - 40 * nturn
+    pairs, encs = kv_lines(corp, rng, max(room, 64))
+    cum = np.cumsum([len(e) for e in encs])
+    m = max(2, int(np.searchsorted(cum, room, side="right")))
+    for _ in range(8):
+        ctx_len = len(head) + int(cum[m - 1]) + len(corp.close_doc)
+        starts = len(head) + np.concatenate([[0], cum[:m - 1]])
+        first = max(0, int(np.searchsorted(starts, depth * ctx_len, side="right")) - 1)
+        asked = [first]
+        for u in extra_u:
+            j = min(m - 1, int(u * m))
+            if j not in asked:
+                asked.append(j)
+        turns = []
+        for n, a in enumerate(asked):
+            q = KV_QS[1] if n > 0 and extra_alt[n - 1] else KV_QS[0]
+            turns.append(turn_tokens(corp, n == 0, q.format(k=pairs[a][0]), pairs[a][1]))
+        over = fixed + int(cum[m - 1]) + sum(len(t) for t, _ in turns) - (T + 1)
+        if over <= 0 or m <= 2:
+            break
+        # The turns took more than their estimate: drop lines from the end, ask again.
+        m = max(2, int(np.searchsorted(cum, cum[m - 1] - over, side="right")))
+    ctx = np.concatenate([head] + encs[:m] + [corp.close_doc])
+    return finish(corp, T, ctx, turns), pairs[first]
+
+
 def gen_whichfile(corp, rng, T, held_out):
     budget = T + 1 - 10 - 160
     ctx, regions, docs = make_context(corp, rng, budget, [], held_out,
@@ -485,6 +571,8 @@ def gen_sample(corp, rng, T, held_out, task):
         return gen_needles(corp, rng, T, held_out)
     if task == "kv":
         return gen_kv(corp, rng, T, held_out)[0]
+    if task == "kvl":
+        return gen_kv_loupe(corp, rng, T, held_out)[0]
     return gen_whichfile(corp, rng, T, held_out)
 
 

@@ -5,6 +5,12 @@ decoding under full attention, and measures how sparse the attention is at long 
   python3 tests/models/eval.py --gguf tests/models/loupe-tiny.gguf --cache .cache/model-train \
       --lengths 4096,8192,16384,32768 --cases 100 --out eval.json
 
+Tasks: passkey and kv (data.py's canonical cases), kvl (data.gen_kv_loupe: key/value lookup in
+loupe's own case layout, the cases spread over --kvl-depths in equal blocks as `loupe bench niah`
+spreads them, scored per depth too). --cells "kvl@16384:100,kv@16384:50,..." picks cells and
+their order instead of tasks x lengths; --deadline stops starting cases after that many seconds
+(the cells cut short say how many cases they ran).
+
 Invariants: the weights evaluated are the ones in the GGUF (dequantised), not the training
 checkpoint; cases come from data.py with held_out=True (held-out documents only) and their own
 seed space (EVAL_SEED), so none of them was trained on. A case is correct when the generated text
@@ -133,14 +139,27 @@ def prompt_of(ids, ans):
     return ids[:j + 1].tolist()
 
 
-def eval_cell(model, corp, task, T, n, dev, amp):
+SEED_TAG = {"passkey": 0, "kv": 1, "kvl": 2}
+
+
+def eval_cell(model, corp, task, T, n, dev, amp, depths=(), deadline=None):
+    """(accuracy, misses, cases run, {depth: accuracy} for kvl)."""
     ok = 0
     misses = []
+    per_depth = {}
+    done = 0
     for i in range(n):
-        rng = np.random.default_rng([EVAL_SEED, 0 if task == "passkey" else 1, T, i])
+        if deadline is not None and time.time() > deadline:
+            break
+        rng = np.random.default_rng([EVAL_SEED, SEED_TAG[task], T, i])
+        depth = None
         if task == "passkey":
             (ids, ans, _), answer = data.gen_passkey(corp, rng, T, True, canonical=True,
                                                      depth=(i + 0.5) / n)
+        elif task == "kvl":
+            depth = depths[i * len(depths) // n]
+            (ids, ans, _), pair = data.gen_kv_loupe(corp, rng, T, True, depth=depth)
+            answer = pair[1]
         else:
             (ids, ans, _), pair = data.gen_kv(corp, rng, T, True, canonical=True)
             answer = pair[1]
@@ -148,11 +167,32 @@ def eval_cell(model, corp, task, T, n, dev, amp):
         with amp:
             gen = generate(model, prompt, 12, dev)
         text = corp.tok.decode([t for t in gen if t != data.EOT]).strip()
-        if text == answer:
-            ok += 1
-        elif len(misses) < 3:
-            misses.append((answer, text))
-    return ok / n, misses
+        done += 1
+        hit = text == answer
+        ok += hit
+        if depth is not None:
+            d = per_depth.setdefault(depth, [0, 0])
+            d[0] += hit
+            d[1] += 1
+        if not hit and len(misses) < 3:
+            misses.append((answer, text) if depth is None else (depth, answer, text))
+    return (ok / max(1, done), misses, done,
+            {"%g" % k: round(v[0] / v[1], 4) for k, v in sorted(per_depth.items())})
+
+
+def parse_cells(args):
+    """[(task, T, cases)] from --cells, else tasks x lengths with --cases each."""
+    if not args.cells:
+        return [(t, int(T), args.cases) for t in args.tasks.split(",")
+                for T in args.lengths.split(",")]
+    out = []
+    for c in args.cells.split(","):
+        task, rest = c.split("@")
+        T, _, n = rest.partition(":")
+        if task not in SEED_TAG:
+            raise SystemExit("--cells: unknown task %r" % task)
+        out.append((task, int(T), int(n) if n else args.cases))
+    return out
 
 
 @torch.no_grad()
@@ -213,6 +253,11 @@ def main():
     ap.add_argument("--lengths", default="4096,8192,16384,32768")
     ap.add_argument("--tasks", default="passkey,kv")
     ap.add_argument("--cases", type=int, default=100)
+    ap.add_argument("--cells", default="", help="task@T[:cases],... in this order (overrides "
+                    "--tasks/--lengths)")
+    ap.add_argument("--kvl-depths", default="0,0.25,0.5,0.75,1")
+    ap.add_argument("--deadline", type=float, default=0, help="seconds from start after which "
+                    "no case starts (0: none)")
     ap.add_argument("--sparsity-len", type=int, default=16384)
     ap.add_argument("--sparsity-samples", type=int, default=4)
     ap.add_argument("--sparsity-queries", type=int, default=512)
@@ -253,15 +298,25 @@ def main():
 
     amp = torch.autocast(device_type=dev, dtype=torch.bfloat16, enabled=(dev == "cuda"))
     # 2. Accuracy per task and length.
-    acc = {}
-    for task in args.tasks.split(","):
-        for T in [int(x) for x in args.lengths.split(",")]:
-            t1 = time.time()
-            a, misses = eval_cell(model, corp, task, T, args.cases, dev, amp)
-            acc["%s@%d" % (task, T)] = a
-            print("acc %-8s T=%6d: %.3f  (%.1fs) misses %s" % (task, T, a, time.time() - t1,
-                                                               misses), flush=True)
+    acc, cases, by_depth = {}, {}, {}
+    deadline = t0 + args.deadline if args.deadline > 0 else None
+    depths = [float(x) for x in args.kvl_depths.split(",")]
+    for task, T, n in parse_cells(args):
+        t1 = time.time()
+        a, misses, done, pd = eval_cell(model, corp, task, T, n, dev, amp, depths, deadline)
+        if done == 0:
+            print("acc %-8s T=%6d: skipped (deadline)" % (task, T), flush=True)
+            continue
+        key = "%s@%d" % (task, T)
+        acc[key], cases[key] = a, done
+        if pd:
+            by_depth[key] = pd
+        print("acc %-8s T=%6d: %.3f  (%d cases%s, %.1fs)%s misses %s" % (
+            task, T, a, done, "" if done == n else " of %d: deadline" % n, time.time() - t1,
+            " by depth %s" % pd if pd else "", misses), flush=True)
     report["accuracy"] = acc
+    report["cases"] = cases
+    report["kvl_by_depth"] = by_depth
     # 3. Sparsity at long context.
     if args.sparsity_len:
         t1 = time.time()

@@ -331,11 +331,15 @@ def main():
     ap.add_argument("--tokenizer", default="")
     ap.add_argument("--type", default="f16", choices=sorted(TYPE_NAMES))
     ap.add_argument("--out", required=True)
+    ap.add_argument("--base-steps", type=int, default=0, help="steps of the model a fine-tune "
+                    "started from: loupe.train.steps counts them too, loupe.finetune.steps not")
     args = ap.parse_args()
     import torch
     ck = torch.load(args.ckpt, map_location="cpu")
     state = {k: v.float().numpy() for k, v in ck["model"].items()}
-    extra = [("loupe.train.steps", U32, int(ck["step"]))]
+    extra = [("loupe.train.steps", U32, args.base_steps + int(ck["step"]))]
+    if args.base_steps:
+        extra.append(("loupe.finetune.steps", U32, int(ck["step"])))
     n = export(state, ck["config"], args.tokenizer, TYPE_NAMES[args.type], args.out,
                extra_kv=extra)
     print("wrote %s: %.2f MB (%s, step %d)" % (args.out, n / 1e6, args.type, ck["step"]))

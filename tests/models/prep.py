@@ -180,6 +180,9 @@ def main():
                     texts.append(files[i][1])
                     nb += len(files[i][1])
             train_tokenizer(texts, args.vocab, tok_path, log)
+        else:
+            # Fine-tuning puts the released model's tokenizer here (from_gguf.py): keep it.
+            log("tokenizer: using the existing %s" % tok_path)
         tok = data.HFTok(tok_path)
 
     texts = [f[1] for f in files]

@@ -5,7 +5,12 @@ stops by itself before a wall-clock limit so that one device command never overr
 
 Resumes from <cache>/ckpt.pt when present (model, optimizer, step); a checkpoint without an
 optimizer state (weights brought back from an earlier machine) resumes with a short re-warmup.
-Each run appends a line (steps, tokens, seconds) to <cache>/runs.jsonl.
+Each run appends a line (steps, tokens, seconds, last losses) to <cache>/runs.jsonl.
+
+Fine-tuning (run_on_device.sh finetune): --init CKPT starts from CKPT's weights at step 0 with a
+fresh optimizer when the cache has no ckpt.pt yet, under a schedule of its own (--lr, --warmup,
+--min-lr-frac, --steps), lengths (--phases) and task mix (--mix, data.TASKS shares); use another
+--seed than the original run's so that its batches are new ones.
 
 Invariants: the batch of step s is a pure function of (seed, s, T(s)), made by DataLoader workers
 that each own the steps s ≡ start + w (mod workers), so a resumed run sees exactly the batches an
@@ -48,6 +53,19 @@ def seq_len(step, total, phases):
     return phases[-1][1]
 
 
+def parse_mix(s):
+    """"lm=0.12,kv=0.3,..." -> shares in data.TASKS order (tasks not named get 0)."""
+    shares = dict.fromkeys(data.TASKS, 0.0)
+    for part in s.split(","):
+        name, v = part.split("=")
+        if name not in shares:
+            raise SystemExit("--mix: unknown task %r (tasks: %s)" % (name, ", ".join(data.TASKS)))
+        shares[name] = float(v)
+    if sum(shares.values()) <= 0:
+        raise SystemExit("--mix: shares sum to 0")
+    return tuple(shares[t] for t in data.TASKS)
+
+
 def lr_at(step, total, peak, warmup, floor=0.1, rewarm_from=None):
     w = warmup
     if rewarm_from is not None and step - rewarm_from < 50:
@@ -61,9 +79,10 @@ def lr_at(step, total, peak, warmup, floor=0.1, rewarm_from=None):
 
 
 class Batches(torch.utils.data.IterableDataset):
-    def __init__(self, cache, seed, start, total, tokens_per_step, phases, workers):
+    def __init__(self, cache, seed, start, total, tokens_per_step, phases, workers, mix):
         self.cache, self.seed, self.start, self.total = cache, seed, start, total
         self.tps, self.phases, self.workers = tokens_per_step, phases, max(1, workers)
+        self.mix = mix
         self.corp = None
 
     def __iter__(self):
@@ -76,7 +95,7 @@ class Batches(torch.utils.data.IterableDataset):
             if (s - self.start) % self.workers == w:
                 T = seq_len(s, self.total, self.phases)
                 rows = max(1, self.tps // T)
-                ids, ans, lm = data.make_batch(self.corp, self.seed, s, T, rows)
+                ids, ans, lm = data.make_batch(self.corp, self.seed, s, T, rows, mix=self.mix)
                 yield s, torch.from_numpy(ids), torch.from_numpy(ans), torch.from_numpy(lm)
             s += 1
 
@@ -133,6 +152,11 @@ def main():
     ap.add_argument("--phases", default=DEFAULT_PHASES)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--warmup", type=int, default=150)
+    ap.add_argument("--min-lr-frac", type=float, default=0.1, help="cosine floor / peak")
+    ap.add_argument("--mix", default="", help="task shares, e.g. lm=0.2,kv=0.5,... "
+                    "(default data.TRAIN_MIX)")
+    ap.add_argument("--init", default="", help="weights to start from at step 0 with a fresh "
+                    "optimizer when <cache>/ckpt.pt does not exist (fine-tuning)")
     ap.add_argument("--wd", type=float, default=0.1)
     ap.add_argument("--lm-weight", type=float, default=0.5)
     ap.add_argument("--seed", type=int, default=1234)
@@ -162,11 +186,17 @@ def main():
     model = Model(cfg)
     step, rewarm = 0, None
     ck = None
-    if os.path.exists(ckpt_path):
-        ck = torch.load(ckpt_path, map_location="cpu")
-        assert ck["config"] == cfg.to_dict(), "checkpoint config differs"
+    src = ckpt_path if os.path.exists(ckpt_path) else args.init
+    if src:
+        ck = torch.load(src, map_location="cpu")
+        if ck["config"] != cfg.to_dict():
+            raise SystemExit("%s: model config %s differs from %s" % (src, ck["config"],
+                                                                   cfg.to_dict()))
         model.load_state_dict({k: v.float() for k, v in ck["model"].items()})
-        step = ck["step"]
+        if src == ckpt_path:
+            step = ck["step"]
+        else:  # --init: the weights only; step 0 and a fresh optimizer
+            ck["opt"] = None
     model.to(dev)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
@@ -179,16 +209,24 @@ def main():
     if ck is not None:
         if ck.get("opt"):
             opt.load_state_dict(ck["opt"])
-        else:
+        elif step > 0:
             rewarm = step
-        print("resumed at step %d (optimizer %s)" % (step, "restored" if rewarm is None else
-                                                        "fresh, re-warming"), flush=True)
+        # At step 0 a fresh optimizer is the start of a fine-tune: the normal warm-up applies.
+        print("%s %s at step %d (optimizer %s)" % (
+            "resumed from" if src == ckpt_path else "initialised from", src, step,
+            "restored" if ck.get("opt") else "fresh, re-warming" if rewarm is not None else
+            "fresh"), flush=True)
     del ck
     print("params %.2fM, config %s, device %s" % (n_params(model) / 1e6, cfg.to_dict(), dev),
           flush=True)
     phases = parse_phases(args.phases)
+    mix = parse_mix(args.mix) if args.mix else data.TRAIN_MIX
+    print("phases %s, mix %s, lr %.1e warm-up %d floor %.2f, %d steps planned" % (
+        args.phases, dict(zip(data.TASKS, mix)), args.lr, args.warmup, args.min_lr_frac,
+        args.steps), flush=True)
     stop_at = args.stop_at or args.steps
-    ds = Batches(args.cache, args.seed, step, stop_at, args.tokens_per_step, phases, args.workers)
+    ds = Batches(args.cache, args.seed, step, stop_at, args.tokens_per_step, phases, args.workers,
+                 mix)
     dl = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=args.workers,
                                      pin_memory=(dev == "cuda"), prefetch_factor=4
                                      if args.workers else None,
@@ -202,13 +240,15 @@ def main():
     t_log = time.time()
     tok_log = 0
     stopped_for_time = False
+    last = {}
     for s, ids, ans, lm in dl:
         assert s == step, (s, step)
         ids = ids.to(dev, non_blocking=True).long()
         ans = ans.to(dev, non_blocking=True)
         lm = lm.to(dev, non_blocking=True)
         x, y = ids[:, :-1], ids[:, 1:]
-        lr = lr_at(step, args.steps, args.lr, args.warmup, rewarm_from=rewarm)
+        lr = lr_at(step, args.steps, args.lr, args.warmup, floor=args.min_lr_frac,
+                   rewarm_from=rewarm)
         for g in opt.param_groups:
             g["lr"] = lr
         with amp:
@@ -238,9 +278,11 @@ def main():
         if step % args.log_every == 0 or step == stop_at:
             n = acc["n"]
             dt = time.time() - t_log
+            last = {"step": step, "T": x.shape[1], "lm": round(float(acc["lm"]) / n, 4),
+                    "ans": round(float(acc["ans"]) / n, 4),
+                    "ans_acc": round(float(acc["hit"]) / max(1.0, float(acc["n_ans"])), 4)}
             print("step %5d T %5d lr %.2e lm %.3f ans %.3f ans_acc %.3f  %.0f tok/s  %.0fs" % (
-                step, x.shape[1], lr, float(acc["lm"]) / n, float(acc["ans"]) / n,
-                float(acc["hit"]) / max(1.0, float(acc["n_ans"])), tok_log / dt,
+                step, x.shape[1], lr, last["lm"], last["ans"], last["ans_acc"], tok_log / dt,
                 time.time() - t_start), flush=True)
             acc = {"lm": 0.0, "ans": 0.0, "hit": 0.0, "n_ans": 0.0, "n": 0}
             t_log, tok_log = time.time(), 0
@@ -259,7 +301,8 @@ def main():
     save_ckpt(ckpt_path, model, opt, step, cfg, args)
     rec = {"from_step": first_step, "to_step": step, "tokens": tokens,
            "train_seconds": round(secs, 1), "total_seconds": round(time.time() - t_start, 1),
-           "stopped_for_time": stopped_for_time,
+           "stopped_for_time": stopped_for_time, "last_log": last,
+           "lr": args.lr, "seed": args.seed, "init": args.init if first_step == 0 else "",
            "gpu": torch.cuda.get_device_name(0) if dev == "cuda" else "cpu",
            "peak_mem_gb": round(torch.cuda.max_memory_allocated() / 2 ** 30, 1)
            if dev == "cuda" else 0}
