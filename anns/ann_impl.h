@@ -121,6 +121,10 @@ struct ann_search_ctx {
                                 reachability marks */
     int32_t *nbuf;           /* (max_keys) unvisited neighbours of one expansion; ann_index_add's
                                 BFS queue and new-key assignments */
+    ann_cand *gheap;         /* (ANN_GROUP_MAX, max_beam + 1) ann_search_group: per query its
+                                pool (ANN_GROUP_EACH) or bounded top-k min-heap (shared modes) */
+    uint8_t *gexpanded;      /* (ANN_GROUP_MAX, max_beam + 1) parallel to the pools in gheap */
+    uint32_t *xmark;         /* (max_keys) epoch of the group search that expanded the key */
     int64_t scanned;
 };
 
@@ -265,6 +269,13 @@ int ann_ivf_search(const ann_index *ix, ann_search_ctx *ctx, const float *q, int
  * (<= ef) are expanded; leaves the pool (best first) in ctx->pool and returns its size. */
 int ann_graph_search_pool(const ann_index *ix, ann_search_ctx *ctx, const float *q, int ef,
                           int expand, const int32_t *seeds, int n_seeds);
+/* The traversal for a group of nq (<= ANN_GROUP_MAX) queries (nq, dim) sharing one index
+ * (anns.h's ann_group_mode; graph_search.c). Every scanned key is scored for every query.
+ * ANN_GROUP_EACH leaves query j's pool of ef, best first, at gheap + j·(max_beam + 1); the
+ * shared modes leave there query j's bounded min-heap of kk. hn (nq): their sizes. */
+void ann_graph_search_group(const ann_index *ix, ann_search_ctx *ctx, const float *qs, int nq,
+                            int ef, int expand, const int32_t *seeds, int n_seeds, int kk,
+                            ann_group_mode mix, int *hn);
 /* Stores p in ix->owned so destroy frees it; returns 0, or -1 when the table is full. */
 int ann_index_own(ann_index *ix, void *p);
 /* Frees p if ix->owned holds it (an array a reserve replaced); mapped arrays are left alone. */

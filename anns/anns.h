@@ -123,6 +123,10 @@ size_t ann_keys_bytes(const ann_keys *keys);
 float ann_keys_score(const ann_keys *keys, const float *q, int64_t id);
 /* Widens row `id` to f32 into out (dim). */
 void ann_keys_row(const ann_keys *keys, int64_t id, float *out);
+/* One row (dim) of f32 into `type`'s stored form at dst (dim elements of f32, bf16 as uint16 or
+ * int8): exactly what ann_keys_create stores; int8 also writes the row's scale (else `scale` is
+ * unused and may be NULL). For storage that keys are viewed over later (a host KV cache). */
+void ann_keys_encode_row(ann_key_type type, const float *src, int dim, void *dst, float *scale);
 
 /* ---- Exact query→key top-k (the build's kNN step; pluggable) ---------------------------- */
 
@@ -225,6 +229,19 @@ void ann_search_ctx_destroy(ann_search_ctx *ctx);
 int64_t ann_search_ctx_scanned(const ann_search_ctx *ctx);
 void ann_search_ctx_reset_scanned(ann_search_ctx *ctx);
 
+/* How a group search (ann_search_group) shares one traversal among its queries. On the bundled
+ * model's vectors (4 query heads on one KV head) EACH gives every head a higher recall than its
+ * own search at the same ef for 40-60% of the rows per head; SHARED_*, one pool of ef for the
+ * whole group, starve the heads whose scores run lower (recall 0.2-0.4 for one head). */
+typedef enum {
+    ANN_GROUP_EACH = 0, /* each query its own pool of ef, the queries taking turns to expand; a
+                           row is loaded and scored once for all, and a key expanded for one
+                           query is not expanded again for another */
+    ANN_GROUP_SHARED_MAX = 1, /* one shared pool of ef, ranked by the best of the queries'
+                                 scores, and per query a bounded top-k of every key scored */
+    ANN_GROUP_SHARED_MEAN = 2 /* the same ranked by their mean */
+} ann_group_mode;
+
 typedef struct {
     int k;                    /* results wanted */
     int ef;                   /* graph beam (pool size), >= k; 0: max(k, 2k) */
@@ -236,6 +253,8 @@ typedef struct {
                                  (0: all ef). Below k it trades the tail of the top-k (keys of
                                  little attention weight) for fewer keys scanned; the pool still
                                  holds max(ef, k) */
+    ann_group_mode group_mode; /* ann_search_group: how the queries share the traversal (0:
+                                  each its own pool) */
 } ann_search_params;
 
 /* Searches `index` for q (dim). Writes up to k results best first into ids (k) and scores (k)
@@ -244,6 +263,26 @@ typedef struct {
 loupe_status ann_search(const ann_index *index, ann_search_ctx *ctx, const float *q,
                         const ann_search_params *params, int32_t *ids, float *scores,
                         int *n_found, loupe_err *err);
+
+/* Queries a group search serves at once; every search context has scratch for this many. */
+enum { ANN_GROUP_MAX = 8 };
+
+/* Searches `index` for nq (1..ANN_GROUP_MAX) queries qs (nq, dim) that share it, e.g. the
+ * query heads of one KV group over that group's index, with ONE traversal (params->group_mode
+ * says how the queries share it): every key the traversal visits is loaded once and scored for
+ * every query, and each query gets the k best of ALL keys scored for it. `ef` and `expand` are
+ * per query for ANN_GROUP_EACH, of the one shared pool for ANN_GROUP_SHARED_*.
+ * The memory cost of a search is its key rows, so "keys scanned" (ann_search_ctx_scanned)
+ * counts each visited row ONCE per traversal, not once per query: a group's rows per query are
+ * scanned / nq. params->seeds start the shared traversal (e.g. the union of the queries'
+ * previous results; repeats are skipped). Flat and IVF indexes simply run ann_search per query
+ * (their scans counted per query). nq == 1 is exactly ann_search. Writes ids (nq, k), scores
+ * (nq, k) best first per query (slots past a query's n_found[j] hold -1 / -INFINITY) and
+ * n_found (nq). Allocates nothing; fails (sentence) only on parameters beyond what ctx was
+ * created for or nq out of range. */
+loupe_status ann_search_group(const ann_index *index, ann_search_ctx *ctx, const float *qs,
+                              int nq, const ann_search_params *params, int32_t *ids,
+                              float *scores, int *n_found, loupe_err *err);
 
 /* Many queries (nq, dim) in parallel, OpenMP thread t using ctxs[t] (n_ctx of them; threads =
  * n_ctx). ids/scores (nq, k); slots past a query's n_found hold -1 / -INFINITY. */

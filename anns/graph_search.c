@@ -12,14 +12,21 @@
  * the epoch clears every mark in O(1) (a full clear only when the 32-bit counter wraps).
  * Before scoring an expansion's neighbours, their key rows are prefetched, so the memory
  * latency of the rows overlaps with the dot products.
+ *
+ * Group search (ann_search_group): the query heads of a KV group search the same graph over the
+ * same keys and visit overlapping regions, and a search's cost is the latency of loading random
+ * key rows. So one traversal serves the whole group: each visited row is loaded once and scored
+ * for every query (the row is in cache for the second one on). By default (ANN_GROUP_EACH) every
+ * query keeps its own pool and the queries take turns expanding, sharing rows and expansions;
+ * the shared-pool modes rank one pool by a combination of the scores, each query keeping a
+ * bounded top-k of every key scored (a key one query alone wants may leave the pool).
  */
 #include "anns/ann_impl.h"
 
-/* Inserts (s, id) into the sorted pool of *n entries, capacity cap; returns its position, or cap
- * when it did not make it. */
-static int pool_insert(ann_search_ctx *ctx, int *n, int cap, float s, int32_t id)
+/* Inserts (s, id) into the sorted pool (with its expanded flags) of *n entries, capacity cap;
+ * returns its position, or cap when it did not make it. */
+static int pool_insert_in(ann_cand *pool, uint8_t *expanded, int *n, int cap, float s, int32_t id)
 {
-    ann_cand *pool = ctx->pool;
     if (*n == cap && s <= pool[cap - 1].s)
         return cap;
     int lo = 0, hi = *n;
@@ -33,41 +40,104 @@ static int pool_insert(ann_search_ctx *ctx, int *n, int cap, float s, int32_t id
     int tail = (*n < cap ? *n : cap - 1) - lo;
     if (tail > 0) {
         memmove(pool + lo + 1, pool + lo, (size_t)tail * sizeof *pool);
-        memmove(ctx->expanded + lo + 1, ctx->expanded + lo, (size_t)tail);
+        memmove(expanded + lo + 1, expanded + lo, (size_t)tail);
     }
     pool[lo].s = s;
     pool[lo].id = id;
-    ctx->expanded[lo] = 0;
+    expanded[lo] = 0;
     if (*n < cap)
         (*n)++;
     return lo;
 }
 
-static void start_at(const ann_index *ix, ann_search_ctx *ctx, const float *q, uint32_t ep,
-                     int32_t id, int *n, int ef)
+static int pool_insert(ann_search_ctx *ctx, int *n, int cap, float s, int32_t id)
+{
+    return pool_insert_in(ctx->pool, ctx->expanded, n, cap, s, id);
+}
+
+/* A new search's epoch: marks of earlier searches no longer count. */
+static uint32_t next_epoch(ann_search_ctx *ctx)
+{
+    uint32_t ep = ++ctx->epoch;
+    if (ep == 0) { /* wrapped: marks from 2^32 searches ago would read as current */
+        memset(ctx->visited, 0, (size_t)ctx->max_keys * sizeof *ctx->visited);
+        memset(ctx->xmark, 0, (size_t)ctx->max_keys * sizeof *ctx->xmark);
+        ep = ctx->epoch = 1;
+    }
+    return ep;
+}
+
+/* A shared-pool group search's queries and per-query heaps; NULL for a single-query search. */
+typedef struct {
+    const float *qs;  /* (nq, dim) */
+    int nq;
+    int kk;           /* heap capacity: results kept per query */
+    ann_group_mode mix;
+    ann_cand *heaps;  /* (nq, stride) */
+    int stride;
+    int *hn;          /* (nq) heap sizes */
+} group_scorer;
+
+/* Key id's pool score: q·k, or for a group its queries' scores combined, each also offered to
+ * its query's heap. */
+static float score_key(const ann_keys *keys, const float *q, const group_scorer *g, int32_t id)
+{
+    if (!g)
+        return ann_score(keys, q, id);
+    float best = -INFINITY, sum = 0;
+    for (int j = 0; j < g->nq; j++) {
+        float s = ann_score(keys, g->qs + (int64_t)j * keys->dim, id);
+        ann_heap_push(g->heaps + (int64_t)j * g->stride, &g->hn[j], g->kk, s, id);
+        best = s > best ? s : best;
+        sum += s;
+    }
+    return g->mix == ANN_GROUP_SHARED_MEAN ? sum / (float)g->nq : best;
+}
+
+/* u's neighbours not visited in this search (epoch ep) into ctx->nbuf, marked visited, their
+ * rows prefetched; counts them as scanned (rows loaded: once per traversal, however many
+ * queries score them). Returns how many. */
+static int unvisited_neighbours(const ann_index *ix, ann_search_ctx *ctx, int32_t u, uint32_t ep)
+{
+    const int32_t *nb = ix->adj + ix->adj_off[u];
+    const int deg = (int)(ix->adj_off[u + 1] - ix->adj_off[u]);
+    int m = 0;
+    for (int j = 0; j < deg; j++) {
+        int32_t v = nb[j];
+        if (v < 0) /* padding of a list under construction (graph_build.c) */
+            break;
+        if (ctx->visited[v] != ep) {
+            ctx->visited[v] = ep;
+            ctx->nbuf[m++] = v;
+            ann_prefetch_row(ix->keys, v);
+        }
+    }
+    ctx->scanned += m;
+    return m;
+}
+
+static void start_at(const ann_index *ix, ann_search_ctx *ctx, const float *q,
+                     const group_scorer *g, uint32_t ep, int32_t id, int *n, int ef)
 {
     if (id < 0 || id >= ix->n || ctx->visited[id] == ep)
         return;
     ctx->visited[id] = ep;
     ctx->scanned++;
-    pool_insert(ctx, n, ef, ann_score(ix->keys, q, id), id);
+    pool_insert(ctx, n, ef, score_key(ix->keys, q, g, id), id);
 }
 
-int ann_graph_search_pool(const ann_index *ix, ann_search_ctx *ctx, const float *q, int ef,
-                          int expand, const int32_t *seeds, int n_seeds)
+/* The beam search (file comment) for q, or for g's queries when g is non-NULL; returns the pool
+ * size. */
+static int traverse(const ann_index *ix, ann_search_ctx *ctx, const float *q,
+                    const group_scorer *g, int ef, int expand, const int32_t *seeds, int n_seeds)
 {
     const ann_keys *keys = ix->keys;
-    uint32_t *visited = ctx->visited;
-    uint32_t ep = ++ctx->epoch;
-    if (ep == 0) { /* wrapped: marks from 2^32 searches ago would read as current */
-        memset(visited, 0, (size_t)ctx->max_keys * sizeof *visited);
-        ep = ctx->epoch = 1;
-    }
+    uint32_t ep = next_epoch(ctx);
     int n = 0;
     for (int i = 0; i < n_seeds; i++)
-        start_at(ix, ctx, q, ep, seeds[i], &n, ef);
+        start_at(ix, ctx, q, g, ep, seeds[i], &n, ef);
     for (int i = 0; i < ix->n_entry; i++)
-        start_at(ix, ctx, q, ep, ix->entry[i], &n, ef);
+        start_at(ix, ctx, q, g, ep, ix->entry[i], &n, ef);
 
     if (expand <= 0 || expand > ef)
         expand = ef;
@@ -75,24 +145,11 @@ int ann_graph_search_pool(const ann_index *ix, ann_search_ctx *ctx, const float 
     while (i < n && i < expand) {
         ctx->expanded[i] = 1;
         int32_t u = ctx->pool[i].id;
-        const int32_t *nb = ix->adj + ix->adj_off[u];
-        int deg = (int)(ix->adj_off[u + 1] - ix->adj_off[u]);
-        int m = 0;
-        for (int j = 0; j < deg; j++) {
-            int32_t v = nb[j];
-            if (v < 0) /* padding of a list under construction (graph_build.c) */
-                break;
-            if (visited[v] != ep) {
-                visited[v] = ep;
-                ctx->nbuf[m++] = v;
-                ann_prefetch_row(keys, v);
-            }
-        }
-        ctx->scanned += m;
+        int m = unvisited_neighbours(ix, ctx, u, ep);
         int lowest = n;
         for (int j = 0; j < m; j++) {
             int32_t v = ctx->nbuf[j];
-            int pos = pool_insert(ctx, &n, ef, ann_score(keys, q, v), v);
+            int pos = pool_insert(ctx, &n, ef, score_key(keys, q, g, v), v);
             if (pos < lowest)
                 lowest = pos;
         }
@@ -102,4 +159,95 @@ int ann_graph_search_pool(const ann_index *ix, ann_search_ctx *ctx, const float 
         i = next;
     }
     return n;
+}
+
+int ann_graph_search_pool(const ann_index *ix, ann_search_ctx *ctx, const float *q, int ef,
+                          int expand, const int32_t *seeds, int n_seeds)
+{
+    return traverse(ix, ctx, q, NULL, ef, expand, seeds, n_seeds);
+}
+
+/* ---- Group search, one pool per query (ANN_GROUP_EACH) --------------------------------- *
+ *
+ * Each query keeps its own pool of ef, as its single search would, and the queries take turns
+ * expanding their best unexpanded entry. What is shared is the work: a key's row is loaded and
+ * scored for every query the first time any of them reaches it (and offered to every pool), and
+ * a key expanded for one query is never expanded again for another (xmark), its neighbours being
+ * in every pool already. So each query searches at least as widely as alone, and the rows saved
+ * are the overlap of the queries' regions. */
+
+/* Scores key v for every query and offers it to every pool; lowest[j] tracks the best position
+ * an insertion took in pool j (the next expansion restarts there). */
+static void offer_each(const ann_keys *keys, ann_search_ctx *ctx, const float *qs, int nq,
+                       int ef, int32_t v, int *n, int *lowest)
+{
+    const int stride = ctx->max_beam + 1;
+    for (int j = 0; j < nq; j++) {
+        float s = ann_score(keys, qs + (int64_t)j * keys->dim, v);
+        int pos = pool_insert_in(ctx->gheap + (int64_t)j * stride,
+                                 ctx->gexpanded + (int64_t)j * stride, &n[j], ef, s, v);
+        if (pos < lowest[j])
+            lowest[j] = pos;
+    }
+}
+
+static void traverse_each(const ann_index *ix, ann_search_ctx *ctx, const float *qs, int nq,
+                          int ef, int expand, const int32_t *seeds, int n_seeds, int *n)
+{
+    const ann_keys *keys = ix->keys;
+    const int stride = ctx->max_beam + 1;
+    uint32_t *visited = ctx->visited;
+    uint32_t ep = next_epoch(ctx);
+    int cur[ANN_GROUP_MAX], lowest[ANN_GROUP_MAX];
+    for (int j = 0; j < nq; j++)
+        n[j] = cur[j] = lowest[j] = 0;
+    for (int i = 0; i < n_seeds + ix->n_entry; i++) {
+        int32_t id = i < n_seeds ? seeds[i] : ix->entry[i - n_seeds];
+        if (id < 0 || id >= ix->n || visited[id] == ep)
+            continue;
+        visited[id] = ep;
+        ctx->scanned++;
+        offer_each(keys, ctx, qs, nq, ef, id, n, lowest);
+    }
+    if (expand <= 0 || expand > ef)
+        expand = ef;
+    for (int busy = 1; busy;) {
+        busy = 0;
+        for (int q = 0; q < nq; q++) { /* one expansion per query per round */
+            ann_cand *pool = ctx->gheap + (int64_t)q * stride;
+            uint8_t *done = ctx->gexpanded + (int64_t)q * stride;
+            int i = cur[q];
+            while (i < n[q] && i < expand && (done[i] || ctx->xmark[pool[i].id] == ep))
+                done[i++] = 1; /* expanded, here or for another query */
+            cur[q] = i;
+            if (i >= n[q] || i >= expand)
+                continue;
+            busy = 1;
+            done[i] = 1;
+            int32_t u = pool[i].id;
+            ctx->xmark[u] = ep;
+            int m = unvisited_neighbours(ix, ctx, u, ep);
+            for (int j = 0; j < nq; j++)
+                lowest[j] = n[j];
+            for (int j = 0; j < m; j++)
+                offer_each(keys, ctx, qs, nq, ef, ctx->nbuf[j], n, lowest);
+            for (int j = 0; j < nq; j++)
+                if (lowest[j] < cur[j])
+                    cur[j] = lowest[j];
+        }
+    }
+}
+
+void ann_graph_search_group(const ann_index *ix, ann_search_ctx *ctx, const float *qs, int nq,
+                            int ef, int expand, const int32_t *seeds, int n_seeds, int kk,
+                            ann_group_mode mix, int *hn)
+{
+    if (mix == ANN_GROUP_EACH) {
+        traverse_each(ix, ctx, qs, nq, ef, expand, seeds, n_seeds, hn);
+        return;
+    }
+    group_scorer g = {qs, nq, kk, mix, ctx->gheap, ctx->max_beam + 1, hn};
+    for (int j = 0; j < nq; j++)
+        hn[j] = 0;
+    traverse(ix, ctx, NULL, &g, ef, expand, seeds, n_seeds);
 }

@@ -163,7 +163,11 @@ loupe_status ann_search_ctx_create(int64_t max_keys, int max_beam, ann_search_ct
     c->heap = malloc((size_t)(max_beam + 1) * sizeof *c->heap);
     c->aux = malloc((size_t)max_keys * sizeof *c->aux);
     c->nbuf = malloc((size_t)max_keys * sizeof *c->nbuf);
-    if (!c->visited || !c->pool || !c->expanded || !c->heap || !c->aux || !c->nbuf)
+    c->gheap = malloc((size_t)ANN_GROUP_MAX * (size_t)(max_beam + 1) * sizeof *c->gheap);
+    c->gexpanded = malloc((size_t)ANN_GROUP_MAX * (size_t)(max_beam + 1));
+    c->xmark = calloc((size_t)max_keys, sizeof *c->xmark);
+    if (!c->visited || !c->pool || !c->expanded || !c->heap || !c->aux || !c->nbuf ||
+        !c->gheap || !c->gexpanded || !c->xmark)
         goto nomem;
     *out = c;
     return LOUPE_OK;
@@ -183,6 +187,9 @@ void ann_search_ctx_destroy(ann_search_ctx *c)
     free(c->heap);
     free(c->aux);
     free(c->nbuf);
+    free(c->gheap);
+    free(c->gexpanded);
+    free(c->xmark);
     free(c);
 }
 
@@ -211,9 +218,9 @@ static int cmp_cand_desc(const void *a, const void *b)
     return x > y ? -1 : x < y ? 1 : 0;
 }
 
-loupe_status ann_search(const ann_index *ix, ann_search_ctx *ctx, const float *q,
-                        const ann_search_params *p, int32_t *ids, float *scores, int *n_found,
-                        loupe_err *err)
+/* The beam a search keeps (ef, at least k), after checking p against what ctx was made for. */
+static loupe_status check_params(const ann_index *ix, const ann_search_ctx *ctx,
+                                 const ann_search_params *p, int *ef_out, loupe_err *err)
 {
     int k = p->k, ef = p->ef > 0 ? p->ef : 2 * p->k;
     if (ef < k)
@@ -225,16 +232,16 @@ loupe_status ann_search(const ann_index *ix, ann_search_ctx *ctx, const float *q
                           "(beam %d, %lld keys) or are not positive",
                           k, ef, p->nprobe, (long long)ix->n, ctx->max_beam,
                           (long long)ctx->max_keys);
-    ann_cand *res = ctx->heap;
-    int m = 0, kk = p->rerank_keys ? ef : k; /* a re-rank looks at a wider pool */
-    switch (ix->type) {
-    case ANN_FLAT: m = ann_flat_search(ix, ctx, q, kk, res); break;
-    case ANN_IVF: m = ann_ivf_search(ix, ctx, q, kk, p->nprobe, res); break;
-    default:
-        m = ann_graph_search_pool(ix, ctx, q, ef, p->expand, p->seeds, p->n_seeds);
-        res = ctx->pool;
-        break;
-    }
+    *ef_out = ef;
+    return LOUPE_OK;
+}
+
+/* Writes a query's m candidates res (best first by stored score) as its result: re-scored
+ * against p->rerank_keys and re-sorted first when given, then the best k, padded. */
+static void emit(const ann_index *ix, const ann_search_params *p, const float *q, ann_cand *res,
+                 int m, int32_t *ids, float *scores, int *n_found)
+{
+    int k = p->k;
     if (p->rerank_keys) {
         for (int i = 0; i < m; i++)
             res[i].s = ann_dot_f32(q, p->rerank_keys + (int64_t)res[i].id * ix->dim, ix->dim);
@@ -247,6 +254,62 @@ loupe_status ann_search(const ann_index *ix, ann_search_ctx *ctx, const float *q
         scores[i] = i < m ? res[i].s : -INFINITY;
     }
     *n_found = m;
+}
+
+loupe_status ann_search(const ann_index *ix, ann_search_ctx *ctx, const float *q,
+                        const ann_search_params *p, int32_t *ids, float *scores, int *n_found,
+                        loupe_err *err)
+{
+    int ef = 0;
+    loupe_status st = check_params(ix, ctx, p, &ef, err);
+    if (st)
+        return st;
+    ann_cand *res = ctx->heap;
+    int m = 0, kk = p->rerank_keys ? ef : p->k; /* a re-rank looks at a wider pool */
+    switch (ix->type) {
+    case ANN_FLAT: m = ann_flat_search(ix, ctx, q, kk, res); break;
+    case ANN_IVF: m = ann_ivf_search(ix, ctx, q, kk, p->nprobe, res); break;
+    default:
+        m = ann_graph_search_pool(ix, ctx, q, ef, p->expand, p->seeds, p->n_seeds);
+        res = ctx->pool;
+        break;
+    }
+    emit(ix, p, q, res, m, ids, scores, n_found);
+    return LOUPE_OK;
+}
+
+loupe_status ann_search_group(const ann_index *ix, ann_search_ctx *ctx, const float *qs, int nq,
+                              const ann_search_params *p, int32_t *ids, float *scores,
+                              int *n_found, loupe_err *err)
+{
+    if (nq < 1 || nq > ANN_GROUP_MAX)
+        return loupe_fail(err, LOUPE_ERR_INVALID, "group search of %d queries (1..%d)", nq,
+                          ANN_GROUP_MAX);
+    /* One query, or an index without a traversal to share: one search per query. */
+    if (nq == 1 || ix->type == ANN_FLAT || ix->type == ANN_IVF) {
+        for (int j = 0; j < nq; j++) {
+            loupe_status st = ann_search(ix, ctx, qs + (int64_t)j * ix->dim, p,
+                                         ids + (int64_t)j * p->k, scores + (int64_t)j * p->k,
+                                         &n_found[j], err);
+            if (st)
+                return st;
+        }
+        return LOUPE_OK;
+    }
+    int ef = 0, hn[ANN_GROUP_MAX];
+    loupe_status st = check_params(ix, ctx, p, &ef, err);
+    if (st)
+        return st;
+    int kk = p->rerank_keys ? ef : p->k; /* a re-rank looks at a wider pool */
+    ann_graph_search_group(ix, ctx, qs, nq, ef, p->expand, p->seeds, p->n_seeds, kk,
+                           p->group_mode, hn);
+    for (int j = 0; j < nq; j++) {
+        ann_cand *h = ctx->gheap + (int64_t)j * (ctx->max_beam + 1);
+        if (p->group_mode != ANN_GROUP_EACH) /* a heap; EACH leaves sorted pools */
+            ann_heap_sort_desc(h, hn[j]);
+        emit(ix, p, qs + (int64_t)j * ix->dim, h, hn[j], ids + (int64_t)j * p->k,
+             scores + (int64_t)j * p->k, &n_found[j]);
+    }
     return LOUPE_OK;
 }
 

@@ -104,6 +104,28 @@ static loupe_status check_shape(int64_t n, int dim, loupe_err *err)
     return LOUPE_OK;
 }
 
+void ann_keys_encode_row(ann_key_type type, const float *src, int dim, void *dst, float *scale)
+{
+    if (type == ANN_KEYS_F32) {
+        memcpy(dst, src, (size_t)dim * sizeof(float));
+    } else if (type == ANN_KEYS_BF16) {
+        uint16_t *d = dst;
+        for (int i = 0; i < dim; i++)
+            d[i] = f32_to_bf16(src[i]);
+    } else {
+        int8_t *d = dst;
+        float amax = 0;
+        for (int i = 0; i < dim; i++)
+            amax = fmaxf(amax, fabsf(src[i]));
+        float inv = amax > 0 ? 127.0f / amax : 0.0f;
+        for (int i = 0; i < dim; i++) {
+            float v = nearbyintf(src[i] * inv);
+            d[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+        }
+        *scale = amax / 127.0f;
+    }
+}
+
 loupe_status ann_keys_create(const float *keys, int64_t n, int dim, ann_key_type type,
                              ann_keys **out, loupe_err *err)
 {
@@ -130,28 +152,11 @@ loupe_status ann_keys_create(const float *keys, int64_t n, int dim, ann_key_type
     k->stride = dim;
     k->data = k->owned_data;
     k->scales = k->owned_scales;
+    const size_t row_bytes = (size_t)dim * esz;
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < n; r++) {
-        const float *src = keys + r * dim;
-        if (type == ANN_KEYS_F32) {
-            memcpy((float *)k->owned_data + r * dim, src, (size_t)dim * sizeof(float));
-        } else if (type == ANN_KEYS_BF16) {
-            uint16_t *dst = (uint16_t *)k->owned_data + r * dim;
-            for (int i = 0; i < dim; i++)
-                dst[i] = f32_to_bf16(src[i]);
-        } else {
-            int8_t *dst = (int8_t *)k->owned_data + r * dim;
-            float amax = 0;
-            for (int i = 0; i < dim; i++)
-                amax = fmaxf(amax, fabsf(src[i]));
-            float scale = amax / 127.0f, inv = amax > 0 ? 127.0f / amax : 0.0f;
-            for (int i = 0; i < dim; i++) {
-                float v = nearbyintf(src[i] * inv);
-                dst[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
-            }
-            k->owned_scales[r] = scale;
-        }
-    }
+    for (int64_t r = 0; r < n; r++)
+        ann_keys_encode_row(type, keys + r * dim, dim, (char *)k->owned_data + r * row_bytes,
+                            type == ANN_KEYS_INT8 ? &k->owned_scales[r] : NULL);
     *out = k;
     k = NULL;
 done:

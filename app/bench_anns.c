@@ -12,6 +12,12 @@
  * the middle keys, as the decode does (sinks and the recent window stay on the GPU and are
  * attended exactly); --analyze prints where the test queries' attention goes; --prev-seeds
  * replays decode order, each search seeded by the previous step's results.
+ *
+ * --group G (graphs): the --queries files are the query heads of one KV group over its one
+ * index, each file one head's decode queries in order; decode step i of G consecutive files is
+ * searched with one ann_search_group traversal. Keys scanned then count each key row once per
+ * traversal (its memory cost), so the scanned fraction and rows per query are per head: a
+ * group's rows / G; searches/s counts heads searched.
  */
 #include "app/app.h"
 
@@ -58,6 +64,14 @@ static const char usage_text[] =
     "                        tell entry problems from graph-structure ones\n"
     "  --per-file            after each setting's row over all test queries, one row per\n"
     "                        --queries file searched alone (index name <type>@<file>)\n"
+    "  --group G             graphs: search step i of G consecutive --queries files (the\n"
+    "                        query heads of one KV group, equal lengths) with one traversal\n"
+    "                        (ann_search_group; seeds: the union of the group's); 1 (default)\n"
+    "                        searches each head alone. --per-file rows then share the\n"
+    "                        grouped run's scanned rows and time\n"
+    "  --group-mode M        each (default): a pool per head, rows and expansions shared;\n"
+    "                        max, mean: one shared pool ranked by the heads' best or mean\n"
+    "                        score (anns.h, ann_group_mode)\n"
     "  --analyze             first print where the test queries' attention goes: softmax\n"
     "                        mass of the sinks, the window, the middle and its top-k\n"
     "  --seed N              (1)\n"
@@ -123,7 +137,13 @@ typedef struct {
     const int64_t *file_n;
     const int32_t *recent;    /* (n_recent) the last keys before the window (--recent-seeds) */
     int n_recent;
-    int32_t *seed_buf;        /* (k + n_recent) one decode step's seeds: previous + recent */
+    int32_t *seed_buf;        /* (group·k + n_recent) one decode step's seeds: previous +
+                                 recent */
+    int group;                /* --group: query files searched together, 1: alone */
+    ann_group_mode mix;        /* --group-mode */
+    float *gq;                /* (nth, group, d) per thread, one group's queries */
+    int32_t *gids;            /* (nth, group, k) per thread, one group's results */
+    float *gsc;               /* (nth, group, k) */
 } sweep_ctx;
 
 /* Softmax weight of key `id` for query q relative to the query's best true score `s1`. */
@@ -139,8 +159,115 @@ typedef struct {
     int64_t nq;
 } sweep_row;
 
-/* Searches test queries q0 .. q0+nq-1 with p and measures recall@k, attention-mass recall and
- * the fraction of keys scanned. Seeds (--prev-seeds) restart at q0 and at each file's start. */
+/* Recall@k and attention-mass recall of the results of test queries q0 .. q0+nq-1 into out. */
+static void evaluate(const sweep_ctx *s, int64_t q0, int64_t nq, sweep_row *out)
+{
+    int64_t hits = 0;
+    for (int64_t q = q0; q < q0 + nq; q++)
+        for (int i = 0; i < s->k; i++) {
+            int32_t id = s->ids[q * s->k + i];
+            for (int j = 0; j < s->k && id >= 0; j++)
+                if (s->truth[q * s->truth_d + j] == id) {
+                    hits++;
+                    break;
+                }
+        }
+    out->recall = (double)hits / ((double)nq * s->k);
+    /* Attention-mass recall: the softmax mass of the returned keys over that of the true top-k
+     * (what the missed keys cost the attention output, unlike recall, which weighs all alike). */
+    double mass = 0;
+    for (int64_t q = q0; q < q0 + nq; q++) {
+        const float *qv = s->tq + q * s->d;
+        float s1 = dotf(qv, s->keys_f32 + (int64_t)s->truth[q * s->truth_d] * s->d, s->d) /
+                   sqrtf((float)s->d);
+        double got = 0;
+        for (int i = 0; i < s->k; i++)
+            if (s->ids[q * s->k + i] >= 0)
+                got += key_weight(s, qv, s->ids[q * s->k + i], s1);
+        double m = got / s->truth_mass[q];
+        mass += m > 1 ? 1 : m;
+    }
+    out->mass = mass / (double)nq;
+    out->nq = nq;
+}
+
+/* Group gi's queries of decode step i (--group): file f's step i is test query f·seq_len + i.
+ * Gathers them into thread t's buffer, searches them with one traversal and scatters the
+ * results to their rows of s->ids / s->scores. */
+static loupe_status search_group_step(sweep_ctx *s, const ann_search_params *p, int t, int gi,
+                                      int64_t i, loupe_err *err)
+{
+    int f0 = gi * s->group, nq = s->n_files - f0 < s->group ? s->n_files - f0 : s->group;
+    float *qs = s->gq + (size_t)t * s->group * s->d;
+    int32_t *gid = s->gids + (size_t)t * s->group * s->k;
+    float *gsc = s->gsc + (size_t)t * s->group * s->k;
+    int nf[ANN_GROUP_MAX];
+    for (int j = 0; j < nq; j++)
+        memcpy(qs + (size_t)j * s->d, s->tq + ((f0 + j) * s->seq_len + i) * s->d,
+               (size_t)s->d * sizeof *qs);
+    loupe_status st = ann_search_group(s->ix, s->ctxs[t], qs, nq, p, gid, gsc, nf, err);
+    for (int j = 0; j < nq && !st; j++) {
+        int64_t q = (f0 + j) * s->seq_len + i;
+        memcpy(s->ids + q * s->k, gid + (size_t)j * s->k, (size_t)s->k * sizeof *gid);
+        memcpy(s->scores + q * s->k, gsc + (size_t)j * s->k, (size_t)s->k * sizeof *gsc);
+    }
+    return st;
+}
+
+/* --group: every decode step of every group of files. With --prev-seeds in decode order on one
+ * thread, a group's step seeded with the union of its heads' previous (or true, --oracle-seeds)
+ * best prev_seeds keys; else the (group, step) pairs in parallel. */
+static int search_grouped(sweep_ctx *s, ann_search_params p)
+{
+    loupe_err err;
+    loupe_err_clear(&err);
+    const int n_groups = (s->n_files + s->group - 1) / s->group;
+    const int64_t L = s->seq_len;
+    if (s->prev_seeds > 0) {
+        int per = s->prev_seeds < s->k ? s->prev_seeds : s->k;
+        for (int gi = 0; gi < n_groups; gi++) {
+            int f0 = gi * s->group, nq = s->n_files - f0 < s->group ? s->n_files - f0 : s->group;
+            for (int64_t i = 0; i < L; i++) {
+                int n_seeds = 0;
+                for (int j = 0; j < nq && (i > 0 || s->oracle); j++) {
+                    int64_t q = (f0 + j) * L + i;
+                    const int32_t *prev = s->oracle ? s->truth + q * s->truth_d
+                                                    : s->ids + (q - 1) * s->k;
+                    memcpy(s->seed_buf + n_seeds, prev, (size_t)per * sizeof *prev);
+                    n_seeds += per;
+                }
+                if (s->n_recent)
+                    memcpy(s->seed_buf + n_seeds, s->recent,
+                           (size_t)s->n_recent * sizeof *s->recent);
+                p.seeds = s->seed_buf;
+                p.n_seeds = n_seeds + s->n_recent;
+                if (search_group_step(s, &p, 0, gi, i, &err))
+                    return app_fail("bench anns: group search", &err);
+            }
+        }
+        return 0;
+    }
+    loupe_status rc = LOUPE_OK;
+    const long work = (long)n_groups * (long)L;
+#pragma omp parallel num_threads(s->nth)
+    {
+        loupe_err e;
+        loupe_err_clear(&e);
+#pragma omp for schedule(dynamic, 16)
+        for (long w = 0; w < work; w++)
+            if (search_group_step(s, &p, omp_get_thread_num(), (int)(w / L), w % L, &e))
+#pragma omp critical(bench_group_err)
+                if (rc == LOUPE_OK) {
+                    rc = e.status;
+                    err = e;
+                }
+    }
+    return rc ? app_fail("bench anns: group search", &err) : 0;
+}
+
+/* Searches test queries q0 .. q0+nq-1 with p (with --group: all of them, grouped) and measures
+ * recall@k, attention-mass recall and the fraction of keys scanned. Seeds (--prev-seeds) restart
+ * at q0 and at each file's start. */
 static int measure(sweep_ctx *s, ann_search_params p, int64_t q0, int64_t nq, sweep_row *out)
 {
     loupe_err err;
@@ -149,7 +276,10 @@ static int measure(sweep_ctx *s, ann_search_params p, int64_t q0, int64_t nq, sw
         ann_search_ctx_reset_scanned(s->ctxs[t]);
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
-    if (s->prev_seeds > 0 && ann_index_type(s->ix) >= ANN_GRAPH) {
+    if (s->group > 1 && ann_index_type(s->ix) >= ANN_GRAPH) {
+        if (search_grouped(s, p))
+            return APP_EXIT_FAIL;
+    } else if (s->prev_seeds > 0 && ann_index_type(s->ix) >= ANN_GRAPH) {
         /* Decode order: step t starts from step t-1's best keys (one thread). */
         for (int64_t q = q0; q < q0 + nq; q++) {
             int nf;
@@ -176,36 +306,11 @@ static int measure(sweep_ctx *s, ann_search_params p, int64_t q0, int64_t nq, sw
     }
     clock_gettime(CLOCK_MONOTONIC, &b);
     out->secs = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
-    int64_t scanned = 0, hits = 0;
+    int64_t scanned = 0;
     for (int t = 0; t < s->nth; t++)
         scanned += ann_search_ctx_scanned(s->ctxs[t]);
-    for (int64_t q = q0; q < q0 + nq; q++)
-        for (int i = 0; i < s->k; i++) {
-            int32_t id = s->ids[q * s->k + i];
-            for (int j = 0; j < s->k && id >= 0; j++)
-                if (s->truth[q * s->truth_d + j] == id) {
-                    hits++;
-                    break;
-                }
-        }
-    out->recall = (double)hits / ((double)nq * s->k);
-    /* Attention-mass recall: the softmax mass of the returned keys over that of the true top-k
-     * (what the missed keys cost the attention output, unlike recall, which weighs all alike). */
-    double mass = 0;
-    for (int64_t q = q0; q < q0 + nq; q++) {
-        const float *qv = s->tq + q * s->d;
-        float s1 = dotf(qv, s->keys_f32 + (int64_t)s->truth[q * s->truth_d] * s->d, s->d) /
-                   sqrtf((float)s->d);
-        double got = 0;
-        for (int i = 0; i < s->k; i++)
-            if (s->ids[q * s->k + i] >= 0)
-                got += key_weight(s, qv, s->ids[q * s->k + i], s1);
-        double m = got / s->truth_mass[q];
-        mass += m > 1 ? 1 : m;
-    }
-    out->mass = mass / (double)nq;
+    evaluate(s, q0, nq, out);
     out->frac = (double)scanned / ((double)nq * (double)s->n);
-    out->nq = nq;
     return 0;
 }
 
@@ -214,14 +319,16 @@ static void print_row(const sweep_ctx *s, const char *name, const char *param, i
                       const sweep_row *r)
 {
     double bpk = (double)ann_index_bytes(s->ix) / (double)s->n;
+    double rows = r->frac * (double)s->n; /* key rows per query (head) */
     if (s->csv)
-        printf("%s,%s,%d,%.4f,%.4f,%.5f,%.1f,%.3f,%.3f,%.3f,%.3f,%.1f\n", name, param, value,
+        printf("%s,%s,%d,%.4f,%.4f,%.5f,%.1f,%.3f,%.3f,%.3f,%.3f,%.1f,%.1f\n", name, param, value,
                r->recall, r->mass, r->frac, (double)r->nq / r->secs, s->build_s, s->bs->knn_s,
-               s->bs->projection_s, s->bs->repair_s, bpk);
+               s->bs->projection_s, s->bs->repair_s, bpk, rows);
     else
-        printf("%-9s %-7s %6d  %8.4f  %6.4f  %9.3f%%  %11.0f  %8.2f  %6.2f %6.2f %6.2f  %7.1f\n",
+        printf("%-9s %-7s %6d  %8.4f  %6.4f  %9.3f%%  %11.0f  %8.2f  %6.2f %6.2f %6.2f  %7.1f  "
+               "%7.0f\n",
                name, param, value, r->recall, r->mass, 100.0 * r->frac, (double)r->nq / r->secs,
-               s->build_s, s->bs->knn_s, s->bs->projection_s, s->bs->repair_s, bpk);
+               s->build_s, s->bs->knn_s, s->bs->projection_s, s->bs->repair_s, bpk, rows);
 }
 
 /* Graphs: `ef` below k keeps a pool of k and expands only its best ef entries. With
@@ -230,7 +337,8 @@ static void print_row(const sweep_ctx *s, const char *name, const char *param, i
 static int run_setting(sweep_ctx *s, const char *param, int value, int ef, int nprobe)
 {
     ann_search_params p = {.k = s->k, .ef = ef > s->k ? ef : s->k, .nprobe = nprobe,
-                           .expand = ef};
+                           .expand = ef, .group_mode = s->mix};
+    const int grouped = s->group > 1 && ann_index_type(s->ix) >= ANN_GRAPH;
     const char *name = ann_type_name(ann_index_type(s->ix));
     if (s->n_recent) { /* the same start keys for every query; the decode loop adds its own */
         p.seeds = s->recent;
@@ -244,7 +352,11 @@ static int run_setting(sweep_ctx *s, const char *param, int value, int ef, int n
     for (int f = 0; s->per_file && s->n_files > 1 && f < s->n_files; f++) {
         char fname[32];
         snprintf(fname, sizeof fname, "%s@%d", name, f);
-        if (measure(s, p, q0, s->file_n[f], &r))
+        if (grouped) { /* the files were searched together: the whole run's rows and rate */
+            r.secs *= (double)s->file_n[f] / (double)r.nq;
+            evaluate(s, q0, s->file_n[f], &r);
+        }
+        else if (measure(s, p, q0, s->file_n[f], &r))
             return APP_EXIT_FAIL;
         print_row(s, fname, param, value, &r);
         q0 += s->file_n[f];
@@ -493,7 +605,8 @@ int bench_anns(int argc, char **argv)
     const char *synthetic = NULL, *write_syn = NULL;
     int64_t k = 100, threads = 0, n_test = 1000, seed = 1, v, ex_first = 0, ex_last = 0;
     int csv = 0, want[4] = {1, 1, 1, 1}, do_analyze = 0, prev_seeds = 0, oracle = 0;
-    int per_file = 0, recent_seeds = 0;
+    int per_file = 0, recent_seeds = 0, group = 1;
+    ann_group_mode mix = ANN_GROUP_EACH;
     ann_key_type storage = ANN_KEYS_BF16;
     ann_build_opts bo;
     ann_build_opts_init(&bo);
@@ -522,6 +635,19 @@ int bench_anns(int argc, char **argv)
             if (app_parse_i64(cmd, "--recent-seeds", val, 1, 1 << 20, &v))
                 return APP_EXIT_USAGE;
             recent_seeds = (int)v;
+        } else if ((r = app_opt_value(cmd, "--group", argc, argv, &i, &val))) {
+            if (r != 1)
+                return r;
+            if (app_parse_i64(cmd, "--group", val, 1, ANN_GROUP_MAX, &v))
+                return APP_EXIT_USAGE;
+            group = (int)v;
+        } else if ((r = app_opt_value(cmd, "--group-mode", argc, argv, &i, &val))) {
+            if (r != 1)
+                return r;
+            if (strcmp(val, "max") && strcmp(val, "mean") && strcmp(val, "each"))
+                return app_usage(cmd, "--group-mode expects max, mean or each, got '%s'", val);
+            mix = !strcmp(val, "mean") ? ANN_GROUP_SHARED_MEAN
+                  : !strcmp(val, "max") ? ANN_GROUP_SHARED_MAX : ANN_GROUP_EACH;
         } else if ((r = app_opt_value(cmd, "--prev-seeds", argc, argv, &i, &val))) {
             if (r != 1)
                 return r;
@@ -667,7 +793,8 @@ int bench_anns(int argc, char **argv)
     loupe_err_clear(&err);
     float *K = NULL, *BQ = NULL, *TQ = NULL, *scores = NULL;
     double *truth_mass = NULL;
-    int32_t *truth = NULL, *ids = NULL, *recent = NULL, *seed_buf = NULL;
+    int32_t *truth = NULL, *ids = NULL, *recent = NULL, *seed_buf = NULL, *gids = NULL;
+    float *gq = NULL, *gsc = NULL;
     int64_t n = 0, nbq = 0, nt = 0, ntr = 0, seq_len = 0, file_n[ANN_BENCH_MAX_FILES] = {0};
     int n_files = 0;
     int d = 0, dbq = 0, dt = 0, truth_d = 0;
@@ -777,7 +904,7 @@ int bench_anns(int argc, char **argv)
     if (recent_seeds > n)
         recent_seeds = (int)n;
     recent = malloc((size_t)(recent_seeds ? recent_seeds : 1) * sizeof *recent);
-    seed_buf = malloc((size_t)(k + recent_seeds) * sizeof *seed_buf);
+    seed_buf = malloc((size_t)(group * k + recent_seeds) * sizeof *seed_buf);
     for (int i = 0; recent && i < recent_seeds; i++)
         recent[i] = (int32_t)(n - recent_seeds + i);
     if (!ids || !scores || !truth_mass || !recent || !seed_buf) {
@@ -800,6 +927,27 @@ int bench_anns(int argc, char **argv)
     max_beam = (int)k > max_beam ? (int)k : max_beam;
     if (nth > 1024)
         nth = 1024;
+    if (group > 1) {
+        for (int f = 1; f < n_files; f++)
+            if (file_n[f] != file_n[0]) {
+                fprintf(stderr, "loupe: bench anns: --group needs --queries files of one length "
+                        "(file %d has %lld queries, file 0 %lld)\n", f, (long long)file_n[f],
+                        (long long)file_n[0]);
+                goto done;
+            }
+        if (n_files < group) {
+            fprintf(stderr, "loupe: bench anns: --group %d needs at least %d --queries files "
+                    "(one per query head), got %d\n", group, group, n_files);
+            goto done;
+        }
+        gq = malloc((size_t)nth * group * d * sizeof *gq);
+        gids = malloc((size_t)nth * group * k * sizeof *gids);
+        gsc = malloc((size_t)nth * group * k * sizeof *gsc);
+        if (!gq || !gids || !gsc) {
+            fprintf(stderr, "loupe: bench anns: out of memory\n");
+            goto done;
+        }
+    }
     for (int t = 0; t < nth; t++)
         if (ann_search_ctx_create(n, max_beam, &ctxs[t], &err)) {
             rc = app_fail("bench anns", &err);
@@ -815,12 +963,16 @@ int bench_anns(int argc, char **argv)
                    "left to the static set)\n", (long long)ex_first,
                    (long long)(ex_first + n - 1), (long long)n_all, (long long)ex_first,
                    (long long)ex_last);
-        printf("%-9s %-7s %6s  %8s  %6s  %10s  %11s  %8s  %6s %6s %6s  %7s\n", "index", "param",
-               "value", "recall", "mass", "scanned", "searches/s", "build_s", "knn", "proj", "repair",
-               "B/key");
+        printf("%-9s %-7s %6s  %8s  %6s  %10s  %11s  %8s  %6s %6s %6s  %7s  %7s\n", "index",
+               "param", "value", "recall", "mass", "scanned", "searches/s", "build_s", "knn",
+               "proj", "repair", "B/key", "rows/q");
+        if (group > 1)
+            printf("# --group %d: step i of %d consecutive --queries files in one traversal "
+                   "(%s); scanned and rows/q per head = the group's rows / %d\n", group, group,
+                   mix == ANN_GROUP_EACH ? "a pool per head" : "one shared pool", group);
     } else {
         printf("index,param,value,recall,mass_recall,scanned_frac,searches_per_s,build_s,knn_s,"
-               "projection_s,repair_s,index_bytes_per_key\n");
+               "projection_s,repair_s,index_bytes_per_key,rows_per_query\n");
     }
     for (int ty = 0; ty < 4; ty++) {
         if (!want[ty])
@@ -839,7 +991,8 @@ int bench_anns(int argc, char **argv)
                    (double)bs.n_edges / (double)n);
         sweep_ctx s = {ix, ctxs, nth, TQ, nt, truth, truth_d, (int)k, n, csv, bs.total_s, &bs,
                        ids, scores, KM, d, truth_mass, prev_seeds, seq_len, oracle,
-                       per_file, n_files, file_n, recent, recent_seeds, seed_buf};
+                       per_file, n_files, file_n, recent, recent_seeds, seed_buf,
+                       group, mix, gq, gids, gsc};
         int r = 0;
         if (ty == ANN_FLAT) {
             r = run_setting(&s, "-", 0, (int)k, 1);
@@ -871,5 +1024,8 @@ done:
     free(truth_mass);
     free(recent);
     free(seed_buf);
+    free(gq);
+    free(gids);
+    free(gsc);
     return rc;
 }

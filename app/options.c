@@ -123,6 +123,8 @@ void app_opts_init(app_opts *o)
     o->static_max = 2048;
     o->build_queries = 16384;
     o->index_per_kv = true;
+    o->search_group = 2;
+    o->host_kv = -1;
     o->temp = 0.8f;
     o->top_k = 40;
     o->top_p = 0.95f;
@@ -194,6 +196,21 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
             return app_usage(cmd, "--index-per expects kv (one index per KV head, shared by its "
                                   "query heads) or q (one per query head), got '%s'", v);
         o->index_per_kv = !strcmp(v, "kv");
+    } else if (TRY("--search-group")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--search-group", v, 1, ANN_GROUP_MAX, &n))) return r;
+        o->search_group = (int)n;
+    } else if (TRY("--host-kv")) {
+        if (r > 1) return r;
+        if (!strcmp(v, "f32"))
+            o->host_kv = ANN_KEYS_F32;
+        else if (!strcmp(v, "bf16"))
+            o->host_kv = ANN_KEYS_BF16;
+        else if (!strcmp(v, "int8"))
+            o->host_kv = ANN_KEYS_INT8;
+        else
+            return app_usage(cmd, "--host-kv expects f32, bf16 or int8 (how the host set's keys "
+                                  "and values are stored), got '%s'", v);
     } else if (TRY("--threads")) {
         if (r > 1) return r;
         if ((r = app_parse_i64(cmd, "--threads", v, 0, 4096, &n))) return r;
@@ -250,6 +267,8 @@ void app_runner_params(const app_opts *o, rt_runner_params *p)
     p->retrieval.nprobe = o->nprobe;
     p->retrieval.build_queries = o->build_queries;
     p->retrieval.index_per_kv = o->index_per_kv;
+    p->retrieval.search_group = (uint32_t)o->search_group;
+    p->retrieval.host_kv = o->host_kv;
 }
 
 const char *app_model_path(const app_opts *o)

@@ -124,10 +124,9 @@ loupe_status rt_cuda_set_host_attn(rt_cuda_engine *e, rt_cuda_host_attn_fn fn, v
     return no_cuda(err);
 }
 
-loupe_status rt_cuda_set_host_kv(rt_cuda_engine *e, float *k, float *v, size_t ld,
-                                 loupe_err *err)
+loupe_status rt_cuda_set_host_kv(rt_cuda_engine *e, const rt_cuda_host_kv *kv, loupe_err *err)
 {
-    (void)e, (void)k, (void)v, (void)ld;
+    (void)e, (void)kv;
     return no_cuda(err);
 }
 

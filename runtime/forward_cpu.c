@@ -252,6 +252,10 @@ static void forward_chunk(rt_ctx *c, const int32_t *ids, size_t B, float *all_lo
 
 static loupe_status check_tokens(const rt_ctx *c, const int32_t *ids, size_t n, loupe_err *err)
 {
+    if (!c->k_cache)
+        return loupe_fail(err, LOUPE_ERR_INVALID,
+                          "this context holds no KV cache (its K/V live in the retrieval host "
+                          "set): it cannot evaluate tokens on the CPU");
     if (n > (size_t)(c->n_ctx - c->n_past))
         return loupe_fail(err, LOUPE_ERR_TOO_LONG,
                           "%zu tokens do not fit in the context: %u of %u already used", n,

@@ -233,7 +233,7 @@ static void *alloc_arr(size_t a, size_t b, size_t elem)
  * whose first touch (the prefill writing it) would otherwise cost a page fault per 4 KiB —
  * seconds at 128K tokens — and whose attention reads would miss the TLB on every row. Advice
  * only: ignored where the kernel has no THP or the array is small. */
-static void advise_huge_pages(void *p, size_t bytes)
+void rt_advise_huge_pages(void *p, size_t bytes)
 {
 #ifdef MADV_HUGEPAGE
     const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
@@ -279,10 +279,12 @@ loupe_status rt_ctx_create(const rt_model *m, const rt_ctx_params *p, rt_ctx **o
     c->pool.n_threads = c->n_threads;
     c->pool.stride = (size_t)RT_MM_ROWS * m->max_in;
     c->pool.buf = alloc_arr((size_t)c->n_threads, c->pool.stride, sizeof(float));
-    c->k_cache = alloc_arr(kv_elems, hd, sizeof(float));
-    c->v_cache = alloc_arr(kv_elems, hd, sizeof(float));
-    advise_huge_pages(c->k_cache, kv_elems * hd * sizeof(float));
-    advise_huge_pages(c->v_cache, kv_elems * hd * sizeof(float));
+    if (!p->no_kv_cache) {
+        c->k_cache = alloc_arr(kv_elems, hd, sizeof(float));
+        c->v_cache = alloc_arr(kv_elems, hd, sizeof(float));
+        rt_advise_huge_pages(c->k_cache, kv_elems * hd * sizeof(float));
+        rt_advise_huge_pages(c->v_cache, kv_elems * hd * sizeof(float));
+    }
     c->x = alloc_arr(B, hp->n_embd, sizeof(float));
     c->xb = alloc_arr(B, hp->n_embd, sizeof(float));
     c->q = alloc_arr(B, nq, sizeof(float));
@@ -295,7 +297,7 @@ loupe_status rt_ctx_create(const rt_model *m, const rt_ctx_params *p, rt_ctx **o
     c->logits = alloc_arr(hp->n_vocab, 1, sizeof(float));
     c->sp_score = alloc_arr((size_t)c->n_threads, n_ctx, sizeof(float));
     c->sp_idx = alloc_arr((size_t)c->n_threads, n_ctx, sizeof(int32_t));
-    if (!c->pool.buf || !c->k_cache || !c->v_cache || !c->x || !c->xb || !c->q || !c->k ||
+    if (!c->pool.buf || (!p->no_kv_cache && (!c->k_cache || !c->v_cache)) || !c->x || !c->xb || !c->q || !c->k ||
         !c->v || !c->att || !c->hb || !c->hb2 || !c->cs || !c->logits || !c->sp_score ||
         !c->sp_idx) {
         st = loupe_fail(err, LOUPE_ERR_NOMEM,
@@ -362,10 +364,10 @@ static size_t kv_offset(const rt_ctx *c, uint32_t layer, uint32_t kv_head)
 
 const float *rt_ctx_keys(const rt_ctx *c, uint32_t layer, uint32_t kv_head)
 {
-    return c->k_cache + kv_offset(c, layer, kv_head);
+    return c->k_cache ? c->k_cache + kv_offset(c, layer, kv_head) : NULL;
 }
 
 const float *rt_ctx_values(const rt_ctx *c, uint32_t layer, uint32_t kv_head)
 {
-    return c->v_cache + kv_offset(c, layer, kv_head);
+    return c->v_cache ? c->v_cache + kv_offset(c, layer, kv_head) : NULL;
 }

@@ -7,18 +7,30 @@
  *   [sinks, host_end)     host set: searched through the indexes; index id i is position sinks + i
  *   [host_end, n_past)    static tail: the context's last `window` tokens and every token after
  *
- * The CPU backend's KV cache is the host memory: each (layer, KV head) gets one ann_keys VIEW over
- * its cache rows from `sinks` on (float32, exact scores), grown in place as tokens move to the
- * host set, shared by the indexes of the KV group's query heads. Attention always reads the
- * cache's float32 K/V, so with topk ≥ the host set the result is full attention up to the order
- * of the additions.
+ * The host set's K/V (host_kv_impl.h) are, by default on the CPU backend, a float32 view over the
+ * context's own cache; with --host-kv bf16|int8 they are rows of that type encoded from the
+ * cache (a copy, for checking the types on the CPU), and co-executed with the GPU (a context
+ * without a cache) they are rows the engine's prefill writes and rt_retr_host_attend adds. Each
+ * (layer, KV head) gets one ann_keys VIEW over its stored keys from `sinks` on, grown in place as
+ * tokens move to the host set, shared by the indexes of the KV group's query heads. Host partials
+ * attend to the stored rows widened to float32 (the values the indexes score); the static
+ * partials of the CPU backend read the context's float32 cache. With float32 host K/V and topk ≥
+ * the host set the result is full attention up to the order of the additions.
  *
  * Query bookkeeping (all allocated at creation): `cap` holds the sampled prefill queries the
  * indexes are built from, (n_layer, cap_max, n_head, hd); `log` holds the queries of the static
  * tail's positions, (n_layer, log_max, n_head, hd), slot = position − host_end — the queries that
  * attended to tail tokens, used to link those tokens into the indexes when they move.
+ *
+ * Search: with one index per KV head, the host half of a token's layer runs one task per (KV
+ * head, `sgroup` consecutive query heads of it), each ONE ann_search_group traversal whose rows
+ * are loaded once for the group's heads, then every head's partial over its own top-k. Stats
+ * count searches per query head and keys scanned per traversal (the memory cost), so keys
+ * scanned / searches is the rows per head.
  */
 #include "runtime/retrieval_impl.h"
+
+#include "runtime/host_kv_impl.h"
 
 #include <math.h>
 #include <omp.h>
@@ -46,17 +58,24 @@ struct rt_retr {
     float *gather; /* (n_threads, gmax · heads_per_index, hd): per thread, one index's queries */
     size_t gmax;
 
+    rt_host_kv hkv;      /* the host set's K/V (see the top of the file) */
+    bool hkv_copy;       /* hkv holds typed rows encoded from the context's cache */
+    float *gk, *gv;      /* (n_threads, gather_max, hd): host rows widened for a partial */
+    uint32_t gather_max; /* rows one partial attends at most: topk, at least 1 */
     ann_keys **keys;     /* (n_layer · n_kv), NULL while the host set is empty */
     ann_index **index;   /* (n_layer · n_index): per query head, or per KV head (index_per_kv) */
     uint32_t n_index, heads_per_index; /* per layer; query heads sharing one index */
+    uint32_t sgroup;     /* query heads per search task (search_group within heads_per_index
+                            and ANN_GROUP_MAX; 1 with an index per query head) */
     ann_search_ctx **sctx; /* (n_threads) */
-    int32_t *ids;        /* (n_threads, topk) */
+    int32_t *ids;        /* (n_threads, sgroup, topk) */
+    int32_t *seeds;      /* (n_threads, sgroup · topk) a group's seeds: its heads' previous ids */
     /* the previous one-token step's results per (layer, query head), index ids: the next step's
      * search starts from them (consecutive tokens' queries attend to much the same keys) */
     int32_t *prev_ids;   /* (n_layer · n_head, topk) */
     int *prev_n;         /* (n_layer · n_head) */
-    float *scores;       /* (n_threads, topk) */
-    float *tmp;          /* (n_threads, hd) */
+    float *scores;       /* (n_threads, sgroup, topk) */
+    float *tmp;          /* (n_threads, sgroup, hd) */
     double *search_t;    /* (n_threads) thread-seconds in search, this hook call */
     int max_beam;
 
@@ -120,61 +139,102 @@ static ann_index *index_of(const rt_retr *r, uint32_t il, uint32_t h)
     return r->index[(size_t)il * r->n_index + h / r->heads_per_index];
 }
 
-/* Query head h's attention partial over the host set, on thread tid: over the `topk` keys its
- * index returns, or over every host key when the host set is no larger than topk; out = 0 and
- * lse = −∞ when nothing is attended (topk 0, no host set). K, V: the head's KV cache rows by
- * position. A failed search attends nothing and is recorded for settle() to report. */
-static void host_partial(rt_retr *r, int tid, uint32_t il, uint32_t h, const float *q,
-                         const float *K, const float *V, bool seeded, float *out, float *lse)
+/* Query heads h0 .. h0+nh-1's attention partials over the host set, on thread tid: over the
+ * `topk` keys their index returns (nh > 1: one group search of their index), or over every host
+ * key when the host set is no larger than topk; out (nh, hd) = 0 and lse (nh) = −∞ when nothing
+ * is attended (topk 0, no host set). qs (nh, hd): their queries. The rows come from the host K/V
+ * of their KV head, widened to float32. Seeded, the search starts from the heads' previous
+ * results (a group's: their union). A failed search attends nothing and is recorded for settle()
+ * to report. */
+static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_t nh,
+                          const float *qs, bool seeded, float *out, float *lse)
 {
-    const uint32_t hd = r->hd, n_host = r->host_end - r->sinks;
+    const uint32_t hd = r->hd, n_host = r->host_end - r->sinks, topk = r->p.topk;
+    const uint32_t g = h0 / r->group;
     const float scale = 1.0f / sqrtf((float)hd);
-    if (r->p.topk == 0 || n_host == 0) {
-        memset(out, 0, hd * sizeof *out);
-        *lse = -INFINITY;
+    float *gk = r->gk + (size_t)tid * r->gather_max * hd;
+    float *gv = r->gv + (size_t)tid * r->gather_max * hd;
+    if (topk == 0 || n_host == 0) {
+        memset(out, 0, (size_t)nh * hd * sizeof *out);
+        for (uint32_t j = 0; j < nh; j++)
+            lse[j] = -INFINITY;
         return;
     }
-    if (n_host <= r->p.topk) { /* the whole host set: contiguous rows */
-        rt_attn_partial(q, K + (size_t)r->sinks * hd, V + (size_t)r->sinks * hd, hd, NULL, n_host,
-                        scale, out, lse);
+    if (n_host <= topk) { /* the whole host set: contiguous rows, gathered once */
+        rt_host_kv_gather(&r->hkv, il, g, NULL, r->sinks, n_host, gk, gv);
+        for (uint32_t j = 0; j < nh; j++)
+            rt_attn_partial(qs + (size_t)j * hd, gk, gv, hd, NULL, n_host, scale,
+                            out + (size_t)j * hd, &lse[j]);
         return;
     }
     ann_search_params sp;
     memset(&sp, 0, sizeof sp);
-    sp.k = (int)r->p.topk;
+    sp.k = (int)topk;
     sp.ef = r->p.ef;
     sp.nprobe = r->p.nprobe;
-    int32_t *ids = r->ids + (size_t)tid * r->p.topk;
-    float *sc = r->scores + (size_t)tid * r->p.topk;
-    const size_t slot = (size_t)il * r->n_head + h;
-    int32_t *prev = r->prev_ids + slot * r->p.topk;
-    if (seeded) {
+    int32_t *ids = r->ids + (size_t)tid * r->sgroup * topk;
+    float *sc = r->scores + (size_t)tid * r->sgroup * topk;
+    const size_t slot = (size_t)il * r->n_head + h0;
+    int32_t *prev = r->prev_ids + slot * topk; /* (nh, topk): the heads' slots are consecutive */
+    int nf[ANN_GROUP_MAX] = {0};
+    if (seeded && nh == 1) {
         sp.seeds = prev;
         sp.n_seeds = r->prev_n[slot];
+    } else if (seeded) { /* the union; repeats cost nothing (visited marks skip them) */
+        int32_t *seeds = r->seeds + (size_t)tid * r->sgroup * topk;
+        for (uint32_t j = 0; j < nh; j++) {
+            memcpy(seeds + sp.n_seeds, prev + (size_t)j * topk,
+                   (size_t)r->prev_n[slot + j] * sizeof *seeds);
+            sp.n_seeds += r->prev_n[slot + j];
+        }
+        sp.seeds = seeds;
     }
-    int nf = 0;
     loupe_err e;
     double ts = now_s();
-    loupe_status st =
-        ann_search(index_of(r, il, h), r->sctx[tid], q, &sp, ids, sc, &nf, &e);
+    const ann_index *ix = index_of(r, il, h0);
+    loupe_status st = nh == 1 ? ann_search(ix, r->sctx[tid], qs, &sp, ids, sc, nf, &e)
+                              : ann_search_group(ix, r->sctx[tid], qs, (int)nh, &sp, ids, sc, nf,
+                                                 &e);
     r->search_t[tid] += now_s() - ts;
-    if (seeded && !st) {
-        memcpy(prev, ids, (size_t)nf * sizeof *ids);
-        r->prev_n[slot] = nf;
-    }
+    if (seeded && !st)
+        for (uint32_t j = 0; j < nh; j++) {
+            memcpy(prev + (size_t)j * topk, ids + (size_t)j * topk, (size_t)nf[j] * sizeof *ids);
+            r->prev_n[slot + j] = nf[j];
+        }
     if (st) {
 #pragma omp critical(rt_retr_err)
         if (!r->hook_status) {
             r->hook_status = st;
             r->hook_err = e;
         }
-        nf = 0;
+        memset(nf, 0, sizeof nf);
     }
-    for (int i = 0; i < nf; i++)
-        ids[i] += (int32_t)r->sinks; /* index id → cache position */
-    rt_attn_partial(q, K, V, hd, ids, (size_t)nf, scale, out, lse);
+    uint64_t attended = 0;
+    for (uint32_t j = 0; j < nh; j++) {
+        int32_t *hid = ids + (size_t)j * topk;
+        for (int i = 0; i < nf[j]; i++)
+            hid[i] += (int32_t)r->sinks; /* index id → cache position */
+        rt_host_kv_gather(&r->hkv, il, g, hid, 0, (size_t)nf[j], gk, gv);
+        rt_attn_partial(qs + (size_t)j * hd, gk, gv, hd, NULL, (size_t)nf[j], scale,
+                        out + (size_t)j * hd, &lse[j]);
+        attended += (uint64_t)nf[j];
+    }
 #pragma omp atomic
-    r->st.keys_attended += (uint64_t)nf;
+    r->st.keys_attended += attended;
+}
+
+/* Search task w of a layer (tasks_per_kv of them per KV head): its first query head and count. */
+static uint32_t task_heads(const rt_retr *r, long w, uint32_t *nh)
+{
+    const uint32_t per_kv = (r->group + r->sgroup - 1) / r->sgroup;
+    const uint32_t g = (uint32_t)(w / per_kv), sub = (uint32_t)(w % per_kv) * r->sgroup;
+    *nh = r->group - sub < r->sgroup ? r->group - sub : r->sgroup;
+    return g * r->group + sub;
+}
+
+static long tasks_per_token(const rt_retr *r)
+{
+    return (long)r->n_kv * (long)((r->group + r->sgroup - 1) / r->sgroup);
 }
 
 /* Bookkeeping after a parallel section of host partials for `queries` query heads that took
@@ -203,31 +263,38 @@ static void account(rt_retr *r, uint32_t il, size_t tokens, double wall)
 
 /* Attention of the chunk's B queries (positions n_past..) of one layer: per (token, head) the
  * static partial (sinks + tail up to the token) merged with the partial over the host keys the
- * head's index returns. */
+ * head's index returns; one task per (token, search group of heads). */
 static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
 {
     rt_retr *r = user;
     const uint32_t hd = r->hd, n_head = r->n_head, group = r->group;
     const float scale = 1.0f / sqrtf((float)hd);
+    const long per_token = tasks_per_token(r);
     double t0 = now_s();
-    long work = (long)(B * n_head);
+    long work = (long)B * per_token;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->n_threads)
     for (long w = 0; w < work; w++) {
         int tid = omp_get_thread_num();
-        size_t t = (size_t)w / n_head;
-        uint32_t h = (uint32_t)(w % n_head);
-        const float *K = rt_ctx_keys(c, il, h / group), *V = rt_ctx_values(c, il, h / group);
-        const float *q = c->q + (t * n_head + h) * hd;
-        float *out = c->att + (t * n_head + h) * hd, *tmp = r->tmp + (size_t)tid * hd;
+        size_t t = (size_t)(w / per_token);
+        uint32_t nh, h0 = task_heads(r, w % per_token, &nh);
+        const float *K = rt_ctx_keys(c, il, h0 / group), *V = rt_ctx_values(c, il, h0 / group);
+        const float *q = c->q + (t * n_head + h0) * hd;
+        float *out = c->att + (t * n_head + h0) * hd, *tmp = r->tmp + (size_t)tid * r->sgroup * hd;
         size_t pos = (size_t)c->n_past + t;
-        float l_out, l_tmp;
-        rt_attn_partial(q, K, V, hd, NULL, r->sinks, scale, out, &l_out);
-        rt_attn_partial(q, K + (size_t)r->host_end * hd, V + (size_t)r->host_end * hd, hd, NULL,
-                        pos + 1 - r->host_end, scale, tmp, &l_tmp);
-        rt_attn_merge(out, l_out, tmp, l_tmp, hd, out, &l_out);
-        host_partial(r, tid, il, h, q, K, V, B == 1, tmp, &l_tmp); /* one token: seeded */
-        if (l_tmp != -INFINITY)
-            rt_attn_merge(out, l_out, tmp, l_tmp, hd, out, &l_out);
+        float l_out[ANN_GROUP_MAX], l_tmp[ANN_GROUP_MAX];
+        for (uint32_t j = 0; j < nh; j++) {
+            const float *qj = q + (size_t)j * hd;
+            float *oj = out + (size_t)j * hd;
+            rt_attn_partial(qj, K, V, hd, NULL, r->sinks, scale, oj, &l_out[j]);
+            rt_attn_partial(qj, K + (size_t)r->host_end * hd, V + (size_t)r->host_end * hd, hd,
+                            NULL, pos + 1 - r->host_end, scale, tmp, &l_tmp[0]);
+            rt_attn_merge(oj, l_out[j], tmp, l_tmp[0], hd, oj, &l_out[j]);
+        }
+        host_partials(r, tid, il, h0, nh, q, B == 1, tmp, l_tmp); /* one token: seeded */
+        for (uint32_t j = 0; j < nh; j++)
+            if (l_tmp[j] != -INFINITY)
+                rt_attn_merge(out + (size_t)j * hd, l_out[j], tmp + (size_t)j * hd, l_tmp[j], hd,
+                              out + (size_t)j * hd, &l_out[j]);
     }
     account(r, il, B, now_s() - t0);
 }
@@ -236,26 +303,22 @@ loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const fl
                                  const float *k, const float *v, float *out, float *lse,
                                  loupe_err *err)
 {
-    const uint32_t hd = r->hd, n_head = r->n_head, group = r->group;
-    rt_ctx *c = r->c;
+    const uint32_t hd = r->hd;
     if (!r->sealed || pos < r->host_end || pos - r->host_end >= r->log_max || pos >= r->n_ctx)
         return loupe_fail(err, LOUPE_ERR_INTERNAL,
                           "host attention for position %u outside the static tail [%u, %u)", pos,
                           r->host_end, r->host_end + r->log_max);
-    for (uint32_t g = 0; g < r->n_kv; g++) { /* the token joins the host copy of the cache */
-        size_t row = (((size_t)il * r->n_kv + g) * c->n_ctx + pos) * hd; /* rt_ctx_keys' layout */
-        memcpy(c->k_cache + row, k + (size_t)g * hd, hd * sizeof *k);
-        memcpy(c->v_cache + row, v + (size_t)g * hd, hd * sizeof *v);
-    }
+    for (uint32_t g = 0; g < r->n_kv; g++) /* the token's row, for when it moves to the host set */
+        rt_host_kv_store(&r->hkv, il, g, pos, k + (size_t)g * hd, v + (size_t)g * hd);
     memcpy(r->log + ((size_t)il * r->log_max + (pos - r->host_end)) * r->nq, q,
            r->nq * sizeof *q);
     double t0 = now_s();
+    const long work = tasks_per_token(r);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->n_threads)
-    for (long h = 0; h < (long)n_head; h++) {
-        uint32_t g = (uint32_t)h / group;
-        host_partial(r, omp_get_thread_num(), il, (uint32_t)h, q + (size_t)h * hd,
-                     rt_ctx_keys(c, il, g), rt_ctx_values(c, il, g), true,
-                     out + (size_t)h * hd, &lse[h]);
+    for (long w = 0; w < work; w++) {
+        uint32_t nh, h0 = task_heads(r, w, &nh);
+        host_partials(r, omp_get_thread_num(), il, h0, nh, q + (size_t)h0 * hd, true,
+                      out + (size_t)h0 * hd, &lse[h0]);
     }
     account(r, il, 1, now_s() - t0);
     return take_hook_failure(r, err);
@@ -301,6 +364,11 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
         r->p.ef = 1;
     r->heads_per_index = r->p.index_per_kv ? r->group : 1;
     r->n_index = r->n_head / r->heads_per_index;
+    r->sgroup = r->p.search_group > 1 ? r->p.search_group : 1;
+    if (r->sgroup > r->heads_per_index) /* a group search needs one index */
+        r->sgroup = r->heads_per_index;
+    if (r->sgroup > ANN_GROUP_MAX)
+        r->sgroup = ANN_GROUP_MAX;
     /* build_queries counts queries per index: a shared index takes its query heads' queries at
      * build_queries / heads_per_index sampled positions */
     int64_t positions = r->p.build_queries / r->heads_per_index;
@@ -330,14 +398,18 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->keys = calloc((size_t)r->n_layer * r->n_kv, sizeof *r->keys);
     r->index = calloc((size_t)r->n_layer * r->n_index, sizeof *r->index);
     r->sctx = calloc((size_t)r->n_threads, sizeof *r->sctx);
-    r->ids = malloc((size_t)r->n_threads * topk * sizeof *r->ids);
+    r->ids = malloc((size_t)r->n_threads * r->sgroup * topk * sizeof *r->ids);
+    r->seeds = malloc((size_t)r->n_threads * r->sgroup * topk * sizeof *r->seeds);
     r->prev_ids = malloc((size_t)r->n_layer * r->n_head * topk * sizeof *r->prev_ids);
     r->prev_n = calloc((size_t)r->n_layer * r->n_head, sizeof *r->prev_n);
-    r->scores = malloc((size_t)r->n_threads * topk * sizeof *r->scores);
-    r->tmp = malloc((size_t)r->n_threads * r->hd * sizeof *r->tmp);
+    r->scores = malloc((size_t)r->n_threads * r->sgroup * topk * sizeof *r->scores);
+    r->tmp = malloc((size_t)r->n_threads * r->sgroup * r->hd * sizeof *r->tmp);
     r->search_t = calloc((size_t)r->n_threads, sizeof *r->search_t);
+    r->gather_max = (uint32_t)topk;
+    r->gk = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gk);
+    r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
     if (!r->cap || !r->log || !r->gather || !r->keys || !r->index || !r->sctx || !r->ids ||
-        !r->prev_ids || !r->prev_n ||
+        !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv ||
         !r->scores || !r->tmp || !r->search_t) {
         rt_retr_destroy(r);
         return loupe_fail(err, LOUPE_ERR_NOMEM,
@@ -352,8 +424,41 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
             return st;
         }
     }
+    /* The host K/V: the context's own float32 cache when it has one and no other type is
+     * asked for; else rows of their own (bf16 by default, a context without a cache being the
+     * GPU's co-execution partner). */
+    int type = p->host_kv;
+    if (type < 0)
+        type = c->k_cache ? ANN_KEYS_F32 : ANN_KEYS_BF16;
+    if (type == ANN_KEYS_F32 && c->k_cache) {
+        rt_host_kv_view_f32(&r->hkv, c->k_cache, c->v_cache, r->n_layer, r->n_kv, r->n_ctx,
+                            r->hd);
+    } else {
+        loupe_status st = rt_host_kv_alloc(&r->hkv, (ann_key_type)type, r->n_layer, r->n_kv,
+                                           r->n_ctx, r->hd, err);
+        if (st) {
+            rt_retr_destroy(r);
+            return st;
+        }
+        r->hkv_copy = c->k_cache != NULL;
+    }
     *out = r;
     return LOUPE_OK;
+}
+
+const rt_host_kv *rt_retr_host_kv(const rt_retr *r) { return &r->hkv; }
+
+/* With a typed copy (hkv_copy), positions [p0, p1) of layer l (every KV head) encoded from the
+ * context's cache into it; nothing otherwise (a view, or rows written by the GPU's prefill). */
+static void copy_rows(rt_retr *r, uint32_t l, uint32_t p0, uint32_t p1)
+{
+    if (!r->hkv_copy)
+        return;
+    for (uint32_t g = 0; g < r->n_kv; g++) {
+        const float *K = rt_ctx_keys(r->c, l, g), *V = rt_ctx_values(r->c, l, g);
+        for (uint32_t p = p0; p < p1; p++)
+            rt_host_kv_store(&r->hkv, l, g, p, K + (size_t)p * r->hd, V + (size_t)p * r->hd);
+    }
 }
 
 /* The static/host split of a context of n tokens. */
@@ -405,6 +510,10 @@ void rt_retr_destroy(rt_retr *r)
     free(r->index);
     free(r->sctx);
     free(r->ids);
+    free(r->seeds);
+    free(r->gk);
+    free(r->gv);
+    rt_host_kv_free(&r->hkv);
     free(r->prev_ids);
     free(r->prev_n);
     free(r->scores);
@@ -468,11 +577,10 @@ static loupe_status build_layer(rt_retr *r, uint32_t l, const float *qsrc, uint3
     if (rt_cuda_available()) /* the exact kNN of the build on the GPU when there is one */
         bo.knn = rt_cuda_knn;
     double t0 = now_s();
+    copy_rows(r, l, r->sinks, r->host_end);
     for (uint32_t g = 0; g < r->n_kv; g++) {
-        ann_keys **kp = &r->keys[(size_t)l * r->n_kv + g];
-        loupe_status st = ann_keys_view(ANN_KEYS_F32,
-                                        rt_ctx_keys(r->c, l, g) + (size_t)r->sinks * r->hd, NULL,
-                                        n_host, (int)r->hd, r->hd, kp, err);
+        loupe_status st = rt_host_kv_keys_view(&r->hkv, l, g, r->sinks, n_host,
+                                               &r->keys[(size_t)l * r->n_kv + g], err);
         if (st)
             return st;
     }
@@ -574,6 +682,8 @@ loupe_status rt_retr_settle(rt_retr *r, loupe_err *err)
         }
     } else {
         int64_t n_host = (int64_t)r->host_end + moved - r->sinks;
+        for (uint32_t l = 0; l < r->n_layer; l++)
+            copy_rows(r, l, r->host_end, r->host_end + moved);
         for (size_t i = 0; i < (size_t)r->n_layer * r->n_kv; i++) {
             loupe_status st = ann_keys_set_count(r->keys[i], n_host, err);
             if (st)

@@ -18,6 +18,7 @@
 #ifndef LOUPE_RETRIEVAL_IMPL_H
 #define LOUPE_RETRIEVAL_IMPL_H
 
+#include "runtime/host_kv_impl.h"
 #include "runtime/model_impl.h"
 #include "runtime/runtime.h"
 
@@ -49,6 +50,8 @@ loupe_status rt_retr_seal(rt_retr *r, loupe_err *err);
 loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const float *q,
                                  const float *k, const float *v, float *out, float *lse,
                                  loupe_err *err);
+/* The host set's K/V (host_kv_impl.h): where the CUDA engine's retrieval prefill writes. */
+const rt_host_kv *rt_retr_host_kv(const rt_retr *r);
 /* First position after the host set (the static tail starts here). */
 uint32_t rt_retr_host_end(const rt_retr *r);
 loupe_status rt_retr_settle(rt_retr *r, loupe_err *err);

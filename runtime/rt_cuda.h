@@ -160,8 +160,8 @@ loupe_status rt_cuda_kv_read(rt_cuda_engine *e, uint32_t layer, uint32_t p0, uin
  *
  *   prefill   Only from an empty engine, in ONE call (n ≤ n_seg): layer by layer, the tokens go
  *             through the layer with causal attention over the one-layer buffer; then that
- *             layer's K/V of every position are written as float32 to the host arrays given by
- *             rt_cuda_set_host_kv (when set), and the static positions are copied into the slots.
+ *             layer's K/V of every position are written to the host arrays given by
+ *             rt_cuda_set_host_kv (when set; float32, bf16 or int8), and the static positions are copied into the slots.
  *             host_end = max(sinks, n − window).
  *   decode    Per layer: q, k, v of the token (post-RoPE, float32) go to pinned host memory and
  *             the host attention callback computes each query head's partial over the host set
@@ -188,10 +188,19 @@ typedef loupe_status (*rt_cuda_host_attn_fn)(void *user, uint32_t layer, uint32_
 loupe_status rt_cuda_set_host_attn(rt_cuda_engine *e, rt_cuda_host_attn_fn fn, void *user,
                                    loupe_err *err);
 /* Where the retrieval-layout prefill writes each layer's K/V: (n_layer, n_head_kv, ld,
- * head_dim) float32 arrays in host memory (the CPU backend's cache layout when ld = n_ctx),
- * rows at positions. NULL k and v: not written. */
-loupe_status rt_cuda_set_host_kv(rt_cuda_engine *e, float *k, float *v, size_t ld,
-                                 loupe_err *err);
+ * head_dim) arrays in host memory, rows at positions, in anns' key storage types (the host K/V
+ * the indexes search: ANN_KEYS_F32; ANN_KEYS_BF16, rounded to nearest even; ANN_KEYS_INT8 with
+ * per-row scales max|x| / 127, (n_layer, n_head_kv, ld) each — bit for bit what
+ * ann_keys_encode_row stores). A bf16 engine copies bf16 rows as they are. */
+typedef struct {
+    ann_key_type type;
+    void *k, *v;              /* NULL: not written */
+    float *k_scale, *v_scale; /* int8 only */
+    size_t ld;                /* rows per head, >= the engine's n_ctx */
+} rt_cuda_host_kv;
+
+/* Sets (kv non-NULL) or clears where the prefill writes; the arrays must outlive the setting. */
+loupe_status rt_cuda_set_host_kv(rt_cuda_engine *e, const rt_cuda_host_kv *kv, loupe_err *err);
 /* Called by the retrieval layout's prefill after each layer, once that layer's K/V are in the
  * host arrays and its captured queries delivered, so the caller can build the layer's indexes
  * while the GPU runs the next layers. Runs on the prefill's thread: hand heavy work to another

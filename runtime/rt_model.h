@@ -55,6 +55,9 @@ typedef struct {
     int n_threads;    /* OpenMP threads; 0 = all cores */
     bool beyond_train; /* allow n_ctx past the training context: RoPE extrapolates and answers
                           degrade, but the vectors exist (measurements such as dump-qk) */
+    bool no_kv_cache;  /* hold no KV cache: the context only counts positions, its K/V live
+                          elsewhere (retrieval attention co-executed with the GPU keeps them in
+                          its host set); prefill and decode on it fail */
 } rt_ctx_params;
 
 void rt_ctx_params_init(rt_ctx_params *p);
@@ -91,7 +94,7 @@ loupe_status rt_ctx_decode(rt_ctx *c, int32_t id, loupe_err *err);
 const float *rt_ctx_logits(const rt_ctx *c);
 
 /* One KV head's cached keys or values, (n_ctx, head_dim) of which the first n_past rows are
- * filled; valid for the context's lifetime. */
+ * filled; valid for the context's lifetime. NULL for a context without a KV cache. */
 const float *rt_ctx_keys(const rt_ctx *c, uint32_t layer, uint32_t kv_head);
 const float *rt_ctx_values(const rt_ctx *c, uint32_t layer, uint32_t kv_head);
 

@@ -25,12 +25,14 @@
  * and the result equals full attention up to rounding. topk = 0 is the static set alone
  * (StreamingLLM), to show what the retrieval adds.
  *
- * Where the retrieval runs: the host set lives in a CPU context's KV cache (float32), whose
- * indexes search views over it. On the CPU backend that context does everything. With the CUDA
- * backend a retrieval mode CO-EXECUTES (DESIGN.md): the engine runs in its retrieval layout
+ * Where the retrieval runs: the host set's K/V live in host memory (`host_kv`: on the CPU
+ * backend the CPU context's own float32 cache by default; bf16 or int8 rows otherwise), and the
+ * indexes search views over its keys. On the CPU backend that context does everything. With the
+ * CUDA backend a retrieval mode CO-EXECUTES (DESIGN.md): the engine runs in its retrieval layout
  * (rt_cuda.h: only the static set on the GPU, plus one layer's K/V during the prefill); the
- * context's prefill runs layer by layer on the GPU, queries captured and each layer's K/V
- * written into the CPU context's cache; the indexes are built (kNN on the GPU); then every
+ * CPU context keeps no cache; the prefill runs layer by layer on the GPU, queries captured and
+ * each layer's K/V written into the host K/V (bf16 by default); the indexes are built (kNN on
+ * the GPU); then every
  * later token is a GPU decode step whose per-layer host half (search + attention over the host
  * keys, rt_retr_host_attend) runs on CPU threads while the GPU attends to the static set, the
  * two partials merged on the GPU. Extensions of several tokens go through it one token at a time.
@@ -77,6 +79,17 @@ typedef struct {
                                query heads' queries and searched by each of them (a quarter of
                                the indexes and their memory under 4-way GQA); else one per
                                query head */
+    uint32_t search_group;  /* with index_per_kv: query heads of a KV group searched by one
+                               traversal that loads each key row once for all of them (2; 1:
+                               one search per head). 2 keeps 16 tasks per layer under the 8B
+                               shape's 32 heads on 8 KV heads, one per thread of a 16-core host
+                               (4 would leave half the threads idle); on the bundled model a
+                               pair loads 0.78-0.89x the rows per head at the same ef, with a
+                               higher recall for every head */
+    int host_kv;            /* ann_key_type of the host set's K/V (--host-kv); -1 (default):
+                               the CPU context's own float32 cache on the CPU backend, bf16
+                               co-executed with the GPU. int8 (a scale per row) halves bf16:
+                               what 1M tokens of an 8B model need on a 125 GB machine */
 } rt_retrieval_params;
 
 typedef struct {

@@ -54,7 +54,9 @@ void rt_runner_params_init(rt_runner_params *p)
      * the graphs and 68 instead of ~350 bytes per key and KV group (docs/BENCHMARKS.md), which
      * is what lets the indexes of 1M tokens fit beside their K/V. */
     p->retrieval.index_per_kv = true;
+    p->retrieval.search_group = 2; /* rt_runner.h says why */
     p->retrieval.degree = 16;
+    p->retrieval.host_kv = -1; /* f32 in the CPU context's cache; bf16 co-executed */
 }
 
 static loupe_status host_attn(void *user, uint32_t layer, uint32_t pos, const float *q,
@@ -137,6 +139,9 @@ loupe_status rt_runner_create(const rt_model *m, const rt_runner_params *params,
         cp.n_ctx = r->p.n_ctx;
         cp.n_batch = r->p.n_batch;
         cp.n_threads = r->p.n_threads;
+        /* co-executed, the context only counts positions: the K/V live on the GPU (static
+         * set) and in the retrieval state's host K/V */
+        cp.no_kv_cache = r->cuda != NULL;
         st = rt_ctx_create(m, &cp, &r->ctx, err);
         if (!st && is_retrieval(r->p.attention))
             st = rt_retr_create(r->ctx, r->p.attention, &r->p.retrieval, &r->retr, err);
@@ -144,9 +149,10 @@ loupe_status rt_runner_create(const rt_model *m, const rt_runner_params *params,
     if (!st && r->cuda && r->retr) {
         r->coexec = true;
         st = rt_cuda_set_host_attn(r->cuda, host_attn, r, err);
+        const rt_host_kv *h = rt_retr_host_kv(r->retr);
+        rt_cuda_host_kv hk = {h->type, h->k, h->v, h->k_scale, h->v_scale, h->n_ctx};
         if (!st)
-            st = rt_cuda_set_host_kv(r->cuda, r->ctx->k_cache, r->ctx->v_cache, r->ctx->n_ctx,
-                                     err);
+            st = rt_cuda_set_host_kv(r->cuda, &hk, err);
     }
     if (st) {
         rt_runner_destroy(r);
@@ -427,9 +433,12 @@ void rt_runner_stats_get(const rt_runner *r, rt_runner_stats *out)
         out->coexec_tail_s = cx.merge_wait_s;
         out->gpu_bytes = rt_cuda_engine_plan(r->cuda)->total;
     }
-    if (r->ctx) {
+    if (r->ctx) { /* the context's own cache (none co-executed) and the host set's rows */
         const rt_hparams *hp = rt_model_hparams(r->m);
-        out->host_kv_bytes = 2ull * hp->n_layer * hp->n_head_kv * r->ctx->n_ctx * hp->head_dim *
-                             sizeof(float);
+        out->host_kv_bytes = r->ctx->k_cache ? 2ull * hp->n_layer * hp->n_head_kv *
+                                                   r->ctx->n_ctx * hp->head_dim * sizeof(float)
+                                             : 0;
+        if (r->retr && rt_retr_host_kv(r->retr)->owned)
+            out->host_kv_bytes += rt_host_kv_bytes(rt_retr_host_kv(r->retr));
     }
 }

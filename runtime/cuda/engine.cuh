@@ -132,8 +132,7 @@ struct rt_cuda_engine {
     void *host_user;
     rt_cuda_layer_fn layer_fn; /* after each retrieval-layout prefill layer, or NULL */
     void *layer_user;
-    float *host_k, *host_v; /* rt_cuda_set_host_kv: (n_layer, n_head_kv, host_ld, hd) or NULL */
-    size_t host_ld;
+    rt_cuda_host_kv host_kv; /* rt_cuda_set_host_kv (k, v NULL: none) */
     float *qkv_host;        /* pinned: q (n_head·hd), k, v (n_head_kv·hd) of the decode token */
     float *hpart_host;      /* pinned: the host half's out (n_head·hd) then lse (n_head) */
     cudaEvent_t qkv_ready;

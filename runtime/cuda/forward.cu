@@ -347,9 +347,9 @@ bool q_capture_queue(rt_cuda_engine *e, uint32_t pos, uint32_t B, size_t *n, uin
         rows == 1 ? cudaMemcpyAsync(e->q_host, src, row_bytes, cudaMemcpyDeviceToHost, e->stream)
                   : cudaMemcpy2DAsync(e->q_host, row_bytes, src, (size_t)st * row_bytes,
                                       row_bytes, rows, cudaMemcpyDeviceToHost, e->stream);
-    if (!ok("query capture copy", ce == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU) ||
+    if (!ok("query capture copy", rt_cuda_status(ce)) ||
         !ok("query capture event",
-            cudaEventRecord(e->q_ready, e->stream) == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU))
+            rt_cuda_status(cudaEventRecord(e->q_ready, e->stream))))
         return false;
     *n = rows;
     *first = (uint32_t)f;
@@ -364,7 +364,7 @@ bool q_capture_deliver(rt_cuda_engine *e, uint32_t il, size_t n, uint32_t first,
     if (n == 0)
         return true;
     if (!ok("query capture wait",
-            cudaEventSynchronize(e->q_ready) == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU))
+            rt_cuda_status(cudaEventSynchronize(e->q_ready))))
         return false;
     e->in_q_fn = true;
     e->q_fn(e->q_user, il, first, e->q_stride, n, e->q_host);
@@ -432,8 +432,11 @@ bool prefill_layer(rt_cuda_engine *e, uint32_t il, uint32_t S, uint32_t pos0, st
             st = rt_cuda_static_fill(e, il, pos0 + S, &op);
         if (!ok(op, st))
             return false;
-        if (e->layer_fn) /* the spill's copies to pageable memory have completed */
+        if (e->layer_fn) { /* once the layer's rows are in host memory (pinned or not) */
+            if (!cuda_ok(ok, "K/V spill", cudaStreamSynchronize(e->stream)))
+                return false;
             e->layer_fn(e->layer_user, il);
+        }
         return true;
     }
     return true;
@@ -475,7 +478,7 @@ bool segment_logits(rt_cuda_engine *e, uint32_t S, float *out, step &ok)
                     ? LOUPE_OK
                     : LOUPE_ERR_GPU) ||
             !ok("synchronize",
-                cudaStreamSynchronize(e->stream) == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU))
+                rt_cuda_status(cudaStreamSynchronize(e->stream))))
             return false;
     }
     return true;
@@ -483,7 +486,7 @@ bool segment_logits(rt_cuda_engine *e, uint32_t S, float *out, step &ok)
 
 loupe_status finish(rt_cuda_engine *e, step &ok)
 {
-    ok("synchronize", cudaStreamSynchronize(e->stream) == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU);
+    ok("synchronize", rt_cuda_status(cudaStreamSynchronize(e->stream)));
     if (ok.st == LOUPE_OK) {
         e->have_logits = true;
         e->logits_copied = false;
@@ -546,7 +549,7 @@ extern "C" loupe_status rt_cuda_prefill(rt_cuda_engine *e, const int32_t *ids, s
         /* The ids copy reads host memory asynchronously: finish before the next segment reuses
          * the device buffer (and before the caller may free `ids`). */
         if (!ok("synchronize",
-                cudaStreamSynchronize(e->stream) == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU))
+                rt_cuda_status(cudaStreamSynchronize(e->stream))))
             break;
         e->n_past += S;
         done += S;
@@ -589,7 +592,7 @@ extern "C" loupe_status rt_cuda_decode(rt_cuda_engine *e, int32_t id, loupe_err 
         e->graph_state = capture_decode(e) ? RT_CUDA_GRAPH_READY : RT_CUDA_GRAPH_OFF;
     if (e->graph_state == RT_CUDA_GRAPH_READY) {
         ok("decode graph launch",
-           cudaGraphLaunch(e->graph_exec, e->stream) == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU);
+           rt_cuda_status(cudaGraphLaunch(e->graph_exec, e->stream)));
     } else if (decode_launches(e, ok) && e->graph_state == RT_CUDA_GRAPH_UNTRIED) {
         /* The first eager step loaded and configured every kernel; capture on the next one. */
         const char *env = getenv("LOUPE_CUDA_GRAPHS");
@@ -644,6 +647,6 @@ extern "C" loupe_status rt_cuda_greedy(rt_cuda_engine *e, int32_t *id, loupe_err
                               ? LOUPE_OK
                               : LOUPE_ERR_GPU))
         ok("synchronize",
-           cudaStreamSynchronize(e->stream) == cudaSuccess ? LOUPE_OK : LOUPE_ERR_GPU);
+           rt_cuda_status(cudaStreamSynchronize(e->stream)));
     return ok.st;
 }

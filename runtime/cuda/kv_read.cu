@@ -32,6 +32,45 @@ __global__ void kv_to_f32_kernel(const KV *src, size_t head_pitch, size_t len, f
         o[j] = to_f32<KV>(s[j]);
 }
 
+/* A run of `len` elements (whole rows of hd) of each head, as bf16: exact for a bf16 cache
+ * (a copy), round to nearest even from fp32 (anns' f32_to_bf16). out: (n_head, len). */
+__global__ void kv_f32_to_bf16_kernel(const float *src, size_t head_pitch, size_t len,
+                                      __nv_bfloat16 *out)
+{
+    const float *s = src + (size_t)blockIdx.y * head_pitch;
+    __nv_bfloat16 *o = out + (size_t)blockIdx.y * len;
+    for (size_t j = (size_t)blockIdx.x * blockDim.x + threadIdx.x; j < len;
+         j += (size_t)gridDim.x * blockDim.x)
+        o[j] = __float2bfloat16_rn(s[j]);
+}
+
+/* The same run as int8 rows with a scale each, ann_keys_encode_row's formula bit for bit
+ * (scale = max|x| / 127, code = round-half-even(x · 127 / max|x|)): a warp per row of hd.
+ * codes: (n_head, len); scales: (n_head, len / hd). */
+template <typename KV>
+__global__ void kv_to_i8_kernel(const KV *src, size_t head_pitch, size_t len, uint32_t hd,
+                                int8_t *codes, float *scales)
+{
+    const size_t rows = len / hd;
+    const size_t row = (size_t)blockIdx.x * (blockDim.x / WARP) + threadIdx.x / WARP;
+    const uint32_t lane = threadIdx.x % WARP;
+    if (row >= rows)
+        return;
+    const KV *s = src + (size_t)blockIdx.y * head_pitch + row * hd;
+    float amax = 0.0f;
+    for (uint32_t i = lane; i < hd; i += WARP)
+        amax = fmaxf(amax, fabsf(to_f32<KV>(s[i])));
+    amax = warp_max(amax);
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    int8_t *c = codes + (size_t)blockIdx.y * len + row * hd;
+    for (uint32_t i = lane; i < hd; i += WARP) {
+        const float v = rintf(to_f32<KV>(s[i]) * inv);
+        c[i] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
+    }
+    if (lane == 0)
+        scales[(size_t)blockIdx.y * rows + row] = amax / 127.0f;
+}
+
 } // namespace rtc
 
 extern "C" loupe_status rt_cuda_kv_to_f32(const void *src, size_t head_pitch, uint32_t n_head,
@@ -153,20 +192,121 @@ extern "C" loupe_status rt_cuda_kv_read(rt_cuda_engine *e, uint32_t layer, uint3
     return st ? rt_cuda_op_fail(err, st, op) : LOUPE_OK;
 }
 
+/* ==== The retrieval layout's spill ======================================================== */
+
+namespace {
+
+/* bf16 rows of heads [0, n_head_kv) of one layer buffer (elements [0, L) of each head) into the
+ * host at out + h · out_pitch (elements): a bf16 engine copies its rows as they are, an fp32 one
+ * converts them in the staging buffer first. */
+loupe_status spill_bf16(rt_cuda_engine *e, const void *layer_base, size_t head_pitch, size_t L,
+                        uint16_t *out, size_t out_pitch, const char **op)
+{
+    const uint32_t H = e->m->hp.n_head_kv;
+    cudaStream_t s = e->stream;
+    loupe_status st = LOUPE_OK;
+    *op = "K/V copy";
+    if (e->act == RT_CUDA_BF16) {
+        const uint16_t *base = static_cast<const uint16_t *>(layer_base);
+        for (uint32_t h = 0; h < H && !st; h++)
+            st = rt_cuda_status(cudaMemcpyAsync(out + h * out_pitch, base + h * head_pitch,
+                                                L * 2, cudaMemcpyDeviceToHost, s));
+        return st;
+    }
+    size_t cap = 0;
+    __nv_bfloat16 *buf = reinterpret_cast<__nv_bfloat16 *>(staging(e, &cap));
+    cap *= 2; /* bf16 elements in the float buffer */
+    const float *base = static_cast<const float *>(layer_base);
+    for (uint32_t h = 0; h < H && !st; h++)
+        for (size_t j0 = 0; j0 < L && !st; j0 += cap) {
+            const size_t len = L - j0 < cap ? L - j0 : cap;
+            const unsigned bx = rtc::ceil_div(len, 256) < 1024 ? rtc::ceil_div(len, 256) : 1024;
+            *op = "K/V conversion";
+            rtc::kv_f32_to_bf16_kernel<<<dim3(bx, 1, 1), 256, 0, s>>>(base + h * head_pitch + j0,
+                                                                      head_pitch, len, buf);
+            st = rtc::launch_status();
+            *op = "K/V copy";
+            if (!st)
+                st = rt_cuda_status(cudaMemcpyAsync(out + h * out_pitch + j0, buf, len * 2,
+                                                    cudaMemcpyDeviceToHost, s));
+        }
+    return st;
+}
+
+/* int8 rows and their scales, the same heads and elements: quantised in the staging buffer
+ * (codes, then scales), in pieces of whole rows that fit it. */
+loupe_status spill_i8(rt_cuda_engine *e, const void *layer_base, size_t head_pitch, size_t L,
+                      int8_t *out, size_t out_pitch, float *scale, size_t scale_pitch,
+                      const char **op)
+{
+    const uint32_t H = e->m->hp.n_head_kv, hd = e->m->hp.head_dim;
+    cudaStream_t s = e->stream;
+    size_t cap = 0;
+    float *buf = staging(e, &cap);
+    /* rows per piece: hd code bytes + one float each, within cap floats */
+    const size_t rows_cap = cap * 4 / (hd + 4), per = rows_cap * hd;
+    if (rows_cap == 0)
+        return LOUPE_ERR_INTERNAL;
+    loupe_status st = LOUPE_OK;
+    for (uint32_t h = 0; h < H && !st; h++)
+        for (size_t j0 = 0; j0 < L && !st; j0 += per) {
+            const size_t len = L - j0 < per ? L - j0 : per, rows = len / hd;
+            int8_t *codes = reinterpret_cast<int8_t *>(buf);
+            float *sc = buf + (rows * hd + 3) / 4;
+            const unsigned bx = rtc::ceil_div(rows, 256 / rtc::WARP);
+            *op = "K/V quantisation";
+            if (e->act == RT_CUDA_BF16)
+                rtc::kv_to_i8_kernel<<<dim3(bx, 1, 1), 256, 0, s>>>(
+                    static_cast<const __nv_bfloat16 *>(layer_base) + h * head_pitch + j0,
+                    head_pitch, len, hd, codes, sc);
+            else
+                rtc::kv_to_i8_kernel<<<dim3(bx, 1, 1), 256, 0, s>>>(
+                    static_cast<const float *>(layer_base) + h * head_pitch + j0, head_pitch,
+                    len, hd, codes, sc);
+            st = rtc::launch_status();
+            *op = "K/V copy";
+            if (!st)
+                st = rt_cuda_status(cudaMemcpyAsync(out + h * out_pitch + j0, codes, len,
+                                                    cudaMemcpyDeviceToHost, s));
+            if (!st)
+                st = rt_cuda_status(cudaMemcpyAsync(scale + h * scale_pitch + j0 / hd, sc,
+                                                    rows * 4, cudaMemcpyDeviceToHost, s));
+        }
+    return st;
+}
+
+/* One array (K or V) of layer il: the layer buffer's positions [0, n) into the host arrays. */
+loupe_status spill_one(rt_cuda_engine *e, const void *layer_buf, void *host, float *host_scale,
+                       uint32_t il, uint32_t n, const char **op)
+{
+    const rt_hparams *hp = &e->m->hp;
+    const rt_cuda_host_kv &kv = e->host_kv;
+    const size_t hd = hp->head_dim, head_pitch = (size_t)e->p.n_ctx * hd, L = (size_t)n * hd;
+    const size_t layer_rows = (size_t)hp->n_head_kv * kv.ld, out_pitch = kv.ld * hd;
+    switch (kv.type) {
+    case ANN_KEYS_F32:
+        return read_one(e, layer_buf, head_pitch, 0, L,
+                        static_cast<float *>(host) + il * layer_rows * hd, out_pitch, op);
+    case ANN_KEYS_BF16:
+        return spill_bf16(e, layer_buf, head_pitch, L,
+                          static_cast<uint16_t *>(host) + il * layer_rows * hd, out_pitch, op);
+    default:
+        return spill_i8(e, layer_buf, head_pitch, L,
+                        static_cast<int8_t *>(host) + il * layer_rows * hd, out_pitch,
+                        host_scale + il * layer_rows, kv.ld, op);
+    }
+}
+
+} // namespace
+
 /* The retrieval layout's prefill, after layer il has seen positions [0, n) (static_set.cuh). */
 loupe_status rt_cuda_layer_spill(rt_cuda_engine *e, uint32_t il, uint32_t n, const char **op)
 {
-    if (!e->host_k && !e->host_v)
-        return LOUPE_OK;
-    const rt_hparams *hp = &e->m->hp;
-    const size_t hd = hp->head_dim, head_pitch = (size_t)e->p.n_ctx * hd;
-    const size_t layer_floats = (size_t)hp->n_head_kv * e->host_ld * hd;
+    const rt_cuda_host_kv &kv = e->host_kv;
     loupe_status st = LOUPE_OK;
-    if (e->host_k)
-        st = read_one(e, e->k_layer, head_pitch, 0, (size_t)n * hd, e->host_k + il * layer_floats,
-                      e->host_ld * hd, op);
-    if (!st && e->host_v)
-        st = read_one(e, e->v_layer, head_pitch, 0, (size_t)n * hd, e->host_v + il * layer_floats,
-                      e->host_ld * hd, op);
+    if (kv.k)
+        st = spill_one(e, e->k_layer, kv.k, kv.k_scale, il, n, op);
+    if (!st && kv.v)
+        st = spill_one(e, e->v_layer, kv.v, kv.v_scale, il, n, op);
     return st;
 }

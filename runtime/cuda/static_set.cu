@@ -97,19 +97,25 @@ extern "C" loupe_status rt_cuda_set_host_attn(rt_cuda_engine *e, rt_cuda_host_at
     return LOUPE_OK;
 }
 
-extern "C" loupe_status rt_cuda_set_host_kv(rt_cuda_engine *e, float *k, float *v, size_t ld,
+extern "C" loupe_status rt_cuda_set_host_kv(rt_cuda_engine *e, const rt_cuda_host_kv *kv,
                                             loupe_err *err)
 {
-    if ((k || v) && !e->coexec)
+    if (!kv || (!kv->k && !kv->v)) {
+        e->host_kv = rt_cuda_host_kv{};
+        return LOUPE_OK;
+    }
+    if (!e->coexec)
         return loupe_fail(err, LOUPE_ERR_INVALID,
                           "host K/V arrays are written by the retrieval layout's prefill only");
-    if ((k || v) && ld < e->p.n_ctx)
+    if (kv->ld < e->p.n_ctx)
         return loupe_fail(err, LOUPE_ERR_INVALID,
-                          "host K/V rows per head (%zu) must cover the context (%u)", ld,
+                          "host K/V rows per head (%zu) must cover the context (%u)", kv->ld,
                           e->p.n_ctx);
-    e->host_k = k;
-    e->host_v = v;
-    e->host_ld = ld;
+    if (kv->type != ANN_KEYS_F32 && kv->type != ANN_KEYS_BF16 && kv->type != ANN_KEYS_INT8)
+        return loupe_fail(err, LOUPE_ERR_INVALID, "unknown host K/V type %d", (int)kv->type);
+    if (kv->type == ANN_KEYS_INT8 && ((kv->k && !kv->k_scale) || (kv->v && !kv->v_scale)))
+        return loupe_fail(err, LOUPE_ERR_INVALID, "int8 host K/V need their row scales");
+    e->host_kv = *kv;
     return LOUPE_OK;
 }
 

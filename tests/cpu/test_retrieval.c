@@ -8,6 +8,7 @@
  *   1. retrieval, flat, ivf with topk ≥ every host key: logits at every step equal full
  *      attention's (relative error ≤ 1e-5) — the static/host split, the causal extension, the
  *      merge and the moves lose nothing;
+ *      The same with the host K/V stored as bf16 and int8: close to full attention, not equal;
  *   2. flat with a small topk, first decode after the prefill: equal to rt_ctx_decode_sparse
  *      (an independent implementation of static set + exact top-k);
  *   3. the graph searched exhaustively (beam ≥ every key) with a small topk equals flat at every
@@ -23,66 +24,8 @@
 #include <string.h>
 
 #include "common/test_util.h"
+#include "cpu/retrieval_script.h"
 #include "runtime/runtime.h"
-
-enum { N0 = 300, EXT = 20, DEC = 90, SINKS = 4, WINDOW = 24, STATIC_MAX = 64 };
-
-/* Runs the script and stores the logits of the context's last token, every extension row and
- * every decode step: (1 + EXT + DEC, n_vocab). */
-static loupe_status run_script(const rt_model *m, const rt_runner_params *p, const int32_t *ids,
-                               float *out, rt_runner_stats *st, loupe_err *err)
-{
-    uint32_t nv = rt_model_hparams(m)->n_vocab;
-    rt_runner *r = NULL;
-    float *ext = malloc((size_t)EXT * nv * sizeof *ext);
-    loupe_status s = ext ? rt_runner_create(m, p, &r, err) : LOUPE_ERR_NOMEM;
-    if (!s)
-        s = rt_runner_prefill(r, ids, N0, NULL, err);
-    if (!s) {
-        memcpy(out, rt_runner_logits(r, NULL), nv * sizeof *out);
-        s = rt_runner_prefill(r, ids + N0, EXT, ext, err);
-    }
-    if (!s)
-        memcpy(out + nv, ext, (size_t)EXT * nv * sizeof *out);
-    for (int i = 0; !s && i < DEC; i++) {
-        s = rt_runner_decode(r, ids[N0 + EXT + i], err);
-        if (!s)
-            memcpy(out + (size_t)(1 + EXT + i) * nv, rt_runner_logits(r, NULL), nv * sizeof *out);
-    }
-    if (!s && st)
-        rt_runner_stats_get(r, st);
-    rt_runner_destroy(r);
-    free(ext);
-    return s;
-}
-
-static void params(rt_runner_params *p, rt_attn_mode mode, uint32_t topk)
-{
-    rt_runner_params_init(p);
-    p->backend = RT_BACKEND_CPU;
-    p->attention = mode;
-    p->n_ctx = N0 + EXT + DEC + 8;
-    p->n_batch = 64;
-    p->n_threads = 2;
-    p->retrieval.topk = topk;
-    p->retrieval.sinks = SINKS;
-    p->retrieval.window = WINDOW;
-    p->retrieval.static_max = STATIC_MAX;
-    p->retrieval.build_queries = 128;
-}
-
-static double max_row_diff(const float *a, const float *b, uint32_t nv, int *worst)
-{
-    double d = 0;
-    for (int t = 0; t < 1 + EXT + DEC; t++) {
-        double e = test_rel_diff(a + (size_t)t * nv, b + (size_t)t * nv, nv);
-        if (e > d) {
-            d = e;
-            *worst = t;
-        }
-    }
-    return d;
-}
 
 int main(int argc, char **argv)
 {
@@ -108,18 +51,18 @@ int main(int argc, char **argv)
         ids[i] = (int32_t)(test_rng_u64(&rng) % nv);
 
     rt_runner_params p;
-    params(&p, RT_ATTN_FULL, 0);
-    CHECK_MSG(!run_script(m, &p, ids, full, NULL, &err), "full: %s", loupe_err_message(&err));
+    script_params(&p, RT_ATTN_FULL, 0);
+    CHECK_MSG(!script_run(m, &p, ids, full, NULL, &err), "full: %s", loupe_err_message(&err));
 
     /* 1. Every host key attended: full attention, whatever the index. */
     const rt_attn_mode modes[] = {RT_ATTN_RETRIEVAL, RT_ATTN_FLAT, RT_ATTN_IVF};
     for (int i = 0; i < 3; i++) {
         rt_runner_stats st = {0};
-        params(&p, modes[i], 1 << 20);
-        loupe_status s = run_script(m, &p, ids, got, &st, &err);
+        script_params(&p, modes[i], 1 << 20);
+        loupe_status s = script_run(m, &p, ids, got, &st, &err);
         CHECK_MSG(!s, "%s: %s", rt_attn_mode_name(modes[i]), loupe_err_message(&err));
         int worst = 0;
-        double d = s ? INFINITY : max_row_diff(got, full, nv, &worst);
+        double d = s ? INFINITY : script_max_row_diff(got, full, nv, &worst);
         CHECK_MSG(d <= 1e-5, "%s with topk >= the host set: relative error %.3g at row %d",
                   rt_attn_mode_name(modes[i]), d, worst);
         /* 5. the static tail (WINDOW + EXT + DEC tokens) crossed STATIC_MAX: moves happened */
@@ -130,10 +73,37 @@ int main(int argc, char **argv)
         CHECK(!s && st.retrieval_tokens == EXT + DEC);
     }
 
+    /* 1b. Host K/V stored as bf16 or int8 (a typed copy of the context's cache on the CPU
+     * backend): every host key attended is full attention up to the storage's rounding — close,
+     * and not equal (the typed rows are what gets attended); the copy is counted. */
+    {
+        const ann_key_type types[] = {ANN_KEYS_BF16, ANN_KEYS_INT8};
+        const double bound[] = {3e-3, 1e-2}; /* measured ~6e-4 and ~1.6e-3 */
+        for (int i = 0; i < 2; i++) {
+            rt_runner_stats st = {0};
+            script_params(&p, RT_ATTN_RETRIEVAL, 1 << 20);
+            p.retrieval.host_kv = (int)types[i];
+            loupe_status s = script_run(m, &p, ids, got, &st, &err);
+            CHECK_MSG(!s, "host K/V %s: %s", ann_key_type_name(types[i]), loupe_err_message(&err));
+            int worst = 0;
+            double d = s ? INFINITY : script_max_row_diff(got, full, nv, &worst);
+            CHECK_MSG(d <= bound[i] && d > 1e-7,
+                      "host K/V %s with topk >= the host set: relative error %.3g at row %d",
+                      ann_key_type_name(types[i]), d, worst);
+            const rt_hparams *hp = rt_model_hparams(m);
+            const uint64_t cells = 2ull * hp->n_layer * hp->n_head_kv * p.n_ctx;
+            const uint64_t want = cells * hp->head_dim * 4 + /* the context's own cache */
+                                  cells * hp->head_dim * (i == 0 ? 2 : 1) + (i == 0 ? 0 : cells * 4);
+            CHECK_MSG(!s && st.host_kv_bytes == want, "host K/V %s: %llu bytes, expected %llu",
+                      ann_key_type_name(types[i]), (unsigned long long)st.host_kv_bytes,
+                      (unsigned long long)want);
+        }
+    }
+
     /* 2. flat with a small topk, first step after the prefill, vs rt_ctx_decode_sparse. */
     {
         const uint32_t topk = 7;
-        params(&p, RT_ATTN_FLAT, topk);
+        script_params(&p, RT_ATTN_FLAT, topk);
         rt_runner *r = NULL;
         rt_ctx *c = NULL;
         rt_ctx_params cp;
@@ -165,20 +135,20 @@ int main(int argc, char **argv)
     /* 3. exhaustive graph search == exact top-k, through the moves. */
     {
         rt_runner_stats st = {0};
-        params(&p, RT_ATTN_FLAT, 9);
-        CHECK_MSG(!run_script(m, &p, ids, flat, NULL, &err), "flat: %s", loupe_err_message(&err));
-        params(&p, RT_ATTN_RETRIEVAL, 9);
+        script_params(&p, RT_ATTN_FLAT, 9);
+        CHECK_MSG(!script_run(m, &p, ids, flat, NULL, &err), "flat: %s", loupe_err_message(&err));
+        script_params(&p, RT_ATTN_RETRIEVAL, 9);
         p.retrieval.ef = (int)p.n_ctx;
-        loupe_status s = run_script(m, &p, ids, got, &st, &err);
+        loupe_status s = script_run(m, &p, ids, got, &st, &err);
         CHECK_MSG(!s, "retrieval: %s", loupe_err_message(&err));
         int worst = 0;
-        double d = s ? INFINITY : max_row_diff(got, flat, nv, &worst);
+        double d = s ? INFINITY : script_max_row_diff(got, flat, nv, &worst);
         CHECK_MSG(d <= 1e-5, "exhaustive graph search vs flat: relative error %.3g at row %d", d,
                   worst);
         CHECK(!s && st.searches > 0 && st.keys_attended == st.searches * 9);
         /* two sparse results agreeing means something only if sparse differs from full */
         int w2 = 0;
-        CHECK_MSG(max_row_diff(flat, full, nv, &w2) > 1e-4,
+        CHECK_MSG(script_max_row_diff(flat, full, nv, &w2) > 1e-4,
                   "topk 9 equals full attention: the comparison above proves nothing");
     }
 
@@ -189,14 +159,14 @@ int main(int argc, char **argv)
         const rt_attn_mode shared_modes[] = {RT_ATTN_FLAT, RT_ATTN_RETRIEVAL};
         for (int i = 0; i < 2; i++) {
             rt_runner_stats st = {0};
-            params(&p, shared_modes[i], 9);
+            script_params(&p, shared_modes[i], 9);
             p.retrieval.index_per_kv = true;
             p.retrieval.ef = (int)p.n_ctx;
-            loupe_status s = run_script(m, &p, ids, got, &st, &err);
+            loupe_status s = script_run(m, &p, ids, got, &st, &err);
             CHECK_MSG(!s, "%s per KV head: %s", rt_attn_mode_name(shared_modes[i]),
                       loupe_err_message(&err));
             int worst = 0;
-            double d = s ? INFINITY : max_row_diff(got, flat, nv, &worst);
+            double d = s ? INFINITY : script_max_row_diff(got, flat, nv, &worst);
             CHECK_MSG(d <= 1e-5, "%s with one index per KV head vs flat per query head: "
                       "relative error %.3g at row %d", rt_attn_mode_name(shared_modes[i]), d,
                       worst);
@@ -206,25 +176,25 @@ int main(int argc, char **argv)
 
     /* 4. static set only: visibly different. */
     {
-        params(&p, RT_ATTN_RETRIEVAL, 0);
-        loupe_status s = run_script(m, &p, ids, got, NULL, &err);
+        script_params(&p, RT_ATTN_RETRIEVAL, 0);
+        loupe_status s = script_run(m, &p, ids, got, NULL, &err);
         CHECK_MSG(!s, "topk 0: %s", loupe_err_message(&err));
         int worst = 0;
-        double d = s ? 0 : max_row_diff(got, full, nv, &worst);
+        double d = s ? 0 : script_max_row_diff(got, full, nv, &worst);
         CHECK_MSG(d > 1e-3, "topk 0 is within %.3g of full attention", d);
     }
 
     /* 6. bad parameters */
     {
         rt_runner *r = NULL;
-        params(&p, RT_ATTN_RETRIEVAL, 10);
+        script_params(&p, RT_ATTN_RETRIEVAL, 10);
         p.retrieval.static_max = WINDOW;
         CHECK(rt_runner_create(m, &p, &r, &err) == LOUPE_ERR_INVALID && !r);
         CHECK(strstr(loupe_err_message(&err), "window") != NULL);
         /* --backend cuda without a usable device: refused with a reason, whether the build has
            no CUDA (UNSUPPORTED) or the machine has no GPU (GPU); with a GPU it co-executes. */
         if (!rt_cuda_available()) {
-            params(&p, RT_ATTN_RETRIEVAL, 10);
+            script_params(&p, RT_ATTN_RETRIEVAL, 10);
             p.backend = RT_BACKEND_CUDA;
             loupe_status s = rt_runner_create(m, &p, &r, &err);
             CHECK_MSG((s == LOUPE_ERR_UNSUPPORTED || s == LOUPE_ERR_GPU) && !r,
