@@ -103,6 +103,11 @@ loupe_status rt_cuda_knn(void *user, const ann_keys *keys, const float *queries,
     return no_cuda(err);
 }
 
+void rt_cuda_set_q_capture_from(rt_cuda_engine *e, uint32_t from)
+{
+    (void)e, (void)from;
+}
+
 loupe_status rt_cuda_set_q_capture(rt_cuda_engine *e, rt_cuda_q_fn fn, void *user,
                                    uint32_t stride, loupe_err *err)
 {

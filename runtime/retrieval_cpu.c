@@ -537,6 +537,12 @@ void rt_retr_begin(rt_retr *r, size_t n)
     r->c->hook_user = r;
 }
 
+void rt_retr_capture_plan(const rt_retr *r, uint32_t *stride, uint32_t *from)
+{
+    *stride = r->cap_stride;
+    *from = r->prefill_n > r->p.window ? r->prefill_n - r->p.window : 0;
+}
+
 void rt_retr_capture(rt_retr *r, uint32_t layer, uint32_t pos0, uint32_t stride, size_t n,
                      const float *q)
 {

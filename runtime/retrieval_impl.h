@@ -37,6 +37,10 @@ void rt_retr_begin(rt_retr *r, size_t n);
  * `layer` at positions pos0, pos0 + stride, ... Between rt_retr_begin and rt_retr_seal. */
 void rt_retr_capture(rt_retr *r, uint32_t layer, uint32_t pos0, uint32_t stride, size_t n,
                      const float *q);
+/* The positions the capture keeps, after rt_retr_begin: p % stride == 0 (the sampled build
+ * queries) and every p >= from (the static tail's); a prefill elsewhere need hand over no
+ * others. */
+void rt_retr_capture_plan(const rt_retr *r, uint32_t *stride, uint32_t *from);
 /* Builds one layer's indexes during the prefill, once that layer's queries are captured and its
  * K/V are in the context's cache (the CUDA engine's layer-by-layer prefill), so the building
  * overlaps the later layers; seal() builds the layers not built this way. Not thread-safe with

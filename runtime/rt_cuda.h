@@ -141,6 +141,12 @@ typedef void (*rt_cuda_q_fn)(void *user, uint32_t layer, uint32_t pos0, uint32_t
  * LOUPE_ERR_INVALID. fn runs in the middle of a prefill and must not call the engine. */
 loupe_status rt_cuda_set_q_capture(rt_cuda_engine *e, rt_cuda_q_fn fn, void *user,
                                    uint32_t stride, loupe_err *err);
+/* While capture is on, also capture every position >= from (each chunk's such rows come in a
+ * call of their own, stride 1, after its strided rows): retrieval attention wants sampled
+ * queries of the whole prefill but every query of its last `window` positions, and copying
+ * only those saves the device→host copy of the rest (2 GiB per layer for the 8B shape at
+ * 128K). Reset to none by every rt_cuda_set_q_capture. */
+void rt_cuda_set_q_capture_from(rt_cuda_engine *e, uint32_t from);
 
 /* Copies cached keys and values of positions [p0, p1) of every KV head of `layer` to host memory
  * as float32: k_out and v_out are (n_head_kv, ld, head_dim) with row p − p0 + off of head h at

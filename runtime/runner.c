@@ -306,7 +306,10 @@ static loupe_status prefill_on_gpu(rt_runner *r, const int32_t *ids, size_t n, f
     }
     b.threaded = overlap;
     rt_cuda_set_layer_done(r->cuda, layer_ready, &b);
-    loupe_status st = rt_cuda_set_q_capture(r->cuda, capture_from_cuda, r->retr, 1, err);
+    uint32_t stride, from;
+    rt_retr_capture_plan(r->retr, &stride, &from);
+    loupe_status st = rt_cuda_set_q_capture(r->cuda, capture_from_cuda, r->retr, stride, err);
+    rt_cuda_set_q_capture_from(r->cuda, from); /* copy only the rows the capture keeps */
     if (!st)
         st = rt_cuda_prefill(r->cuda, ids, n, all_logits, err);
     rt_cuda_set_q_capture(r->cuda, NULL, NULL, 1, NULL);

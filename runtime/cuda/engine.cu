@@ -558,5 +558,11 @@ extern "C" loupe_status rt_cuda_set_q_capture(rt_cuda_engine *e, rt_cuda_q_fn fn
     e->q_fn = fn;
     e->q_user = user;
     e->q_stride = stride;
+    e->q_from = UINT32_MAX;
     return LOUPE_OK;
+}
+
+extern "C" void rt_cuda_set_q_capture_from(rt_cuda_engine *e, uint32_t from)
+{
+    e->q_from = from;
 }

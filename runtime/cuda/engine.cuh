@@ -120,6 +120,7 @@ struct rt_cuda_engine {
     rt_cuda_q_fn q_fn;
     void *q_user;
     uint32_t q_stride;    /* >= 1 */
+    uint32_t q_from;      /* also every position >= q_from (UINT32_MAX: none) */
     float *q_host;        /* (n_batch, n_head·hd) pinned host staging: a chunk's captured rows */
     cudaEvent_t q_ready;  /* recorded after the staging copy, so the host waits for that only */
     bool in_q_fn;         /* the callback is running: the engine is mid-prefill */

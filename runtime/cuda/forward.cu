@@ -326,48 +326,66 @@ bool densify(rt_cuda_engine *e, const rt_cuda_mat &m, size_t *off, dense_mat *ou
 }
 
 /* Query capture, first half: the chunk's captured rows (positions pos .. pos + B − 1 with
- * p % stride == 0) copied after RoPE from e->q (fp32 in both precisions: the GEMMs accumulate
- * and write fp32) into the pinned staging buffer, then the event recorded. *n = rows queued, 0
- * when capture is off or the chunk holds none; *first = the first one's position. */
-bool q_capture_queue(rt_cuda_engine *e, uint32_t pos, uint32_t B, size_t *n, uint32_t *first,
-                     step &ok)
+ * p % stride == 0 below q_from, then every one from q_from on) copied after RoPE from e->q (fp32
+ * in both precisions: the GEMMs accumulate and write fp32) into the pinned staging buffer, then
+ * the event recorded. cap->n[0] strided rows from cap->first[0], then cap->n[1] consecutive ones
+ * from cap->first[1]; none when capture is off or the chunk holds none. */
+struct q_cap {
+    size_t n[2];
+    uint32_t first[2];
+};
+
+bool q_capture_queue(rt_cuda_engine *e, uint32_t pos, uint32_t B, q_cap *cap, step &ok)
 {
-    *n = 0;
+    *cap = q_cap{};
     if (!e->q_fn)
         return true;
+    const size_t row_floats = (size_t)e->m->hp.n_head * e->m->hp.head_dim;
+    const size_t row_bytes = row_floats * sizeof(float);
+    const uint64_t end = (uint64_t)pos + B, from = e->q_from < end ? e->q_from : end;
     const uint64_t st = e->q_stride, f = ((uint64_t)pos + st - 1) / st * st;
-    if (f >= (uint64_t)pos + B)
+    cudaError_t ce = cudaSuccess;
+    if (f < from) { /* strided rows below q_from */
+        const size_t rows = (size_t)((from - 1 - f) / st + 1);
+        const float *src = e->q + (size_t)(f - pos) * row_floats;
+        /* One row needs no pitch (a large stride's would exceed cudaMemcpy2D's limit); several
+         * rows mean stride < B, so the source pitch stays within the q buffer. */
+        ce = rows == 1 ? cudaMemcpyAsync(e->q_host, src, row_bytes, cudaMemcpyDeviceToHost,
+                                         e->stream)
+                       : cudaMemcpy2DAsync(e->q_host, row_bytes, src, (size_t)st * row_bytes,
+                                           row_bytes, rows, cudaMemcpyDeviceToHost, e->stream);
+        cap->n[0] = rows;
+        cap->first[0] = (uint32_t)f;
+    }
+    const uint64_t t0 = from > pos ? from : pos;
+    if (ce == cudaSuccess && t0 < end) { /* every row from q_from on */
+        cap->n[1] = (size_t)(end - t0);
+        cap->first[1] = (uint32_t)t0;
+        ce = cudaMemcpyAsync(e->q_host + cap->n[0] * row_floats,
+                             e->q + (size_t)(t0 - pos) * row_floats, cap->n[1] * row_bytes,
+                             cudaMemcpyDeviceToHost, e->stream);
+    }
+    if (cap->n[0] + cap->n[1] == 0)
         return true;
-    const size_t rows = (size_t)(((uint64_t)pos + B - 1 - f) / st + 1);
-    const size_t row_bytes = (size_t)e->m->hp.n_head * e->m->hp.head_dim * sizeof(float);
-    const float *src = e->q + (size_t)(f - pos) * (row_bytes / sizeof(float));
-    /* One row needs no pitch (a large stride's would exceed cudaMemcpy2D's limit); several
-     * rows mean stride < B, so the source pitch stays within the q buffer. */
-    const cudaError_t ce =
-        rows == 1 ? cudaMemcpyAsync(e->q_host, src, row_bytes, cudaMemcpyDeviceToHost, e->stream)
-                  : cudaMemcpy2DAsync(e->q_host, row_bytes, src, (size_t)st * row_bytes,
-                                      row_bytes, rows, cudaMemcpyDeviceToHost, e->stream);
-    if (!ok("query capture copy", rt_cuda_status(ce)) ||
-        !ok("query capture event",
-            rt_cuda_status(cudaEventRecord(e->q_ready, e->stream))))
-        return false;
-    *n = rows;
-    *first = (uint32_t)f;
-    return true;
+    return ok("query capture copy", rt_cuda_status(ce)) &&
+           ok("query capture event", rt_cuda_status(cudaEventRecord(e->q_ready, e->stream)));
 }
 
 /* Query capture, second half, after the rest of the chunk is queued: waits for the copy alone
  * (the GPU goes on with attention and the FFN meanwhile) and hands the rows to the callback,
  * which returns before the next chunk's copy can overwrite them. */
-bool q_capture_deliver(rt_cuda_engine *e, uint32_t il, size_t n, uint32_t first, step &ok)
+bool q_capture_deliver(rt_cuda_engine *e, uint32_t il, const q_cap &cap, step &ok)
 {
-    if (n == 0)
+    if (cap.n[0] + cap.n[1] == 0)
         return true;
-    if (!ok("query capture wait",
-            rt_cuda_status(cudaEventSynchronize(e->q_ready))))
+    if (!ok("query capture wait", rt_cuda_status(cudaEventSynchronize(e->q_ready))))
         return false;
+    const size_t row_floats = (size_t)e->m->hp.n_head * e->m->hp.head_dim;
     e->in_q_fn = true;
-    e->q_fn(e->q_user, il, first, e->q_stride, n, e->q_host);
+    if (cap.n[0])
+        e->q_fn(e->q_user, il, cap.first[0], e->q_stride, cap.n[0], e->q_host);
+    if (cap.n[1])
+        e->q_fn(e->q_user, il, cap.first[1], 1, cap.n[1], e->q_host + cap.n[0] * row_floats);
     e->in_q_fn = false;
     return true;
 }
@@ -398,8 +416,7 @@ bool prefill_layer(rt_cuda_engine *e, uint32_t il, uint32_t S, uint32_t pos0, st
         const uint32_t B = S - c0 < e->p.n_batch ? S - c0 : e->p.n_batch;
         float *xr = e->x + (size_t)c0 * E;
         const uint32_t pos = pos0 + c0;
-        size_t n_cap = 0;
-        uint32_t cap0 = 0;
+        q_cap cap;
         if (!(ok("rmsnorm", rt_cuda_rmsnorm(xr, E, L->attn_norm, E, B, hp->norm_eps, act, e->xb,
                                             E, s)) &&
               ok("q gemm", gemm(wq, L->wq, e->xb, E, B, 0.0f, e->q, nq)) &&
@@ -410,7 +427,7 @@ bool prefill_layer(rt_cuda_engine *e, uint32_t il, uint32_t S, uint32_t pos0, st
                           ok("bias", rt_cuda_add_bias(e->v, nkv, L->bv, nkv, B, s)))) &&
               ok("rope",
                  rt_cuda_rope(&e->rd, pos, B, e->q, hp->n_head, e->k, hp->n_head_kv, hd, s)) &&
-              q_capture_queue(e, pos, B, &n_cap, &cap0, ok) &&
+              q_capture_queue(e, pos, B, &cap, ok) &&
               ok("kv store", rt_cuda_kv_store(e->k, e->v, B, hp->n_head_kv, hd, pos, a.n_ctx,
                                               act, const_cast<void *>(a.k),
                                               const_cast<void *>(a.v), s)) &&
@@ -422,7 +439,7 @@ bool prefill_layer(rt_cuda_engine *e, uint32_t il, uint32_t S, uint32_t pos0, st
               ok("up gemm", gemm(wu, L->w_up, e->xb, E, B, 0.0f, e->hb2, F)) &&
               ok("swiglu", rt_cuda_swiglu(e->hb, e->hb2, (size_t)B * F, act, e->hg, s)) &&
               ok("down gemm", gemm(wd, L->w_down, e->hg, F, B, 1.0f, xr, E)) &&
-              q_capture_deliver(e, il, n_cap, cap0, ok)))
+              q_capture_deliver(e, il, cap, ok)))
             return false;
     }
     if (e->coexec) { /* the layer's K/V to the host, its static positions into the slots */

@@ -22,6 +22,8 @@
  *   4. set(NULL): a further prefill does not call the callback;
  *   5. after a reset, stride 3 over a prefill given in two calls (17 + N − 17): only p % 3 == 0
  *      delivered, once each, rows vs the CPU's;
+ *   5b. stride 4 plus every position from N − 7 on (rt_cuda_set_q_capture_from): exactly those
+ *      delivered, once each (the tail in calls of stride 1), rows vs the CPU's;
  *   6. decode after that captured prefill (capture still on): the callback is not called, every
  *      step's logits equal the CPU's (2e-3 fp32 / 2e-2 bf16, as test_cuda_forward), and kv_read
  *      of all N + D positions (decode-written rows included) equals the CPU's cache.
@@ -121,6 +123,7 @@ static int run_kernel(void)
 typedef struct {
     size_t nq;                 /* n_head · head_dim */
     uint32_t n_layer, n_ctx, n_batch, stride;
+    uint32_t from;             /* rt_cuda_set_q_capture_from: also every position from here */
     float *q;                  /* (n_layer, n_ctx, nq), NaN where nothing was delivered */
     int *count;                /* (n_layer, n_ctx) deliveries per row */
     long calls;
@@ -137,6 +140,7 @@ static void collector_init(collector *c, size_t nq, uint32_t n_layer, uint32_t n
     c->n_ctx = n_ctx;
     c->n_batch = n_batch;
     c->stride = stride;
+    c->from = UINT32_MAX;
     c->q = malloc((size_t)n_layer * n_ctx * nq * sizeof(float));
     c->count = calloc((size_t)n_layer * n_ctx, sizeof(int));
     for (size_t i = 0; i < (size_t)n_layer * n_ctx * nq; i++)
@@ -162,7 +166,8 @@ static void collect(void *user, uint32_t layer, uint32_t pos0, uint32_t stride, 
         c->probe_st = rt_cuda_kv_read(c->probe, 0, 0, 0, kv, kv, 1, 0, &err);
     }
     c->calls++;
-    if (layer >= c->n_layer || stride != c->stride || pos0 % stride || n == 0 ||
+    const bool tail = stride == 1 && pos0 >= c->from; /* the rows from `from` on */
+    if (layer >= c->n_layer || (stride != c->stride && !tail) || pos0 % stride || n == 0 ||
         n > c->n_batch || pos0 + (n - 1) * stride >= c->n_ctx) {
         if (c->bad++ < 5)
             fprintf(stderr, "capture call outside the contract: layer %u pos0 %u stride %u n %zu\n",
@@ -178,7 +183,7 @@ static void collect(void *user, uint32_t layer, uint32_t pos0, uint32_t stride, 
 }
 
 /* Captured rows of positions [0, T) against the CPU's (cpu_q: (n_layer, n_ctx, nq)): each row
- * with p % stride == 0 delivered once and within tol, every other row never. */
+ * with p % stride == 0 or p >= from delivered once and within tol, every other row never. */
 static void check_capture(const collector *c, const float *cpu_q, uint32_t T, double tol,
                           const char *what)
 {
@@ -187,7 +192,7 @@ static void check_capture(const collector *c, const float *cpu_q, uint32_t T, do
         double worst = 0;
         for (uint32_t p = 0; p < T; p++) {
             const size_t r = (size_t)il * c->n_ctx + p;
-            const int want = p % c->stride == 0;
+            const int want = p % c->stride == 0 || p >= c->from;
             if (c->count[r] != want) {
                 if (miscount++ < 5)
                     fprintf(stderr, "%s: layer %u position %u delivered %d times, expected %d\n",
@@ -366,6 +371,22 @@ static int run_model(const rt_model *m, bool f32, size_t T)
     CHECK(rt_cuda_prefill(e, ids, SPLIT, NULL, &err) == LOUPE_OK);
     CHECK(rt_cuda_prefill(e, ids + SPLIT, T - SPLIT, NULL, &err) == LOUPE_OK);
     check_capture(&c3, cpu_q, t, tol, "stride 3");
+
+    /* 5b. stride 4 and every position from T - 7 on (retrieval attention's sampled build
+     * queries and its static tail), one prefill call */
+    rt_cuda_reset(e);
+    collector c4;
+    collector_init(&c4, nq, L, NCTX, NB, 4);
+    c4.from = t - 7;
+    CHECK(rt_cuda_set_q_capture(e, collect, &c4, 4, &err) == LOUPE_OK);
+    rt_cuda_set_q_capture_from(e, c4.from);
+    CHECK(rt_cuda_prefill(e, ids, T, NULL, &err) == LOUPE_OK);
+    check_capture(&c4, cpu_q, t, tol, "stride 4, all from T - 7");
+    collector_free(&c4);
+    /* back to stride 3 (set_q_capture resets `from`) and the state of 5 for 6 */
+    rt_cuda_reset(e);
+    CHECK(rt_cuda_set_q_capture(e, collect, &c3, 3, &err) == LOUPE_OK);
+    CHECK(rt_cuda_prefill(e, ids, T, NULL, &err) == LOUPE_OK);
 
     /* 6. decode after the captured prefill (c holds the same N tokens from the last layer's
      * reference prefill) */
