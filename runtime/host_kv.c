@@ -137,7 +137,7 @@ loupe_status rt_host_kv_keys_view(const rt_host_kv *kv, uint32_t layer, uint32_t
                                   uint32_t p0, int64_t n, ann_keys **out, loupe_err *err)
 {
     const size_t r = row_of(kv, layer, kv_head, p0);
-    return ann_keys_view(kv->type, (const char *)kv->k + r * kv->hd * rt_host_kv_elem_bytes(kv->type),
-                         kv->type == ANN_KEYS_INT8 ? kv->k_scale + r : NULL, n, (int)kv->hd,
-                         kv->hd, out, err);
+    const char *rows = (const char *)kv->k + r * kv->hd * rt_host_kv_elem_bytes(kv->type);
+    return ann_keys_view(kv->type, rows, kv->type == ANN_KEYS_INT8 ? kv->k_scale + r : NULL, n,
+                         (int)kv->hd, kv->hd, out, err);
 }

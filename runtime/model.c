@@ -297,12 +297,14 @@ loupe_status rt_ctx_create(const rt_model *m, const rt_ctx_params *p, rt_ctx **o
     c->logits = alloc_arr(hp->n_vocab, 1, sizeof(float));
     c->sp_score = alloc_arr((size_t)c->n_threads, n_ctx, sizeof(float));
     c->sp_idx = alloc_arr((size_t)c->n_threads, n_ctx, sizeof(int32_t));
-    if (!c->pool.buf || (!p->no_kv_cache && (!c->k_cache || !c->v_cache)) || !c->x || !c->xb || !c->q || !c->k ||
-        !c->v || !c->att || !c->hb || !c->hb2 || !c->cs || !c->logits || !c->sp_score ||
-        !c->sp_idx) {
+    if (!c->pool.buf || (!p->no_kv_cache && (!c->k_cache || !c->v_cache)) || !c->x || !c->xb ||
+        !c->q || !c->k || !c->v || !c->att || !c->hb || !c->hb2 || !c->cs || !c->logits ||
+        !c->sp_score || !c->sp_idx) {
         st = loupe_fail(err, LOUPE_ERR_NOMEM,
                         "out of memory for a context of %u tokens (KV cache %.1f MiB)", n_ctx,
-                        2.0 * (double)kv_elems * (double)hd * 4 / (1024.0 * 1024.0));
+                        p->no_kv_cache ? 0.0
+                                       : 2.0 * (double)kv_elems * (double)hd * 4 /
+                                             (1024.0 * 1024.0));
         goto fail;
     }
     *out = c;

@@ -167,7 +167,8 @@ loupe_status rt_cuda_kv_read(rt_cuda_engine *e, uint32_t layer, uint32_t p0, uin
  *   prefill   Only from an empty engine, in ONE call (n ≤ n_seg): layer by layer, the tokens go
  *             through the layer with causal attention over the one-layer buffer; then that
  *             layer's K/V of every position are written to the host arrays given by
- *             rt_cuda_set_host_kv (when set; float32, bf16 or int8), and the static positions are copied into the slots.
+ *             rt_cuda_set_host_kv (when set; float32, bf16 or int8), and the static positions
+ *             are copied into the slots.
  *             host_end = max(sinks, n − window).
  *   decode    Per layer: q, k, v of the token (post-RoPE, float32) go to pinned host memory and
  *             the host attention callback computes each query head's partial over the host set

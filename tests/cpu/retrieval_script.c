@@ -1,10 +1,33 @@
 /* The CPU retrieval tests' script (retrieval_script.h). */
 #include "cpu/retrieval_script.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "common/test_util.h"
+
+rt_model *script_setup(int argc, char **argv, const char *name, rt_gguf **g, int32_t **ids)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s MODEL.gguf\n", name);
+        return NULL;
+    }
+    loupe_err err = {0};
+    rt_model *m = NULL;
+    *g = NULL;
+    if (rt_gguf_open(argv[1], g, &err) || rt_model_load(*g, &m, &err)) {
+        fprintf(stderr, "loading %s: %s\n", argv[1], loupe_err_message(&err));
+        return NULL;
+    }
+    const uint32_t nv = rt_model_hparams(m)->n_vocab;
+    test_rng rng;
+    test_rng_seed(&rng, test_seed());
+    *ids = malloc(SCRIPT_IDS * sizeof **ids);
+    for (size_t i = 0; *ids && i < SCRIPT_IDS; i++)
+        (*ids)[i] = (int32_t)(test_rng_u64(&rng) % nv);
+    return *ids ? m : NULL;
+}
 
 void script_params(rt_runner_params *p, rt_attn_mode mode, uint32_t topk)
 {

@@ -12,6 +12,10 @@
 enum { N0 = 300, EXT = 20, DEC = 90, SINKS = 4, WINDOW = 24, STATIC_MAX = 64 };
 enum { SCRIPT_ROWS = 1 + EXT + DEC, SCRIPT_IDS = N0 + EXT + DEC };
 
+/* Loads the model argv[1] (its file in *g: close it after destroying the model) and draws the
+ * script's random ids (SCRIPT_IDS, seeded by test_seed()) into *ids (caller frees). Prints the
+ * usage or the load error and returns NULL on failure. */
+rt_model *script_setup(int argc, char **argv, const char *name, rt_gguf **g, int32_t **ids);
 /* The CPU backend in `mode` with the script's static set, topk, 2 threads, 128 build queries. */
 void script_params(rt_runner_params *p, rt_attn_mode mode, uint32_t topk);
 /* Runs the script over ids (SCRIPT_IDS); out receives the logits of the context's last token,

@@ -29,26 +29,16 @@
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: test_retrieval MODEL.gguf\n");
-        return 2;
-    }
-    loupe_err err = {0};
+    int32_t *ids = NULL;
     rt_gguf *g = NULL;
-    rt_model *m = NULL;
-    if (rt_gguf_open(argv[1], &g, &err) || rt_model_load(g, &m, &err)) {
-        fprintf(stderr, "loading %s: %s\n", argv[1], loupe_err_message(&err));
-        return 1;
-    }
+    rt_model *m = script_setup(argc, argv, "test_retrieval", &g, &ids);
+    if (!m)
+        return 2;
+    loupe_err err = {0};
     const uint32_t nv = rt_model_hparams(m)->n_vocab;
-    const size_t rows = 1 + EXT + DEC, n_ids = N0 + EXT + DEC;
-    test_rng rng;
-    test_rng_seed(&rng, test_seed());
-    int32_t *ids = malloc(n_ids * sizeof *ids);
+    const size_t rows = SCRIPT_ROWS, n_ids = SCRIPT_IDS;
     float *full = malloc(rows * nv * sizeof *full), *got = malloc(rows * nv * sizeof *got);
     float *flat = malloc(rows * nv * sizeof *flat);
-    for (size_t i = 0; i < n_ids; i++)
-        ids[i] = (int32_t)(test_rng_u64(&rng) % nv);
 
     rt_runner_params p;
     script_params(&p, RT_ATTN_FULL, 0);
@@ -92,8 +82,9 @@ int main(int argc, char **argv)
                       ann_key_type_name(types[i]), d, worst);
             const rt_hparams *hp = rt_model_hparams(m);
             const uint64_t cells = 2ull * hp->n_layer * hp->n_head_kv * p.n_ctx;
-            const uint64_t want = cells * hp->head_dim * 4 + /* the context's own cache */
-                                  cells * hp->head_dim * (i == 0 ? 2 : 1) + (i == 0 ? 0 : cells * 4);
+            const uint64_t own = cells * hp->head_dim * 4; /* the context's own cache */
+            const uint64_t want = own + cells * hp->head_dim * (i == 0 ? 2 : 1) +
+                                  (i == 0 ? 0 : cells * 4);
             CHECK_MSG(!s && st.host_kv_bytes == want, "host K/V %s: %llu bytes, expected %llu",
                       ann_key_type_name(types[i]), (unsigned long long)st.host_kv_bytes,
                       (unsigned long long)want);

@@ -48,28 +48,18 @@ static double mean_row_diff(const float *a, const float *b, uint32_t nv)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: test_retrieval_group MODEL.gguf\n");
-        return 2;
-    }
-    loupe_err err = {0};
+    int32_t *ids = NULL;
     rt_gguf *g = NULL;
-    rt_model *m = NULL;
-    if (rt_gguf_open(argv[1], &g, &err) || rt_model_load(g, &m, &err)) {
-        fprintf(stderr, "loading %s: %s\n", argv[1], loupe_err_message(&err));
-        return 1;
-    }
+    rt_model *m = script_setup(argc, argv, "test_retrieval_group", &g, &ids);
+    if (!m)
+        return 2;
+    loupe_err err = {0};
     const uint32_t nv = rt_model_hparams(m)->n_vocab;
-    const size_t rows = 1 + EXT + DEC, n_ids = N0 + EXT + DEC;
-    test_rng rng;
-    test_rng_seed(&rng, test_seed());
-    int32_t *ids = malloc(n_ids * sizeof *ids);
+    const size_t rows = SCRIPT_ROWS;
     float *full = malloc(rows * nv * sizeof *full), *got = malloc(rows * nv * sizeof *got);
     float *one = malloc(rows * nv * sizeof *one), *stat = malloc(rows * nv * sizeof *stat);
     float *flat = malloc(rows * nv * sizeof *flat);
-    CHECK(ids && full && got && one && stat && flat);
-    for (size_t i = 0; i < n_ids; i++)
-        ids[i] = (int32_t)(test_rng_u64(&rng) % nv);
+    CHECK(full && got && one && stat && flat);
     rt_runner_params p;
     rt_runner_stats st1 = {0}, st = {0};
     params(&p, RT_ATTN_FULL, 0, 1);
