@@ -245,8 +245,7 @@ static inline float ann_score(const ann_keys *k, const float *q, int64_t id)
 static inline void ann_prefetch_row(const ann_keys *k, int64_t id)
 {
     const char *p = (const char *)ann_keys_rowptr(k, id);
-    size_t esz = k->type == ANN_KEYS_F32 ? 4u : k->type == ANN_KEYS_BF16 ? 2u : 1u;
-    size_t bytes = (size_t)k->dim * esz;
+    size_t bytes = (size_t)k->dim * ann_key_type_bytes(k->type);
     for (size_t o = 0; o < bytes; o += 64)
         __builtin_prefetch(p + o, 0, 3);
 }

@@ -115,6 +115,11 @@ int64_t ann_keys_count(const ann_keys *keys);
 int ann_keys_dim(const ann_keys *keys);
 ann_key_type ann_keys_type(const ann_keys *keys);
 const char *ann_key_type_name(ann_key_type type); /* "f32", "bf16", "int8" */
+/* Bytes of one stored element (4, 2, 1). */
+static inline size_t ann_key_type_bytes(ann_key_type type)
+{
+    return type == ANN_KEYS_F32 ? 4u : type == ANN_KEYS_BF16 ? 2u : 1u;
+}
 /* Raw access for plug-ins (a GPU kNN): rows, row stride in elements, int8 scales or NULL. */
 const void *ann_keys_data(const ann_keys *keys, int64_t *row_stride, const float **scales);
 /* Bytes held by the key rows (+ scales). */

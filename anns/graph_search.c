@@ -23,6 +23,8 @@
  */
 #include "anns/ann_impl.h"
 
+#include <stdbool.h>
+
 /* Inserts (s, id) into the sorted pool (with its expanded flags) of *n entries, capacity cap;
  * returns its position, or cap when it did not make it. */
 static int pool_insert_in(ann_cand *pool, uint8_t *expanded, int *n, int cap, float s, int32_t id)
@@ -116,14 +118,22 @@ static int unvisited_neighbours(const ann_index *ix, ann_search_ctx *ctx, int32_
     return m;
 }
 
+/* Marks start key id (a seed or an entry point) visited and counts it scanned; false when it
+ * is out of range or already visited in this search (epoch ep). */
+static bool first_start(const ann_index *ix, ann_search_ctx *ctx, uint32_t ep, int32_t id)
+{
+    if (id < 0 || id >= ix->n || ctx->visited[id] == ep)
+        return false;
+    ctx->visited[id] = ep;
+    ctx->scanned++;
+    return true;
+}
+
 static void start_at(const ann_index *ix, ann_search_ctx *ctx, const float *q,
                      const group_scorer *g, uint32_t ep, int32_t id, int *n, int ef)
 {
-    if (id < 0 || id >= ix->n || ctx->visited[id] == ep)
-        return;
-    ctx->visited[id] = ep;
-    ctx->scanned++;
-    pool_insert(ctx, n, ef, score_key(ix->keys, q, g, id), id);
+    if (first_start(ix, ctx, ep, id))
+        pool_insert(ctx, n, ef, score_key(ix->keys, q, g, id), id);
 }
 
 /* The beam search (file comment) for q, or for g's queries when g is non-NULL; returns the pool
@@ -196,18 +206,14 @@ static void traverse_each(const ann_index *ix, ann_search_ctx *ctx, const float 
 {
     const ann_keys *keys = ix->keys;
     const int stride = ctx->max_beam + 1;
-    uint32_t *visited = ctx->visited;
     uint32_t ep = next_epoch(ctx);
     int cur[ANN_GROUP_MAX], lowest[ANN_GROUP_MAX];
     for (int j = 0; j < nq; j++)
         n[j] = cur[j] = lowest[j] = 0;
     for (int i = 0; i < n_seeds + ix->n_entry; i++) {
         int32_t id = i < n_seeds ? seeds[i] : ix->entry[i - n_seeds];
-        if (id < 0 || id >= ix->n || visited[id] == ep)
-            continue;
-        visited[id] = ep;
-        ctx->scanned++;
-        offer_each(keys, ctx, qs, nq, ef, id, n, lowest);
+        if (first_start(ix, ctx, ep, id))
+            offer_each(keys, ctx, qs, nq, ef, id, n, lowest);
     }
     if (expand <= 0 || expand > ef)
         expand = ef;

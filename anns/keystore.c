@@ -139,7 +139,7 @@ loupe_status ann_keys_create(const float *keys, int64_t n, int dim, ann_key_type
         goto done;
     }
     k = calloc(1, sizeof *k);
-    size_t esz = type == ANN_KEYS_F32 ? 4 : type == ANN_KEYS_BF16 ? 2 : 1;
+    size_t esz = ann_key_type_bytes(type);
     if (!k || !(k->owned_data = malloc((size_t)n * (size_t)dim * esz)) ||
         (type == ANN_KEYS_INT8 && !(k->owned_scales = malloc((size_t)n * sizeof(float))))) {
         rc = loupe_fail(err, LOUPE_ERR_NOMEM, "no memory for %lld keys of dimension %d",
@@ -236,7 +236,7 @@ const void *ann_keys_data(const ann_keys *keys, int64_t *row_stride, const float
 
 size_t ann_keys_bytes(const ann_keys *keys)
 {
-    size_t esz = keys->type == ANN_KEYS_F32 ? 4 : keys->type == ANN_KEYS_BF16 ? 2 : 1;
+    size_t esz = ann_key_type_bytes(keys->type);
     return (size_t)keys->n * (size_t)keys->dim * esz +
            (keys->type == ANN_KEYS_INT8 ? (size_t)keys->n * sizeof(float) : 0);
 }

@@ -8,11 +8,6 @@
 
 #include "runtime/model_impl.h"
 
-size_t rt_host_kv_elem_bytes(ann_key_type type)
-{
-    return type == ANN_KEYS_F32 ? 4 : type == ANN_KEYS_BF16 ? 2 : 1;
-}
-
 static size_t rows(const rt_host_kv *kv)
 {
     return (size_t)kv->n_layer * kv->n_kv * kv->n_ctx;
@@ -36,7 +31,7 @@ loupe_status rt_host_kv_alloc(rt_host_kv *kv, ann_key_type type, uint32_t n_laye
 {
     set_shape(kv, type, n_layer, n_kv, n_ctx, hd);
     kv->owned = true;
-    const size_t n = rows(kv), bytes = n * hd * rt_host_kv_elem_bytes(type);
+    const size_t n = rows(kv), bytes = n * hd * ann_key_type_bytes(type);
     kv->k = calloc(bytes ? bytes : 1, 1);
     kv->v = calloc(bytes ? bytes : 1, 1);
     if (type == ANN_KEYS_INT8) {
@@ -79,14 +74,14 @@ size_t rt_host_kv_bytes(const rt_host_kv *kv)
     if (!kv->k)
         return 0;
     const size_t n = rows(kv);
-    return 2 * n * kv->hd * rt_host_kv_elem_bytes(kv->type) +
+    return 2 * n * kv->hd * ann_key_type_bytes(kv->type) +
            (kv->type == ANN_KEYS_INT8 ? 2 * n * sizeof(float) : 0);
 }
 
 void rt_host_kv_store(rt_host_kv *kv, uint32_t layer, uint32_t kv_head, uint32_t pos,
                       const float *k, const float *v)
 {
-    const size_t r = row_of(kv, layer, kv_head, pos), es = rt_host_kv_elem_bytes(kv->type);
+    const size_t r = row_of(kv, layer, kv_head, pos), es = ann_key_type_bytes(kv->type);
     const bool i8 = kv->type == ANN_KEYS_INT8;
     ann_keys_encode_row(kv->type, k, (int)kv->hd, (char *)kv->k + r * kv->hd * es,
                         i8 ? &kv->k_scale[r] : NULL);
@@ -137,7 +132,7 @@ loupe_status rt_host_kv_keys_view(const rt_host_kv *kv, uint32_t layer, uint32_t
                                   uint32_t p0, int64_t n, ann_keys **out, loupe_err *err)
 {
     const size_t r = row_of(kv, layer, kv_head, p0);
-    const char *rows = (const char *)kv->k + r * kv->hd * rt_host_kv_elem_bytes(kv->type);
+    const char *rows = (const char *)kv->k + r * kv->hd * ann_key_type_bytes(kv->type);
     return ann_keys_view(kv->type, rows, kv->type == ANN_KEYS_INT8 ? kv->k_scale + r : NULL, n,
                          (int)kv->hd, kv->hd, out, err);
 }

@@ -44,8 +44,6 @@ void rt_host_kv_free(rt_host_kv *kv);
 
 /* Bytes of the rows and scales (a view counts the arrays it covers). */
 size_t rt_host_kv_bytes(const rt_host_kv *kv);
-/* Bytes of one element of `type`. */
-size_t rt_host_kv_elem_bytes(ann_key_type type);
 
 /* Stores the float32 rows k and v (hd each) of (layer, kv_head, pos), encoded. */
 void rt_host_kv_store(rt_host_kv *kv, uint32_t layer, uint32_t kv_head, uint32_t pos,
