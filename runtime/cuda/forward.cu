@@ -2,11 +2,11 @@
  * The CUDA forward pass: the same function as runtime/forward_cpu.c, on one stream.
  *
  *   decode (one token):  embed → per layer: rmsnorm + matvec q/k/v in one launch (+bias),
- *                        rope, store K/V, flash-decoding over the cache, matvec o (+= x),
- *                        rmsnorm + matvec gate/up + SwiGLU in one launch, matvec down (+= x)
- *                        → rmsnorm, matvec output. fp32 activations; weights read once in
- *                        their stored type (gate and up of different types, as a Q4_K_M file
- *                        may have, fall back to separate launches).
+ *                        rope + store K/V in one launch, flash-decoding over the cache,
+ *                        matvec o (+= x), rmsnorm + matvec gate/up + SwiGLU in one launch,
+ *                        matvec down (+= x) → rmsnorm, matvec output. fp32 activations;
+ *                        weights read once in their stored type (gate and up of different
+ *                        types, as a Q4_K_M file may have, fall back to separate launches).
  *   prefill (n tokens):  segments of up to n_seg tokens; per segment, layer-major: for each
  *                        layer, dequantise its matrices once (unless usable in place), then run
  *                        the segment through it in chunks of n_batch with cuBLAS GEMMs (bf16 or
@@ -247,12 +247,11 @@ bool decode_layer(rt_cuda_engine *e, uint32_t il, step &ok)
            (!L->bq || (ok("bias", rt_cuda_add_bias(e->q, nq, L->bq, nq, 1, s)) &&
                        ok("bias", rt_cuda_add_bias(e->k, nkv, L->bk, nkv, 1, s)) &&
                        ok("bias", rt_cuda_add_bias(e->v, nkv, L->bv, nkv, 1, s)))) &&
-           ok("rope", rt_cuda_rope_dev(&e->rd, pos, e->q, hp->n_head, e->k, hp->n_head_kv, hd,
-                                       s)) &&
+           ok("rope + kv store",
+              rt_cuda_rope_store_dev(&e->rd, pos, slot, e->q, hp->n_head, e->k, e->v,
+                                     hp->n_head_kv, hd, a.n_ctx, e->act, const_cast<void *>(a.k),
+                                     const_cast<void *>(a.v), s)) &&
            (!e->coexec || coexec_send(e, ok)) &&
-           ok("kv store", rt_cuda_kv_store_dev(e->k, e->v, hp->n_head_kv, hd, slot, a.n_ctx,
-                                               e->act, const_cast<void *>(a.k),
-                                               const_cast<void *>(a.v), s)) &&
            ok("flash decode", rt_cuda_flash_decode_dev(&a, n_keys, e->part, RT_CUDA_MAX_SPLITS,
                                                        att, e->lse, s)) &&
            (!e->coexec || coexec_merge(e, il, att, ok)) &&

@@ -1,5 +1,4 @@
-/* rt_cuda_kv_store: one block per (token, KV head), threads over the head's dims. The _dev form
- * reads the position from device memory when the kernel runs (decode graphs). */
+/* rt_cuda_kv_store: one block per (token, KV head), threads over the head's dims. */
 #include "runtime/cuda/common.cuh"
 #include "runtime/cuda/kv_store.cuh"
 
@@ -7,11 +6,8 @@ namespace rtc {
 
 template <typename KV>
 __global__ void kv_store_kernel(const float *k, const float *v, uint32_t n_head_kv,
-                                uint32_t head_dim, uint32_t pos0, const uint32_t *pos0_dev,
-                                uint32_t n_ctx, KV *kc, KV *vc)
+                                uint32_t head_dim, uint32_t pos0, uint32_t n_ctx, KV *kc, KV *vc)
 {
-    if (pos0_dev)
-        pos0 = *pos0_dev;
     const uint32_t t = blockIdx.x / n_head_kv, h = blockIdx.x % n_head_kv;
     const size_t src = ((size_t)t * n_head_kv + h) * head_dim;
     const size_t dst = ((size_t)h * n_ctx + pos0 + t) * head_dim;
@@ -23,26 +19,6 @@ __global__ void kv_store_kernel(const float *k, const float *v, uint32_t n_head_
 
 } // namespace rtc
 
-namespace {
-
-loupe_status kv_store(const float *k, const float *v, uint32_t n_tok, uint32_t n_head_kv,
-                      uint32_t head_dim, uint32_t pos0, const uint32_t *pos0_dev, uint32_t n_ctx,
-                      rt_cuda_dtype kv_type, void *k_cache, void *v_cache, cudaStream_t stream)
-{
-    const unsigned blocks = n_tok * n_head_kv, threads = head_dim < 128 ? 64 : 128;
-    if (kv_type == RT_CUDA_BF16)
-        rtc::kv_store_kernel<<<blocks, threads, 0, stream>>>(
-            k, v, n_head_kv, head_dim, pos0, pos0_dev, n_ctx,
-            static_cast<__nv_bfloat16 *>(k_cache), static_cast<__nv_bfloat16 *>(v_cache));
-    else
-        rtc::kv_store_kernel<<<blocks, threads, 0, stream>>>(
-            k, v, n_head_kv, head_dim, pos0, pos0_dev, n_ctx, static_cast<float *>(k_cache),
-            static_cast<float *>(v_cache));
-    return rtc::launch_status();
-}
-
-} // namespace
-
 extern "C" loupe_status rt_cuda_kv_store(const float *k, const float *v, uint32_t n_tok,
                                          uint32_t n_head_kv, uint32_t head_dim, uint32_t pos0,
                                          uint32_t n_ctx, rt_cuda_dtype kv_type, void *k_cache,
@@ -50,15 +26,14 @@ extern "C" loupe_status rt_cuda_kv_store(const float *k, const float *v, uint32_
 {
     if (n_tok == 0)
         return LOUPE_OK;
-    return kv_store(k, v, n_tok, n_head_kv, head_dim, pos0, nullptr, n_ctx, kv_type, k_cache,
-                    v_cache, stream);
-}
-
-extern "C" loupe_status rt_cuda_kv_store_dev(const float *k, const float *v, uint32_t n_head_kv,
-                                             uint32_t head_dim, const uint32_t *pos_dev,
-                                             uint32_t n_ctx, rt_cuda_dtype kv_type,
-                                             void *k_cache, void *v_cache, cudaStream_t stream)
-{
-    return kv_store(k, v, 1, n_head_kv, head_dim, 0, pos_dev, n_ctx, kv_type, k_cache, v_cache,
-                    stream);
+    const unsigned blocks = n_tok * n_head_kv, threads = head_dim < 128 ? 64 : 128;
+    if (kv_type == RT_CUDA_BF16)
+        rtc::kv_store_kernel<<<blocks, threads, 0, stream>>>(
+            k, v, n_head_kv, head_dim, pos0, n_ctx, static_cast<__nv_bfloat16 *>(k_cache),
+            static_cast<__nv_bfloat16 *>(v_cache));
+    else
+        rtc::kv_store_kernel<<<blocks, threads, 0, stream>>>(
+            k, v, n_head_kv, head_dim, pos0, n_ctx, static_cast<float *>(k_cache),
+            static_cast<float *>(v_cache));
+    return rtc::launch_status();
 }

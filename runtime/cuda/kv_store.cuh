@@ -1,5 +1,6 @@
 /*
- * Writes a chunk's keys (after RoPE) and values into one layer of the KV cache.
+ * Writes a chunk's keys (after RoPE) and values into one layer of the KV cache (the decode step
+ * stores its one token with its RoPE: rt_cuda_rope_store_dev).
  */
 #ifndef LOUPE_CUDA_KV_STORE_CUH
 #define LOUPE_CUDA_KV_STORE_CUH
@@ -19,13 +20,6 @@ loupe_status rt_cuda_kv_store(const float *k, const float *v, uint32_t n_tok, ui
                               uint32_t head_dim, uint32_t pos0, uint32_t n_ctx,
                               rt_cuda_dtype kv_type, void *k_cache, void *v_cache,
                               cudaStream_t stream);
-
-/* One token at the position read from device memory when the kernel runs (so a captured CUDA
- * graph can be replayed at every position); otherwise rt_cuda_kv_store with n_tok = 1. */
-loupe_status rt_cuda_kv_store_dev(const float *k, const float *v, uint32_t n_head_kv,
-                                  uint32_t head_dim, const uint32_t *pos_dev, uint32_t n_ctx,
-                                  rt_cuda_dtype kv_type, void *k_cache, void *v_cache,
-                                  cudaStream_t stream);
 
 #ifdef __cplusplus
 }

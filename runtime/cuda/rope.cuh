@@ -29,11 +29,17 @@ loupe_status rt_cuda_rope(const rt_cuda_rope_desc *r, uint32_t pos0, uint32_t n_
                           uint32_t n_head, float *k, uint32_t n_head_kv, uint32_t head_dim,
                           cudaStream_t stream);
 
-/* One token (n_tok = 1) at the position read from device memory when the kernel runs, so a
- * captured CUDA graph can be replayed at every position; otherwise rt_cuda_rope exactly. */
-loupe_status rt_cuda_rope_dev(const rt_cuda_rope_desc *r, const uint32_t *pos_dev, float *q,
-                              uint32_t n_head, float *k, uint32_t n_head_kv, uint32_t head_dim,
-                              cudaStream_t stream);
+/* The decode step's RoPE and K/V store in one launch: one token (q (n_head, head_dim), k and v
+ * (n_head_kv, head_dim), fp32) at the position read from *pos_dev when the kernel runs, so a
+ * captured CUDA graph can be replayed at every position. q and k are rotated in place exactly as
+ * rt_cuda_rope rotates them; then, as rt_cuda_kv_store would, the rotated k and v are converted
+ * to kv_type and written to row *slot_dev of each KV head in k_cache and v_cache (one layer,
+ * (n_head_kv, n_ctx, head_dim)); *slot_dev < n_ctx (callers check). */
+loupe_status rt_cuda_rope_store_dev(const rt_cuda_rope_desc *r, const uint32_t *pos_dev,
+                                    const uint32_t *slot_dev, float *q, uint32_t n_head, float *k,
+                                    const float *v, uint32_t n_head_kv, uint32_t head_dim,
+                                    uint32_t n_ctx, rt_cuda_dtype kv_type, void *k_cache,
+                                    void *v_cache, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

@@ -18,7 +18,14 @@ BUDGET=${BUDGET:-570}
 mkdir -p "$OUT"
 T0=$(date +%s)
 left() { echo $((BUDGET - $(date +%s) + T0)); }
-cap() { local l=$(($(left) - $2)); [ "$l" -gt "$1" ] && l=$1; [ "$l" -lt 1 ] && l=1; echo "$l"; }
+# cap MAX RESERVE: a stage's limit, at most MAX, leaving RESERVE for the stages after it; the
+# reserves are sized for the default budget and shrink with a smaller one (tests/device.sh).
+cap() {
+    local l=$(($(left) - $2 * BUDGET / 570))
+    [ "$l" -gt "$1" ] && l=$1
+    [ "$l" -lt 1 ] && l=1
+    echo "$l"
+}
 NVCC=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
 export PATH="$(dirname "$NVCC"):$PATH" OMP_WAIT_POLICY=passive LOUPE_MKMODEL_NO_FSYNC=1
 {
@@ -34,17 +41,17 @@ build_ok=0
 cmake -S "$SRC/tests/cuda" -B "$B" "${GEN[@]}" -DLOUPE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DCMAKE_CUDA_COMPILER="$NVCC" -DCMAKE_BUILD_TYPE=Release >"$OUT/build.log" 2>&1 &&
     timeout "$(cap 240 300)" cmake --build "$B" -j16 >>"$OUT/build.log" 2>&1 && build_ok=1
-echo "build: $build_ok at $((570 - $(left))) s"
+echo "build: $build_ok at $((BUDGET - $(left))) s"
 [ $build_ok = 1 ] || { tail -30 "$OUT/build.log"; exit 1; }
 
 timeout "$(cap 150 330)" ctest --test-dir "$B" -R cuda --output-on-failure -j4 --timeout 120 \
     >"$OUT/ctest.log" 2>&1
 ctest_line=$(grep -E "tests passed|tests failed" "$OUT/ctest.log" | tail -1)
 grep -E "\*\*\*Failed|Timeout" "$OUT/ctest.log" | head -20
-echo "ctest: $ctest_line at $((570 - $(left))) s"
+echo "ctest: $ctest_line at $((BUDGET - $(left))) s"
 
 timeout "$(cap 60 280)" "$B/bench_cuda" --kernels 2970 >"$OUT/kernels.log" 2>&1
-echo "kernels: rc $? at $((570 - $(left))) s"
+echo "kernels: rc $? at $((BUDGET - $(left))) s"
 
 MD=/dev/shm/loupe-decode
 mkdir -p "$MD"
@@ -67,7 +74,7 @@ done
 rm -rf "$MD"
 {
     echo
-    echo "== loupe decode on $(head -3 "$OUT/env.txt" | tail -1), $((570 - $(left))) s =="
+    echo "== loupe decode on $(head -3 "$OUT/env.txt" | tail -1), $((BUDGET - $(left))) s =="
     echo "tests : $ctest_line"
     echo "$(sed -n 1p <(grep -m1 '^model' "$OUT/decode.log" || echo 'bench_cuda columns'))"
     printf '%s\n' "${rows[@]}"

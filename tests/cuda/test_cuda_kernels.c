@@ -2,7 +2,7 @@
  * test_cuda_kernels OP: one CUDA op of runtime/cuda against its CPU reference (the CPU backend's
  * functions, or a double-precision loop), on fresh random inputs (seed printed), outputs poisoned
  * with NaN before each launch so unwritten elements fail. OP is one of dequant, matvec, gemm,
- * rmsnorm, rope, swiglu, kv_store, flash_attn, flash_decode, attn_merge, argmax. Exits 77 when no
+ * rmsnorm, rope, rope_store, swiglu, kv_store, flash_attn, flash_decode, attn_merge, argmax. Exits 77 when no
  * CUDA device is usable.
  *
  * Tolerances (relative to the scale of the reference):
@@ -13,7 +13,7 @@
  *   rope               2e-5 absolute on unit-scale vectors (same double angles, float rotation)
  *   attention          8e-5 on outputs (2e-5 · max|v|; plus one bf16 rounding for bf16 out),
  *                      2e-5 relative on log-sum-exp
- *   kv_store, argmax   exact
+ *   kv_store, argmax   exact (rope_store: its cache rows exactly its rotated k and v, converted)
  */
 #include <math.h>
 #include <stdlib.h>
@@ -336,63 +336,91 @@ static void test_swiglu(void)
 
 /* ==== rope ================================================================================== */
 
+/* RoPE variant 0..4 (normal, NeoX with another base, rope_freqs divisors with linear scaling,
+ * YaRN, partial rotary NeoX) of a random head dim (returned), initialised into r; *freqs (or
+ * NULL) is the caller's to free. */
+static uint32_t rope_variant(int variant, rt_rope *r, float **freqs)
+{
+    rt_hparams hp;
+    memset(&hp, 0, sizeof hp);
+    uint32_t hds[] = {64, 128, 96};
+    hp.head_dim = hds[rnd(0, 2)];
+    hp.rope_dim = variant == 4 ? hp.head_dim / 2 : hp.head_dim; /* partial rotary */
+    hp.rope_freq_base = variant == 1 ? 1000000.0f : 500000.0f;
+    hp.rope_style = variant == 1 || variant == 4 ? RT_ROPE_NEOX : RT_ROPE_NORM;
+    hp.n_ctx_train = 131072;
+    hp.rope_scale_factor = 1;
+    *freqs = NULL;
+    if (variant == 2) { /* Llama-3.1 style divisors, and linear scaling */
+        *freqs = rand_vec(hp.rope_dim / 2, 0.0f);
+        for (uint32_t i = 0; i < hp.rope_dim / 2; i++)
+            (*freqs)[i] = 1.0f + 7.0f * test_rng_uniform(&rng);
+        hp.rope_scaling = RT_ROPE_SCALING_LINEAR;
+        hp.rope_scale_factor = 2.5f;
+    }
+    if (variant == 3) {
+        hp.rope_scaling = RT_ROPE_SCALING_YARN;
+        hp.rope_scale_factor = 4.0f;
+        hp.rope_orig_ctx = 8192;
+        hp.yarn_ext_factor = -1; /* "absent": rope.c picks its default */
+    }
+    loupe_err err = {0};
+    CHECK(rt_rope_init(r, &hp, *freqs, &err) == LOUPE_OK);
+    return hp.head_dim;
+}
+
+static rt_cuda_rope_desc rope_desc(const rt_rope *r, const double *dfreq)
+{
+    rt_cuda_rope_desc d = {dfreq,        r->n_pairs,  r->style == RT_ROPE_NEOX, r->freq_scale,
+                           r->ext_factor, r->corr_lo, r->corr_hi,               r->mscale};
+    return d;
+}
+
+/* Heads h < n_head of q, then n_kv of k (each (n_tok, heads, hd)), of token t rotated on the CPU
+ * at position pos0 + t, against the GPU's; returns the elements off by more than 2e-5. */
+static int rope_check(const rt_rope *r, uint32_t pos0, uint32_t n_tok, uint32_t n_head,
+                      uint32_t n_kv, uint32_t hd, float *q, float *k, const float *gq,
+                      const float *gk, const char *what)
+{
+    float *cs = malloc(r->n_pairs * 2 * 4 + 4);
+    int bad = 0;
+    for (uint32_t t = 0; t < n_tok; t++) {
+        rt_rope_angles(r, pos0 + t, cs);
+        for (uint32_t h = 0; h < n_head + n_kv; h++) {
+            float *ref = h < n_head ? q + ((size_t)t * n_head + h) * hd
+                                    : k + ((size_t)t * n_kv + h - n_head) * hd;
+            const float *got = h < n_head ? gq + ((size_t)t * n_head + h) * hd
+                                          : gk + ((size_t)t * n_kv + h - n_head) * hd;
+            rt_rope_apply(r, cs, ref, hd);
+            for (uint32_t i = 0; i < hd; i++)
+                if (!(fabsf(got[i] - ref[i]) <= 2e-5f) && bad++ < 3)
+                    fprintf(stderr, "%s t %u h %u dim %u: %g vs %g\n", what, t, h, i, got[i],
+                            ref[i]);
+        }
+    }
+    free(cs);
+    return bad;
+}
+
 static void test_rope(void)
 {
     for (int variant = 0; variant < 5; variant++) {
-        rt_hparams hp;
-        memset(&hp, 0, sizeof hp);
-        uint32_t hds[] = {64, 128, 96};
-        hp.head_dim = hds[rnd(0, 2)];
-        hp.rope_dim = variant == 4 ? hp.head_dim / 2 : hp.head_dim; /* partial rotary */
-        hp.rope_freq_base = variant == 1 ? 1000000.0f : 500000.0f;
-        hp.rope_style = variant == 1 || variant == 4 ? RT_ROPE_NEOX : RT_ROPE_NORM;
-        hp.n_ctx_train = 131072;
-        hp.rope_scale_factor = 1;
-        float *freqs = NULL;
-        if (variant == 2) { /* Llama-3.1 style divisors, and linear scaling */
-            freqs = rand_vec(hp.rope_dim / 2, 0.0f);
-            for (uint32_t i = 0; i < hp.rope_dim / 2; i++)
-                freqs[i] = 1.0f + 7.0f * test_rng_uniform(&rng);
-            hp.rope_scaling = RT_ROPE_SCALING_LINEAR;
-            hp.rope_scale_factor = 2.5f;
-        }
-        if (variant == 3) {
-            hp.rope_scaling = RT_ROPE_SCALING_YARN;
-            hp.rope_scale_factor = 4.0f;
-            hp.rope_orig_ctx = 8192;
-            hp.yarn_ext_factor = -1; /* "absent": rope.c picks its default */
-        }
         rt_rope r;
-        loupe_err err = {0};
-        CHECK(rt_rope_init(&r, &hp, freqs, &err) == LOUPE_OK);
-        uint32_t n_tok = rnd(1, 40), n_head = rnd(1, 8), n_kv = rnd(1, 4);
-        uint32_t pos0 = rnd(0, 120000), hd = hp.head_dim;
+        float *freqs;
+        const uint32_t hd = rope_variant(variant, &r, &freqs);
+        uint32_t n_tok = rnd(1, 40), n_head = rnd(1, 8), n_kv = rnd(1, 4), pos0 = rnd(0, 120000);
         size_t nq = (size_t)n_tok * n_head * hd, nk = (size_t)n_tok * n_kv * hd;
         float *q = rand_vec(nq, 1.0f), *k = rand_vec(nk, 1.0f);
         double *dfreq = dev_from(r.inv_freq, r.n_pairs * sizeof(double));
         float *dq = dev_from(q, nq * 4), *dk = dev_from(k, nk * 4);
-        rt_cuda_rope_desc d = {dfreq, r.n_pairs, r.style == RT_ROPE_NEOX, r.freq_scale,
-                               r.ext_factor, r.corr_lo, r.corr_hi, r.mscale};
+        rt_cuda_rope_desc d = rope_desc(&r, dfreq);
         CHECK(rt_cuda_rope(&d, pos0, n_tok, dq, n_head, dk, n_kv, hd, 0) == LOUPE_OK);
-        float *gq = malloc(nq * 4), *gk = malloc(nk * 4), *cs = malloc(r.n_pairs * 2 * 4);
+        float *gq = malloc(nq * 4), *gk = malloc(nk * 4);
         dev_to(gq, dq, nq * 4);
         dev_to(gk, dk, nk * 4);
-        int bad = 0;
-        for (uint32_t t = 0; t < n_tok; t++) {
-            rt_rope_angles(&r, pos0 + t, cs);
-            for (uint32_t h = 0; h < n_head + n_kv; h++) {
-                float *ref = h < n_head ? q + ((size_t)t * n_head + h) * hd
-                                        : k + ((size_t)t * n_kv + h - n_head) * hd;
-                float *got = h < n_head ? gq + ((size_t)t * n_head + h) * hd
-                                        : gk + ((size_t)t * n_kv + h - n_head) * hd;
-                rt_rope_apply(&r, cs, ref, hd);
-                for (uint32_t i = 0; i < hd; i++)
-                    if (!(fabsf(got[i] - ref[i]) <= 2e-5f) && bad++ < 3)
-                        fprintf(stderr, "rope variant %d t %u h %u dim %u: %g vs %g\n", variant,
-                                t, h, i, got[i], ref[i]);
-            }
-        }
-        CHECK(bad == 0);
+        char what[32];
+        snprintf(what, sizeof what, "rope variant %d", variant);
+        CHECK(rope_check(&r, pos0, n_tok, n_head, n_kv, hd, q, k, gq, gk, what) == 0);
         rt_rope_free(&r);
         cudaFree(dfreq);
         cudaFree(dq);
@@ -402,7 +430,71 @@ static void test_rope(void)
         free(k);
         free(gq);
         free(gk);
-        free(cs);
+    }
+}
+
+/* The decode form: one token's RoPE at a position read from device memory, and its rotated key
+ * and value stored at a slot (another number than the position, as in the retrieval layout) of
+ * a poisoned cache; every other cache row stays poisoned. */
+static void test_rope_store(void)
+{
+    for (int variant = 0; variant < 10; variant++) {
+        const int bf = variant >= 5;
+        rt_rope r;
+        float *freqs;
+        const uint32_t hd = rope_variant(variant % 5, &r, &freqs);
+        uint32_t n_head = rnd(1, 8) * 4, n_kv = n_head / 4;
+        uint32_t n_ctx = rnd(1, 300), step[2] = {rnd(0, 120000), rnd(0, n_ctx - 1)};
+        size_t nq = (size_t)n_head * hd, nk = (size_t)n_kv * hd, esz = bf ? 2 : 4;
+        size_t cache = (size_t)n_kv * n_ctx * hd * esz;
+        float *q = rand_vec(nq, 1.0f), *k = rand_vec(nk, 1.0f), *v = rand_vec(nk, 1.0f);
+        double *dfreq = dev_from(r.inv_freq, r.n_pairs * sizeof(double));
+        float *dq = dev_from(q, nq * 4), *dk = dev_from(k, nk * 4), *dv = dev_from(v, nk * 4);
+        uint32_t *dstep = dev_from(step, sizeof step);
+        void *kc = dev_from(NULL, cache), *vc = dev_from(NULL, cache);
+        rt_cuda_rope_desc d = rope_desc(&r, dfreq);
+        CHECK(rt_cuda_rope_store_dev(&d, &dstep[0], &dstep[1], dq, n_head, dk, dv, n_kv, hd,
+                                     n_ctx, bf ? RT_CUDA_BF16 : RT_CUDA_F32, kc, vc, 0) ==
+              LOUPE_OK);
+        float *gq = malloc(nq * 4), *gk = malloc(nk * 4);
+        unsigned char *hk = malloc(cache), *hv = malloc(cache);
+        dev_to(gq, dq, nq * 4);
+        dev_to(gk, dk, nk * 4);
+        dev_to(hk, kc, cache);
+        dev_to(hv, vc, cache);
+        char what[32];
+        snprintf(what, sizeof what, "rope_store variant %d", variant);
+        CHECK(rope_check(&r, step[0], 1, n_head, n_kv, hd, q, k, gq, gk, what) == 0);
+        int bad = 0;
+        for (uint32_t h = 0; h < n_kv; h++)
+            for (uint32_t p = 0; p < n_ctx; p++)
+                for (uint32_t i = 0; i < hd; i++) {
+                    size_t ci = ((size_t)h * n_ctx + p) * hd + i, si = (size_t)h * hd + i;
+                    float ck = get_act(hk, ci, bf), cv = get_act(hv, ci, bf);
+                    if (p != step[1]) { /* untouched: still the 0xff poison */
+                        bad += !isnan(ck) || !isnan(cv);
+                        continue;
+                    }
+                    float rk = bf ? bf16_round(gk[si]) : gk[si], rv = bf ? bf16_round(v[si]) : v[si];
+                    bad += ck != rk || cv != rv;
+                }
+        CHECK_MSG(bad == 0, "rope_store variant %d: %d cache elements wrong", variant, bad);
+        rt_rope_free(&r);
+        cudaFree(dfreq);
+        cudaFree(dq);
+        cudaFree(dk);
+        cudaFree(dv);
+        cudaFree(dstep);
+        cudaFree(kc);
+        cudaFree(vc);
+        free(freqs);
+        free(q);
+        free(k);
+        free(v);
+        free(gq);
+        free(gk);
+        free(hk);
+        free(hv);
     }
 }
 
@@ -653,7 +745,8 @@ int main(int argc, char **argv)
         void (*fn)(void);
     } ops[] = {{"dequant", test_dequant},       {"matvec", test_matvec},
                {"gemm", test_gemm},             {"rmsnorm", test_rmsnorm},
-               {"rope", test_rope},             {"swiglu", test_swiglu},
+               {"rope", test_rope},             {"rope_store", test_rope_store},
+               {"swiglu", test_swiglu},
                {"kv_store", test_kv_store},     {"flash_attn", test_flash_attn},
                {"flash_decode", test_flash_decode}, {"attn_merge", test_attn_merge},
                {"argmax", test_argmax}};
