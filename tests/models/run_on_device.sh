@@ -7,6 +7,8 @@
 #   tests/models/run_on_device.sh final ARGS...        export GGUFs + eval.py ARGS, files to $OUT
 #   tests/models/run_on_device.sh finetune             restore from the committed GGUF, check the
 #                                                      tokenizer, fine-tune, export, eval: one call
+#   tests/models/run_on_device.sh sparsity [GGUF]      the model card's attention table (top-100
+#                                                      mass, Mahalanobis) for the committed GGUF
 #
 # State lives in .cache/model-train (git-ignored, kept while the machine stays warm). To move to
 # a fresh machine, carry .cache/model-carry: tokenizer.json and the fp16 weights in parts
@@ -182,6 +184,20 @@ finetune)
         export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     fi
     finetune 2>&1 | tee "$OUT/finetune.log"
+    ;;
+sparsity)
+    # The corpus needs only the GGUF's own tokenizer; a held-out passkey cell of 20 cases checks
+    # the file reads back before the per-layer table at 16K (eval.py's sparsity()).
+    G=${1:-tests/models/loupe-tiny.gguf}
+    mkdir -p "$C/restore"
+    python3 tests/models/from_gguf.py restore --gguf "$G" --out "$C/restore"
+    if ! cmp -s "$C/restore/tokenizer.json" "$C/tokenizer.json"; then
+        rm -f "$C/corpus.npz" "$C/prep.json"
+        cp "$C/restore/tokenizer.json" "$C/tokenizer.json"
+    fi
+    [[ -f $C/corpus.npz ]] || python3 tests/models/prep.py --out "$C"
+    python3 tests/models/eval.py --gguf "$G" --cache "$C" --cells passkey@16384:20 \
+        --sparsity-len 16384 --out "$OUT/sparsity.json" 2>&1 | tee "$OUT/sparsity.log"
     ;;
 prep)
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
