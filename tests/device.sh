@@ -13,6 +13,8 @@
 #              full attention and the static set alone (issue 7)
 #   retr128k   tests/bench/run_device_retrieval.sh 8b128k_retr (issue 7; RETR_ARGS passes on)
 #   retr32k    tests/bench/run_device_retrieval.sh 8b32k (issue 7)
+#   sparsity   tests/models/run_on_device.sh sparsity: the bundled model's attention table (issue 5)
+# Environment passes on to the scripts (RETR_ARGS, REFS, RLENGTHS, RCASES, CASES, ...).
 # Only 8 files come back from a call: $OUT gets summary.txt (each stage's table) and logs.tgz
 # (every log and CSV of every stage).
 set -uo pipefail
@@ -36,7 +38,9 @@ for arg in "$@"; do
         >"$o/stdout.txt" 2>&1 ;;
     retr32k) OUT=$o BUDGET=$secs bash tests/bench/run_device_retrieval.sh 8b32k \
         >"$o/stdout.txt" 2>&1 ;;
-    *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k)" >&2; exit 2 ;;
+    sparsity) OUT=$o bash tests/models/run_on_device.sh sparsity >"$o/stdout.txt" 2>&1 ;;
+    *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, sparsity)" >&2
+       exit 2 ;;
     esac
     echo "==== $stage: rc $?, $(($(date +%s) - t)) s of $secs" >>"$OUT/summary.txt"
     if [ -f "$o/summary.txt" ]; then
