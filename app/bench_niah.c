@@ -33,11 +33,12 @@ static const char usage_text[] =
     "  --lengths LIST        whole sequence lengths in tokens, prompt + answer (2048,4096)\n"
     "  --depths LIST         needle depths in the context, 0..1 (0,0.25,0.5,0.75,1)\n"
     "  --cases N             cases per cell (5)\n"
+    "  --case K              only case K of each cell (the number --show-misses prints)\n"
     "  --seed N              case seed (1); the same seed gives the same cases\n"
     "  --haystack PATH...    filler files or directories (default: generated text)\n"
     "  --attention MODE      full|retrieval|flat|ivf (full); the retrieval modes take --topk,\n"
     "                        --sinks, --window, --ef, --nprobe, --build-queries, --static-max,\n"
-    "                        --index-per, --search-group, --host-kv\n"
+    "                        --index-per, --search-group, --degree, --host-kv\n"
     "  --backend auto|cpu|cuda  --ctx N, --threads N, --gpu-mem SIZE\n"
     "  --list                print each case (tokens, needle position, depth, answer), run nothing\n"
     "  --show-prompts        with --list: also print each case's user turn\n"
@@ -273,7 +274,7 @@ int bench_niah(int argc, char **argv)
     app_opts o;
     app_opts_init(&o);
     niah_task tasks[NIAH_N_TASKS] = {NIAH_PASSKEY, NIAH_KV};
-    int n_tasks = 2, n_cases = 5;
+    int n_tasks = 2, n_cases = 5, only_case = -1;
     bool csv = false, list = false, show_misses = false, show_prompts = false;
     dlist lens = {{2048, 4096}, 2}, deps = {{0, 0.25, 0.5, 0.75, 1}, 5};
     const char **hay = calloc((size_t)argc + 1, sizeof *hay);
@@ -330,6 +331,11 @@ int bench_niah(int argc, char **argv)
             if (r > 1 || app_parse_i64(cmd, "--cases", v, 1, 1000000, &n))
                 goto out_usage;
             n_cases = (int)n;
+        } else if ((r = app_opt_value(cmd, "--case", argc, argv, &i, &v))) {
+            int64_t n;
+            if (r > 1 || app_parse_i64(cmd, "--case", v, 0, 999999, &n))
+                goto out_usage;
+            only_case = (int)n;
         } else if ((r = app_opt_value(cmd, "--haystack", argc, argv, &i, &v))) {
             if (r > 1)
                 goto out_usage;
@@ -406,18 +412,22 @@ int bench_niah(int argc, char **argv)
 
     bool tty = isatty(2);
     double t_start = now_s();
-    size_t done = 0, total = n_cells * (size_t)n_cases;
+    /* --case K runs cases [K, K + 1) of each cell: the same case as in a run of more cases */
+    const int first_case = only_case >= 0 ? only_case : 0;
+    if (only_case >= 0)
+        n_cases = only_case + 1;
+    size_t done = 0, total = n_cells * (size_t)(n_cases - first_case);
     for (int ti = 0; ti < n_tasks; ti++)
         for (int li = 0; li < lens.n; li++)
             for (int di = 0; di < deps.n; di++) {
                 cell *cl = &cells[((size_t)ti * lens.n + li) * deps.n + di];
                 if (lens.v[li] > (double)limit) {
                     cl->too_long = true;
-                    done += (size_t)n_cases;
+                    done += (size_t)(n_cases - first_case);
                     continue;
                 }
                 double t_cell = now_s();
-                for (int k = 0; k < n_cases; k++, done++) {
+                for (int k = first_case; k < n_cases; k++, done++) {
                     niah_spec sp = {tasks[ti], (uint32_t)lens.v[li] - ANSWER_ROOM, deps.v[di], seed,
                                     (uint32_t)k};
                     niah_case_free(&cs);
@@ -465,7 +475,7 @@ int bench_niah(int argc, char **argv)
         if (csv)
             print_csv(tasks, n_tasks, &lens, &deps, cells, attn);
         else
-            print_table(tasks, n_tasks, &lens, &deps, cells, n_cases);
+            print_table(tasks, n_tasks, &lens, &deps, cells, n_cases - first_case);
     }
     if (fflush(stdout) != 0) {
         loupe_fail(&err, LOUPE_ERR_IO, "writing to stdout failed");

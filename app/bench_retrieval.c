@@ -74,7 +74,7 @@ static void usage(FILE *f)
             "                        static: the static set alone (topk 0)\n"
             "  --full-gpu-mem SIZE   the CUDA budget of the full mode (0: the whole card)\n"
             "  --backend, --gpu-mem, --topk, --sinks, --window, --ef, --nprobe, --build-queries,\n"
-            "  --static-max, --index-per, --search-group, --host-kv, --threads, --seed\n"
+            "  --static-max, --index-per, --search-group, --degree, --host-kv, --threads, --seed\n"
             "                        as for every command\n"
             "  --csv                 one header line, then one row per (ctx, mode)\n"
             "Prefill, index build and decode ms/token per context length and attention mode,\n"

@@ -200,6 +200,10 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
         if (r > 1) return r;
         if ((r = app_parse_i64(cmd, "--search-group", v, 1, ANN_GROUP_MAX, &n))) return r;
         o->search_group = (int)n;
+    } else if (TRY("--degree")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--degree", v, 2, 1024, &n))) return r;
+        o->degree = (int)n;
     } else if (TRY("--host-kv")) {
         if (r > 1) return r;
         if (!strcmp(v, "f32"))
@@ -268,6 +272,8 @@ void app_runner_params(const app_opts *o, rt_runner_params *p)
     p->retrieval.build_queries = o->build_queries;
     p->retrieval.index_per_kv = o->index_per_kv;
     p->retrieval.search_group = (uint32_t)o->search_group;
+    if (o->degree > 0)
+        p->retrieval.degree = o->degree;
     p->retrieval.host_kv = o->host_kv;
 }
 

@@ -32,6 +32,10 @@ b=$("$loupe" bench niah --model "$model" --task passkey,kv --lengths 800 --cases
 c=$("$loupe" bench niah --model "$model" --task passkey,kv --lengths 800 --cases 3 --list --seed 5 2>/dev/null)
 [ -n "$a" ] && [ "$a" = "$b" ] || { echo "FAIL: --list differs between runs"; fail=1; }
 [ "$a" != "$c" ] || { echo "FAIL: --list same for seeds 4 and 5"; fail=1; }
+# --case K builds exactly case K of each cell, as a run of more cases numbers it.
+d=$("$loupe" bench niah --model "$model" --task passkey,kv --lengths 800 --case 2 --list --seed 4 2>/dev/null)
+want=$(grep -E '^(task|[a-z]+,800,[0-9.]+,2,)' <<<"$a")
+[ -n "$d" ] && [ "$d" = "$want" ] || { echo "FAIL: --case 2 is not case 2 of the --cases 3 list"; fail=1; }
 
 # A haystack of given files without Python: whichfile is n/a, passkey runs.
 hay=$dir/hay
