@@ -388,7 +388,8 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
         r->max_beam = r->p.nprobe;
     if (r->max_beam < 64) /* ann_index_add links with each query's top 64 */
         r->max_beam = 64;
-    uint32_t gmax = r->cap_max > r->log_max ? r->cap_max : r->log_max;
+    /* a build gathers the sampled queries and a window's tail queries; growth a log's worth */
+    uint32_t gmax = r->cap_max + r->p.window > r->log_max ? r->cap_max + r->p.window : r->log_max;
     size_t topk = r->p.topk == 0 ? 1 : r->p.topk < r->n_ctx ? r->p.topk : r->n_ctx;
     r->cap = malloc((size_t)r->n_layer * r->cap_max * r->nq * sizeof *r->cap);
     r->log = malloc((size_t)r->n_layer * r->log_max * r->nq * sizeof *r->log);
@@ -552,29 +553,42 @@ void rt_retr_capture(rt_retr *r, uint32_t layer, uint32_t pos0, uint32_t stride,
 
 /* ==== Indexes ============================================================================= */
 
-/* Index x's query heads' rows of a (rows, n_head, hd) block, contiguous (head by head) into
- * thread t's gather buffer: rows · heads_per_index queries. */
-static const float *gather_index(rt_retr *r, int t, const float *block, uint32_t rows, uint32_t x)
+/* Index x's query heads' rows of a (rows, n_head, hd) block, then of a second (rows2, n_head,
+ * hd) block (rows2 may be 0), contiguous head by head into thread t's gather buffer:
+ * (rows + rows2) · heads_per_index queries. */
+static const float *gather_index(rt_retr *r, int t, const float *block, uint32_t rows,
+                                 const float *block2, uint32_t rows2, uint32_t x)
 {
     float *g = r->gather + (size_t)t * r->gmax * r->heads_per_index * r->hd;
+    const size_t per_head = (size_t)rows + rows2;
     for (uint32_t j = 0; j < r->heads_per_index; j++) {
         uint32_t h = x * r->heads_per_index + j;
         for (uint32_t i = 0; i < rows; i++)
-            memcpy(g + ((size_t)j * rows + i) * r->hd, block + ((size_t)i * r->n_head + h) * r->hd,
-                   r->hd * sizeof(float));
+            memcpy(g + ((size_t)j * per_head + i) * r->hd,
+                   block + ((size_t)i * r->n_head + h) * r->hd, r->hd * sizeof(float));
+        for (uint32_t i = 0; i < rows2; i++)
+            memcpy(g + ((size_t)j * per_head + rows + i) * r->hd,
+                   block2 + ((size_t)i * r->n_head + h) * r->hd, r->hd * sizeof(float));
     }
     return g;
 }
 
 /* Builds layer l's indexes over host positions [sinks, host_end), from `rows` queries per query
- * head of `qsrc` (layer stride qstride rows). Keys become views with room up to the end of the
+ * head of `qsrc` (layer stride qstride rows) and, after a prefill, the queries of the static
+ * tail's positions (the log's first prefill_n − host_end rows: the context's last `window`
+ * positions). Those are the queries most like the decode steps' — a question at the end of the
+ * context and the answer after it — and evenly sampled positions rarely include them: on the
+ * bundled model at 16K, graphs built without them lost passkey answers that exact top-k
+ * attention found (docs/BENCHMARKS.md). Keys become views with room up to the end of the
  * cache. */
 static loupe_status build_layer(rt_retr *r, uint32_t l, const float *qsrc, uint32_t qstride,
-                                uint32_t rows, loupe_err *err)
+                                uint32_t rows, bool with_tail, loupe_err *err)
 {
     const int64_t n_host = r->host_end - r->sinks, cap = (int64_t)r->n_ctx - r->sinks;
     if (r->p.topk == 0) /* the static set alone: nothing is ever searched */
         return LOUPE_OK;
+    const uint32_t tail = with_tail && r->prefill_n > r->host_end ? r->prefill_n - r->host_end : 0;
+    const float *tail_q = r->log + (size_t)l * r->log_max * r->nq;
     ann_build_opts bo;
     ann_build_opts_init(&bo);
     bo.threads = r->n_threads;
@@ -591,12 +605,14 @@ static loupe_status build_layer(rt_retr *r, uint32_t l, const float *qsrc, uint3
             return st;
     }
     for (uint32_t x = 0; x < r->n_index; x++) {
-        const float *q = gather_index(r, 0, qsrc + (size_t)l * qstride * r->nq, rows, x);
+        const float *q = gather_index(r, 0, qsrc + (size_t)l * qstride * r->nq, rows, tail_q, tail,
+                                      x);
         const uint32_t g = x * r->heads_per_index / r->group;
         ann_index **ix = &r->index[(size_t)l * r->n_index + x];
         ann_build_stats bs;
         loupe_status st = ann_index_build(index_type(r->mode), r->keys[(size_t)l * r->n_kv + g], q,
-                                          (int64_t)rows * r->heads_per_index, &bo, ix, &bs, err);
+                                          ((int64_t)rows + tail) * r->heads_per_index, &bo, ix,
+                                          &bs, err);
         if (!st)
             st = ann_index_reserve(*ix, cap, err);
         if (st) {
@@ -612,12 +628,12 @@ static loupe_status build_layer(rt_retr *r, uint32_t l, const float *qsrc, uint3
 
 /* Builds every layer's indexes not built yet (see build_layer). */
 static loupe_status build_indexes(rt_retr *r, const float *qsrc, uint32_t qstride, uint32_t rows,
-                                  loupe_err *err)
+                                  bool with_tail, loupe_err *err)
 {
     for (uint32_t l = 0; l < r->n_layer; l++) {
         if (r->index[(size_t)l * r->n_index])
             continue;
-        loupe_status st = build_layer(r, l, qsrc, qstride, rows, err);
+        loupe_status st = build_layer(r, l, qsrc, qstride, rows, with_tail, err);
         if (st)
             return st;
     }
@@ -631,7 +647,7 @@ loupe_status rt_retr_build_layer(rt_retr *r, uint32_t layer, loupe_err *err)
                           layer);
     if (r->host_end <= r->sinks || r->index[(size_t)layer * r->n_index])
         return LOUPE_OK; /* no host set, or built already */
-    return build_layer(r, layer, r->cap, r->cap_max, r->n_cap, err);
+    return build_layer(r, layer, r->cap, r->cap_max, r->n_cap, true, err);
 }
 
 loupe_status rt_retr_seal(rt_retr *r, loupe_err *err)
@@ -653,7 +669,7 @@ loupe_status rt_retr_seal(rt_retr *r, loupe_err *err)
                     (size_t)(n - r->host_end) * r->nq * sizeof *lg);
         }
     if (r->host_end > r->sinks) {
-        loupe_status st = build_indexes(r, r->cap, r->cap_max, r->n_cap, err);
+        loupe_status st = build_indexes(r, r->cap, r->cap_max, r->n_cap, true, err);
         if (st) {
             drop_indexes(r);
             return st;
@@ -680,7 +696,7 @@ loupe_status rt_retr_settle(rt_retr *r, loupe_err *err)
     double t0 = now_s();
     if (!r->index[0]) { /* no host set yet: first indexes, built from the tail's queries */
         r->host_end += moved;
-        loupe_status st = build_indexes(r, r->log, r->log_max, tail, err);
+        loupe_status st = build_indexes(r, r->log, r->log_max, tail, false, err);
         if (st) {
             drop_indexes(r);
             r->host_end -= moved;
@@ -702,7 +718,8 @@ loupe_status rt_retr_settle(rt_retr *r, loupe_err *err)
         for (long i = 0; i < n_ix; i++) {
             int t = omp_get_thread_num();
             uint32_t l = (uint32_t)(i / r->n_index), h = (uint32_t)(i % r->n_index);
-            const float *q = gather_index(r, t, r->log + (size_t)l * r->log_max * r->nq, tail, h);
+            const float *q = gather_index(r, t, r->log + (size_t)l * r->log_max * r->nq, tail,
+                                          NULL, 0, h);
             loupe_err e;
             loupe_status st = ann_index_add(r->index[i], q, (int64_t)tail * r->heads_per_index,
                                             r->sctx[t], &e);

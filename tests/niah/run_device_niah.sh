@@ -46,13 +46,15 @@ for stage in $STAGES; do
             run "cpu_${tag}_4k8k" 70 --backend cpu --threads 16 --attention $a --task kv \
                 --lengths 4096,8192 --depths 0.25,0.75 --cases $((RCASES / 2)) --seed 202
         done ;;
-    hybrid) # issue 7: GPU prefill, CPU retrieval decode; needles in the host set (depths
-            # 0.25-0.75), against full attention and the static set alone on the same cases
+    hybrid) # issue 7: GPU prefill, CPU retrieval decode; needles at $RDEPTHS (default
+            # 0.25-0.75: in the host set), against full attention and the static set alone on
+            # the same cases
         for len in ${RLENGTHS:-4096 16384}; do
             for a in "full" "retrieval" "retrieval --topk 0"; do
                 tag=$(echo "$a" | tr -d ' -')
                 run "hybrid_${tag}_$len" ${RSECS:-60} --backend cuda --threads 16 --attention $a \
-                    --task passkey,kv --lengths $len --depths 0.25,0.5,0.75 --cases $RCASES \
+                    --task passkey,kv --lengths $len --depths "${RDEPTHS:-0.25,0.5,0.75}" \
+                    --cases $RCASES --show-misses \
                     --seed 303
             done
         done ;;
