@@ -69,7 +69,8 @@ struct rt_retr {
                             and ANN_GROUP_MAX; 1 with an index per query head) */
     ann_search_ctx **sctx; /* (n_threads) */
     int32_t *ids;        /* (n_threads, sgroup, topk) */
-    int32_t *seeds;      /* (n_threads, sgroup · topk) a group's seeds: its heads' previous ids */
+    int32_t *seeds;      /* (n_threads, sgroup · 2 · topk) a group's seeds: its heads' previous
+                            ids and the ids after them */
     /* the previous one-token step's results per (layer, query head), index ids: the next step's
      * search starts from them (consecutive tokens' queries attend to much the same keys) */
     int32_t *prev_ids;   /* (n_layer · n_head, topk) */
@@ -78,6 +79,7 @@ struct rt_retr {
     float *tmp;          /* (n_threads, sgroup, hd) */
     double *search_t;    /* (n_threads) thread-seconds in search, this hook call */
     int max_beam;
+    int ef_cold;         /* beam of a search without seeds (see host_partials) */
 
     rt_runner_stats st;
     loupe_status hook_status; /* first failure inside a hook (reported by settle) */
@@ -177,18 +179,23 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
     const size_t slot = (size_t)il * r->n_head + h0;
     int32_t *prev = r->prev_ids + slot * topk; /* (nh, topk): the heads' slots are consecutive */
     int nf[ANN_GROUP_MAX] = {0};
-    if (seeded && nh == 1) {
-        sp.seeds = prev;
-        sp.n_seeds = r->prev_n[slot];
-    } else if (seeded) { /* the union; repeats cost nothing (visited marks skip them) */
-        int32_t *seeds = r->seeds + (size_t)tid * r->sgroup * topk;
-        for (uint32_t j = 0; j < nh; j++) {
-            memcpy(seeds + sp.n_seeds, prev + (size_t)j * topk,
-                   (size_t)r->prev_n[slot + j] * sizeof *seeds);
-            sp.n_seeds += r->prev_n[slot + j];
-        }
+    if (seeded) {
+        /* The heads' previous results (a group's: their union; repeats cost nothing, visited
+         * marks skip them) and the key right after each: a model copying from the context (the
+         * digits of a pass key, a value after its key) wants at this step the position after
+         * the one it read at the last, which need not be a graph neighbour of it. */
+        int32_t *seeds = r->seeds + (size_t)tid * r->sgroup * topk * 2;
+        for (uint32_t j = 0; j < nh; j++)
+            for (int i = 0; i < r->prev_n[slot + j]; i++) {
+                const int32_t id = prev[(size_t)j * topk + i];
+                seeds[sp.n_seeds++] = id;
+                if (id + 1 < (int32_t)n_host)
+                    seeds[sp.n_seeds++] = id + 1;
+            }
         sp.seeds = seeds;
     }
+    if (sp.n_seeds == 0) /* a cold start (the first step after a prefill): a wider beam */
+        sp.ef = r->ef_cold;
     loupe_err e;
     double ts = now_s();
     const ann_index *ix = index_of(r, il, h0);
@@ -381,7 +388,15 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
         r->p.ef = (int)r->n_ctx;
     if (r->p.nprobe > (int)r->n_ctx)
         r->p.nprobe = (int)r->n_ctx;
-    r->max_beam = r->p.ef;
+    /* A graph search with no previous results to start from (the first token after a prefill
+     * or an extension) takes COLD_BEAM times the beam: on the bundled model at 16K the cold
+     * step was where passkey answers were lost, and it is one step of many. */
+    enum { COLD_BEAM = 4 };
+    r->ef_cold = r->p.ef;
+    if (r->mode == RT_ATTN_RETRIEVAL)
+        r->ef_cold = (int64_t)r->p.ef * COLD_BEAM < (int64_t)r->n_ctx ? r->p.ef * COLD_BEAM
+                                                                      : (int)r->n_ctx;
+    r->max_beam = r->ef_cold;
     if (r->p.topk < r->n_ctx && (int)r->p.topk > r->max_beam)
         r->max_beam = (int)r->p.topk;
     if (r->p.nprobe > r->max_beam)
@@ -400,7 +415,7 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->index = calloc((size_t)r->n_layer * r->n_index, sizeof *r->index);
     r->sctx = calloc((size_t)r->n_threads, sizeof *r->sctx);
     r->ids = malloc((size_t)r->n_threads * r->sgroup * topk * sizeof *r->ids);
-    r->seeds = malloc((size_t)r->n_threads * r->sgroup * topk * sizeof *r->seeds);
+    r->seeds = malloc((size_t)r->n_threads * r->sgroup * topk * 2 * sizeof *r->seeds);
     r->prev_ids = malloc((size_t)r->n_layer * r->n_head * topk * sizeof *r->prev_ids);
     r->prev_n = calloc((size_t)r->n_layer * r->n_head, sizeof *r->prev_n);
     r->scores = malloc((size_t)r->n_threads * r->sgroup * topk * sizeof *r->scores);
