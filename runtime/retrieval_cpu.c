@@ -20,7 +20,8 @@
  * Query bookkeeping (all allocated at creation): `cap` holds the sampled prefill queries the
  * indexes are built from, (n_layer, cap_max, n_head, hd); `log` holds the queries of the static
  * tail's positions, (n_layer, log_max, n_head, hd), slot = position − host_end — the queries that
- * attended to tail tokens, used to link those tokens into the indexes when they move.
+ * attended to tail tokens, used to link those tokens into the indexes when they move, and after
+ * a prefill (the window's queries) built into the indexes with `cap`'s.
  *
  * Search: with one index per KV head, the host half of a token's layer runs one task per (KV
  * head, `sgroup` consecutive query heads of it), each ONE ann_search_group traversal whose rows
