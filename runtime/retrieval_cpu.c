@@ -195,7 +195,7 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
             }
         sp.seeds = seeds;
     }
-    if (sp.n_seeds == 0) /* a cold start (the first step after a prefill): a wider beam */
+    if (seeded && sp.n_seeds == 0) /* a cold one-token step (the first after a prefill) */
         sp.ef = r->ef_cold;
     loupe_err e;
     double ts = now_s();
@@ -389,9 +389,10 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
         r->p.ef = (int)r->n_ctx;
     if (r->p.nprobe > (int)r->n_ctx)
         r->p.nprobe = (int)r->n_ctx;
-    /* A graph search with no previous results to start from (the first token after a prefill
-     * or an extension) takes COLD_BEAM times the beam: on the bundled model at 16K the cold
-     * step was where passkey answers were lost, and it is one step of many. */
+    /* A one-token step with no previous results to start from (the first after a prefill)
+     * searches with COLD_BEAM times the beam: on the bundled model at 16K that step was where
+     * passkey answers were lost, and it is one step of many. (A batch of extension tokens is
+     * searched unseeded, at the plain beam: it would cost COLD_BEAM times for every token.) */
     enum { COLD_BEAM = 4 };
     r->ef_cold = r->p.ef;
     if (r->mode == RT_ATTN_RETRIEVAL)
