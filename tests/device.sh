@@ -14,7 +14,8 @@
 #   retr128k   tests/bench/run_device_retrieval.sh 8b128k_retr (issue 7; RETR_ARGS passes on)
 #   retr32k    tests/bench/run_device_retrieval.sh 8b32k (issue 7)
 #   sparsity   tests/models/run_on_device.sh sparsity: the bundled model's attention table (issue 5)
-# Environment passes on to the scripts (RETR_ARGS, REFS, RLENGTHS, RCASES, CASES, ...).
+# Environment passes on to the scripts (RETR_ARGS, REFS, RLENGTHS, RDEPTHS, RCASES, RMODES,
+# RTASKS, RSECS, CASES, ...).
 # Only 8 files come back from a call: $OUT gets summary.txt (each stage's table) and logs.tgz
 # (every log and CSV of every stage).
 set -uo pipefail
