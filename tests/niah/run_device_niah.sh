@@ -35,11 +35,11 @@ for stage in $STAGES; do
     cuda_full) # issue 5: full attention on the GPU, 100 cases per task × length
         for len in ${LENGTHS:-4096 8192 16384 32768}; do
             run cuda_full_$len 150 --backend cuda --task passkey,kv --lengths $len \
-                --depths 0,0.25,0.5,0.75,1 --cases $((CASES / 5)) --seed 101
+                --depths 0,0.25,0.5,0.75,1 --cases $((CASES / 5)) --seed 101 --show-misses
         done ;;
     cpu_full) # issue 5: the CPU backend gives the same answers at 4K
         run cpu_full_4k 90 --backend cpu --threads 16 --task passkey,kv --lengths 4096 \
-            --depths 0,0.25,0.5,0.75,1 --cases $((CASES / 5)) --seed 101 ;;
+            --depths 0,0.25,0.5,0.75,1 --cases $((CASES / 5)) --seed 101 --show-misses ;;
     retrieval) # issue 7 on the CPU backend
         for a in "full" "retrieval" "retrieval --topk 0"; do
             tag=$(echo "$a" | tr -d ' -')
