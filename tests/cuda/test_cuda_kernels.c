@@ -2,8 +2,8 @@
  * test_cuda_kernels OP: one CUDA op of runtime/cuda against its CPU reference (the CPU backend's
  * functions, or a double-precision loop), on fresh random inputs (seed printed), outputs poisoned
  * with NaN before each launch so unwritten elements fail. OP is one of dequant, matvec, gemm,
- * rmsnorm, rope, rope_store, swiglu, kv_store, flash_attn, flash_decode, attn_merge, argmax. Exits 77 when no
- * CUDA device is usable.
+ * rmsnorm, rope, rope_store, swiglu, kv_store, flash_attn, flash_decode, attn_merge, argmax.
+ * Exits 77 when no CUDA device is usable.
  *
  * Tolerances (relative to the scale of the reference):
  *   dequant/embedding  1e-6 fp32 (an FMA may round differently), one bf16 rounding for bf16 out
@@ -475,7 +475,8 @@ static void test_rope_store(void)
                         bad += !isnan(ck) || !isnan(cv);
                         continue;
                     }
-                    float rk = bf ? bf16_round(gk[si]) : gk[si], rv = bf ? bf16_round(v[si]) : v[si];
+                    float rk = bf ? bf16_round(gk[si]) : gk[si];
+                    float rv = bf ? bf16_round(v[si]) : v[si];
                     bad += ck != rk || cv != rv;
                 }
         CHECK_MSG(bad == 0, "rope_store variant %d: %d cache elements wrong", variant, bad);
