@@ -14,6 +14,8 @@
 #   retr128k   tests/bench/run_device_retrieval.sh 8b128k_retr (issue 7; RETR_ARGS passes on)
 #   retr32k    tests/bench/run_device_retrieval.sh 8b32k (issue 7)
 #   sparsity   tests/models/run_on_device.sh sparsity: the bundled model's attention table (issue 5)
+#   probe      the host's memory facts (huge pages, NUMA, CPU) and one graph search's cost per key
+#              row on 131,072 synthetic keys, one thread and every thread (issues 6 and 7)
 # Environment passes on to the scripts (RETR_ARGS, REFS, RLENGTHS, RDEPTHS, RCASES, RMODES,
 # RTASKS, RSECS, CASES, ...).
 # Only 8 files come back from a call: $OUT gets summary.txt (each stage's table) and logs.tgz
@@ -23,6 +25,30 @@ OUT=${OUT:-/tmp/loupe-device-out}
 W=$(mktemp -d /tmp/loupe-device.XXXXXX)
 mkdir -p "$OUT"
 trap 'tar -C "$W" -czf "$OUT/logs.tgz" . 2>/dev/null; rm -rf "$W"' EXIT
+# The probe stage: what decides a graph search's cost on this host.
+probe() {
+    local o=$1 secs=$2 bin=${PROBE_BIN:-build-devfull/app/loupe} # PROBE_BIN: another build, to try it here
+    export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    {
+        grep -m1 'model name' /proc/cpuinfo
+        echo "cpus $(nproc); THP $(cat /sys/kernel/mm/transparent_hugepage/enabled)" \
+            "defrag $(cat /sys/kernel/mm/transparent_hugepage/defrag)"
+        grep -E 'MemTotal|AnonHugePages|Hugepagesize' /proc/meminfo
+        ls -d /sys/devices/system/node/node* 2>/dev/null | wc -l | sed 's/^/numa nodes /'
+    } >"$o/summary.txt"
+    for t in 1 16; do
+        timeout $((secs / 2)) "$bin" bench anns --synthetic 131072,128 --index graph,keygraph \
+            --threads $t --degree 16 --sample 16384 --ef 100,200 --n-test 2000 \
+            >"$o/anns_t$t.txt" 2>&1
+        echo "-- threads $t (rc $?)" >>"$o/summary.txt"
+        grep -E '^(index|graph|keygraph) ' "$o/anns_t$t.txt" >>"$o/summary.txt"
+    done
+}
+
+# Transparent huge pages in use, sampled every 5 s while the stages run: the largest value is
+# printed last (host K/V and graphs are advised huge pages; whether the kernel gave them is here).
+(while sleep 5; do awk '/AnonHugePages/ {print $2}' /proc/meminfo; done >"$W/thp_kb.txt") &
+THP_PID=$!
 for arg in "$@"; do
     stage=${arg%%:*} secs=${arg#*:}
     [ "$secs" = "$arg" ] && secs=300
@@ -40,7 +66,8 @@ for arg in "$@"; do
     retr32k) OUT=$o BUDGET=$secs bash tests/bench/run_device_retrieval.sh 8b32k \
         >"$o/stdout.txt" 2>&1 ;;
     sparsity) OUT=$o bash tests/models/run_on_device.sh sparsity >"$o/stdout.txt" 2>&1 ;;
-    *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, sparsity)" >&2
+    probe) probe "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
+    *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, sparsity, probe)" >&2
        exit 2 ;;
     esac
     echo "==== $stage: rc $?, $(($(date +%s) - t)) s of $secs" >>"$OUT/summary.txt"
@@ -50,4 +77,6 @@ for arg in "$@"; do
         tail -n 30 "$o/stdout.txt" >>"$OUT/summary.txt"
     fi
 done
+kill "$THP_PID" 2>/dev/null
+echo "peak AnonHugePages: $(sort -n "$W/thp_kb.txt" | tail -1) kB" >>"$OUT/summary.txt"
 cat "$OUT/summary.txt"
