@@ -24,7 +24,8 @@
  *   static     the retrieval path with topk 0: the static set alone (StreamingLLM)
  *
  * The per-token breakdown is the change of rt_runner_stats over the decode phase divided by gen:
- * search and CPU attention (attend_s) ms/token; for co-executed tokens (CUDA backend, retrieval
+ * the host threads' search, CPU attention and imbalance (waiting for a layer's slowest task)
+ * ms/token; for co-executed tokens (CUDA backend, retrieval
  * modes) the host's wait for the GPU's q/k/v, the host half, the tail wait, and idle = step −
  * (wait + host + tail). scan% is keys scanned over searches × host keys; att% is host keys
  * attended over (tokens × layers × query heads × host keys); host keys counted after the prefill
@@ -73,7 +74,8 @@ static void usage(FILE *f)
             "                        hostfull: every host key attended on the CPU (topk = L);\n"
             "                        static: the static set alone (topk 0)\n"
             "  --full-gpu-mem SIZE   the CUDA budget of the full mode (0: the whole card)\n"
-            "  --backend, --gpu-mem, --topk, --sinks, --window, --ef, --nprobe, --build-queries,\n"
+            "  --backend, --gpu-mem, --topk, --sinks, --window, --ef, --expand, --nprobe,\n"
+            "  --build-queries,\n"
             "  --static-max, --index-per, --search-group, --degree, --host-kv, --threads, --seed\n"
             "                        as for every command\n"
             "  --csv                 one header line, then one row per (ctx, mode)\n"
@@ -253,7 +255,7 @@ typedef struct {
     char why[LOUPE_ERR_MSG_MAX];
     double prefill_s, build_s, build_knn_s;
     double ms_mean, ms_median;
-    double search_ms, attend_ms;                /* per token */
+    double search_ms, attend_ms, imbalance_ms;  /* per token */
     uint64_t coexec_tokens;
     double step_ms, wait_ms, host_ms, tail_ms, idle_ms; /* per co-executed token */
     uint32_t n_host;
@@ -342,6 +344,7 @@ static void breakdown(const rt_runner_stats *a, const rt_runner_stats *z, const 
     double n = out->n_gen;
     out->search_ms = 1e3 * (z->search_s - a->search_s) / n;
     out->attend_ms = 1e3 * (z->attend_s - a->attend_s) / n;
+    out->imbalance_ms = 1e3 * (z->imbalance_s - a->imbalance_s) / n;
     out->coexec_tokens = z->coexec_tokens - a->coexec_tokens;
     if (out->coexec_tokens) {
         double c = (double)out->coexec_tokens;
@@ -433,7 +436,7 @@ static void print_header(const bench_opts *b, const char *name, const rt_model *
     if (b->csv) {
         printf("model,backend,threads,ctx,mode,attention,topk,prefill_tokens,gen,prefill_s,"
                "build_s,build_knn_s,ms_tok_mean,ms_tok_median,search_ms_tok,attend_ms_tok,"
-               "coexec_tokens,step_ms,gpu_wait_ms,host_ms,tail_ms,idle_ms,n_host,searches,"
+               "imbalance_ms_tok,coexec_tokens,step_ms,gpu_wait_ms,host_ms,tail_ms,idle_ms,n_host,searches,"
                "keys_scanned,keys_attended,scanned_pct,attended_pct,gpu_bytes,host_kv_bytes,"
                "index_bytes,rss_prefill_bytes,peak_rss_bytes,status\n");
         return;
@@ -444,8 +447,8 @@ static void print_header(const bench_opts *b, const char *name, const rt_model *
            name, (double)rt_model_n_params(m) / 1e6, hp->n_layer, hp->n_head, hp->n_head_kv,
            rt_backend_name(b->o.backend), threads, b->o.topk, b->o.sinks, b->o.window,
            (long long)b->gen);
-    printf("%7s %-9s %8s %7s %8s %8s %7s %7s", "ctx", "mode", "prefill", "build", "ms/tok",
-           "median", "search", "attend");
+    printf("%7s %-9s %8s %7s %8s %8s %7s %7s %7s", "ctx", "mode", "prefill", "build", "ms/tok",
+           "median", "search", "attend", "imbal");
     if (coexec)
         printf(" %7s %7s %7s %7s", "gpuwait", "host", "tail", "idle");
     printf(" %6s %6s %7s %7s %7s %7s %7s\n", "scan%", "att%", "gpu", "host_kv", "index", "rss",
@@ -469,12 +472,13 @@ static void print_row(const bench_opts *b, const char *name, int threads, bool c
 {
     const char *mode = mode_names[w->mode];
     if (b->csv) {
-        printf("%s,%s,%d,%u,%s,%s,%u,%u,%u,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f,%.4f,%llu,%.4f,%.4f,"
+        printf("%s,%s,%d,%u,%s,%s,%u,%u,%u,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f,%.4f,%.4f,%llu,%.4f,%.4f,"
                "%.4f,%.4f,%.4f,%u,%llu,%llu,%llu,%.3f,%.3f,%llu,%llu,%llu,%llu,%llu,",
                name, w->ok ? rt_backend_name(w->backend) : rt_backend_name(b->o.backend),
                threads, w->ctx, mode, w->ok ? rt_attn_mode_name(w->attention) : "", w->topk,
                w->n_pre, w->n_gen, w->prefill_s, w->build_s, w->build_knn_s, w->ms_mean,
-               w->ms_median, w->search_ms, w->attend_ms, (unsigned long long)w->coexec_tokens,
+               w->ms_median, w->search_ms, w->attend_ms, w->imbalance_ms,
+               (unsigned long long)w->coexec_tokens,
                w->step_ms, w->wait_ms, w->host_ms, w->tail_ms, w->idle_ms, w->n_host,
                (unsigned long long)w->searches, (unsigned long long)w->scanned,
                (unsigned long long)w->attended, w->scanned_pct, w->attended_pct,
@@ -488,8 +492,8 @@ static void print_row(const bench_opts *b, const char *name, int threads, bool c
     } else if (!w->ok) {
         printf("%7u %-9s failed: %s\n", w->ctx, mode, w->why);
     } else {
-        printf("%7u %-9s %8.2f %7.2f %8.2f %8.2f %7.2f %7.2f", w->ctx, mode, w->prefill_s,
-               w->build_s, w->ms_mean, w->ms_median, w->search_ms, w->attend_ms);
+        printf("%7u %-9s %8.2f %7.2f %8.2f %8.2f %7.2f %7.2f %7.2f", w->ctx, mode, w->prefill_s,
+               w->build_s, w->ms_mean, w->ms_median, w->search_ms, w->attend_ms, w->imbalance_ms);
         if (coexec)
             printf(" %7.2f %7.2f %7.2f %7.2f", w->wait_ms, w->host_ms, w->tail_ms, w->idle_ms);
         printf(" %6.1f %6.1f %7.3f %7.3f %7.3f %7.3f %7.3f\n", w->scanned_pct, w->attended_pct,

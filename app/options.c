@@ -182,6 +182,10 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
         if (r > 1) return r;
         if ((r = app_parse_i64(cmd, "--ef", v, 1, 1 << 20, &n))) return r;
         o->ef = (int)n;
+    } else if (TRY("--expand")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--expand", v, 1, 1 << 20, &n))) return r;
+        o->expand = (int)n;
     } else if (TRY("--nprobe")) {
         if (r > 1) return r;
         if ((r = app_parse_i64(cmd, "--nprobe", v, 1, 1 << 20, &n))) return r;
@@ -268,6 +272,7 @@ void app_runner_params(const app_opts *o, rt_runner_params *p)
     p->retrieval.window = (uint32_t)o->window;
     p->retrieval.static_max = (uint32_t)o->static_max;
     p->retrieval.ef = o->ef;
+    p->retrieval.expand = o->expand;
     p->retrieval.nprobe = o->nprobe;
     p->retrieval.build_queries = o->build_queries;
     p->retrieval.index_per_kv = o->index_per_kv;

@@ -79,6 +79,7 @@ struct rt_retr {
     float *scores;       /* (n_threads, sgroup, topk) */
     float *tmp;          /* (n_threads, sgroup, hd) */
     double *search_t;    /* (n_threads) thread-seconds in search, this hook call */
+    double *busy_t;      /* (n_threads) thread-seconds in tasks (search included), this call */
     int max_beam;
     int ef_cold;         /* beam of a search without seeds (see host_partials) */
 
@@ -174,6 +175,7 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
     memset(&sp, 0, sizeof sp);
     sp.k = (int)topk;
     sp.ef = r->p.ef;
+    sp.expand = r->p.expand;
     sp.nprobe = r->p.nprobe;
     int32_t *ids = r->ids + (size_t)tid * r->sgroup * topk;
     float *sc = r->scores + (size_t)tid * r->sgroup * topk;
@@ -195,8 +197,10 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
             }
         sp.seeds = seeds;
     }
-    if (seeded && sp.n_seeds == 0) /* a cold one-token step (the first after a prefill) */
+    if (seeded && sp.n_seeds == 0) { /* a cold one-token step (the first after a prefill) */
         sp.ef = r->ef_cold;
+        sp.expand = 0; /* all of the wide beam */
+    }
     loupe_err e;
     double ts = now_s();
     const ann_index *ix = index_of(r, il, h0);
@@ -246,21 +250,27 @@ static long tasks_per_token(const rt_retr *r)
 }
 
 /* Bookkeeping after a parallel section of host partials for `queries` query heads that took
- * `wall` seconds: search time from the threads' clocks, keys scanned, searches, tokens. */
+ * `wall` seconds: its split by the threads' clocks (searching, attending, waiting for the
+ * slowest), keys scanned, searches, tokens. */
 static void account(rt_retr *r, uint32_t il, size_t tokens, double wall)
 {
     const uint32_t n_host = r->host_end - r->sinks;
     const uint64_t queries = (uint64_t)tokens * r->n_head;
-    double thread_s = 0;
+    double search = 0, busy = 0;
     for (int t = 0; t < r->n_threads; t++) {
-        thread_s += r->search_t[t];
-        r->search_t[t] = 0;
+        search += r->search_t[t];
+        busy += r->busy_t[t];
+        r->search_t[t] = r->busy_t[t] = 0;
         r->st.keys_scanned += (uint64_t)ann_search_ctx_scanned(r->sctx[t]);
         ann_search_ctx_reset_scanned(r->sctx[t]);
     }
-    double in_search = thread_s / r->n_threads < wall ? thread_s / r->n_threads : wall;
-    r->st.search_s += in_search;
-    r->st.attend_s += wall - in_search;
+    search /= r->n_threads;
+    busy /= r->n_threads;
+    busy = busy < wall ? busy : wall;
+    search = search < busy ? search : busy;
+    r->st.search_s += search;
+    r->st.attend_s += busy - search;
+    r->st.imbalance_s += wall - busy;
     if (r->p.topk > 0 && n_host > r->p.topk)
         r->st.searches += queries;
     else if (r->p.topk > 0)
@@ -283,6 +293,7 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->n_threads)
     for (long w = 0; w < work; w++) {
         int tid = omp_get_thread_num();
+        double ts = now_s();
         size_t t = (size_t)(w / per_token);
         uint32_t nh, h0 = task_heads(r, w % per_token, &nh);
         const float *K = rt_ctx_keys(c, il, h0 / group), *V = rt_ctx_values(c, il, h0 / group);
@@ -303,6 +314,7 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
             if (l_tmp[j] != -INFINITY)
                 rt_attn_merge(out + (size_t)j * hd, l_out[j], tmp + (size_t)j * hd, l_tmp[j], hd,
                               out + (size_t)j * hd, &l_out[j]);
+        r->busy_t[tid] += now_s() - ts;
     }
     account(r, il, B, now_s() - t0);
 }
@@ -324,9 +336,12 @@ loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const fl
     const long work = tasks_per_token(r);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->n_threads)
     for (long w = 0; w < work; w++) {
+        int tid = omp_get_thread_num();
+        double ts = now_s();
         uint32_t nh, h0 = task_heads(r, w, &nh);
-        host_partials(r, omp_get_thread_num(), il, h0, nh, q + (size_t)h0 * hd, true,
-                      out + (size_t)h0 * hd, &lse[h0]);
+        host_partials(r, tid, il, h0, nh, q + (size_t)h0 * hd, true, out + (size_t)h0 * hd,
+                      &lse[h0]);
+        r->busy_t[tid] += now_s() - ts;
     }
     account(r, il, 1, now_s() - t0);
     return take_hook_failure(r, err);
@@ -423,12 +438,13 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->scores = malloc((size_t)r->n_threads * r->sgroup * topk * sizeof *r->scores);
     r->tmp = malloc((size_t)r->n_threads * r->sgroup * r->hd * sizeof *r->tmp);
     r->search_t = calloc((size_t)r->n_threads, sizeof *r->search_t);
+    r->busy_t = calloc((size_t)r->n_threads, sizeof *r->busy_t);
     r->gather_max = (uint32_t)topk;
     r->gk = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gk);
     r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
     if (!r->cap || !r->log || !r->gather || !r->keys || !r->index || !r->sctx || !r->ids ||
         !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv ||
-        !r->scores || !r->tmp || !r->search_t) {
+        !r->scores || !r->tmp || !r->search_t || !r->busy_t) {
         rt_retr_destroy(r);
         return loupe_fail(err, LOUPE_ERR_NOMEM,
                           "out of memory for the retrieval state (%.1f MiB of query buffers)",
@@ -537,6 +553,7 @@ void rt_retr_destroy(rt_retr *r)
     free(r->scores);
     free(r->tmp);
     free(r->search_t);
+    free(r->busy_t);
     free(r);
 }
 

@@ -70,6 +70,9 @@ typedef struct {
     uint32_t window;        /* last tokens of the context kept static (512) */
     uint32_t static_max;    /* static tail that triggers a move to the host set (2048) */
     int ef;                 /* graph beam; 0: 2·topk */
+    int expand;             /* graph: a search stops once the best `expand` of its pool are
+                               expanded (0: all ef); fewer keys scanned for the tail of the
+                               top-k, which carries little attention weight */
     int nprobe;             /* IVF lists probed; 0: 16 */
     int64_t build_queries;  /* prefill queries per index, sampled evenly (16384; a shared
                                index takes its query heads' queries at a 1/group of that many
@@ -114,9 +117,11 @@ typedef struct {
     uint64_t searches;        /* index searches (tokens × layers × query heads) */
     uint64_t keys_scanned;    /* key rows the searches scored */
     uint64_t keys_attended;   /* host keys attended (≤ searches × topk) */
-    double search_s;          /* wall time of retrieval attention, per layer call, summed: */
-    double attend_s;          /*   the searches share of it, estimated from thread time, and
-                                   the rest (static + host partials, merge) */
+    double search_s;          /* wall time of retrieval attention, per layer call, summed, */
+    double attend_s;          /*   split by the threads' own clocks: searching (mean thread),
+                                   attending (mean thread: static and host partials, merge), */
+    double imbalance_s;       /*   and the rest, threads waiting for the layer's slowest task
+                                   (or idle, with fewer tasks than threads) */
     double build_s;           /* index building at the end of the prefill */
     double build_knn_s;       /* of which the exact kNN step */
     uint64_t index_bytes;     /* the indexes' own arrays, at their reserved capacity */

@@ -42,12 +42,21 @@ function want(cond, what) { if (!cond) { print "FAIL: " v("mode") ": " what ": "
         want(v("searches") > 0 && v("scanned_pct") == 100 && v("keys_attended") == v("searches") * 100, "exact scan, topk 100 each")
     if (m == "retrieval")
         want(v("searches") > 0 && v("keys_scanned") > 0 && v("keys_attended") > 0 && v("build_s") > 0, "graph searched")
+    want(v("search_ms_tok") >= 0 && v("attend_ms_tok") >= 0 && v("imbalance_ms_tok") >= 0, "host time split")
 }
 END {
     split("full retrieval flat hostfull static", ms, " ")
     for (i in ms) if (seen[ms[i]] != 1) { print "FAIL: " seen[ms[i]] + 0 " rows for " ms[i]; bad = 1 }
     exit bad
 }' <<<"$csv" || fail=1
+
+# --expand reaches the search: expanding only the pool's best 8 entries scans fewer keys than
+# expanding all of them (the same cases, one binary).
+scanned() { bench --ctx 1536 --gen 4 --modes retrieval --csv "$@" 2>/dev/null |
+    awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next } { print $c["keys_scanned"] }'; }
+all=$(scanned) narrow=$(scanned --expand 8)
+[ -n "$all" ] && [ -n "$narrow" ] && [ "$narrow" -lt "$all" ] ||
+    { echo "FAIL: --expand 8 scanned '$narrow' keys, the full expansion '$all'"; fail=1; }
 
 # A context past the model's (32768) fails its row and the run goes on; all rows failed: exit 1.
 out=$(bench --ctx 64,40000 --gen 2 --modes full --csv 2>&1) || { echo "FAIL: one good row should exit 0: $out"; fail=1; }
@@ -70,5 +79,6 @@ expect_rc 2 --ctx 1024,x
 expect_rc 2 --gen 0
 expect_rc 2 --full-gpu-mem lots
 expect_rc 2 --frobnicate
+expect_rc 2 --expand 0
 [ $fail = 0 ] && echo "bench_retrieval_cli: PASS"
 exit $fail
