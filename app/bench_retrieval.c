@@ -60,7 +60,12 @@ typedef enum {
 static const char *const mode_names[MODE_COUNT] = {"full", "retrieval", "flat",
                                                    "ivf",  "hostfull",  "static"};
 
-enum { MAX_LENS = 16, MAX_MODES = 16 };
+enum { MAX_LENS = 16, MAX_MODES = 16, MAX_SEARCH = 16 };
+
+/* One search setting of --search (rt_runner_set_search). */
+typedef struct {
+    int ef, expand, group;
+} search_setting;
 
 static void usage(FILE *f)
 {
@@ -74,6 +79,12 @@ static void usage(FILE *f)
             "                        hostfull: every host key attended on the CPU (topk = L);\n"
             "                        static: the static set alone (topk 0)\n"
             "  --full-gpu-mem SIZE   the CUDA budget of the full mode (0: the whole card)\n"
+            "  --search LIST         the retrieval mode decodes --gen tokens under each setting\n"
+            "                        EF/EXPAND/GROUP of the comma-separated list, one row each,\n"
+            "                        after ONE prefill of L - gen·settings tokens (e.g.\n"
+            "                        100/0/2,100/32/2,100/0/1; EF at most the first's 4×: the\n"
+            "                        runner is created with the first). The first setting's\n"
+            "                        first step is the cold one after the prefill\n"
             "  --backend, --gpu-mem, --topk, --sinks, --window, --ef, --expand, --nprobe,\n"
             "  --build-queries,\n"
             "  --static-max, --index-per, --search-group, --degree, --host-kv, --threads, --seed\n"
@@ -102,8 +113,32 @@ typedef struct {
     int n_modes;
     int64_t gen;
     uint64_t full_gpu_mem;
+    search_setting search[MAX_SEARCH];
+    int n_search;
     bool csv;
 } bench_opts;
+
+/* Parses "100/0/2,100/32/2" into b->search. */
+static int parse_search(bench_opts *b, const char *s)
+{
+    b->n_search = 0;
+    while (*s) {
+        size_t len = strcspn(s, ",");
+        search_setting *x = &b->search[b->n_search];
+        int used = 0;
+        if (b->n_search == MAX_SEARCH ||
+            sscanf(s, "%d/%d/%d%n", &x->ef, &x->expand, &x->group, &used) != 3 ||
+            (size_t)used != len || x->ef < 1 || x->expand < 0 || x->group < 1 ||
+            x->group > ANN_GROUP_MAX)
+            return app_usage(CMD,
+                             "--search expects up to %d settings EF/EXPAND/GROUP (EF >= 1, "
+                             "EXPAND >= 0, GROUP 1..%d) like 100/0/2,100/32/2, got '%.*s'",
+                             MAX_SEARCH, ANN_GROUP_MAX, (int)len, s);
+        b->n_search++;
+        s += len + (s[len] == ',');
+    }
+    return b->n_search ? 0 : app_usage(CMD, "--search needs at least one setting");
+}
 
 /* Parses "4096,32768" into o->lens. */
 static int parse_lens(bench_opts *b, const char *s)
@@ -149,6 +184,7 @@ static int parse_modes(bench_opts *b, const char *s)
 static int parse_args(bench_opts *b, int argc, char **argv, bool *help)
 {
     const char *ctx = "4096,32768", *modes = "full,retrieval,flat,ivf,hostfull,static", *v = NULL;
+    const char *search = NULL;
     for (int i = 1; i < argc; i++) {
         int r;
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
@@ -162,7 +198,8 @@ static int parse_args(bench_opts *b, int argc, char **argv, bool *help)
         /* --ctx here takes a list, so it is read before the common options see it */
         if ((r = app_opt_value(CMD, "--ctx", argc, argv, &i, &ctx)) ||
             (r = app_opt_value(CMD, "--modes", argc, argv, &i, &modes)) ||
-            (r = app_opt_value(CMD, "--preset", argc, argv, &i, &b->preset))) {
+            (r = app_opt_value(CMD, "--preset", argc, argv, &i, &b->preset)) ||
+            (r = app_opt_value(CMD, "--search", argc, argv, &i, &search))) {
             if (r > 1)
                 return r;
             continue;
@@ -184,6 +221,8 @@ static int parse_args(bench_opts *b, int argc, char **argv, bool *help)
             return app_usage(CMD, "unknown option '%s'", argv[i]);
     }
     int r = parse_lens(b, ctx);
+    if (!r && search)
+        r = parse_search(b, search);
     return r ? r : parse_modes(b, modes);
 }
 
@@ -248,6 +287,7 @@ static bool on_progress(void *user, size_t done, size_t total)
 
 typedef struct {
     uint32_t ctx, n_pre, n_gen, topk;
+    search_setting search; /* the graph search's settings (ef 0 where no graph is searched) */
     bench_mode mode;
     rt_backend backend;     /* resolved, when created */
     rt_attn_mode attention; /* resolved, when created */
@@ -369,19 +409,37 @@ static void breakdown(const rt_runner_stats *a, const rt_runner_stats *z, const 
     out->index_bytes = z->index_bytes;
 }
 
-/* Creates, prefills and decodes one (L, mode); on failure the row carries the sentence. */
-static void run_row(bench *be, uint32_t L, bench_mode mode, row *out)
+static void print_row(const bench_opts *b, const char *name, int threads, bool coexec,
+                      const row *w);
+
+/* Creates, prefills and decodes one (L, mode) and prints its row; the retrieval mode with
+ * --search decodes once per setting after one prefill and prints a row each. A failure's row
+ * carries the sentence. Returns how many rows ran. */
+static int run_rows(bench *be, uint32_t L, bench_mode mode, const char *name, int threads,
+                    bool coexec)
 {
+    const bench_opts *b = be->b;
     const rt_hparams *hp = rt_model_hparams(be->m);
-    uint32_t gen = (uint32_t)be->b->gen;
-    memset(out, 0, sizeof *out);
-    out->ctx = L;
-    out->mode = mode;
-    out->n_gen = gen < L / 2 ? gen : L / 2;
-    out->n_pre = L - out->n_gen;
+    const int n_set = mode == MODE_RETRIEVAL && b->n_search ? b->n_search : 1;
+    uint32_t gen = (uint32_t)b->gen, budget = L / 2 / (uint32_t)n_set;
+    row out;
+    memset(&out, 0, sizeof out);
+    out.ctx = L;
+    out.mode = mode;
+    out.n_gen = gen < budget ? gen : budget;
+    out.n_pre = L - out.n_gen * (uint32_t)n_set;
     rt_runner_params p;
     mode_params(be, L, mode, &p);
-    out->topk = is_retrieval(mode) ? p.retrieval.topk : 0;
+    if (mode == MODE_RETRIEVAL && b->n_search) { /* created with the first setting */
+        p.retrieval.ef = b->search[0].ef;
+        p.retrieval.expand = b->search[0].expand;
+        p.retrieval.search_group = (uint32_t)b->search[0].group;
+    }
+    out.topk = is_retrieval(mode) ? p.retrieval.topk : 0;
+    if (mode == MODE_RETRIEVAL || mode == MODE_IVF)
+        out.search = (search_setting){
+            p.retrieval.ef > 0 ? p.retrieval.ef : 2 * (int)p.retrieval.topk,
+            p.retrieval.expand, (int)p.retrieval.search_group};
 
     loupe_err err;
     loupe_err_clear(&err);
@@ -392,37 +450,56 @@ static void run_row(bench *be, uint32_t L, bench_mode mode, row *out)
     progress pr = {0, be->tty, false, builds, L, mode_names[mode]};
     loupe_status st = rt_runner_create(be->m, &p, &r, &err);
     if (!st) {
-        out->backend = rt_runner_backend(r);
-        out->attention = rt_runner_attention(r);
+        out.backend = rt_runner_backend(r);
+        out.attention = rt_runner_attention(r);
         rt_runner_set_progress(r, on_progress, &pr);
         pr.t0 = now_s();
-        st = rt_runner_prefill(r, be->ids, out->n_pre, NULL, &err);
-        out->prefill_s = now_s() - pr.t0;
+        st = rt_runner_prefill(r, be->ids, out.n_pre, NULL, &err);
+        out.prefill_s = now_s() - pr.t0;
         rt_runner_set_progress(r, NULL, NULL); /* a retrieval decode step is a prefill of one */
     }
-    rt_runner_stats a, z;
     if (!st) {
+        rt_runner_stats a;
         rt_runner_stats_get(r, &a);
-        out->build_s = a.build_s;
-        out->build_knn_s = a.build_knn_s;
-        out->rss_prefill = proc_status_bytes("VmRSS");
-        if (out->prefill_s > 1.0 && builds)
+        out.build_s = a.build_s;
+        out.build_knn_s = a.build_knn_s;
+        out.rss_prefill = proc_status_bytes("VmRSS");
+        if (out.prefill_s > 1.0 && builds)
             fprintf(stderr, "loupe: %s: ctx %u %s: prefill %.1f s, of which index build %.1f s\n",
-                    CMD, L, mode_names[mode], out->prefill_s, out->build_s);
-        else if (out->prefill_s > 1.0)
+                    CMD, L, mode_names[mode], out.prefill_s, out.build_s);
+        else if (out.prefill_s > 1.0)
             fprintf(stderr, "loupe: %s: ctx %u %s: prefill %.1f s\n", CMD, L, mode_names[mode],
-                    out->prefill_s);
-        st = decode_timed(be, r, be->ids + out->n_pre, out->n_gen, out, &err);
+                    out.prefill_s);
     }
-    if (!st) {
-        rt_runner_stats_get(r, &z);
-        breakdown(&a, &z, hp, out);
-        out->rss_peak = proc_status_bytes("VmHWM");
-        out->ok = true;
-    } else {
-        snprintf(out->why, sizeof out->why, "%s", loupe_err_message(&err));
+    int n_rows = 0;
+    for (int s = 0; s < n_set; s++) {
+        row w = out;
+        if (!st && n_set > 1) {
+            const search_setting *x = &b->search[s];
+            st = rt_runner_set_search(r, x->ef, x->expand, (uint32_t)x->group, &err);
+            w.search = *x;
+        }
+        rt_runner_stats a, z;
+        if (!st) {
+            rt_runner_stats_get(r, &a);
+            st = decode_timed(be, r, be->ids + out.n_pre + (size_t)s * out.n_gen, out.n_gen, &w,
+                              &err);
+        }
+        if (!st) {
+            rt_runner_stats_get(r, &z);
+            breakdown(&a, &z, hp, &w);
+            w.rss_peak = proc_status_bytes("VmHWM");
+            w.ok = true;
+        } else {
+            snprintf(w.why, sizeof w.why, "%s", loupe_err_message(&err));
+        }
+        print_row(b, name, threads, coexec, &w);
+        n_rows += w.ok;
+        if (st)
+            break;
     }
     rt_runner_destroy(r);
+    return n_rows;
 }
 
 /* ==== Output ============================================================================== */
@@ -438,7 +515,7 @@ static void print_header(const bench_opts *b, const char *name, const rt_model *
                "build_s,build_knn_s,ms_tok_mean,ms_tok_median,search_ms_tok,attend_ms_tok,"
                "imbalance_ms_tok,coexec_tokens,step_ms,gpu_wait_ms,host_ms,tail_ms,idle_ms,n_host,searches,"
                "keys_scanned,keys_attended,scanned_pct,attended_pct,gpu_bytes,host_kv_bytes,"
-               "index_bytes,rss_prefill_bytes,peak_rss_bytes,status\n");
+               "index_bytes,rss_prefill_bytes,peak_rss_bytes,ef,expand,search_group,status\n");
         return;
     }
     printf("model %s: %.1fM params, %u layers, %u/%u heads; backend %s, %d threads\n"
@@ -447,8 +524,8 @@ static void print_header(const bench_opts *b, const char *name, const rt_model *
            name, (double)rt_model_n_params(m) / 1e6, hp->n_layer, hp->n_head, hp->n_head_kv,
            rt_backend_name(b->o.backend), threads, b->o.topk, b->o.sinks, b->o.window,
            (long long)b->gen);
-    printf("%7s %-9s %8s %7s %8s %8s %7s %7s %7s", "ctx", "mode", "prefill", "build", "ms/tok",
-           "median", "search", "attend", "imbal");
+    printf("%7s %-9s %-10s %8s %7s %8s %8s %7s %7s %7s", "ctx", "mode", "ef/exp/g", "prefill",
+           "build", "ms/tok", "median", "search", "attend", "imbal");
     if (coexec)
         printf(" %7s %7s %7s %7s", "gpuwait", "host", "tail", "idle");
     printf(" %6s %6s %7s %7s %7s %7s %7s\n", "scan%", "att%", "gpu", "host_kv", "index", "rss",
@@ -473,7 +550,7 @@ static void print_row(const bench_opts *b, const char *name, int threads, bool c
     const char *mode = mode_names[w->mode];
     if (b->csv) {
         printf("%s,%s,%d,%u,%s,%s,%u,%u,%u,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f,%.4f,%.4f,%llu,%.4f,%.4f,"
-               "%.4f,%.4f,%.4f,%u,%llu,%llu,%llu,%.3f,%.3f,%llu,%llu,%llu,%llu,%llu,",
+               "%.4f,%.4f,%.4f,%u,%llu,%llu,%llu,%.3f,%.3f,%llu,%llu,%llu,%llu,%llu,%d,%d,%d,",
                name, w->ok ? rt_backend_name(w->backend) : rt_backend_name(b->o.backend),
                threads, w->ctx, mode, w->ok ? rt_attn_mode_name(w->attention) : "", w->topk,
                w->n_pre, w->n_gen, w->prefill_s, w->build_s, w->build_knn_s, w->ms_mean,
@@ -484,7 +561,8 @@ static void print_row(const bench_opts *b, const char *name, int threads, bool c
                (unsigned long long)w->attended, w->scanned_pct, w->attended_pct,
                (unsigned long long)w->gpu_bytes, (unsigned long long)w->host_kv_bytes,
                (unsigned long long)w->index_bytes, (unsigned long long)w->rss_prefill,
-               (unsigned long long)w->rss_peak);
+               (unsigned long long)w->rss_peak, w->search.ef, w->search.expand,
+               w->search.group);
         if (w->ok)
             printf("ok\n");
         else
@@ -492,8 +570,13 @@ static void print_row(const bench_opts *b, const char *name, int threads, bool c
     } else if (!w->ok) {
         printf("%7u %-9s failed: %s\n", w->ctx, mode, w->why);
     } else {
-        printf("%7u %-9s %8.2f %7.2f %8.2f %8.2f %7.2f %7.2f %7.2f", w->ctx, mode, w->prefill_s,
-               w->build_s, w->ms_mean, w->ms_median, w->search_ms, w->attend_ms, w->imbalance_ms);
+        char set[32] = "-";
+        if (w->search.ef > 0)
+            snprintf(set, sizeof set, "%d/%d/%d", w->search.ef, w->search.expand,
+                     w->search.group);
+        printf("%7u %-9s %-10s %8.2f %7.2f %8.2f %8.2f %7.2f %7.2f %7.2f", w->ctx, mode, set,
+               w->prefill_s, w->build_s, w->ms_mean, w->ms_median, w->search_ms, w->attend_ms,
+               w->imbalance_ms);
         if (coexec)
             printf(" %7.2f %7.2f %7.2f %7.2f", w->wait_ms, w->host_ms, w->tail_ms, w->idle_ms);
         printf(" %6.1f %6.1f %7.3f %7.3f %7.3f %7.3f %7.3f\n", w->scanned_pct, w->attended_pct,
@@ -515,12 +598,8 @@ static int run_all(bench *be, const char *name, int threads, bool coexec)
     for (int li = 0; li < b->n_lens; li++) {
         uint32_t L = (uint32_t)b->lens[li];
         make_ids(be->ids, L, seed, hp->n_vocab);
-        for (int mi = 0; mi < b->n_modes; mi++) {
-            row w;
-            run_row(be, L, b->modes[mi], &w);
-            print_row(b, name, threads, coexec, &w);
-            n_ok += w.ok;
-        }
+        for (int mi = 0; mi < b->n_modes; mi++)
+            n_ok += run_rows(be, L, b->modes[mi], name, threads, coexec);
     }
     return n_ok;
 }

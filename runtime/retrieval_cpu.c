@@ -68,16 +68,17 @@ struct rt_retr {
     uint32_t n_index, heads_per_index; /* per layer; query heads sharing one index */
     uint32_t sgroup;     /* query heads per search task (search_group within heads_per_index
                             and ANN_GROUP_MAX; 1 with an index per query head) */
+    uint32_t sgroup_max; /* the most it may become (rt_retr_set_search): the buffers' stride */
     ann_search_ctx **sctx; /* (n_threads) */
-    int32_t *ids;        /* (n_threads, sgroup, topk) */
-    int32_t *seeds;      /* (n_threads, sgroup · 2 · topk) a group's seeds: its heads' previous
+    int32_t *ids;        /* (n_threads, sgroup_max, topk) */
+    int32_t *seeds;      /* (n_threads, sgroup_max · 2 · topk) a group's seeds: its heads' previous
                             ids and the ids after them */
     /* the previous one-token step's results per (layer, query head), index ids: the next step's
      * search starts from them (consecutive tokens' queries attend to much the same keys) */
     int32_t *prev_ids;   /* (n_layer · n_head, topk) */
     int *prev_n;         /* (n_layer · n_head) */
-    float *scores;       /* (n_threads, sgroup, topk) */
-    float *tmp;          /* (n_threads, sgroup, hd) */
+    float *scores;       /* (n_threads, sgroup_max, topk) */
+    float *tmp;          /* (n_threads, sgroup_max, hd) */
     double *search_t;    /* (n_threads) thread-seconds in search, this hook call */
     double *busy_t;      /* (n_threads) thread-seconds in tasks (search included), this call */
     int max_beam;
@@ -177,8 +178,8 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
     sp.ef = r->p.ef;
     sp.expand = r->p.expand;
     sp.nprobe = r->p.nprobe;
-    int32_t *ids = r->ids + (size_t)tid * r->sgroup * topk;
-    float *sc = r->scores + (size_t)tid * r->sgroup * topk;
+    int32_t *ids = r->ids + (size_t)tid * r->sgroup_max * topk;
+    float *sc = r->scores + (size_t)tid * r->sgroup_max * topk;
     const size_t slot = (size_t)il * r->n_head + h0;
     int32_t *prev = r->prev_ids + slot * topk; /* (nh, topk): the heads' slots are consecutive */
     int nf[ANN_GROUP_MAX] = {0};
@@ -187,7 +188,7 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
          * marks skip them) and the key right after each: a model copying from the context (the
          * digits of a pass key, a value after its key) wants at this step the position after
          * the one it read at the last, which need not be a graph neighbour of it. */
-        int32_t *seeds = r->seeds + (size_t)tid * r->sgroup * topk * 2;
+        int32_t *seeds = r->seeds + (size_t)tid * r->sgroup_max * topk * 2;
         for (uint32_t j = 0; j < nh; j++)
             for (int i = 0; i < r->prev_n[slot + j]; i++) {
                 const int32_t id = prev[(size_t)j * topk + i];
@@ -298,7 +299,7 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
         uint32_t nh, h0 = task_heads(r, w % per_token, &nh);
         const float *K = rt_ctx_keys(c, il, h0 / group), *V = rt_ctx_values(c, il, h0 / group);
         const float *q = c->q + (t * n_head + h0) * hd;
-        float *out = c->att + (t * n_head + h0) * hd, *tmp = r->tmp + (size_t)tid * r->sgroup * hd;
+        float *out = c->att + (t * n_head + h0) * hd, *tmp = r->tmp + (size_t)tid * r->sgroup_max * hd;
         size_t pos = (size_t)c->n_past + t;
         float l_out[ANN_GROUP_MAX], l_tmp[ANN_GROUP_MAX];
         for (uint32_t j = 0; j < nh; j++) {
@@ -351,6 +352,34 @@ uint32_t rt_retr_host_end(const rt_retr *r) { return r->host_end; }
 
 /* ==== Lifetime ============================================================================ */
 
+/* Query heads per search task for a requested search_group: within one index's heads (a group
+ * search needs one index) and ANN_GROUP_MAX. */
+static uint32_t search_group_of(const rt_retr *r, uint32_t want)
+{
+    want = want > 1 ? want : 1;
+    return want < r->sgroup_max ? want : r->sgroup_max;
+}
+
+loupe_status rt_retr_set_search(rt_retr *r, int ef, int expand, uint32_t search_group,
+                                loupe_err *err)
+{
+    if (ef <= 0) /* the default of rt_retr_create */
+        ef = 2 * (int)(r->p.topk < r->n_ctx ? r->p.topk : r->n_ctx);
+    if (ef <= 0)
+        ef = 1;
+    if (ef > (int)r->n_ctx)
+        ef = (int)r->n_ctx;
+    if (ef > r->max_beam)
+        return loupe_fail(err, LOUPE_ERR_INVALID,
+                          "a search beam of %d exceeds the %d this retrieval state was created "
+                          "for (create it with a larger --ef)",
+                          ef, r->max_beam);
+    r->p.ef = ef;
+    r->p.expand = expand > 0 ? expand : 0;
+    r->sgroup = search_group_of(r, search_group);
+    return LOUPE_OK;
+}
+
 loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_params *p,
                             rt_retr **out, loupe_err *err)
 {
@@ -387,11 +416,8 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
         r->p.ef = 1;
     r->heads_per_index = r->p.index_per_kv ? r->group : 1;
     r->n_index = r->n_head / r->heads_per_index;
-    r->sgroup = r->p.search_group > 1 ? r->p.search_group : 1;
-    if (r->sgroup > r->heads_per_index) /* a group search needs one index */
-        r->sgroup = r->heads_per_index;
-    if (r->sgroup > ANN_GROUP_MAX)
-        r->sgroup = ANN_GROUP_MAX;
+    r->sgroup_max = r->heads_per_index < ANN_GROUP_MAX ? r->heads_per_index : ANN_GROUP_MAX;
+    r->sgroup = search_group_of(r, r->p.search_group);
     /* build_queries counts queries per index: a shared index takes its query heads' queries at
      * build_queries / heads_per_index sampled positions */
     int64_t positions = r->p.build_queries / r->heads_per_index;
@@ -431,12 +457,12 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->keys = calloc((size_t)r->n_layer * r->n_kv, sizeof *r->keys);
     r->index = calloc((size_t)r->n_layer * r->n_index, sizeof *r->index);
     r->sctx = calloc((size_t)r->n_threads, sizeof *r->sctx);
-    r->ids = malloc((size_t)r->n_threads * r->sgroup * topk * sizeof *r->ids);
-    r->seeds = malloc((size_t)r->n_threads * r->sgroup * topk * 2 * sizeof *r->seeds);
+    r->ids = malloc((size_t)r->n_threads * r->sgroup_max * topk * sizeof *r->ids);
+    r->seeds = malloc((size_t)r->n_threads * r->sgroup_max * topk * 2 * sizeof *r->seeds);
     r->prev_ids = malloc((size_t)r->n_layer * r->n_head * topk * sizeof *r->prev_ids);
     r->prev_n = calloc((size_t)r->n_layer * r->n_head, sizeof *r->prev_n);
-    r->scores = malloc((size_t)r->n_threads * r->sgroup * topk * sizeof *r->scores);
-    r->tmp = malloc((size_t)r->n_threads * r->sgroup * r->hd * sizeof *r->tmp);
+    r->scores = malloc((size_t)r->n_threads * r->sgroup_max * topk * sizeof *r->scores);
+    r->tmp = malloc((size_t)r->n_threads * r->sgroup_max * r->hd * sizeof *r->tmp);
     r->search_t = calloc((size_t)r->n_threads, sizeof *r->search_t);
     r->busy_t = calloc((size_t)r->n_threads, sizeof *r->busy_t);
     r->gather_max = (uint32_t)topk;

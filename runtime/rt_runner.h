@@ -167,6 +167,13 @@ const float *rt_runner_logits(rt_runner *r, loupe_err *err);
 
 void rt_runner_stats_get(const rt_runner *r, rt_runner_stats *out);
 
+/* Changes how the steps that follow search (retrieval modes): the graph beam (ef, 0: 2·topk; at
+ * most the beam the runner was created for, or 4× it: its first-step beam), its expansion
+ * (expand, 0: all) and the query heads per traversal (search_group, clamped to one index's
+ * heads). For a benchmark that sweeps search settings over one prefill; the indexes stay. */
+loupe_status rt_runner_set_search(rt_runner *r, int ef, int expand, uint32_t search_group,
+                                  loupe_err *err);
+
 #ifdef __cplusplus
 }
 #endif

@@ -58,6 +58,22 @@ all=$(scanned) narrow=$(scanned --expand 8)
 [ -n "$all" ] && [ -n "$narrow" ] && [ "$narrow" -lt "$all" ] ||
     { echo "FAIL: --expand 8 scanned '$narrow' keys, the full expansion '$all'"; fail=1; }
 
+# --search: one prefill, a row per setting, each decoded with its own settings (the columns say
+# which); a narrower expansion scans fewer keys than the full one in the same run.
+csv=$(bench --ctx 1536 --gen 2 --modes retrieval --search 200/0/2,200/8/2,100/0/1 --csv 2>/dev/null) ||
+    { echo "FAIL: bench retrieval --search exited $?"; fail=1; }
+awk -F, '
+NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+{ n++; set[n] = $c["ef"] "/" $c["expand"] "/" $c["search_group"]; sc[n] = $c["keys_scanned"] + 0
+  pre[n] = $c["prefill_tokens"]; if ($c["status"] != "ok") bad = 1 }
+END {
+    if (n != 3 || set[1] != "200/0/2" || set[2] != "200/8/2" || set[3] != "100/0/1") {
+        print "FAIL: --search rows: " set[1] " " set[2] " " set[3]; bad = 1 }
+    if (pre[1] != 1530 || pre[3] != 1530) { print "FAIL: one prefill of 1536 - 3·2 tokens: " pre[1]; bad = 1 }
+    if (!(sc[2] < sc[1])) { print "FAIL: expand 8 scanned " sc[2] ", all " sc[1]; bad = 1 }
+    exit bad
+}' <<<"$csv" || { echo "$csv"; fail=1; }
+
 # A context past the model's (32768) fails its row and the run goes on; all rows failed: exit 1.
 out=$(bench --ctx 64,40000 --gen 2 --modes full --csv 2>&1) || { echo "FAIL: one good row should exit 0: $out"; fail=1; }
 grep -q ',40000,full,.*"failed: .*"$' <<<"$out" || { echo "FAIL: no failed row for ctx 40000: $out"; fail=1; }
@@ -80,5 +96,7 @@ expect_rc 2 --gen 0
 expect_rc 2 --full-gpu-mem lots
 expect_rc 2 --frobnicate
 expect_rc 2 --expand 0
+expect_rc 2 --search 100/0
+expect_rc 2 --search 100/0/2,x
 [ $fail = 0 ] && echo "bench_retrieval_cli: PASS"
 exit $fail
