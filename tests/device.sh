@@ -16,8 +16,8 @@
 #   sparsity   tests/models/run_on_device.sh sparsity: the bundled model's attention table (issue 5)
 #   probe      the host's memory facts (huge pages, NUMA, CPU) and one graph search's cost per key
 #              row on 131,072 synthetic keys, one thread and every thread (issues 6 and 7)
-# Environment passes on to the scripts (RETR_ARGS, REFS, RLENGTHS, RDEPTHS, RCASES, RMODES,
-# RTASKS, RSECS, CASES, ...).
+# Environment passes on to the scripts (RETR_ARGS, REFS, SEARCH, RVARIANTS, RLENGTHS, RDEPTHS,
+# RCASES, RMODES, RTASKS, RSECS, CASES, ...).
 # Only 8 files come back from a call: $OUT gets summary.txt (each stage's table) and logs.tgz
 # (every log and CSV of every stage).
 set -uo pipefail

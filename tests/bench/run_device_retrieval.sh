@@ -15,7 +15,10 @@
 #            card, retrieval, flat, ivf, full attention over host KV on the CPU (hostfull) and
 #            the static set alone;
 #   8b128k   the same at 128K (without ivf: its k-means build is the slow part at this size);
-#   8b128k_retr  retrieval alone at 128K with the graph's beam (--ef) at each of $REFS (200 100).
+#   8b128k_retr  retrieval alone at 128K with the graph's beam (--ef) at each of $REFS (200 100);
+#            with $SEARCH set instead, one prefill per entry of $RVARIANTS (';'-separated extra
+#            options, default one empty entry), each decoded under every setting of
+#            `--search $SEARCH` (EF/EXPAND/GROUP,...).
 # Retrieval settings of the 8B stages: $RETR_ARGS (default: 16 threads; the runner's defaults:
 # one degree-16 index per KV head from 16384 of its query heads' prefill queries).
 # Only 8 files come back from $OUT: summary.txt (every table), logs.tgz (every log), env.txt.
@@ -91,7 +94,20 @@ for stage in "$@"; do
                 --gpu-mem 24G --ctx 131072 --gen 16 --csv \
                 --modes full,retrieval,flat,hostfull "${RETR[@]}" ;;
     8b128k_retr) # retrieval alone at 128K, the graph's beam at each of $REFS (default: its
-                 # default 2·topk, then topk)
+                 # default 2·topk, then topk), or the --search settings of $SEARCH
+        if [ -n "${SEARCH:-}" ]; then
+            IFS=';' read -r -a variants <<<"${RVARIANTS:-}"
+            [ ${#variants[@]} = 0 ] && variants=("")
+            for i in "${!variants[@]}"; do
+                read -r -a extra <<<"${variants[$i]}"
+                model_8b &&
+                    run "retr_8b_128k_search$i" 280 "$L" bench retrieval \
+                        --model "$MD/loupe-8b.gguf" --backend cuda --gpu-mem 24G --ctx 131072 \
+                        --gen 16 --csv --modes retrieval --search "$SEARCH" "${RETR[@]}" \
+                        "${extra[@]}"
+            done
+            continue
+        fi
         for ef in ${REFS:-200 100}; do
             model_8b &&
                 run "retr_8b_128k_ef$ef" 240 "$L" bench retrieval --model "$MD/loupe-8b.gguf" \
