@@ -649,13 +649,6 @@ static loupe_status build_layer(rt_retr *r, uint32_t l, const float *qsrc, uint3
         return LOUPE_OK;
     const uint32_t tail = with_tail && r->prefill_n > r->host_end ? r->prefill_n - r->host_end : 0;
     const float *tail_q = r->log + (size_t)l * r->log_max * r->nq;
-    ann_build_opts bo;
-    ann_build_opts_init(&bo);
-    bo.threads = r->n_threads;
-    if (r->p.degree > 0)
-        bo.degree = r->p.degree;
-    if (rt_cuda_available()) /* the exact kNN of the build on the GPU when there is one */
-        bo.knn = rt_cuda_knn;
     double t0 = now_s();
     copy_rows(r, l, r->sinks, r->host_end);
     for (uint32_t g = 0; g < r->n_kv; g++) {
@@ -664,26 +657,58 @@ static loupe_status build_layer(rt_retr *r, uint32_t l, const float *qsrc, uint3
         if (st)
             return st;
     }
+    /* The layer's indexes build at once, each on a share of the threads: a build has serial
+     * steps (entry points, reachability, compaction) and parallel ones that scale poorly on
+     * one index's lists, so one index at a time on every thread leaves most of them waiting. */
+    const int conc = (int)r->n_index < r->n_threads ? (int)r->n_index : r->n_threads;
+    const int inner = r->n_threads / conc > 0 ? r->n_threads / conc : 1;
+    const int levels = omp_get_max_active_levels();
+    if (inner > 1 && levels < 2)
+        omp_set_max_active_levels(2);
+    loupe_status first = LOUPE_OK;
+    double knn_s = 0;
+    uint64_t bytes = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(conc) reduction(+ : knn_s, bytes)
     for (uint32_t x = 0; x < r->n_index; x++) {
-        const float *q = gather_index(r, 0, qsrc + (size_t)l * qstride * r->nq, rows, tail_q, tail,
+        const int t = omp_get_thread_num();
+        ann_build_opts bo;
+        ann_build_opts_init(&bo);
+        bo.threads = inner;
+        if (r->p.degree > 0)
+            bo.degree = r->p.degree;
+        if (rt_cuda_available()) /* the exact kNN of the build on the GPU when there is one */
+            bo.knn = rt_cuda_knn;
+        const float *q = gather_index(r, t, qsrc + (size_t)l * qstride * r->nq, rows, tail_q, tail,
                                       x);
         const uint32_t g = x * r->heads_per_index / r->group;
         ann_index **ix = &r->index[(size_t)l * r->n_index + x];
         ann_build_stats bs;
+        loupe_err e;
         loupe_status st = ann_index_build(index_type(r->mode), r->keys[(size_t)l * r->n_kv + g], q,
                                           ((int64_t)rows + tail) * r->heads_per_index, &bo, ix,
-                                          &bs, err);
+                                          &bs, &e);
         if (!st)
-            st = ann_index_reserve(*ix, cap, err);
+            st = ann_index_reserve(*ix, cap, &e);
         if (st) {
-            loupe_err_prefix(err, "index %u of layer %u", x, l);
-            return st;
+#pragma omp critical(rt_retr_build)
+            if (!first) {
+                first = st;
+                if (err) {
+                    *err = e;
+                    loupe_err_prefix(err, "index %u of layer %u", x, l);
+                }
+            }
+            continue;
         }
-        r->st.build_knn_s += bs.knn_s;
-        r->st.index_bytes += ann_index_bytes(*ix);
+        knn_s += bs.knn_s;
+        bytes += ann_index_bytes(*ix);
     }
+    if (inner > 1 && levels < 2)
+        omp_set_max_active_levels(levels);
+    r->st.build_knn_s += knn_s; /* thread time: the layers' builds overlap */
+    r->st.index_bytes += bytes;
     r->st.build_s += now_s() - t0;
-    return LOUPE_OK;
+    return first;
 }
 
 /* Builds every layer's indexes not built yet (see build_layer). */
