@@ -265,16 +265,17 @@ int ann_flat_search(const ann_index *ix, ann_search_ctx *ctx, const float *q, in
 int ann_ivf_search(const ann_index *ix, ann_search_ctx *ctx, const float *q, int k, int nprobe,
                    ann_cand *out);
 /* Beam search over the graph with a pool of `ef` candidates, stopping once its best `expand`
- * (<= ef) are expanded; leaves the pool (best first) in ctx->pool and returns its size. */
+ * (<= ef) are expanded, `batch` (1..ANN_BATCH_MAX) of them at a time; leaves the pool (best
+ * first) in ctx->pool and returns its size. */
 int ann_graph_search_pool(const ann_index *ix, ann_search_ctx *ctx, const float *q, int ef,
-                          int expand, const int32_t *seeds, int n_seeds);
+                          int expand, int batch, const int32_t *seeds, int n_seeds);
 /* The traversal for a group of nq (<= ANN_GROUP_MAX) queries (nq, dim) sharing one index
  * (anns.h's ann_group_mode; graph_search.c). Every scanned key is scored for every query.
  * ANN_GROUP_EACH leaves query j's pool of ef, best first, at gheap + j·(max_beam + 1); the
  * shared modes leave there query j's bounded min-heap of kk. hn (nq): their sizes. */
 void ann_graph_search_group(const ann_index *ix, ann_search_ctx *ctx, const float *qs, int nq,
-                            int ef, int expand, const int32_t *seeds, int n_seeds, int kk,
-                            ann_group_mode mix, int *hn);
+                            int ef, int expand, int batch, const int32_t *seeds, int n_seeds,
+                            int kk, ann_group_mode mix, int *hn);
 /* Stores p in ix->owned so destroy frees it; returns 0, or -1 when the table is full. */
 int ann_index_own(ann_index *ix, void *p);
 /* Frees p if ix->owned holds it (an array a reserve replaced); mapped arrays are left alone. */

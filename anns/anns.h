@@ -260,7 +260,15 @@ typedef struct {
                                  holds max(ef, k) */
     ann_group_mode group_mode; /* ann_search_group: how the queries share the traversal (0:
                                   each its own pool) */
+    int expand_batch;         /* graph: pool entries expanded at a time (0 or 1: one, the
+                                 classic order; at most ANN_BATCH_MAX). The next `batch` best
+                                 unexpanded entries' neighbours are gathered and their rows
+                                 fetched together before any is scored: more memory requests in
+                                 flight (a search waits on random rows) for a slightly less
+                                 greedy order */
 } ann_search_params;
+
+enum { ANN_BATCH_MAX = 8 };
 
 /* Searches `index` for q (dim). Writes up to k results best first into ids (k) and scores (k)
  * and their count into *n_found (< k only when the index has fewer reachable keys). Allocates

@@ -96,10 +96,11 @@ static float score_key(const ann_keys *keys, const float *q, const group_scorer 
     return g->mix == ANN_GROUP_SHARED_MEAN ? sum / (float)g->nq : best;
 }
 
-/* u's neighbours not visited in this search (epoch ep) into ctx->nbuf, marked visited, their
- * rows prefetched; counts them as scanned (rows loaded: once per traversal, however many
- * queries score them). Returns how many. */
-static int unvisited_neighbours(const ann_index *ix, ann_search_ctx *ctx, int32_t u, uint32_t ep)
+/* u's neighbours not visited in this search (epoch ep) into out, marked visited, their rows
+ * prefetched; counts them as scanned (rows loaded: once per traversal, however many queries
+ * score them). Returns how many. */
+static int unvisited_neighbours(const ann_index *ix, ann_search_ctx *ctx, int32_t u, uint32_t ep,
+                                int32_t *out)
 {
     const int32_t *nb = ix->adj + ix->adj_off[u];
     const int deg = (int)(ix->adj_off[u + 1] - ix->adj_off[u]);
@@ -110,7 +111,7 @@ static int unvisited_neighbours(const ann_index *ix, ann_search_ctx *ctx, int32_
             break;
         if (ctx->visited[v] != ep) {
             ctx->visited[v] = ep;
-            ctx->nbuf[m++] = v;
+            out[m++] = v;
             ann_prefetch_row(ix->keys, v);
         }
     }
@@ -136,10 +137,25 @@ static void start_at(const ann_index *ix, ann_search_ctx *ctx, const float *q,
         pool_insert(ctx, n, ef, score_key(ix->keys, q, g, id), id);
 }
 
-/* The beam search (file comment) for q, or for g's queries when g is non-NULL; returns the pool
- * size. */
+/* The neighbours of keys us (n) not visited yet into ctx->nbuf (see unvisited_neighbours),
+ * their lists fetched together first; returns how many. */
+static int gather_neighbours(const ann_index *ix, ann_search_ctx *ctx, const int32_t *us, int n,
+                             uint32_t ep)
+{
+    if (n > 1)
+        for (int j = 0; j < n; j++)
+            __builtin_prefetch(ix->adj + ix->adj_off[us[j]], 0, 3);
+    int m = 0;
+    for (int j = 0; j < n; j++)
+        m += unvisited_neighbours(ix, ctx, us[j], ep, ctx->nbuf + m);
+    return m;
+}
+
+/* The beam search (file comment) for q, or for g's queries when g is non-NULL, expanding the
+ * best `batch` unexpanded pool entries at a time; returns the pool size. */
 static int traverse(const ann_index *ix, ann_search_ctx *ctx, const float *q,
-                    const group_scorer *g, int ef, int expand, const int32_t *seeds, int n_seeds)
+                    const group_scorer *g, int ef, int expand, int batch, const int32_t *seeds,
+                    int n_seeds)
 {
     const ann_keys *keys = ix->keys;
     uint32_t ep = next_epoch(ctx);
@@ -151,11 +167,16 @@ static int traverse(const ann_index *ix, ann_search_ctx *ctx, const float *q,
 
     if (expand <= 0 || expand > ef)
         expand = ef;
-    int i = 0;
+    int i = 0; /* the best unexpanded pool entry */
     while (i < n && i < expand) {
-        ctx->expanded[i] = 1;
-        int32_t u = ctx->pool[i].id;
-        int m = unvisited_neighbours(ix, ctx, u, ep);
+        int32_t us[ANN_BATCH_MAX];
+        int nu = 0;
+        for (int j = i; j < n && j < expand && nu < batch; j++)
+            if (!ctx->expanded[j]) {
+                ctx->expanded[j] = 1;
+                us[nu++] = ctx->pool[j].id;
+            }
+        int m = gather_neighbours(ix, ctx, us, nu, ep);
         int lowest = n;
         for (int j = 0; j < m; j++) {
             int32_t v = ctx->nbuf[j];
@@ -163,7 +184,7 @@ static int traverse(const ann_index *ix, ann_search_ctx *ctx, const float *q,
             if (pos < lowest)
                 lowest = pos;
         }
-        int next = lowest <= i ? lowest : i + 1;
+        int next = lowest < i ? lowest : i;
         while (next < n && ctx->expanded[next])
             next++;
         i = next;
@@ -172,9 +193,9 @@ static int traverse(const ann_index *ix, ann_search_ctx *ctx, const float *q,
 }
 
 int ann_graph_search_pool(const ann_index *ix, ann_search_ctx *ctx, const float *q, int ef,
-                          int expand, const int32_t *seeds, int n_seeds)
+                          int expand, int batch, const int32_t *seeds, int n_seeds)
 {
-    return traverse(ix, ctx, q, NULL, ef, expand, seeds, n_seeds);
+    return traverse(ix, ctx, q, NULL, ef, expand, batch, seeds, n_seeds);
 }
 
 /* ---- Group search, one pool per query (ANN_GROUP_EACH) --------------------------------- *
@@ -202,7 +223,7 @@ static void offer_each(const ann_keys *keys, ann_search_ctx *ctx, const float *q
 }
 
 static void traverse_each(const ann_index *ix, ann_search_ctx *ctx, const float *qs, int nq,
-                          int ef, int expand, const int32_t *seeds, int n_seeds, int *n)
+                          int ef, int expand, int batch, const int32_t *seeds, int n_seeds, int *n)
 {
     const ann_keys *keys = ix->keys;
     const int stride = ctx->max_beam + 1;
@@ -219,41 +240,78 @@ static void traverse_each(const ann_index *ix, ann_search_ctx *ctx, const float 
         expand = ef;
     for (int busy = 1; busy;) {
         busy = 0;
-        for (int q = 0; q < nq; q++) { /* one expansion per query per round */
+        if (batch <= 1) {
+            for (int q = 0; q < nq; q++) { /* one expansion per query per round */
+                ann_cand *pool = ctx->gheap + (int64_t)q * stride;
+                uint8_t *done = ctx->gexpanded + (int64_t)q * stride;
+                int i = cur[q];
+                while (i < n[q] && i < expand && (done[i] || ctx->xmark[pool[i].id] == ep))
+                    done[i++] = 1; /* expanded, here or for another query */
+                cur[q] = i;
+                if (i >= n[q] || i >= expand)
+                    continue;
+                busy = 1;
+                done[i] = 1;
+                int32_t u = pool[i].id;
+                ctx->xmark[u] = ep;
+                int m = unvisited_neighbours(ix, ctx, u, ep, ctx->nbuf);
+                for (int j = 0; j < nq; j++)
+                    lowest[j] = n[j];
+                for (int j = 0; j < m; j++)
+                    offer_each(keys, ctx, qs, nq, ef, ctx->nbuf[j], n, lowest);
+                for (int j = 0; j < nq; j++)
+                    if (lowest[j] < cur[j])
+                        cur[j] = lowest[j];
+            }
+            continue;
+        }
+        /* Batched: each query's best `batch` unexpanded entries (not expanded for another),
+         * their neighbours gathered and fetched together, then offered to every pool. */
+        int32_t us[ANN_GROUP_MAX * ANN_BATCH_MAX];
+        int nu = 0;
+        for (int q = 0; q < nq; q++) {
             ann_cand *pool = ctx->gheap + (int64_t)q * stride;
             uint8_t *done = ctx->gexpanded + (int64_t)q * stride;
-            int i = cur[q];
-            while (i < n[q] && i < expand && (done[i] || ctx->xmark[pool[i].id] == ep))
-                done[i++] = 1; /* expanded, here or for another query */
+            int taken = 0;
+            for (int i = cur[q]; i < n[q] && i < expand && taken < batch; i++) {
+                if (done[i])
+                    continue;
+                done[i] = 1;
+                if (ctx->xmark[pool[i].id] == ep) /* expanded for another query */
+                    continue;
+                ctx->xmark[pool[i].id] = ep;
+                us[nu++] = pool[i].id;
+                taken++;
+            }
+        }
+        if (nu == 0)
+            break;
+        busy = 1;
+        int m = gather_neighbours(ix, ctx, us, nu, ep);
+        for (int j = 0; j < nq; j++)
+            lowest[j] = n[j];
+        for (int j = 0; j < m; j++)
+            offer_each(keys, ctx, qs, nq, ef, ctx->nbuf[j], n, lowest);
+        for (int q = 0; q < nq; q++) {
+            uint8_t *done = ctx->gexpanded + (int64_t)q * stride;
+            int i = lowest[q] < cur[q] ? lowest[q] : cur[q];
+            while (i < n[q] && done[i])
+                i++;
             cur[q] = i;
-            if (i >= n[q] || i >= expand)
-                continue;
-            busy = 1;
-            done[i] = 1;
-            int32_t u = pool[i].id;
-            ctx->xmark[u] = ep;
-            int m = unvisited_neighbours(ix, ctx, u, ep);
-            for (int j = 0; j < nq; j++)
-                lowest[j] = n[j];
-            for (int j = 0; j < m; j++)
-                offer_each(keys, ctx, qs, nq, ef, ctx->nbuf[j], n, lowest);
-            for (int j = 0; j < nq; j++)
-                if (lowest[j] < cur[j])
-                    cur[j] = lowest[j];
         }
     }
 }
 
 void ann_graph_search_group(const ann_index *ix, ann_search_ctx *ctx, const float *qs, int nq,
-                            int ef, int expand, const int32_t *seeds, int n_seeds, int kk,
-                            ann_group_mode mix, int *hn)
+                            int ef, int expand, int batch, const int32_t *seeds, int n_seeds,
+                            int kk, ann_group_mode mix, int *hn)
 {
     if (mix == ANN_GROUP_EACH) {
-        traverse_each(ix, ctx, qs, nq, ef, expand, seeds, n_seeds, hn);
+        traverse_each(ix, ctx, qs, nq, ef, expand, batch, seeds, n_seeds, hn);
         return;
     }
     group_scorer g = {qs, nq, kk, mix, ctx->gheap, ctx->max_beam + 1, hn};
     for (int j = 0; j < nq; j++)
         hn[j] = 0;
-    traverse(ix, ctx, NULL, &g, ef, expand, seeds, n_seeds);
+    traverse(ix, ctx, NULL, &g, ef, expand, batch, seeds, n_seeds);
 }

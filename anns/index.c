@@ -236,6 +236,12 @@ static loupe_status check_params(const ann_index *ix, const ann_search_ctx *ctx,
     return LOUPE_OK;
 }
 
+/* The expansions a graph search takes at a time: p->expand_batch within 1..ANN_BATCH_MAX. */
+static int batch_of(const ann_search_params *p)
+{
+    return p->expand_batch < 1 ? 1 : p->expand_batch > ANN_BATCH_MAX ? ANN_BATCH_MAX : p->expand_batch;
+}
+
 /* Writes a query's m candidates res (best first by stored score) as its result: re-scored
  * against p->rerank_keys and re-sorted first when given, then the best k, padded. */
 static void emit(const ann_index *ix, const ann_search_params *p, const float *q, ann_cand *res,
@@ -270,7 +276,7 @@ loupe_status ann_search(const ann_index *ix, ann_search_ctx *ctx, const float *q
     case ANN_FLAT: m = ann_flat_search(ix, ctx, q, kk, res); break;
     case ANN_IVF: m = ann_ivf_search(ix, ctx, q, kk, p->nprobe, res); break;
     default:
-        m = ann_graph_search_pool(ix, ctx, q, ef, p->expand, p->seeds, p->n_seeds);
+        m = ann_graph_search_pool(ix, ctx, q, ef, p->expand, batch_of(p), p->seeds, p->n_seeds);
         res = ctx->pool;
         break;
     }
@@ -301,7 +307,7 @@ loupe_status ann_search_group(const ann_index *ix, ann_search_ctx *ctx, const fl
     if (st)
         return st;
     int kk = p->rerank_keys ? ef : p->k; /* a re-rank looks at a wider pool */
-    ann_graph_search_group(ix, ctx, qs, nq, ef, p->expand, p->seeds, p->n_seeds, kk,
+    ann_graph_search_group(ix, ctx, qs, nq, ef, p->expand, batch_of(p), p->seeds, p->n_seeds, kk,
                            p->group_mode, hn);
     for (int j = 0; j < nq; j++) {
         ann_cand *h = ctx->gheap + (int64_t)j * (ctx->max_beam + 1);

@@ -56,6 +56,8 @@ static const char usage_text[] =
     "  --exclude-first N     index only keys N.. (the sinks the GPU keeps, e.g. 128)\n"
     "  --exclude-last N      and not the last N keys (the recent window, e.g. 512); ground\n"
     "                        truth and recall are then over the middle keys only\n"
+    "  --expand-batch N      graphs: pool entries expanded at a time, their rows fetched\n"
+    "                        together (1..8; 1, the classic order)\n"
     "  --prev-seeds N        graphs: search the test queries in order on one thread, each\n"
     "                        seeded with the previous one's best N (decode steps; per file)\n"
     "  --recent-seeds N      graphs: also start every search at the last N indexed keys (the\n"
@@ -144,6 +146,7 @@ typedef struct {
     float *gq;                /* (nth, group, d) per thread, one group's queries */
     int32_t *gids;            /* (nth, group, k) per thread, one group's results */
     float *gsc;               /* (nth, group, k) */
+    int expand_batch;         /* --expand-batch: graph pool entries expanded at a time */
 } sweep_ctx;
 
 /* Softmax weight of key `id` for query q relative to the query's best true score `s1`. */
@@ -337,7 +340,8 @@ static void print_row(const sweep_ctx *s, const char *name, const char *param, i
 static int run_setting(sweep_ctx *s, const char *param, int value, int ef, int nprobe)
 {
     ann_search_params p = {.k = s->k, .ef = ef > s->k ? ef : s->k, .nprobe = nprobe,
-                           .expand = ef, .group_mode = s->mix};
+                           .expand = ef, .group_mode = s->mix,
+                           .expand_batch = s->expand_batch};
     const int grouped = s->group > 1 && ann_index_type(s->ix) >= ANN_GRAPH;
     const char *name = ann_type_name(ann_index_type(s->ix));
     if (s->n_recent) { /* the same start keys for every query; the decode loop adds its own */
@@ -605,7 +609,7 @@ int bench_anns(int argc, char **argv)
     const char *synthetic = NULL, *write_syn = NULL;
     int64_t k = 100, threads = 0, n_test = 1000, seed = 1, v, ex_first = 0, ex_last = 0;
     int csv = 0, want[4] = {1, 1, 1, 1}, do_analyze = 0, prev_seeds = 0, oracle = 0;
-    int per_file = 0, recent_seeds = 0, group = 1;
+    int per_file = 0, recent_seeds = 0, group = 1, expand_batch = 1;
     ann_group_mode mix = ANN_GROUP_EACH;
     ann_key_type storage = ANN_KEYS_BF16;
     ann_build_opts bo;
@@ -648,6 +652,12 @@ int bench_anns(int argc, char **argv)
                 return app_usage(cmd, "--group-mode expects max, mean or each, got '%s'", val);
             mix = !strcmp(val, "mean") ? ANN_GROUP_SHARED_MEAN
                   : !strcmp(val, "max") ? ANN_GROUP_SHARED_MAX : ANN_GROUP_EACH;
+        } else if ((r = app_opt_value(cmd, "--expand-batch", argc, argv, &i, &val))) {
+            if (r != 1)
+                return r;
+            if (app_parse_i64(cmd, "--expand-batch", val, 1, ANN_BATCH_MAX, &v))
+                return APP_EXIT_USAGE;
+            expand_batch = (int)v;
         } else if ((r = app_opt_value(cmd, "--prev-seeds", argc, argv, &i, &val))) {
             if (r != 1)
                 return r;
@@ -992,7 +1002,7 @@ int bench_anns(int argc, char **argv)
         sweep_ctx s = {ix, ctxs, nth, TQ, nt, truth, truth_d, (int)k, n, csv, bs.total_s, &bs,
                        ids, scores, KM, d, truth_mass, prev_seeds, seq_len, oracle,
                        per_file, n_files, file_n, recent, recent_seeds, seed_buf,
-                       group, mix, gq, gids, gsc};
+                       group, mix, gq, gids, gsc, expand_batch};
         int r = 0;
         if (ty == ANN_FLAT) {
             r = run_setting(&s, "-", 0, (int)k, 1);

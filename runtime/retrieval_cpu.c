@@ -177,6 +177,7 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
     sp.k = (int)topk;
     sp.ef = r->p.ef;
     sp.expand = r->p.expand;
+    sp.expand_batch = r->p.expand_batch;
     sp.nprobe = r->p.nprobe;
     int32_t *ids = r->ids + (size_t)tid * r->sgroup_max * topk;
     float *sc = r->scores + (size_t)tid * r->sgroup_max * topk;
@@ -360,8 +361,8 @@ static uint32_t search_group_of(const rt_retr *r, uint32_t want)
     return want < r->sgroup_max ? want : r->sgroup_max;
 }
 
-loupe_status rt_retr_set_search(rt_retr *r, int ef, int expand, uint32_t search_group,
-                                loupe_err *err)
+loupe_status rt_retr_set_search(rt_retr *r, int ef, int expand, int expand_batch,
+                                uint32_t search_group, loupe_err *err)
 {
     if (ef <= 0) /* the default of rt_retr_create */
         ef = 2 * (int)(r->p.topk < r->n_ctx ? r->p.topk : r->n_ctx);
@@ -376,6 +377,7 @@ loupe_status rt_retr_set_search(rt_retr *r, int ef, int expand, uint32_t search_
                           ef, r->max_beam);
     r->p.ef = ef;
     r->p.expand = expand > 0 ? expand : 0;
+    r->p.expand_batch = expand_batch;
     r->sgroup = search_group_of(r, search_group);
     return LOUPE_OK;
 }

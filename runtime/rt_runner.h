@@ -73,6 +73,8 @@ typedef struct {
     int expand;             /* graph: a search stops once the best `expand` of its pool are
                                expanded (0: all ef); fewer keys scanned for the tail of the
                                top-k, which carries little attention weight */
+    int expand_batch;       /* graph: pool entries expanded at a time, their key rows fetched
+                               together (0 or 1: one; anns.h's ann_search_params) */
     int nprobe;             /* IVF lists probed; 0: 16 */
     int64_t build_queries;  /* prefill queries per index, sampled evenly (16384; a shared
                                index takes its query heads' queries at a 1/group of that many
@@ -169,10 +171,11 @@ void rt_runner_stats_get(const rt_runner *r, rt_runner_stats *out);
 
 /* Changes how the steps that follow search (retrieval modes): the graph beam (ef, 0: 2·topk; at
  * most the beam the runner was created for, or 4× it: its first-step beam), its expansion
- * (expand, 0: all) and the query heads per traversal (search_group, clamped to one index's
- * heads). For a benchmark that sweeps search settings over one prefill; the indexes stay. */
-loupe_status rt_runner_set_search(rt_runner *r, int ef, int expand, uint32_t search_group,
-                                  loupe_err *err);
+ * (expand, 0: all), the entries expanded at a time (expand_batch) and the query heads per
+ * traversal (search_group, clamped to one index's heads). For a benchmark that sweeps search
+ * settings over one prefill; the indexes stay. */
+loupe_status rt_runner_set_search(rt_runner *r, int ef, int expand, int expand_batch,
+                                  uint32_t search_group, loupe_err *err);
 
 #ifdef __cplusplus
 }
