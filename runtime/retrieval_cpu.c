@@ -35,6 +35,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -635,6 +636,22 @@ static const float *gather_index(rt_retr *r, int t, const float *block, uint32_t
     return g;
 }
 
+/* The GPU's exact kNN for builds that run at once, one call at a time: each call takes device
+ * memory outside the engine's budget (about 0.35 GB at 128K keys, runtime/cuda/knn.cu), so
+ * concurrent builds must not multiply it; a call fills the GPU alone, and the builds' CPU
+ * steps still overlap. */
+static loupe_status knn_on_gpu(void *user, const ann_keys *keys, const float *queries,
+                               int64_t nq, int k, int threads, int32_t *ids, float *scores,
+                               int32_t *key_best_query, loupe_err *err)
+{
+    static pthread_mutex_t one_at_a_time = PTHREAD_MUTEX_INITIALIZER;
+    pthread_mutex_lock(&one_at_a_time);
+    loupe_status st = rt_cuda_knn(user, keys, queries, nq, k, threads, ids, scores,
+                                  key_best_query, err);
+    pthread_mutex_unlock(&one_at_a_time);
+    return st;
+}
+
 /* Builds layer l's indexes over host positions [sinks, host_end), from `rows` queries per query
  * head of `qsrc` (layer stride qstride rows) and, after a prefill, the queries of the static
  * tail's positions (the log's first prefill_n − host_end rows: the context's last `window`
@@ -679,7 +696,7 @@ static loupe_status build_layer(rt_retr *r, uint32_t l, const float *qsrc, uint3
         if (r->p.degree > 0)
             bo.degree = r->p.degree;
         if (rt_cuda_available()) /* the exact kNN of the build on the GPU when there is one */
-            bo.knn = rt_cuda_knn;
+            bo.knn = knn_on_gpu;
         const float *q = gather_index(r, t, qsrc + (size_t)l * qstride * r->nq, rows, tail_q, tail,
                                       x);
         const uint32_t g = x * r->heads_per_index / r->group;
@@ -707,7 +724,7 @@ static loupe_status build_layer(rt_retr *r, uint32_t l, const float *qsrc, uint3
     }
     if (inner > 1 && levels < 2)
         omp_set_max_active_levels(levels);
-    r->st.build_knn_s += knn_s; /* thread time: the layers' builds overlap */
+    r->st.build_knn_s += knn_s; /* thread time, waits for the GPU included: builds overlap */
     r->st.index_bytes += bytes;
     r->st.build_s += now_s() - t0;
     return first;
