@@ -6,10 +6,11 @@
  * For each context length L and each mode, a fresh runner with n_ctx = L (destroyed before the
  * next, so rows do not share memory) prefills L − gen reproducible random ids — timed as
  * prefill_s, which in a retrieval mode includes the index build that the runner's statistics
- * report apart (build_s, of which build_knn_s the exact kNN) — then decodes gen more random ids
- * one at a time with rt_runner_decode, teacher-forced as in `bench decode`, each token timed up
- * to its logits being readable (mean and median ms/token). Every mode at a length sees the same
- * ids.
+ * report apart (build_s; build_knn_s is the exact kNN's thread time, the indexes of a layer
+ * building at once) — then decodes gen more random ids one at a time with rt_runner_decode,
+ * teacher-forced as in `bench decode`, each token timed up to its logits being readable (mean
+ * and median ms/token); with --search, once per search setting after the one prefill (L −
+ * gen·settings tokens). Every mode at a length sees the same ids.
  *
  * Modes (runner parameters; the retrieval ones take --topk, --sinks, --window, --ef, --nprobe,
  * --build-queries, --static-max):

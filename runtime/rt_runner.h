@@ -125,7 +125,8 @@ typedef struct {
     double imbalance_s;       /*   and the rest, threads waiting for the layer's slowest task
                                    (or idle, with fewer tasks than threads) */
     double build_s;           /* index building at the end of the prefill */
-    double build_knn_s;       /* of which the exact kNN step */
+    double build_knn_s;       /* the exact kNN steps' thread time (a layer's indexes build at
+                                 once: this may exceed build_s; waits for the GPU included) */
     uint64_t index_bytes;     /* the indexes' own arrays, at their reserved capacity */
     uint64_t moves;           /* static → host moves (index growth) */
     /* The co-executed decode (CUDA backend, retrieval modes), per token summed: */
