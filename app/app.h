@@ -44,7 +44,7 @@ typedef struct {
     int nprobe;             /* --nprobe: IVF lists probed (0: 16) */
     int64_t build_queries;  /* --build-queries: prefill queries per index (16384) */
     bool index_per_kv;      /* --index-per kv|q (kv): one index per KV head or per query head */
-    int search_group;       /* --search-group N (2): query heads of a KV group per search */
+    int search_group;       /* --search-group N (1): query heads of a KV group per search */
     int degree;             /* --degree M: graph out-degree cap; 0 = the runner's default (16) */
     int host_kv;            /* --host-kv f32|bf16|int8: ann_key_type; -1 = the runner's default */
     int threads;            /* --threads, 0 = all cores */

@@ -123,7 +123,7 @@ void app_opts_init(app_opts *o)
     o->static_max = 2048;
     o->build_queries = 16384;
     o->index_per_kv = true;
-    o->search_group = 2;
+    o->search_group = 1;
     o->host_kv = -1;
     o->temp = 0.8f;
     o->top_k = 40;

@@ -85,12 +85,12 @@ typedef struct {
                                the indexes and their memory under 4-way GQA); else one per
                                query head */
     uint32_t search_group;  /* with index_per_kv: query heads of a KV group searched by one
-                               traversal that loads each key row once for all of them (2; 1:
-                               one search per head). 2 keeps 16 tasks per layer under the 8B
-                               shape's 32 heads on 8 KV heads, one per thread of a 16-core host
-                               (4 would leave half the threads idle); on the bundled model a
-                               pair loads 0.78-0.89x the rows per head at the same ef, with a
-                               higher recall for every head */
+                               traversal that loads each key row once for all of them (1: one
+                               search per head, the default). On the bundled model at 16K a
+                               pair loads 0.78-0.89x the rows per head at the same ef; on the
+                               8B shape at 128K it loads more (1.60% vs 1.44% of the keys),
+                               scores each row twice and leaves 16 tasks per layer to balance
+                               instead of 32: 43.6 vs 28.2 ms/token (docs/BENCHMARKS.md) */
     int host_kv;            /* ann_key_type of the host set's K/V (--host-kv); -1 (default):
                                the CPU context's own float32 cache on the CPU backend, bf16
                                co-executed with the GPU. int8 (a scale per row) halves bf16:

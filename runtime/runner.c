@@ -54,7 +54,7 @@ void rt_runner_params_init(rt_runner_params *p)
      * the graphs and 68 instead of ~350 bytes per key and KV group (docs/BENCHMARKS.md), which
      * is what lets the indexes of 1M tokens fit beside their K/V. */
     p->retrieval.index_per_kv = true;
-    p->retrieval.search_group = 2; /* rt_runner.h says why */
+    p->retrieval.search_group = 1; /* rt_runner.h says why */
     p->retrieval.degree = 16;
     p->retrieval.host_kv = -1; /* f32 in the CPU context's cache; bf16 co-executed */
 }
