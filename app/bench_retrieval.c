@@ -522,8 +522,8 @@ static void print_header(const bench_opts *b, const char *name, const rt_model *
     if (b->csv) {
         printf("model,backend,threads,ctx,mode,attention,topk,prefill_tokens,gen,prefill_s,"
                "build_s,build_knn_s,ms_tok_mean,ms_tok_median,search_ms_tok,attend_ms_tok,"
-               "imbalance_ms_tok,coexec_tokens,step_ms,gpu_wait_ms,host_ms,tail_ms,idle_ms,n_host,searches,"
-               "keys_scanned,keys_attended,scanned_pct,attended_pct,gpu_bytes,host_kv_bytes,"
+               "imbalance_ms_tok,coexec_tokens,step_ms,gpu_wait_ms,host_ms,tail_ms,idle_ms,"
+               "n_host,searches,keys_scanned,keys_attended,scanned_pct,attended_pct,gpu_bytes,host_kv_bytes,"
                "index_bytes,rss_prefill_bytes,peak_rss_bytes,ef,expand,search_group,expand_batch,"
                "status\n");
         return;

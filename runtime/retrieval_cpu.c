@@ -66,6 +66,7 @@ struct rt_retr {
     uint32_t gather_max; /* rows one partial attends at most: topk, at least 1 */
     ann_keys **keys;     /* (n_layer · n_kv), NULL while the host set is empty */
     ann_index **index;   /* (n_layer · n_index): per query head, or per KV head (index_per_kv) */
+    uint32_t *todo;      /* (n_layer) scratch of build_layers: the layers it builds */
     uint32_t n_index, heads_per_index; /* per layer; query heads sharing one index */
     uint32_t sgroup;     /* query heads per search task (search_group within heads_per_index
                             and ANN_GROUP_MAX; 1 with an index per query head) */
@@ -301,7 +302,8 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
         uint32_t nh, h0 = task_heads(r, w % per_token, &nh);
         const float *K = rt_ctx_keys(c, il, h0 / group), *V = rt_ctx_values(c, il, h0 / group);
         const float *q = c->q + (t * n_head + h0) * hd;
-        float *out = c->att + (t * n_head + h0) * hd, *tmp = r->tmp + (size_t)tid * r->sgroup_max * hd;
+        float *out = c->att + (t * n_head + h0) * hd;
+        float *tmp = r->tmp + (size_t)tid * r->sgroup_max * hd;
         size_t pos = (size_t)c->n_past + t;
         float l_out[ANN_GROUP_MAX], l_tmp[ANN_GROUP_MAX];
         for (uint32_t j = 0; j < nh; j++) {
@@ -459,6 +461,7 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
                        sizeof *r->gather);
     r->keys = calloc((size_t)r->n_layer * r->n_kv, sizeof *r->keys);
     r->index = calloc((size_t)r->n_layer * r->n_index, sizeof *r->index);
+    r->todo = malloc((size_t)r->n_layer * sizeof *r->todo);
     r->sctx = calloc((size_t)r->n_threads, sizeof *r->sctx);
     r->ids = malloc((size_t)r->n_threads * r->sgroup_max * topk * sizeof *r->ids);
     r->seeds = malloc((size_t)r->n_threads * r->sgroup_max * topk * 2 * sizeof *r->seeds);
@@ -471,8 +474,8 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->gather_max = (uint32_t)topk;
     r->gk = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gk);
     r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
-    if (!r->cap || !r->log || !r->gather || !r->keys || !r->index || !r->sctx || !r->ids ||
-        !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv ||
+    if (!r->cap || !r->log || !r->gather || !r->keys || !r->index || !r->todo || !r->sctx ||
+        !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv ||
         !r->scores || !r->tmp || !r->search_t || !r->busy_t) {
         rt_retr_destroy(r);
         return loupe_fail(err, LOUPE_ERR_NOMEM,
@@ -571,6 +574,7 @@ void rt_retr_destroy(rt_retr *r)
     free(r->gather);
     free(r->keys);
     free(r->index);
+    free(r->todo);
     free(r->sctx);
     free(r->ids);
     free(r->seeds);
@@ -652,34 +656,44 @@ static loupe_status knn_on_gpu(void *user, const ann_keys *keys, const float *qu
     return st;
 }
 
-/* Builds layer l's indexes over host positions [sinks, host_end), from `rows` queries per query
- * head of `qsrc` (layer stride qstride rows) and, after a prefill, the queries of the static
- * tail's positions (the log's first prefill_n − host_end rows: the context's last `window`
- * positions). Those are the queries most like the decode steps' — a question at the end of the
- * context and the answer after it — and evenly sampled positions rarely include them: on the
- * bundled model at 16K, graphs built without them lost passkey answers that exact top-k
- * attention found (docs/BENCHMARKS.md). Keys become views with room up to the end of the
- * cache. */
-static loupe_status build_layer(rt_retr *r, uint32_t l, const float *qsrc, uint32_t qstride,
-                                uint32_t rows, bool with_tail, loupe_err *err)
+/* Builds the indexes of layers [l0, l1) not built yet over host positions [sinks, host_end),
+ * from `rows` queries per query head of `qsrc` (layer stride qstride rows) and, after a
+ * prefill, the queries of the static tail's positions (the log's first prefill_n − host_end
+ * rows: the context's last `window` positions). Those are the queries most like the decode
+ * steps' — a question at the end of the context and the answer after it — and evenly sampled
+ * positions rarely include them: on the bundled model at 16K, graphs built without them lost
+ * passkey answers that exact top-k attention found (docs/BENCHMARKS.md). Keys become views
+ * with room up to the end of the cache.
+ *
+ * The indexes build at once, each on a share of the threads (one each when there are as many
+ * indexes as threads): a build has serial steps (entry points, reachability, compaction) and
+ * parallel ones that scale poorly on one index's lists, so one index at a time on every thread
+ * left most of them waiting (docs/BENCHMARKS.md: 66.6 → 46.1 s at 128K for a layer's 8 at once). */
+static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const float *qsrc,
+                                 uint32_t qstride, uint32_t rows, bool with_tail, loupe_err *err)
 {
     const int64_t n_host = r->host_end - r->sinks, cap = (int64_t)r->n_ctx - r->sinks;
     if (r->p.topk == 0) /* the static set alone: nothing is ever searched */
         return LOUPE_OK;
     const uint32_t tail = with_tail && r->prefill_n > r->host_end ? r->prefill_n - r->host_end : 0;
-    const float *tail_q = r->log + (size_t)l * r->log_max * r->nq;
     double t0 = now_s();
-    copy_rows(r, l, r->sinks, r->host_end);
-    for (uint32_t g = 0; g < r->n_kv; g++) {
-        loupe_status st = rt_host_kv_keys_view(&r->hkv, l, g, r->sinks, n_host,
-                                               &r->keys[(size_t)l * r->n_kv + g], err);
-        if (st)
-            return st;
+    uint32_t *todo = r->todo, n_todo = 0; /* the layers to build */
+    for (uint32_t l = l0; l < l1 && l < r->n_layer; l++) {
+        if (r->index[(size_t)l * r->n_index])
+            continue;
+        copy_rows(r, l, r->sinks, r->host_end);
+        for (uint32_t g = 0; g < r->n_kv; g++) {
+            loupe_status st = rt_host_kv_keys_view(&r->hkv, l, g, r->sinks, n_host,
+                                                   &r->keys[(size_t)l * r->n_kv + g], err);
+            if (st)
+                return st;
+        }
+        todo[n_todo++] = l;
     }
-    /* The layer's indexes build at once, each on a share of the threads: a build has serial
-     * steps (entry points, reachability, compaction) and parallel ones that scale poorly on
-     * one index's lists, so one index at a time on every thread leaves most of them waiting. */
-    const int conc = (int)r->n_index < r->n_threads ? (int)r->n_index : r->n_threads;
+    const long work = (long)n_todo * r->n_index;
+    if (work == 0)
+        return LOUPE_OK;
+    const int conc = work < r->n_threads ? (int)work : r->n_threads;
     const int inner = r->n_threads / conc > 0 ? r->n_threads / conc : 1;
     const int levels = omp_get_max_active_levels();
     if (inner > 1 && levels < 2)
@@ -688,8 +702,9 @@ static loupe_status build_layer(rt_retr *r, uint32_t l, const float *qsrc, uint3
     double knn_s = 0;
     uint64_t bytes = 0;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(conc) reduction(+ : knn_s, bytes)
-    for (uint32_t x = 0; x < r->n_index; x++) {
+    for (long w = 0; w < work; w++) {
         const int t = omp_get_thread_num();
+        const uint32_t l = todo[w / r->n_index], x = (uint32_t)(w % r->n_index);
         ann_build_opts bo;
         ann_build_opts_init(&bo);
         bo.threads = inner;
@@ -697,8 +712,8 @@ static loupe_status build_layer(rt_retr *r, uint32_t l, const float *qsrc, uint3
             bo.degree = r->p.degree;
         if (rt_cuda_available()) /* the exact kNN of the build on the GPU when there is one */
             bo.knn = knn_on_gpu;
-        const float *q = gather_index(r, t, qsrc + (size_t)l * qstride * r->nq, rows, tail_q, tail,
-                                      x);
+        const float *q = gather_index(r, t, qsrc + (size_t)l * qstride * r->nq, rows,
+                                      r->log + (size_t)l * r->log_max * r->nq, tail, x);
         const uint32_t g = x * r->heads_per_index / r->group;
         ann_index **ix = &r->index[(size_t)l * r->n_index + x];
         ann_build_stats bs;
@@ -730,28 +745,21 @@ static loupe_status build_layer(rt_retr *r, uint32_t l, const float *qsrc, uint3
     return first;
 }
 
-/* Builds every layer's indexes not built yet (see build_layer). */
+/* Builds every layer's indexes not built yet (see build_layers). */
 static loupe_status build_indexes(rt_retr *r, const float *qsrc, uint32_t qstride, uint32_t rows,
                                   bool with_tail, loupe_err *err)
 {
-    for (uint32_t l = 0; l < r->n_layer; l++) {
-        if (r->index[(size_t)l * r->n_index])
-            continue;
-        loupe_status st = build_layer(r, l, qsrc, qstride, rows, with_tail, err);
-        if (st)
-            return st;
-    }
-    return LOUPE_OK;
+    return build_layers(r, 0, r->n_layer, qsrc, qstride, rows, with_tail, err);
 }
 
-loupe_status rt_retr_build_layer(rt_retr *r, uint32_t layer, loupe_err *err)
+loupe_status rt_retr_build_layers(rt_retr *r, uint32_t from, uint32_t to, loupe_err *err)
 {
-    if (r->sealed || r->prefill_n == 0 || layer >= r->n_layer)
-        return loupe_fail(err, LOUPE_ERR_INTERNAL, "index build of layer %u outside a prefill",
-                          layer);
-    if (r->host_end <= r->sinks || r->index[(size_t)layer * r->n_index])
-        return LOUPE_OK; /* no host set, or built already */
-    return build_layer(r, layer, r->cap, r->cap_max, r->n_cap, true, err);
+    if (r->sealed || r->prefill_n == 0 || from >= to || to > r->n_layer)
+        return loupe_fail(err, LOUPE_ERR_INTERNAL,
+                          "index build of layers [%u, %u) outside a prefill", from, to);
+    if (r->host_end <= r->sinks)
+        return LOUPE_OK; /* no host set */
+    return build_layers(r, from, to, r->cap, r->cap_max, r->n_cap, true, err);
 }
 
 loupe_status rt_retr_seal(rt_retr *r, loupe_err *err)

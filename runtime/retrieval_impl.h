@@ -8,7 +8,7 @@
  *                      positions, which start the static tail).
  *   (rt_ctx_prefill)   full attention; the capture hook copies queries.
  *   rt_retr_seal()     splits the context into static and host sets, builds every query head's
- *                      index over its KV head's host keys (those rt_retr_build_layer has not
+ *                      index over its KV head's host keys (those rt_retr_build_layers has not
  *                      built during the prefill), and installs the attention hook.
  *   (rt_ctx_prefill / rt_ctx_decode)   extensions: static partial + searched host partial, merged.
  *   rt_retr_settle()   after each extension: moves the oldest static tokens to the host set (and
@@ -41,11 +41,12 @@ void rt_retr_capture(rt_retr *r, uint32_t layer, uint32_t pos0, uint32_t stride,
  * queries) and every p >= from (the static tail's); a prefill elsewhere need hand over no
  * others. */
 void rt_retr_capture_plan(const rt_retr *r, uint32_t *stride, uint32_t *from);
-/* Builds one layer's indexes during the prefill, once that layer's queries are captured and its
- * K/V are in the context's cache (the CUDA engine's layer-by-layer prefill), so the building
- * overlaps the later layers; seal() builds the layers not built this way. Not thread-safe with
- * itself: one builder at a time; the capture of later layers may run meanwhile. */
-loupe_status rt_retr_build_layer(rt_retr *r, uint32_t layer, loupe_err *err);
+/* Builds the indexes of layers [from, to) not built yet during the prefill, once those layers'
+ * queries are captured and their K/V are in the context's cache (the CUDA engine's
+ * layer-by-layer prefill), so the building overlaps the later layers; all of them at once, on
+ * a share of the threads each; seal() builds the layers not built this way. Not thread-safe
+ * with itself: one builder at a time; the capture of later layers may run meanwhile. */
+loupe_status rt_retr_build_layers(rt_retr *r, uint32_t from, uint32_t to, loupe_err *err);
 loupe_status rt_retr_seal(rt_retr *r, loupe_err *err);
 /* The host half of a co-executed decode step (rt_cuda_host_attn_fn's contract) for the token at
  * `pos` of layer il, on a sealed state: stores k and v in the context's cache at pos, logs q as

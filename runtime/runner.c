@@ -218,7 +218,7 @@ static loupe_status host_attn(void *user, uint32_t layer, uint32_t pos, const fl
 }
 
 /* Index building behind the prefill: the engine reports each finished layer (its queries
- * captured, its K/V in the host cache); one builder thread builds the layers in order while the
+ * captured, its K/V in the host cache); one builder thread builds the ready layers while the
  * GPU runs the later ones. LOUPE_BUILD_OVERLAP=0 leaves all building to seal(), after the
  * prefill (to measure what the overlap saves). */
 typedef struct {
@@ -254,20 +254,25 @@ static void layer_ready(void *user, uint32_t layer)
     }
 }
 
+/* Builds every layer reported ready and not built, all of them at once: when the building
+ * falls behind the prefill, the next round takes several layers and more indexes build side by
+ * side. */
 static void *builder_main(void *arg)
 {
     layer_builder *b = arg;
-    for (uint32_t built = 0;; built++) {
+    for (uint32_t built = 0;;) {
         pthread_mutex_lock(&b->mu);
         while (built == b->ready && !b->closing && !b->abandon)
             pthread_cond_wait(&b->cv, &b->mu);
         bool stop = b->abandon || built == b->ready;
+        uint32_t ready = b->ready;
         pthread_mutex_unlock(&b->mu);
         if (stop)
             return NULL;
-        b->st = rt_retr_build_layer(b->retr, built, &b->err);
+        b->st = rt_retr_build_layers(b->retr, built, ready, &b->err);
         if (b->st)
             return NULL;
+        built = ready;
     }
 }
 
