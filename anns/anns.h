@@ -264,8 +264,9 @@ typedef struct {
                                  classic order; at most ANN_BATCH_MAX). The next `batch` best
                                  unexpanded entries' neighbours are gathered and their rows
                                  fetched together before any is scored: more memory requests in
-                                 flight (a search waits on random rows) for a slightly less
-                                 greedy order */
+                                 flight for a slightly less greedy order. On the GPU machine's
+                                 host it did not pay (±5% at 128K, docs/BENCHMARKS.md): a row
+                                 costs ~100 ns whatever is in flight, so 1 stays the default */
 } ann_search_params;
 
 enum { ANN_BATCH_MAX = 8 };
