@@ -130,11 +130,22 @@ static bool first_start(const ann_index *ix, ann_search_ctx *ctx, uint32_t ep, i
     return true;
 }
 
-static void start_at(const ann_index *ix, ann_search_ctx *ctx, const float *q,
-                     const group_scorer *g, uint32_t ep, int32_t id, int *n, int ef)
+/* The search's start keys (seeds, then entry points) not visited yet into ctx->nbuf, in that
+ * order, marked and counted by first_start, their rows prefetched before any is scored: a
+ * decode step's seeds are a hundred or more random rows, which scored one at a time would each
+ * wait for memory. Returns how many. */
+static int start_keys(const ann_index *ix, ann_search_ctx *ctx, uint32_t ep, const int32_t *seeds,
+                      int n_seeds)
 {
-    if (first_start(ix, ctx, ep, id))
-        pool_insert(ctx, n, ef, score_key(ix->keys, q, g, id), id);
+    int m = 0;
+    for (int i = 0; i < n_seeds + ix->n_entry; i++) {
+        int32_t id = i < n_seeds ? seeds[i] : ix->entry[i - n_seeds];
+        if (first_start(ix, ctx, ep, id)) {
+            ctx->nbuf[m++] = id;
+            ann_prefetch_row(ix->keys, id);
+        }
+    }
+    return m;
 }
 
 /* The neighbours of keys us (n) not visited yet into ctx->nbuf (see unvisited_neighbours),
@@ -160,10 +171,9 @@ static int traverse(const ann_index *ix, ann_search_ctx *ctx, const float *q,
     const ann_keys *keys = ix->keys;
     uint32_t ep = next_epoch(ctx);
     int n = 0;
-    for (int i = 0; i < n_seeds; i++)
-        start_at(ix, ctx, q, g, ep, seeds[i], &n, ef);
-    for (int i = 0; i < ix->n_entry; i++)
-        start_at(ix, ctx, q, g, ep, ix->entry[i], &n, ef);
+    const int m0 = start_keys(ix, ctx, ep, seeds, n_seeds);
+    for (int j = 0; j < m0; j++)
+        pool_insert(ctx, &n, ef, score_key(keys, q, g, ctx->nbuf[j]), ctx->nbuf[j]);
 
     if (expand <= 0 || expand > ef)
         expand = ef;
@@ -231,11 +241,9 @@ static void traverse_each(const ann_index *ix, ann_search_ctx *ctx, const float 
     int cur[ANN_GROUP_MAX], lowest[ANN_GROUP_MAX];
     for (int j = 0; j < nq; j++)
         n[j] = cur[j] = lowest[j] = 0;
-    for (int i = 0; i < n_seeds + ix->n_entry; i++) {
-        int32_t id = i < n_seeds ? seeds[i] : ix->entry[i - n_seeds];
-        if (first_start(ix, ctx, ep, id))
-            offer_each(keys, ctx, qs, nq, ef, id, n, lowest);
-    }
+    const int m0 = start_keys(ix, ctx, ep, seeds, n_seeds);
+    for (int j = 0; j < m0; j++)
+        offer_each(keys, ctx, qs, nq, ef, ctx->nbuf[j], n, lowest);
     if (expand <= 0 || expand > ef)
         expand = ef;
     for (int busy = 1; busy;) {
