@@ -26,11 +26,11 @@
  *
  * The per-token breakdown is the change of rt_runner_stats over the decode phase divided by gen:
  * the host threads' search, CPU attention and imbalance (waiting for a layer's slowest task)
- * ms/token; for co-executed tokens (CUDA backend, retrieval
- * modes) the host's wait for the GPU's q/k/v, the host half, the tail wait, and idle = step −
- * (wait + host + tail). scan% is keys scanned over searches × host keys; att% is host keys
- * attended over (tokens × layers × query heads × host keys); host keys counted after the prefill
- * (a decode past --static-max moves tokens into the host set, and the two become approximate).
+ * ms/token; for co-executed tokens (CUDA backend, retrieval modes) the host's wait for the GPU's
+ * q/k/v, the host half, the tail wait, and idle = step − (wait + host + tail). scan% is keys
+ * scanned over searches × host keys; att% is host keys attended over (tokens × layers × query
+ * heads × host keys); host keys counted after the prefill (a decode past --static-max moves
+ * tokens into the host set, and the two become approximate).
  * Memory: the runner's gpu_bytes, host_kv_bytes and index_bytes after the decode, the process
  * RSS after the prefill, and the row's peak RSS (VmHWM, reset through /proc/self/clear_refs
  * before each row where the kernel allows; otherwise the process peak so far).
@@ -294,7 +294,7 @@ static bool on_progress(void *user, size_t done, size_t total)
 
 typedef struct {
     uint32_t ctx, n_pre, n_gen, topk;
-    search_setting search; /* the graph search's settings (ef 0 where no graph is searched) */
+    search_setting search; /* the graph search's settings (ef 0 in the other modes) */
     bench_mode mode;
     rt_backend backend;     /* resolved, when created */
     rt_attn_mode attention; /* resolved, when created */
@@ -444,7 +444,7 @@ static int run_rows(bench *be, uint32_t L, bench_mode mode, const char *name, in
         p.retrieval.expand_batch = b->search[0].batch;
     }
     out.topk = is_retrieval(mode) ? p.retrieval.topk : 0;
-    if (mode == MODE_RETRIEVAL || mode == MODE_IVF)
+    if (mode == MODE_RETRIEVAL)
         out.search = (search_setting){
             p.retrieval.ef > 0 ? p.retrieval.ef : 2 * (int)p.retrieval.topk,
             p.retrieval.expand, (int)p.retrieval.search_group,
@@ -523,9 +523,9 @@ static void print_header(const bench_opts *b, const char *name, const rt_model *
         printf("model,backend,threads,ctx,mode,attention,topk,prefill_tokens,gen,prefill_s,"
                "build_s,build_knn_s,ms_tok_mean,ms_tok_median,search_ms_tok,attend_ms_tok,"
                "imbalance_ms_tok,coexec_tokens,step_ms,gpu_wait_ms,host_ms,tail_ms,idle_ms,"
-               "n_host,searches,keys_scanned,keys_attended,scanned_pct,attended_pct,gpu_bytes,host_kv_bytes,"
-               "index_bytes,rss_prefill_bytes,peak_rss_bytes,ef,expand,search_group,expand_batch,"
-               "status\n");
+               "n_host,searches,keys_scanned,keys_attended,scanned_pct,attended_pct,gpu_bytes,"
+               "host_kv_bytes,index_bytes,rss_prefill_bytes,peak_rss_bytes,ef,expand,search_group,"
+               "expand_batch,status\n");
         return;
     }
     printf("model %s: %.1fM params, %u layers, %u/%u heads; backend %s, %d threads\n"

@@ -27,7 +27,8 @@ mkdir -p "$OUT"
 trap 'tar -C "$W" -czf "$OUT/logs.tgz" . 2>/dev/null; rm -rf "$W"' EXIT
 # The probe stage: what decides a graph search's cost on this host.
 probe() {
-    local o=$1 secs=$2 bin=${PROBE_BIN:-build-devfull/app/loupe} # PROBE_BIN: another build, to try it here
+    # PROBE_BIN: another build, to try the stage on this machine
+    local o=$1 secs=$2 bin=${PROBE_BIN:-build-devfull/app/loupe}
     export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     {
         grep -m1 'model name' /proc/cpuinfo
