@@ -120,6 +120,12 @@ static inline size_t ann_key_type_bytes(ann_key_type type)
 {
     return type == ANN_KEYS_F32 ? 4u : type == ANN_KEYS_BF16 ? 2u : 1u;
 }
+/* Asks for transparent huge pages over a large array (from 4 MiB; advice only: ignored where
+ * the kernel has no THP). Key rows and graph lists are read at random, one TLB miss per row
+ * on 4 KiB pages; the key copies and graph lists here are advised, and the runtime advises its
+ * KV caches (a long context's first touch would otherwise fault every 4 KiB). Call before the
+ * array is first written. */
+void ann_advise_huge_pages(void *p, size_t bytes);
 /* Raw access for plug-ins (a GPU kNN): rows, row stride in elements, int8 scales or NULL. */
 const void *ann_keys_data(const ann_keys *keys, int64_t *row_stride, const float **scales);
 /* Bytes held by the key rows (+ scales). */

@@ -1211,6 +1211,7 @@ loupe_status ann_graph_build(ann_index *ix, const float *queries, int64_t nq,
     adj = malloc((size_t)(off[n] ? off[n] : 1) * sizeof *adj);
     if (!adj)
         goto nomem;
+    ann_advise_huge_pages(adj, (size_t)off[n] * sizeof *adj); /* searched at random */
 #pragma omp parallel for num_threads(nth) schedule(static)
     for (int64_t u = 0; u < n; u++)
         memcpy(adj + off[u], out + u * b.S, (size_t)outn[u] * sizeof *adj);

@@ -145,6 +145,7 @@ static loupe_status reserve_graph(ann_index *ix, int64_t cap, loupe_err *err)
     g->max_list = max_list;
     g->adj_off = malloc(((size_t)cap + 1) * sizeof *g->adj_off);
     g->adj = malloc((size_t)(total ? total : 1) * sizeof *g->adj);
+    ann_advise_huge_pages(g->adj, (size_t)total * sizeof *g->adj); /* searched at random */
     g->rows = malloc(r * d * sizeof *g->rows);
     g->orow = malloc(d * sizeof *g->orow);
     g->qrow = malloc(d * sizeof *g->qrow);

@@ -10,6 +10,9 @@
  */
 #include "anns/ann_impl.h"
 
+#include <sys/mman.h>
+#include <unistd.h>
+
 #include <stdlib.h>
 
 /* ---- Dot products ------------------------------------------------------------------------- */
@@ -94,6 +97,21 @@ static uint16_t f32_to_bf16(float f)
 
 /* ---- ann_keys ----------------------------------------------------------------------------- */
 
+void ann_advise_huge_pages(void *p, size_t bytes)
+{
+#ifdef MADV_HUGEPAGE
+    const long page = sysconf(_SC_PAGESIZE);
+    if (!p || page <= 0 || bytes < ((size_t)4 << 20))
+        return;
+    const uintptr_t pg = (uintptr_t)page;
+    uintptr_t a = ((uintptr_t)p + pg - 1) / pg * pg, e = ((uintptr_t)p + bytes) / pg * pg;
+    if (e > a)
+        madvise((void *)a, e - a, MADV_HUGEPAGE);
+#else
+    (void)p, (void)bytes;
+#endif
+}
+
 static loupe_status check_shape(int64_t n, int dim, loupe_err *err)
 {
     if (n <= 0 || n > INT32_MAX)
@@ -146,6 +164,7 @@ loupe_status ann_keys_create(const float *keys, int64_t n, int dim, ann_key_type
                         (long long)n, dim);
         goto done;
     }
+    ann_advise_huge_pages(k->owned_data, (size_t)n * (size_t)dim * esz);
     k->type = type;
     k->n = n;
     k->dim = dim;

@@ -45,8 +45,8 @@ loupe_status rt_host_kv_alloc(rt_host_kv *kv, ann_key_type type, uint32_t n_laye
                           "(--host-kv int8 needs half of bf16)",
                           2.0 * (double)bytes / (1 << 30), ann_key_type_name(type), n_ctx);
     }
-    rt_advise_huge_pages(kv->k, bytes);
-    rt_advise_huge_pages(kv->v, bytes);
+    ann_advise_huge_pages(kv->k, bytes);
+    ann_advise_huge_pages(kv->v, bytes);
     return LOUPE_OK;
 }
 

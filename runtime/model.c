@@ -13,8 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-#include <unistd.h>
 
 /* ==== Binding tensors ===================================================================== */
 
@@ -229,24 +227,6 @@ static void *alloc_arr(size_t a, size_t b, size_t elem)
     return calloc(n ? n : 1, elem);
 }
 
-/* Asks for transparent huge pages over a large array. A long context's KV cache is tens of GB
- * whose first touch (the prefill writing it) would otherwise cost a page fault per 4 KiB —
- * seconds at 128K tokens — and whose attention reads would miss the TLB on every row. Advice
- * only: ignored where the kernel has no THP or the array is small. */
-void rt_advise_huge_pages(void *p, size_t bytes)
-{
-#ifdef MADV_HUGEPAGE
-    const uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
-    if (!p || page == 0 || bytes < ((size_t)8 << 20))
-        return;
-    uintptr_t a = ((uintptr_t)p + page - 1) / page * page, e = ((uintptr_t)p + bytes) / page * page;
-    if (e > a)
-        madvise((void *)a, e - a, MADV_HUGEPAGE);
-#else
-    (void)p, (void)bytes;
-#endif
-}
-
 loupe_status rt_ctx_create(const rt_model *m, const rt_ctx_params *p, rt_ctx **out,
                            loupe_err *err)
 {
@@ -282,8 +262,8 @@ loupe_status rt_ctx_create(const rt_model *m, const rt_ctx_params *p, rt_ctx **o
     if (!p->no_kv_cache) {
         c->k_cache = alloc_arr(kv_elems, hd, sizeof(float));
         c->v_cache = alloc_arr(kv_elems, hd, sizeof(float));
-        rt_advise_huge_pages(c->k_cache, kv_elems * hd * sizeof(float));
-        rt_advise_huge_pages(c->v_cache, kv_elems * hd * sizeof(float));
+        ann_advise_huge_pages(c->k_cache, kv_elems * hd * sizeof(float));
+        ann_advise_huge_pages(c->v_cache, kv_elems * hd * sizeof(float));
     }
     c->x = alloc_arr(B, hp->n_embd, sizeof(float));
     c->xb = alloc_arr(B, hp->n_embd, sizeof(float));

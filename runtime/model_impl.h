@@ -58,8 +58,6 @@ typedef struct {
  * blocks. */
 void rt_matmul_cpu(const rt_mat *w, const float *x, size_t ld_x, size_t n_tok, float *out,
                    size_t ld_out, const rt_mm_pool *pool);
-/* Asks for transparent huge pages over a large array (a KV cache of tens of GB): advice only. */
-void rt_advise_huge_pages(void *p, size_t bytes);
 /* Σ a[i]·b[i] in float with independent partial sums (vectorises without -ffast-math). */
 float rt_dot_f32(const float *a, const float *b, size_t n);
 
