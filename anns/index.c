@@ -239,7 +239,8 @@ static loupe_status check_params(const ann_index *ix, const ann_search_ctx *ctx,
 /* The expansions a graph search takes at a time: p->expand_batch within 1..ANN_BATCH_MAX. */
 static int batch_of(const ann_search_params *p)
 {
-    return p->expand_batch < 1 ? 1 : p->expand_batch > ANN_BATCH_MAX ? ANN_BATCH_MAX : p->expand_batch;
+    const int b = p->expand_batch;
+    return b < 1 ? 1 : b > ANN_BATCH_MAX ? ANN_BATCH_MAX : b;
 }
 
 /* Writes a query's m candidates res (best first by stored score) as its result: re-scored
