@@ -364,15 +364,22 @@ static uint32_t search_group_of(const rt_retr *r, uint32_t want)
     return want < r->sgroup_max ? want : r->sgroup_max;
 }
 
+/* The graph beam for a requested ef: 0 takes twice the keys wanted (the topk being at most the
+ * context), at least 1 (topk 0); at most n_ctx: a search happens only while topk < the host
+ * set < n_ctx, and beams beyond n_ctx buy nothing. */
+static int beam_of(int ef, uint32_t topk, uint32_t n_ctx)
+{
+    if (ef <= 0)
+        ef = 2 * (int)(topk < n_ctx ? topk : n_ctx);
+    if (ef <= 0)
+        ef = 1;
+    return (int64_t)ef > (int64_t)n_ctx ? (int)n_ctx : ef;
+}
+
 loupe_status rt_retr_set_search(rt_retr *r, int ef, int expand, int expand_batch,
                                 uint32_t search_group, loupe_err *err)
 {
-    if (ef <= 0) /* the default of rt_retr_create */
-        ef = 2 * (int)(r->p.topk < r->n_ctx ? r->p.topk : r->n_ctx);
-    if (ef <= 0)
-        ef = 1;
-    if (ef > (int)r->n_ctx)
-        ef = (int)r->n_ctx;
+    ef = beam_of(ef, r->p.topk, r->n_ctx);
     if (ef > r->max_beam)
         return loupe_fail(err, LOUPE_ERR_INVALID,
                           "a search beam of %d exceeds the %d this retrieval state was created "
@@ -403,8 +410,7 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->c = c;
     r->mode = mode;
     r->p = *p;
-    if (r->p.ef <= 0) /* twice the keys wanted, the topk being at most the context */
-        r->p.ef = 2 * (int)(p->topk < c->n_ctx ? p->topk : c->n_ctx);
+    r->p.ef = beam_of(p->ef, p->topk, c->n_ctx);
     if (r->p.nprobe <= 0)
         r->p.nprobe = 16;
     if (r->p.build_queries <= 0)
@@ -417,8 +423,6 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->n_ctx = c->n_ctx;
     r->nq = (size_t)r->n_head * r->hd;
     r->n_threads = c->n_threads;
-    if (r->p.ef <= 0) /* topk 0 */
-        r->p.ef = 1;
     r->heads_per_index = r->p.index_per_kv ? r->group : 1;
     r->n_index = r->n_head / r->heads_per_index;
     r->sgroup_max = r->heads_per_index < ANN_GROUP_MAX ? r->heads_per_index : ANN_GROUP_MAX;
@@ -430,9 +434,6 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
         positions = 1;
     r->cap_max = positions < r->n_ctx ? (uint32_t)positions : r->n_ctx;
     r->log_max = r->p.static_max + c->n_batch;
-    /* A search happens only while topk < the host set < n_ctx: beams beyond n_ctx buy nothing. */
-    if ((int64_t)r->p.ef > (int64_t)r->n_ctx)
-        r->p.ef = (int)r->n_ctx;
     if (r->p.nprobe > (int)r->n_ctx)
         r->p.nprobe = (int)r->n_ctx;
     /* A one-token step with no previous results to start from (the first after a prefill)
