@@ -264,18 +264,26 @@ int ann_flat_search(const ann_index *ix, ann_search_ctx *ctx, const float *q, in
                     ann_cand *out);
 int ann_ivf_search(const ann_index *ix, ann_search_ctx *ctx, const float *q, int k, int nprobe,
                    ann_cand *out);
-/* Beam search over the graph with a pool of `ef` candidates, stopping once its best `expand`
- * (<= ef) are expanded, `batch` (1..ANN_BATCH_MAX) of them at a time; leaves the pool (best
- * first) in ctx->pool and returns its size. */
-int ann_graph_search_pool(const ann_index *ix, ann_search_ctx *ctx, const float *q, int ef,
-                          int expand, int batch, const int32_t *seeds, int n_seeds);
+/* How a beam search walks the graph (anns.h's ann_search_params says what each does). */
+typedef struct {
+    int ef;                /* the pool's capacity, >= 1 */
+    int expand;            /* stop once the best `expand` are expanded; 0 or > ef: ef */
+    int batch;             /* entries expanded at a time; 0: 1; at most ANN_BATCH_MAX */
+    float margin;          /* stop at an entry scoring below the pool's best by more; 0: none */
+    const int32_t *seeds;  /* extra start keys, or NULL */
+    int n_seeds;
+} ann_walk;
+
+/* Beam search over the graph as w says; leaves the pool (best first) in ctx->pool and returns
+ * its size. */
+int ann_graph_search_pool(const ann_index *ix, ann_search_ctx *ctx, const float *q,
+                          const ann_walk *w);
 /* The traversal for a group of nq (<= ANN_GROUP_MAX) queries (nq, dim) sharing one index
  * (anns.h's ann_group_mode; graph_search.c). Every scanned key is scored for every query.
  * ANN_GROUP_EACH leaves query j's pool of ef, best first, at gheap + j·(max_beam + 1); the
  * shared modes leave there query j's bounded min-heap of kk. hn (nq): their sizes. */
 void ann_graph_search_group(const ann_index *ix, ann_search_ctx *ctx, const float *qs, int nq,
-                            int ef, int expand, int batch, const int32_t *seeds, int n_seeds,
-                            int kk, ann_group_mode mix, int *hn);
+                            const ann_walk *w, int kk, ann_group_mode mix, int *hn);
 /* Stores p in ix->owned so destroy frees it; returns 0, or -1 when the table is full. */
 int ann_index_own(ann_index *ix, void *p);
 /* Frees p if ix->owned holds it (an array a reserve replaced); mapped arrays are left alone. */

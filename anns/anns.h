@@ -273,6 +273,12 @@ typedef struct {
                                  flight for a slightly less greedy order. On the GPU machine's
                                  host it did not pay (±5% at 128K, docs/BENCHMARKS.md): a row
                                  costs ~100 ns whatever is in flight, so 1 stays the default */
+    float margin;             /* graph: stop at the first unexpanded pool entry scoring below
+                                 the pool's best by more than this (q·k units; 0: no such stop).
+                                 Attention weights fall as exp(q·k / sqrt(dim)): with margin
+                                 m·sqrt(dim) the entries left unexpanded weigh under e^-m of
+                                 the best key each, so a head whose attention is peaked stops
+                                 early and a diffuse one searches on */
 } ann_search_params;
 
 enum { ANN_BATCH_MAX = 8 };

@@ -930,8 +930,8 @@ static loupe_status repair(ann_index *ix, const build_cfg *b, const float *Q, co
                 int nc = 0;
                 if (ok) {
                     const float *q = best_q[u] >= 0 ? Q + (int64_t)best_q[u] * d : b->F + u * d;
-                    int m = ann_graph_search_pool(ix, ctx, q, ANN_REPAIR_EF, ANN_REPAIR_EF, 1,
-                                                  NULL, 0);
+                    int m = ann_graph_search_pool(ix, ctx, q,
+                                                  &(ann_walk){.ef = ANN_REPAIR_EF});
                     for (int j = 0; j < m && nc < ANN_REPAIR_CAND; j++)
                         if (outn[ctx->pool[j].id] < S)
                             c[nc++] = ctx->pool[j].id;

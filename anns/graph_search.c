@@ -162,26 +162,43 @@ static int gather_neighbours(const ann_index *ix, ann_search_ctx *ctx, const int
     return m;
 }
 
+/* The walk's limits made concrete: expand within 1..ef, batch within 1..ANN_BATCH_MAX. */
+static void limits(const ann_walk *w, int *expand, int *batch)
+{
+    *expand = w->expand <= 0 || w->expand > w->ef ? w->ef : w->expand;
+    *batch = w->batch < 1 ? 1 : w->batch > ANN_BATCH_MAX ? ANN_BATCH_MAX : w->batch;
+}
+
+/* Whether pool entry s is worth expanding beside the pool's best, best: within the walk's
+ * margin (attention weights fall as exp(score): an entry far below the best is a key of no
+ * weight, and so, mostly, are its neighbours). */
+static inline bool within_margin(const ann_walk *w, float best, float s)
+{
+    return w->margin <= 0 || s >= best - w->margin;
+}
+
 /* The beam search (file comment) for q, or for g's queries when g is non-NULL, expanding the
  * best `batch` unexpanded pool entries at a time; returns the pool size. */
 static int traverse(const ann_index *ix, ann_search_ctx *ctx, const float *q,
-                    const group_scorer *g, int ef, int expand, int batch, const int32_t *seeds,
-                    int n_seeds)
+                    const group_scorer *g, const ann_walk *w)
 {
     const ann_keys *keys = ix->keys;
+    const int ef = w->ef;
+    int expand, batch;
+    limits(w, &expand, &batch);
     uint32_t ep = next_epoch(ctx);
     int n = 0;
-    const int m0 = start_keys(ix, ctx, ep, seeds, n_seeds);
+    const int m0 = start_keys(ix, ctx, ep, w->seeds, w->n_seeds);
     for (int j = 0; j < m0; j++)
         pool_insert(ctx, &n, ef, score_key(keys, q, g, ctx->nbuf[j]), ctx->nbuf[j]);
 
-    if (expand <= 0 || expand > ef)
-        expand = ef;
     int i = 0; /* the best unexpanded pool entry */
-    while (i < n && i < expand) {
+    while (i < n && i < expand && within_margin(w, ctx->pool[0].s, ctx->pool[i].s)) {
         int32_t us[ANN_BATCH_MAX];
         int nu = 0;
-        for (int j = i; j < n && j < expand && nu < batch; j++)
+        for (int j = i; j < n && j < expand && nu < batch &&
+                        within_margin(w, ctx->pool[0].s, ctx->pool[j].s);
+             j++)
             if (!ctx->expanded[j]) {
                 ctx->expanded[j] = 1;
                 us[nu++] = ctx->pool[j].id;
@@ -202,10 +219,10 @@ static int traverse(const ann_index *ix, ann_search_ctx *ctx, const float *q,
     return n;
 }
 
-int ann_graph_search_pool(const ann_index *ix, ann_search_ctx *ctx, const float *q, int ef,
-                          int expand, int batch, const int32_t *seeds, int n_seeds)
+int ann_graph_search_pool(const ann_index *ix, ann_search_ctx *ctx, const float *q,
+                          const ann_walk *w)
 {
-    return traverse(ix, ctx, q, NULL, ef, expand, batch, seeds, n_seeds);
+    return traverse(ix, ctx, q, NULL, w);
 }
 
 /* ---- Group search, one pool per query (ANN_GROUP_EACH) --------------------------------- *
@@ -233,19 +250,19 @@ static void offer_each(const ann_keys *keys, ann_search_ctx *ctx, const float *q
 }
 
 static void traverse_each(const ann_index *ix, ann_search_ctx *ctx, const float *qs, int nq,
-                          int ef, int expand, int batch, const int32_t *seeds, int n_seeds, int *n)
+                          const ann_walk *w, int *n)
 {
     const ann_keys *keys = ix->keys;
-    const int stride = ctx->max_beam + 1;
+    const int stride = ctx->max_beam + 1, ef = w->ef;
+    int expand, batch;
+    limits(w, &expand, &batch);
     uint32_t ep = next_epoch(ctx);
     int cur[ANN_GROUP_MAX], lowest[ANN_GROUP_MAX];
     for (int j = 0; j < nq; j++)
         n[j] = cur[j] = lowest[j] = 0;
-    const int m0 = start_keys(ix, ctx, ep, seeds, n_seeds);
+    const int m0 = start_keys(ix, ctx, ep, w->seeds, w->n_seeds);
     for (int j = 0; j < m0; j++)
         offer_each(keys, ctx, qs, nq, ef, ctx->nbuf[j], n, lowest);
-    if (expand <= 0 || expand > ef)
-        expand = ef;
     for (int busy = 1; busy;) {
         busy = 0;
         if (batch <= 1) {
@@ -256,7 +273,7 @@ static void traverse_each(const ann_index *ix, ann_search_ctx *ctx, const float 
                 while (i < n[q] && i < expand && (done[i] || ctx->xmark[pool[i].id] == ep))
                     done[i++] = 1; /* expanded, here or for another query */
                 cur[q] = i;
-                if (i >= n[q] || i >= expand)
+                if (i >= n[q] || i >= expand || !within_margin(w, pool[0].s, pool[i].s))
                     continue;
                 busy = 1;
                 done[i] = 1;
@@ -281,7 +298,9 @@ static void traverse_each(const ann_index *ix, ann_search_ctx *ctx, const float 
             ann_cand *pool = ctx->gheap + (int64_t)q * stride;
             uint8_t *done = ctx->gexpanded + (int64_t)q * stride;
             int taken = 0;
-            for (int i = cur[q]; i < n[q] && i < expand && taken < batch; i++) {
+            for (int i = cur[q]; i < n[q] && i < expand && taken < batch &&
+                                 within_margin(w, pool[0].s, pool[i].s);
+                 i++) {
                 if (done[i])
                     continue;
                 done[i] = 1;
@@ -311,15 +330,14 @@ static void traverse_each(const ann_index *ix, ann_search_ctx *ctx, const float 
 }
 
 void ann_graph_search_group(const ann_index *ix, ann_search_ctx *ctx, const float *qs, int nq,
-                            int ef, int expand, int batch, const int32_t *seeds, int n_seeds,
-                            int kk, ann_group_mode mix, int *hn)
+                            const ann_walk *w, int kk, ann_group_mode mix, int *hn)
 {
     if (mix == ANN_GROUP_EACH) {
-        traverse_each(ix, ctx, qs, nq, ef, expand, batch, seeds, n_seeds, hn);
+        traverse_each(ix, ctx, qs, nq, w, hn);
         return;
     }
     group_scorer g = {qs, nq, kk, mix, ctx->gheap, ctx->max_beam + 1, hn};
     for (int j = 0; j < nq; j++)
         hn[j] = 0;
-    traverse(ix, ctx, NULL, &g, ef, expand, batch, seeds, n_seeds);
+    traverse(ix, ctx, NULL, &g, w);
 }

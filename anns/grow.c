@@ -351,7 +351,7 @@ static void merge(linker *lk, int32_t u, const int32_t *c, int m, int rev)
 static int top_k(linker *lk, const float *q)
 {
     ann_search_ctx *ctx = lk->ctx;
-    int m = ann_graph_search_pool(lk->ix, ctx, q, lk->ef, lk->ef, 1, NULL, 0), hn = 0;
+    int m = ann_graph_search_pool(lk->ix, ctx, q, &(ann_walk){.ef = lk->ef}), hn = 0;
     uint32_t ep = ctx->epoch;
     for (int i = 0; i < m; i++)
         ann_heap_push(ctx->heap, &hn, lk->K, ctx->pool[i].s, ctx->pool[i].id);
@@ -467,7 +467,7 @@ static int64_t repair(linker *lk, const float *qs, int64_t nq)
                 q = best_query(lk, qs, nq, u);
             else
                 ann_keys_row(lk->keys, u, g->qrow);
-            int m = ann_graph_search_pool(ix, ctx, q, ef, ef, 1, NULL, 0);
+            int m = ann_graph_search_pool(ix, ctx, q, &(ann_walk){.ef = ef});
             int32_t r = -1;
             for (int i = 0; i < m && r < 0; i++)
                 if (ctx->aux[ctx->pool[i].id] && has_room(ix, ctx->pool[i].id))

@@ -236,11 +236,12 @@ static loupe_status check_params(const ann_index *ix, const ann_search_ctx *ctx,
     return LOUPE_OK;
 }
 
-/* The expansions a graph search takes at a time: p->expand_batch within 1..ANN_BATCH_MAX. */
-static int batch_of(const ann_search_params *p)
+/* A graph search's walk for p with beam ef (check_params'). */
+static ann_walk walk_of(const ann_search_params *p, int ef)
 {
-    const int b = p->expand_batch;
-    return b < 1 ? 1 : b > ANN_BATCH_MAX ? ANN_BATCH_MAX : b;
+    return (ann_walk){.ef = ef, .expand = p->expand, .batch = p->expand_batch,
+                      .margin = p->margin > 0 ? p->margin : 0, .seeds = p->seeds,
+                      .n_seeds = p->n_seeds};
 }
 
 /* Writes a query's m candidates res (best first by stored score) as its result: re-scored
@@ -276,10 +277,12 @@ loupe_status ann_search(const ann_index *ix, ann_search_ctx *ctx, const float *q
     switch (ix->type) {
     case ANN_FLAT: m = ann_flat_search(ix, ctx, q, kk, res); break;
     case ANN_IVF: m = ann_ivf_search(ix, ctx, q, kk, p->nprobe, res); break;
-    default:
-        m = ann_graph_search_pool(ix, ctx, q, ef, p->expand, batch_of(p), p->seeds, p->n_seeds);
+    default: {
+        const ann_walk w = walk_of(p, ef);
+        m = ann_graph_search_pool(ix, ctx, q, &w);
         res = ctx->pool;
         break;
+    }
     }
     emit(ix, p, q, res, m, ids, scores, n_found);
     return LOUPE_OK;
@@ -308,8 +311,8 @@ loupe_status ann_search_group(const ann_index *ix, ann_search_ctx *ctx, const fl
     if (st)
         return st;
     int kk = p->rerank_keys ? ef : p->k; /* a re-rank looks at a wider pool */
-    ann_graph_search_group(ix, ctx, qs, nq, ef, p->expand, batch_of(p), p->seeds, p->n_seeds, kk,
-                           p->group_mode, hn);
+    const ann_walk w = walk_of(p, ef);
+    ann_graph_search_group(ix, ctx, qs, nq, &w, kk, p->group_mode, hn);
     for (int j = 0; j < nq; j++) {
         ann_cand *h = ctx->gheap + (int64_t)j * (ctx->max_beam + 1);
         if (p->group_mode != ANN_GROUP_EACH) /* a heap; EACH leaves sorted pools */

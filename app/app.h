@@ -41,6 +41,7 @@ typedef struct {
     int static_max;         /* --static-max (2048): static tail that moves to the host set */
     int ef;                 /* --ef: graph search beam (0: 2·topk) */
     int expand;             /* --expand N: pool entries a graph search expands (0: all) */
+    float margin;           /* --margin X: a graph search stops below the best by X logits */
     int nprobe;             /* --nprobe: IVF lists probed (0: 16) */
     int64_t build_queries;  /* --build-queries: prefill queries per index (16384) */
     bool index_per_kv;      /* --index-per kv|q (kv): one index per KV head or per query head */

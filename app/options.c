@@ -186,6 +186,12 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
         if (r > 1) return r;
         if ((r = app_parse_i64(cmd, "--expand", v, 1, 1 << 20, &n))) return r;
         o->expand = (int)n;
+    } else if (TRY("--margin")) {
+        if (r > 1) return r;
+        if ((r = app_parse_f32(cmd, "--margin", v, &o->margin))) return r;
+        if (!(o->margin >= 0 && o->margin <= 1000))
+            return app_usage(cmd, "--margin must be between 0 and 1000 (attention logits), got %s",
+                             v);
     } else if (TRY("--nprobe")) {
         if (r > 1) return r;
         if ((r = app_parse_i64(cmd, "--nprobe", v, 1, 1 << 20, &n))) return r;
@@ -273,6 +279,7 @@ void app_runner_params(const app_opts *o, rt_runner_params *p)
     p->retrieval.static_max = (uint32_t)o->static_max;
     p->retrieval.ef = o->ef;
     p->retrieval.expand = o->expand;
+    p->retrieval.margin = o->margin;
     p->retrieval.nprobe = o->nprobe;
     p->retrieval.build_queries = o->build_queries;
     p->retrieval.index_per_kv = o->index_per_kv;

@@ -83,6 +83,13 @@ struct rt_retr {
     float *tmp;          /* (n_threads, sgroup_max, hd) */
     double *search_t;    /* (n_threads) thread-seconds in search, this hook call */
     double *busy_t;      /* (n_threads) thread-seconds in tasks (search included), this call */
+    /* A one-token step's search tasks of a layer, in the order they are handed to threads:
+     * longest first by their time at the previous step (a head's search costs much the same
+     * from token to token, and a layer has only a few tasks per thread, so handing out the
+     * long ones last leaves threads waiting for one straggler) */
+    uint16_t *task_order; /* (n_layer, n_head): a permutation of the layer's tasks (n_head
+                             is at most 4096, hparams.c) */
+    float *task_s;        /* (n_layer, n_head) seconds each task took at the previous step */
     int max_beam;
     int ef_cold;         /* beam of a search without seeds (see host_partials) */
 
@@ -180,6 +187,7 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
     sp.ef = r->p.ef;
     sp.expand = r->p.expand;
     sp.expand_batch = r->p.expand_batch;
+    sp.margin = r->p.margin * sqrtf((float)hd); /* logits → q·k */
     sp.nprobe = r->p.nprobe;
     int32_t *ids = r->ids + (size_t)tid * r->sgroup_max * topk;
     float *sc = r->scores + (size_t)tid * r->sgroup_max * topk;
@@ -204,6 +212,7 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
     if (seeded && sp.n_seeds == 0) { /* a cold one-token step (the first after a prefill) */
         sp.ef = r->ef_cold;
         sp.expand = 0; /* all of the wide beam */
+        sp.margin = 0;
     }
     loupe_err e;
     double ts = now_s();
@@ -324,6 +333,19 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
     account(r, il, B, now_s() - t0);
 }
 
+/* order (n tasks) by took[task] descending; insertion sort: nearly sorted from the last step,
+ * and a few dozen tasks. */
+static void sort_longest_first(uint16_t *order, const float *took, long n)
+{
+    for (long i = 1; i < n; i++) {
+        uint16_t w = order[i];
+        long j = i;
+        for (; j > 0 && took[order[j - 1]] < took[w]; j--)
+            order[j] = order[j - 1];
+        order[j] = w;
+    }
+}
+
 loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const float *q,
                                  const float *k, const float *v, float *out, float *lse,
                                  loupe_err *err)
@@ -339,15 +361,21 @@ loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const fl
            r->nq * sizeof *q);
     double t0 = now_s();
     const long work = tasks_per_token(r);
+    uint16_t *order = r->task_order + (size_t)il * r->n_head;
+    float *took = r->task_s + (size_t)il * r->n_head;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(r->n_threads)
-    for (long w = 0; w < work; w++) {
+    for (long i = 0; i < work; i++) { /* dynamic hands iterations out in order */
         int tid = omp_get_thread_num();
         double ts = now_s();
+        const long w = order[i];
         uint32_t nh, h0 = task_heads(r, w, &nh);
         host_partials(r, tid, il, h0, nh, q + (size_t)h0 * hd, true, out + (size_t)h0 * hd,
                       &lse[h0]);
-        r->busy_t[tid] += now_s() - ts;
+        double dt = now_s() - ts;
+        took[w] = (float)dt;
+        r->busy_t[tid] += dt;
     }
+    sort_longest_first(order, took, work);
     account(r, il, 1, now_s() - t0);
     return take_hook_failure(r, err);
 }
@@ -355,6 +383,17 @@ loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const fl
 uint32_t rt_retr_host_end(const rt_retr *r) { return r->host_end; }
 
 /* ==== Lifetime ============================================================================ */
+
+/* Tasks in their natural order, no times known (the search grouping changed, or a new
+ * context). */
+static void reset_task_order(rt_retr *r)
+{
+    for (size_t l = 0; l < r->n_layer; l++)
+        for (uint32_t w = 0; w < r->n_head; w++) {
+            r->task_order[l * r->n_head + w] = (uint16_t)w;
+            r->task_s[l * r->n_head + w] = 0;
+        }
+}
 
 /* Query heads per search task for a requested search_group: within one index's heads (a group
  * search needs one index) and ANN_GROUP_MAX. */
@@ -376,7 +415,7 @@ static int beam_of(int ef, uint32_t topk, uint32_t n_ctx)
     return (int64_t)ef > (int64_t)n_ctx ? (int)n_ctx : ef;
 }
 
-loupe_status rt_retr_set_search(rt_retr *r, int ef, int expand, int expand_batch,
+loupe_status rt_retr_set_search(rt_retr *r, int ef, int expand, int expand_batch, float margin,
                                 uint32_t search_group, loupe_err *err)
 {
     ef = beam_of(ef, r->p.topk, r->n_ctx);
@@ -388,7 +427,11 @@ loupe_status rt_retr_set_search(rt_retr *r, int ef, int expand, int expand_batch
     r->p.ef = ef;
     r->p.expand = expand > 0 ? expand : 0;
     r->p.expand_batch = expand_batch;
-    r->sgroup = search_group_of(r, search_group);
+    r->p.margin = margin > 0 ? margin : 0;
+    uint32_t sgroup = search_group_of(r, search_group);
+    if (sgroup != r->sgroup)
+        reset_task_order(r); /* other tasks */
+    r->sgroup = sgroup;
     return LOUPE_OK;
 }
 
@@ -472,18 +515,21 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->tmp = malloc((size_t)r->n_threads * r->sgroup_max * r->hd * sizeof *r->tmp);
     r->search_t = calloc((size_t)r->n_threads, sizeof *r->search_t);
     r->busy_t = calloc((size_t)r->n_threads, sizeof *r->busy_t);
+    r->task_order = malloc((size_t)r->n_layer * r->n_head * sizeof *r->task_order);
+    r->task_s = malloc((size_t)r->n_layer * r->n_head * sizeof *r->task_s);
     r->gather_max = (uint32_t)topk;
     r->gk = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gk);
     r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
     if (!r->cap || !r->log || !r->gather || !r->keys || !r->index || !r->todo || !r->sctx ||
         !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv ||
-        !r->scores || !r->tmp || !r->search_t || !r->busy_t) {
+        !r->scores || !r->tmp || !r->search_t || !r->busy_t || !r->task_order || !r->task_s) {
         rt_retr_destroy(r);
         return loupe_fail(err, LOUPE_ERR_NOMEM,
                           "out of memory for the retrieval state (%.1f MiB of query buffers)",
                           (double)((size_t)r->n_layer * (r->cap_max + r->log_max) * r->nq * 4) /
                               (1 << 20));
     }
+    reset_task_order(r);
     for (int t = 0; t < r->n_threads; t++) {
         loupe_status st = ann_search_ctx_create(r->n_ctx, r->max_beam, &r->sctx[t], err);
         if (st) {
@@ -560,6 +606,7 @@ void rt_retr_reset(rt_retr *r)
     r->hook_status = LOUPE_OK;
     memset(&r->st, 0, sizeof r->st);
     memset(r->prev_n, 0, (size_t)r->n_layer * r->n_head * sizeof *r->prev_n);
+    reset_task_order(r);
 }
 
 void rt_retr_destroy(rt_retr *r)
@@ -588,6 +635,8 @@ void rt_retr_destroy(rt_retr *r)
     free(r->tmp);
     free(r->search_t);
     free(r->busy_t);
+    free(r->task_order);
+    free(r->task_s);
     free(r);
 }
 

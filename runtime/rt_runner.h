@@ -75,6 +75,9 @@ typedef struct {
                                top-k, which carries little attention weight */
     int expand_batch;       /* graph: pool entries expanded at a time, their key rows fetched
                                together (0 or 1: one; anns.h's ann_search_params) */
+    float margin;           /* graph: a search stops at the first unexpanded pool entry whose
+                               attention logit q·k/sqrt(hd) is below the best's by more than
+                               this (0: no such stop): keys e^-margin of the best weigh nothing */
     int nprobe;             /* IVF lists probed; 0: 16 */
     int64_t build_queries;  /* prefill queries per index, sampled evenly (16384; a shared
                                index takes its query heads' queries at a 1/group of that many
@@ -175,7 +178,7 @@ void rt_runner_stats_get(const rt_runner *r, rt_runner_stats *out);
  * (expand, 0: all), the entries expanded at a time (expand_batch) and the query heads per
  * traversal (search_group, clamped to one index's heads). For a benchmark that sweeps search
  * settings over one prefill; the indexes stay. */
-loupe_status rt_runner_set_search(rt_runner *r, int ef, int expand, int expand_batch,
+loupe_status rt_runner_set_search(rt_runner *r, int ef, int expand, int expand_batch, float margin,
                                   uint32_t search_group, loupe_err *err);
 
 #ifdef __cplusplus

@@ -54,23 +54,30 @@ END {
 # expanding all of them (the same cases, one binary).
 scanned() { bench --ctx 1536 --gen 4 --modes retrieval --csv "$@" 2>/dev/null |
     awk -F, 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next } { print $c["keys_scanned"] }'; }
-all=$(scanned) narrow=$(scanned --expand 8)
+all=$(scanned) narrow=$(scanned --expand 8) near=$(scanned --margin 2)
 [ -n "$all" ] && [ -n "$narrow" ] && [ "$narrow" -lt "$all" ] ||
     { echo "FAIL: --expand 8 scanned '$narrow' keys, the full expansion '$all'"; fail=1; }
+# --margin too: stopping 2 logits below the best scans fewer keys than no such stop.
+[ -n "$near" ] && [ "$near" -lt "$all" ] ||
+    { echo "FAIL: --margin 2 scanned '$near' keys, without a margin '$all'"; fail=1; }
 
 # --search: one prefill, a row per setting, each decoded with its own settings (the columns say
-# which); a narrower expansion scans fewer keys than the full one in the same run.
-csv=$(bench --ctx 1536 --gen 2 --modes retrieval --search 200/0/2,200/8/2,100/0/1 --csv 2>/dev/null) ||
+# which); a narrower expansion, or a margin, scans fewer keys than the full one in the same run.
+csv=$(bench --ctx 1536 --gen 2 --modes retrieval --search 200/0/2,200/8/2,100/0/1,100/0/1/1/2 \
+    --csv 2>/dev/null) ||
     { echo "FAIL: bench retrieval --search exited $?"; fail=1; }
 awk -F, '
 NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
-{ n++; set[n] = $c["ef"] "/" $c["expand"] "/" $c["search_group"]; sc[n] = $c["keys_scanned"] + 0
+{ n++; set[n] = $c["ef"] "/" $c["expand"] "/" $c["search_group"] "/" $c["margin"]
+  sc[n] = $c["keys_scanned"] + 0
   pre[n] = $c["prefill_tokens"]; if ($c["status"] != "ok") bad = 1 }
 END {
-    if (n != 3 || set[1] != "200/0/2" || set[2] != "200/8/2" || set[3] != "100/0/1") {
-        print "FAIL: --search rows: " set[1] " " set[2] " " set[3]; bad = 1 }
-    if (pre[1] != 1530 || pre[3] != 1530) { print "FAIL: one prefill of 1536 - 3·2 tokens: " pre[1]; bad = 1 }
+    if (n != 4 || set[1] != "200/0/2/0" || set[2] != "200/8/2/0" || set[3] != "100/0/1/0" ||
+        set[4] != "100/0/1/2") {
+        print "FAIL: --search rows: " set[1] " " set[2] " " set[3] " " set[4]; bad = 1 }
+    if (pre[1] != 1528 || pre[4] != 1528) { print "FAIL: one prefill of 1536 - 4·2 tokens: " pre[1]; bad = 1 }
     if (!(sc[2] < sc[1])) { print "FAIL: expand 8 scanned " sc[2] ", all " sc[1]; bad = 1 }
+    if (!(sc[4] < sc[3])) { print "FAIL: margin 2 scanned " sc[4] ", none " sc[3]; bad = 1 }
     exit bad
 }' <<<"$csv" || { echo "$csv"; fail=1; }
 
@@ -98,5 +105,8 @@ expect_rc 2 --frobnicate
 expect_rc 2 --expand 0
 expect_rc 2 --search 100/0
 expect_rc 2 --search 100/0/2,x
+expect_rc 2 --search 100/0/1/1/-1
+expect_rc 2 --margin -1
+expect_rc 2 --margin x
 [ $fail = 0 ] && echo "bench_retrieval_cli: PASS"
 exit $fail
