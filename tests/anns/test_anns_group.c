@@ -35,23 +35,8 @@ static double recall1(const int32_t *got, const int32_t *truth)
     return (double)hit / K;
 }
 
-/* Each query's results: K distinct valid ids, sorted best first, scores exact for the keys. */
-static void check_results(const ann_keys *keys, const float *q, const int32_t *ids,
-                          const float *sc, int nf)
-{
-    CHECK(nf == K);
-    for (int i = 0; i < K; i++) {
-        CHECK(ids[i] >= 0 && ids[i] < N);
-        if (ids[i] < 0 || ids[i] >= N)
-            return;
-        CHECK(i == 0 || sc[i] <= sc[i - 1]);
-        CHECK(sc[i] == ann_keys_score(keys, q, ids[i]));
-        for (int j = 0; j < i; j++)
-            CHECK(ids[j] != ids[i]);
-    }
-}
-
-/* The first nf (1..K) of a query's results valid as check_results says, the rest padding. */
+/* The first nf (1..K) of a query's results: distinct valid ids, sorted best first, scores exact
+ * for the keys; the rest padding. */
 static void check_prefix(const ann_keys *keys, const float *q, const int32_t *ids,
                          const float *sc, int nf)
 {
@@ -69,6 +54,14 @@ static void check_prefix(const ann_keys *keys, const float *q, const int32_t *id
         for (int j = 0; j < i; j++)
             CHECK(ids[j] != ids[i]);
     }
+}
+
+/* Each query's results: K distinct valid ids, sorted best first, scores exact for the keys. */
+static void check_results(const ann_keys *keys, const float *q, const int32_t *ids,
+                          const float *sc, int nf)
+{
+    CHECK(nf == K);
+    check_prefix(keys, q, ids, sc, nf);
 }
 
 /* nq == 1 against ann_search, bit for bit, on the first nt queries. */
