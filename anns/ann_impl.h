@@ -278,6 +278,11 @@ typedef struct {
  * its size. */
 int ann_graph_search_pool(const ann_index *ix, ann_search_ctx *ctx, const float *q,
                           const ann_walk *w);
+/* n (<= ANN_INTERLEAVE_MAX) beam searches with batch 1, search j of q[j] over ix[j] with
+ * w[j] in ctx[j], interleaved a step at a time (anns.h's ann_search_many); each leaves its pool
+ * in its ctx->pool as ann_graph_search_pool would, its size in n_pool[j]. */
+void ann_graph_search_many(const ann_index *const *ix, ann_search_ctx *const *ctx,
+                           const float *const *q, const ann_walk *w, int n, int *n_pool);
 /* The traversal for a group of nq (<= ANN_GROUP_MAX) queries (nq, dim) sharing one index
  * (anns.h's ann_group_mode; graph_search.c). Every scanned key is scored for every query.
  * ANN_GROUP_EACH leaves query j's pool of ef, best first, at gheap + j·(max_beam + 1); the

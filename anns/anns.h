@@ -310,6 +310,22 @@ loupe_status ann_search_group(const ann_index *index, ann_search_ctx *ctx, const
                               int nq, const ann_search_params *params, int32_t *ids,
                               float *scores, int *n_found, loupe_err *err);
 
+/* Searches that one thread runs at once, interleaved (ann_search_many). */
+enum { ANN_INTERLEAVE_MAX = 4 };
+
+/* n (1..ANN_INTERLEAVE_MAX) independent searches on one thread, interleaved: search j of
+ * queries[j] (dim) over indexes[j] with params[j] (its own seeds), using ctxs[j] (distinct
+ * contexts). Each gives exactly what ann_search would give it, and scans the same rows; graph
+ * searches take turns a step at a time (score the rows fetched, pick the next entry and ask for
+ * its list; then read the list and ask for its rows), so the memory latency of one search's
+ * rows and lists overlaps the others' scoring: a graph search's cost is waiting for random key
+ * rows, one search alone rarely has enough of them in flight. Other index types, a re-rank, or
+ * expand_batch > 1 run one after another. params[j].k must all be equal (k); writes ids (n, k),
+ * scores (n, k) and n_found (n) as ann_search does. Allocates nothing. */
+loupe_status ann_search_many(const ann_index *const *indexes, ann_search_ctx *const *ctxs,
+                             const float *const *queries, const ann_search_params *params, int n,
+                             int32_t *ids, float *scores, int *n_found, loupe_err *err);
+
 /* Many queries (nq, dim) in parallel, OpenMP thread t using ctxs[t] (n_ctx of them; threads =
  * n_ctx). ids/scores (nq, k); slots past a query's n_found hold -1 / -INFINITY. */
 loupe_status ann_search_batch(const ann_index *index, ann_search_ctx **ctxs, int n_ctx,

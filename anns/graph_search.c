@@ -31,14 +31,15 @@ static int pool_insert_in(ann_cand *pool, uint8_t *expanded, int *n, int cap, fl
 {
     if (*n == cap && s <= pool[cap - 1].s)
         return cap;
-    int lo = 0, hi = *n;
-    while (lo < hi) { /* first position whose score is below s */
-        int mid = (lo + hi) / 2;
-        if (pool[mid].s >= s)
-            lo = mid + 1;
-        else
-            hi = mid;
+    /* the first position whose score is below s, without branches on the scores (a search
+     * inserts a thousand or more keys at random positions: the branches would mispredict) */
+    int lo = 0, len = *n;
+    while (len > 1) { /* the answer is in [lo, lo + len] */
+        const int half = len / 2;
+        lo += half & -(int)(pool[lo + half].s >= s);
+        len -= half;
     }
+    lo += len == 1 && pool[lo].s >= s;
     int tail = (*n < cap ? *n : cap - 1) - lo;
     if (tail > 0) {
         memmove(pool + lo + 1, pool + lo, (size_t)tail * sizeof *pool);
@@ -148,6 +149,12 @@ static int start_keys(const ann_index *ix, ann_search_ctx *ctx, uint32_t ep, con
     return m;
 }
 
+/* Asks for key u's neighbour list ahead of reading it. */
+static inline void prefetch_list(const ann_index *ix, int32_t u)
+{
+    __builtin_prefetch(ix->adj + ix->adj_off[u], 0, 3);
+}
+
 /* The neighbours of keys us (n) not visited yet into ctx->nbuf (see unvisited_neighbours),
  * their lists fetched together first; returns how many. */
 static int gather_neighbours(const ann_index *ix, ann_search_ctx *ctx, const int32_t *us, int n,
@@ -155,7 +162,7 @@ static int gather_neighbours(const ann_index *ix, ann_search_ctx *ctx, const int
 {
     if (n > 1)
         for (int j = 0; j < n; j++)
-            __builtin_prefetch(ix->adj + ix->adj_off[us[j]], 0, 3);
+            prefetch_list(ix, us[j]);
     int m = 0;
     for (int j = 0; j < n; j++)
         m += unvisited_neighbours(ix, ctx, us[j], ep, ctx->nbuf + m);
@@ -223,6 +230,86 @@ int ann_graph_search_pool(const ann_index *ix, ann_search_ctx *ctx, const float 
                           const ann_walk *w)
 {
     return traverse(ix, ctx, q, NULL, w);
+}
+
+/* ---- Interleaved searches (ann_search_many) ------------------------------------------- *
+ *
+ * traverse() with batch 1, cut into its two memory waits: a walker either scores the rows it
+ * asked for (then picks its next entry and asks for that entry's list), or reads the list it
+ * asked for (then marks the unvisited neighbours and asks for their rows). Walkers take turns,
+ * so between a walker's request and its use, the others compute. Each walker's steps are
+ * traverse()'s, in its order: the same pool, the same rows scanned. */
+
+typedef struct {
+    const ann_index *ix;
+    ann_search_ctx *ctx;
+    const float *q;
+    const ann_walk *w;
+    int expand, n, i, m; /* m: rows waiting in ctx->nbuf */
+    uint32_t ep;
+    int32_t u;           /* the entry whose list was asked for */
+    bool gather, done;   /* next step reads u's list; no step left */
+} walker;
+
+static void walker_start(walker *k)
+{
+    int batch;
+    limits(k->w, &k->expand, &batch);
+    k->ep = next_epoch(k->ctx);
+    k->n = k->i = 0;
+    k->m = start_keys(k->ix, k->ctx, k->ep, k->w->seeds, k->w->n_seeds);
+    k->gather = k->done = false;
+}
+
+/* Scores the waiting rows into the pool, then picks the next entry to expand (traverse()'s
+ * rule) and asks for its list, or finishes. */
+static void walker_score(walker *k)
+{
+    ann_search_ctx *ctx = k->ctx;
+    int lowest = k->n;
+    for (int j = 0; j < k->m; j++) {
+        int32_t v = ctx->nbuf[j];
+        int pos = pool_insert(ctx, &k->n, k->w->ef, ann_score(k->ix->keys, k->q, v), v);
+        lowest = pos < lowest ? pos : lowest;
+    }
+    int next = lowest < k->i ? lowest : k->i;
+    while (next < k->n && ctx->expanded[next])
+        next++;
+    k->i = next;
+    if (next < k->n && next < k->expand &&
+        within_margin(k->w, ctx->pool[0].s, ctx->pool[next].s)) {
+        ctx->expanded[next] = 1;
+        k->u = ctx->pool[next].id;
+        prefetch_list(k->ix, k->u);
+        k->gather = true;
+    } else {
+        k->done = true;
+    }
+}
+
+void ann_graph_search_many(const ann_index *const *ix, ann_search_ctx *const *ctx,
+                           const float *const *q, const ann_walk *w, int n, int *n_pool)
+{
+    walker k[ANN_INTERLEAVE_MAX];
+    for (int j = 0; j < n; j++) {
+        k[j] = (walker){.ix = ix[j], .ctx = ctx[j], .q = q[j], .w = &w[j]};
+        walker_start(&k[j]);
+    }
+    for (int busy = n; busy > 0;)
+        for (int j = 0; j < n; j++) {
+            if (k[j].done)
+                continue;
+            if (k[j].gather) {
+                k[j].m =
+                    unvisited_neighbours(k[j].ix, k[j].ctx, k[j].u, k[j].ep, k[j].ctx->nbuf);
+                k[j].gather = false;
+                continue;
+            }
+            walker_score(&k[j]);
+            busy -= k[j].done;
+        }
+    for (int j = 0; j < n; j++)
+        n_pool[j] = k[j].n;
 }
 
 /* ---- Group search, one pool per query (ANN_GROUP_EACH) --------------------------------- *

@@ -8,6 +8,8 @@
  */
 #include "anns/ann_impl.h"
 
+#include <stdbool.h>
+
 #include <omp.h>
 #include <stdlib.h>
 #include <strings.h>
@@ -320,6 +322,50 @@ loupe_status ann_search_group(const ann_index *ix, ann_search_ctx *ctx, const fl
         emit(ix, p, qs + (int64_t)j * ix->dim, h, hn[j], ids + (int64_t)j * p->k,
              scores + (int64_t)j * p->k, &n_found[j]);
     }
+    return LOUPE_OK;
+}
+
+loupe_status ann_search_many(const ann_index *const *ix, ann_search_ctx *const *ctx,
+                             const float *const *q, const ann_search_params *p, int n,
+                             int32_t *ids, float *scores, int *n_found, loupe_err *err)
+{
+    if (n < 1 || n > ANN_INTERLEAVE_MAX)
+        return loupe_fail(err, LOUPE_ERR_INVALID, "interleaved search of %d queries (1..%d)", n,
+                          ANN_INTERLEAVE_MAX);
+    const int k = p[0].k;
+    bool walk = true; /* every search a plain graph walk */
+    ann_walk w[ANN_INTERLEAVE_MAX];
+    for (int j = 0; j < n; j++) {
+        int ef = 0;
+        if (p[j].k != k)
+            return loupe_fail(err, LOUPE_ERR_INVALID,
+                              "interleaved searches want %d and %d results: one k for all", k,
+                              p[j].k);
+        loupe_status st = check_params(ix[j], ctx[j], &p[j], &ef, err);
+        if (st)
+            return st;
+        for (int i = 0; i < j; i++)
+            if (ctx[i] == ctx[j])
+                return loupe_fail(err, LOUPE_ERR_INVALID,
+                                  "interleaved searches %d and %d share a search context", i, j);
+        w[j] = walk_of(&p[j], ef);
+        walk = walk && ix[j]->type != ANN_FLAT && ix[j]->type != ANN_IVF && !p[j].rerank_keys &&
+               p[j].expand_batch <= 1;
+    }
+    if (!walk) {
+        for (int j = 0; j < n; j++) {
+            loupe_status st = ann_search(ix[j], ctx[j], q[j], &p[j], ids + (int64_t)j * k,
+                                         scores + (int64_t)j * k, &n_found[j], err);
+            if (st)
+                return st;
+        }
+        return LOUPE_OK;
+    }
+    int m[ANN_INTERLEAVE_MAX];
+    ann_graph_search_many(ix, ctx, q, w, n, m);
+    for (int j = 0; j < n; j++)
+        emit(ix[j], &p[j], q[j], ctx[j]->pool, m[j], ids + (int64_t)j * k,
+             scores + (int64_t)j * k, &n_found[j]);
     return LOUPE_OK;
 }
 

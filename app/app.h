@@ -42,6 +42,7 @@ typedef struct {
     int ef;                 /* --ef: graph search beam (0: 2·topk) */
     int expand;             /* --expand N: pool entries a graph search expands (0: all) */
     float margin;           /* --margin X: a graph search stops below the best by X logits */
+    uint32_t interleave;    /* --interleave N: query heads one thread searches at once */
     int nprobe;             /* --nprobe: IVF lists probed (0: 16) */
     int64_t build_queries;  /* --build-queries: prefill queries per index (16384) */
     bool index_per_kv;      /* --index-per kv|q (kv): one index per KV head or per query head */

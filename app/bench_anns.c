@@ -58,6 +58,8 @@ static const char usage_text[] =
     "                        truth and recall are then over the middle keys only\n"
     "  --expand-batch N      graphs: pool entries expanded at a time, their rows fetched\n"
     "                        together (1..8; 1, the classic order)\n"
+    "  --interleave N        graphs: each thread runs N searches at once, interleaved a step\n"
+    "                        at a time (1..4; the same results and rows; 1)\n"
     "  --prev-seeds N        graphs: search the test queries in order on one thread, each\n"
     "                        seeded with the previous one's best N (decode steps; per file)\n"
     "  --recent-seeds N      graphs: also start every search at the last N indexed keys (the\n"
@@ -147,6 +149,8 @@ typedef struct {
     int32_t *gids;            /* (nth, group, k) per thread, one group's results */
     float *gsc;               /* (nth, group, k) */
     int expand_batch;         /* --expand-batch: graph pool entries expanded at a time */
+    int interleave;           /* --interleave: searches per thread at once; ctxs holds nth of
+                                 them per thread */
 } sweep_ctx;
 
 /* Softmax weight of key `id` for query q relative to the query's best true score `s1`. */
@@ -271,11 +275,48 @@ static int search_grouped(sweep_ctx *s, ann_search_params p)
 /* Searches test queries q0 .. q0+nq-1 with p (with --group: all of them, grouped) and measures
  * recall@k, attention-mass recall and the fraction of keys scanned. Seeds (--prev-seeds) restart
  * at q0 and at each file's start. */
+/* --interleave: the queries in runs of s->interleave, each run on one thread with its
+ * contexts, interleaved (ann_search_many). */
+static loupe_status search_interleaved(sweep_ctx *s, const ann_search_params *p, int64_t q0,
+                                       int64_t nq, loupe_err *err)
+{
+    const int w = s->interleave;
+    const int64_t runs = (nq + w - 1) / w;
+    loupe_status rc = LOUPE_OK;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(s->nth)
+    for (int64_t i = 0; i < runs; i++) {
+        const int t = omp_get_thread_num();
+        const int64_t q = q0 + i * w;
+        const int n = nq - i * w < w ? (int)(nq - i * w) : w;
+        const ann_index *ixs[ANN_INTERLEAVE_MAX];
+        const float *qs[ANN_INTERLEAVE_MAX];
+        ann_search_params ps[ANN_INTERLEAVE_MAX];
+        int nf[ANN_INTERLEAVE_MAX];
+        for (int j = 0; j < n; j++) {
+            ixs[j] = s->ix;
+            qs[j] = s->tq + (q + j) * s->d;
+            ps[j] = *p;
+        }
+        loupe_err e;
+        loupe_status st = ann_search_many(ixs, s->ctxs + (size_t)t * w, qs, ps, n,
+                                          s->ids + q * s->k, s->scores + q * s->k, nf, &e);
+        if (st) {
+#pragma omp critical(bench_anns_interleave)
+            if (!rc) {
+                rc = st;
+                *err = e;
+            }
+        }
+    }
+    return rc;
+}
+
 static int measure(sweep_ctx *s, ann_search_params p, int64_t q0, int64_t nq, sweep_row *out)
 {
     loupe_err err;
     loupe_err_clear(&err);
-    for (int t = 0; t < s->nth; t++)
+    const int n_ctx = s->nth * s->interleave;
+    for (int t = 0; t < n_ctx; t++)
         ann_search_ctx_reset_scanned(s->ctxs[t]);
     struct timespec a, b;
     clock_gettime(CLOCK_MONOTONIC, &a);
@@ -303,6 +344,9 @@ static int measure(sweep_ctx *s, ann_search_params p, int64_t q0, int64_t nq, sw
                            s->scores + q * s->k, &nf, &err))
                 return app_fail("bench anns: search", &err);
         }
+    } else if (s->interleave > 1 && ann_index_type(s->ix) >= ANN_GRAPH) {
+        if (search_interleaved(s, &p, q0, nq, &err))
+            return app_fail("bench anns: search", &err);
     } else if (ann_search_batch(s->ix, s->ctxs, s->nth, s->tq + q0 * s->d, nq, &p,
                                 s->ids + q0 * s->k, s->scores + q0 * s->k, &err)) {
         return app_fail("bench anns: search", &err);
@@ -310,7 +354,7 @@ static int measure(sweep_ctx *s, ann_search_params p, int64_t q0, int64_t nq, sw
     clock_gettime(CLOCK_MONOTONIC, &b);
     out->secs = (double)(b.tv_sec - a.tv_sec) + 1e-9 * (double)(b.tv_nsec - a.tv_nsec);
     int64_t scanned = 0;
-    for (int t = 0; t < s->nth; t++)
+    for (int t = 0; t < n_ctx; t++)
         scanned += ann_search_ctx_scanned(s->ctxs[t]);
     evaluate(s, q0, nq, out);
     out->frac = (double)scanned / ((double)nq * (double)s->n);
@@ -609,7 +653,7 @@ int bench_anns(int argc, char **argv)
     const char *synthetic = NULL, *write_syn = NULL;
     int64_t k = 100, threads = 0, n_test = 1000, seed = 1, v, ex_first = 0, ex_last = 0;
     int csv = 0, want[4] = {1, 1, 1, 1}, do_analyze = 0, prev_seeds = 0, oracle = 0;
-    int per_file = 0, recent_seeds = 0, group = 1, expand_batch = 1;
+    int per_file = 0, recent_seeds = 0, group = 1, expand_batch = 1, interleave = 1;
     ann_group_mode mix = ANN_GROUP_EACH;
     ann_key_type storage = ANN_KEYS_BF16;
     ann_build_opts bo;
@@ -658,6 +702,12 @@ int bench_anns(int argc, char **argv)
             if (app_parse_i64(cmd, "--expand-batch", val, 1, ANN_BATCH_MAX, &v))
                 return APP_EXIT_USAGE;
             expand_batch = (int)v;
+        } else if ((r = app_opt_value(cmd, "--interleave", argc, argv, &i, &val))) {
+            if (r != 1)
+                return r;
+            if (app_parse_i64(cmd, "--interleave", val, 1, ANN_INTERLEAVE_MAX, &v))
+                return APP_EXIT_USAGE;
+            interleave = (int)v;
         } else if ((r = app_opt_value(cmd, "--prev-seeds", argc, argv, &i, &val))) {
             if (r != 1)
                 return r;
@@ -809,7 +859,7 @@ int bench_anns(int argc, char **argv)
     int n_files = 0;
     int d = 0, dbq = 0, dt = 0, truth_d = 0;
     ann_keys *keys = NULL, *keys_f32 = NULL;
-    ann_search_ctx *ctxs[1024] = {0};
+    ann_search_ctx *ctxs[1024 * ANN_INTERLEAVE_MAX] = {0}; /* --threads at most 1024 */
     int nth = threads > 0 ? (int)threads : omp_get_max_threads();
     bo.threads = nth;
     bo.seed = (uint64_t)seed;
@@ -958,7 +1008,7 @@ int bench_anns(int argc, char **argv)
             goto done;
         }
     }
-    for (int t = 0; t < nth; t++)
+    for (int t = 0; t < nth * interleave; t++)
         if (ann_search_ctx_create(n, max_beam, &ctxs[t], &err)) {
             rc = app_fail("bench anns", &err);
             goto done;
@@ -1002,7 +1052,7 @@ int bench_anns(int argc, char **argv)
         sweep_ctx s = {ix, ctxs, nth, TQ, nt, truth, truth_d, (int)k, n, csv, bs.total_s, &bs,
                        ids, scores, KM, d, truth_mass, prev_seeds, seq_len, oracle,
                        per_file, n_files, file_n, recent, recent_seeds, seed_buf,
-                       group, mix, gq, gids, gsc, expand_batch};
+                       group, mix, gq, gids, gsc, expand_batch, interleave};
         int r = 0;
         if (ty == ANN_FLAT) {
             r = run_setting(&s, "-", 0, (int)k, 1);
@@ -1021,7 +1071,7 @@ int bench_anns(int argc, char **argv)
     }
     rc = APP_EXIT_OK;
 done:
-    for (int t = 0; t < 1024; t++)
+    for (int t = 0; t < 1024 * ANN_INTERLEAVE_MAX; t++)
         ann_search_ctx_destroy(ctxs[t]);
     ann_keys_destroy(keys);
     ann_keys_destroy(keys_f32);

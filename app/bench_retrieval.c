@@ -67,6 +67,7 @@ enum { MAX_LENS = 16, MAX_MODES = 16, MAX_SEARCH = 16 };
 typedef struct {
     int ef, expand, group, batch;
     float margin; /* logits, 0: none */
+    int ilv;      /* heads searched interleaved */
 } search_setting;
 
 static void usage(FILE *f)
@@ -82,9 +83,10 @@ static void usage(FILE *f)
             "                        static: the static set alone (topk 0)\n"
             "  --full-gpu-mem SIZE   the CUDA budget of the full mode (0: the whole card)\n"
             "  --search LIST         the retrieval mode decodes --gen tokens under each setting\n"
-            "                        EF/EXPAND/GROUP[/BATCH[/MARGIN]] of the comma-separated\n"
-            "                        list (BATCH: pool entries expanded at a time, 1; MARGIN:\n"
-            "                        --margin, 0), one row each,\n"
+            "                        EF/EXPAND/GROUP[/BATCH[/MARGIN[/INTERLEAVE]]] of the comma-\n"
+            "                        separated list (BATCH: pool entries expanded at a time, 1;\n"
+            "                        MARGIN: --margin, 0; INTERLEAVE: --interleave, 1), one row\n"
+            "                        each,\n"
             "                        after ONE prefill of L - gen·settings tokens (e.g.\n"
             "                        100/0/2,100/32/2,100/0/1; EF at most the first's 4×: the\n"
             "                        runner is created with the first). The first setting's\n"
@@ -129,21 +131,24 @@ static int parse_search(bench_opts *b, const char *s)
     while (*s) {
         size_t len = strcspn(s, ",");
         search_setting *x = &b->search[b->n_search];
-        int used = 0, used4 = 0, used5 = 0;
-        x->batch = 1;
+        int used = 0, used4 = 0, used5 = 0, used6 = 0;
+        x->batch = x->ilv = 1;
         x->margin = 0;
         if (b->n_search < MAX_SEARCH &&
-            sscanf(s, "%d/%d/%d%n/%d%n/%f%n", &x->ef, &x->expand, &x->group, &used, &x->batch,
-                   &used4, &x->margin, &used5) >= 3 && used4 > used)
-            used = used5 > used4 ? used5 : used4;
+            sscanf(s, "%d/%d/%d%n/%d%n/%f%n/%d%n", &x->ef, &x->expand, &x->group, &used,
+                   &x->batch, &used4, &x->margin, &used5, &x->ilv, &used6) >= 3 && used4 > used)
+            used = used6 > used5 ? used6 : used5 > used4 ? used5 : used4;
         if (b->n_search == MAX_SEARCH || (size_t)used != len || x->ef < 1 || x->expand < 0 ||
             x->group < 1 || x->group > ANN_GROUP_MAX || x->batch < 1 ||
-            x->batch > ANN_BATCH_MAX || !(x->margin >= 0 && x->margin <= 1000))
+            x->batch > ANN_BATCH_MAX || !(x->margin >= 0 && x->margin <= 1000) || x->ilv < 1 ||
+            x->ilv > ANN_INTERLEAVE_MAX)
             return app_usage(CMD,
-                             "--search expects up to %d settings EF/EXPAND/GROUP[/BATCH[/MARGIN]] "
-                             "(EF >= 1, EXPAND >= 0, GROUP 1..%d, BATCH 1..%d, MARGIN 0..1000) "
-                             "like 100/0/2,100/32/2/4,200/0/1/1/8, got '%.*s'",
-                             MAX_SEARCH, ANN_GROUP_MAX, ANN_BATCH_MAX, (int)len, s);
+                             "--search expects up to %d settings "
+                             "EF/EXPAND/GROUP[/BATCH[/MARGIN[/INTERLEAVE]]] (EF >= 1, EXPAND >= "
+                             "0, GROUP 1..%d, BATCH 1..%d, MARGIN 0..1000, INTERLEAVE 1..%d) "
+                             "like 100/0/2,100/32/2/4,200/0/1/1/8,100/0/1/1/0/2, got '%.*s'",
+                             MAX_SEARCH, ANN_GROUP_MAX, ANN_BATCH_MAX, ANN_INTERLEAVE_MAX,
+                             (int)len, s);
         b->n_search++;
         s += len + (s[len] == ',');
     }
@@ -446,13 +451,15 @@ static int run_rows(bench *be, uint32_t L, bench_mode mode, const char *name, in
         p.retrieval.search_group = (uint32_t)b->search[0].group;
         p.retrieval.expand_batch = b->search[0].batch;
         p.retrieval.margin = b->search[0].margin;
+        p.retrieval.interleave = (uint32_t)b->search[0].ilv;
     }
     out.topk = is_retrieval(mode) ? p.retrieval.topk : 0;
     if (mode == MODE_RETRIEVAL)
         out.search = (search_setting){
             p.retrieval.ef > 0 ? p.retrieval.ef : 2 * (int)p.retrieval.topk,
             p.retrieval.expand, (int)p.retrieval.search_group,
-            p.retrieval.expand_batch > 1 ? p.retrieval.expand_batch : 1, p.retrieval.margin};
+            p.retrieval.expand_batch > 1 ? p.retrieval.expand_batch : 1, p.retrieval.margin,
+            p.retrieval.interleave > 1 ? (int)p.retrieval.interleave : 1};
 
     loupe_err err;
     loupe_err_clear(&err);
@@ -490,7 +497,7 @@ static int run_rows(bench *be, uint32_t L, bench_mode mode, const char *name, in
         if (!st && n_set > 1) {
             const search_setting *x = &b->search[s];
             st = rt_runner_set_search(r, x->ef, x->expand, x->batch, x->margin,
-                                      (uint32_t)x->group, &err);
+                                      (uint32_t)x->group, (uint32_t)x->ilv, &err);
             w.search = *x;
         }
         rt_runner_stats a, z;
@@ -530,7 +537,7 @@ static void print_header(const bench_opts *b, const char *name, const rt_model *
                "imbalance_ms_tok,coexec_tokens,step_ms,gpu_wait_ms,host_ms,tail_ms,idle_ms,"
                "n_host,searches,keys_scanned,keys_attended,scanned_pct,attended_pct,gpu_bytes,"
                "host_kv_bytes,index_bytes,rss_prefill_bytes,peak_rss_bytes,ef,expand,search_group,"
-               "expand_batch,margin,status\n");
+               "expand_batch,margin,interleave,status\n");
         return;
     }
     printf("model %s: %.1fM params, %u layers, %u/%u heads; backend %s, %d threads\n"
@@ -566,7 +573,7 @@ static void print_row(const bench_opts *b, const char *name, int threads, bool c
     if (b->csv) {
         printf("%s,%s,%d,%u,%s,%s,%u,%u,%u,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f,%.4f,%.4f,%llu,%.4f,%.4f,"
                "%.4f,%.4f,%.4f,%u,%llu,%llu,%llu,%.3f,%.3f,%llu,%llu,%llu,%llu,%llu,%d,%d,%d,%d,"
-               "%g,",
+               "%g,%d,",
                name, w->ok ? rt_backend_name(w->backend) : rt_backend_name(b->o.backend),
                threads, w->ctx, mode, w->ok ? rt_attn_mode_name(w->attention) : "", w->topk,
                w->n_pre, w->n_gen, w->prefill_s, w->build_s, w->build_knn_s, w->ms_mean,
@@ -578,7 +585,7 @@ static void print_row(const bench_opts *b, const char *name, int threads, bool c
                (unsigned long long)w->gpu_bytes, (unsigned long long)w->host_kv_bytes,
                (unsigned long long)w->index_bytes, (unsigned long long)w->rss_prefill,
                (unsigned long long)w->rss_peak, w->search.ef, w->search.expand,
-               w->search.group, w->search.batch, (double)w->search.margin);
+               w->search.group, w->search.batch, (double)w->search.margin, w->search.ilv);
         if (w->ok)
             printf("ok\n");
         else
@@ -586,8 +593,11 @@ static void print_row(const bench_opts *b, const char *name, int threads, bool c
     } else if (!w->ok) {
         printf("%7u %-9s failed: %s\n", w->ctx, mode, w->why);
     } else {
-        char set[40] = "-";
-        if (w->search.ef > 0 && w->search.margin > 0)
+        char set[96] = "-";
+        if (w->search.ef > 0 && w->search.ilv > 1)
+            snprintf(set, sizeof set, "%d/%d/%d/%d/%g/%d", w->search.ef, w->search.expand,
+                     w->search.group, w->search.batch, (double)w->search.margin, w->search.ilv);
+        else if (w->search.ef > 0 && w->search.margin > 0)
             snprintf(set, sizeof set, "%d/%d/%d/%d/%g", w->search.ef, w->search.expand,
                      w->search.group, w->search.batch, (double)w->search.margin);
         else if (w->search.ef > 0 && w->search.batch > 1)

@@ -70,17 +70,21 @@ struct rt_retr {
     uint32_t n_index, heads_per_index; /* per layer; query heads sharing one index */
     uint32_t sgroup;     /* query heads per search task (search_group within heads_per_index
                             and ANN_GROUP_MAX; 1 with an index per query head) */
-    uint32_t sgroup_max; /* the most it may become (rt_retr_set_search): the buffers' stride */
-    ann_search_ctx **sctx; /* (n_threads) */
-    int32_t *ids;        /* (n_threads, sgroup_max, topk) */
-    int32_t *seeds;      /* (n_threads, sgroup_max · 2 · topk) a group's seeds: its heads' previous
-                            ids and the ids after them */
+    uint32_t sgroup_max; /* the most it may become (rt_retr_set_search) */
+    uint32_t ilv;        /* with sgroup 1: query heads per search task, searched interleaved on
+                            the task's thread (ann_search_many), within a KV group */
+    uint32_t ilv_max;    /* the most it may become: search contexts per thread */
+    uint32_t task_max;   /* query heads per task at most: the per-thread buffers' stride */
+    ann_search_ctx **sctx; /* (n_threads, ilv_max) */
+    int32_t *ids;        /* (n_threads, task_max, topk) */
+    int32_t *seeds;      /* (n_threads, task_max · 2 · topk) a task's seeds: its heads' previous
+                            ids and the ids after them (a group's: their union) */
     /* the previous one-token step's results per (layer, query head), index ids: the next step's
      * search starts from them (consecutive tokens' queries attend to much the same keys) */
     int32_t *prev_ids;   /* (n_layer · n_head, topk) */
     int *prev_n;         /* (n_layer · n_head) */
-    float *scores;       /* (n_threads, sgroup_max, topk) */
-    float *tmp;          /* (n_threads, sgroup_max, hd) */
+    float *scores;       /* (n_threads, task_max, topk) */
+    float *tmp;          /* (n_threads, task_max, hd) */
     double *search_t;    /* (n_threads) thread-seconds in search, this hook call */
     double *busy_t;      /* (n_threads) thread-seconds in tasks (search included), this call */
     /* A one-token step's search tasks of a layer, in the order they are handed to threads:
@@ -189,37 +193,59 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
     sp.expand_batch = r->p.expand_batch;
     sp.margin = r->p.margin * sqrtf((float)hd); /* logits → q·k */
     sp.nprobe = r->p.nprobe;
-    int32_t *ids = r->ids + (size_t)tid * r->sgroup_max * topk;
-    float *sc = r->scores + (size_t)tid * r->sgroup_max * topk;
+    int32_t *ids = r->ids + (size_t)tid * r->task_max * topk;
+    float *sc = r->scores + (size_t)tid * r->task_max * topk;
     const size_t slot = (size_t)il * r->n_head + h0;
     int32_t *prev = r->prev_ids + slot * topk; /* (nh, topk): the heads' slots are consecutive */
     int nf[ANN_GROUP_MAX] = {0};
-    if (seeded) {
-        /* The heads' previous results (a group's: their union; repeats cost nothing, visited
-         * marks skip them) and the key right after each: a model copying from the context (the
-         * digits of a pass key, a value after its key) wants at this step the position after
-         * the one it read at the last, which need not be a graph neighbour of it. */
-        int32_t *seeds = r->seeds + (size_t)tid * r->sgroup_max * topk * 2;
-        for (uint32_t j = 0; j < nh; j++)
-            for (int i = 0; i < r->prev_n[slot + j]; i++) {
-                const int32_t id = prev[(size_t)j * topk + i];
-                seeds[sp.n_seeds++] = id;
-                if (id + 1 < (int32_t)n_host)
-                    seeds[sp.n_seeds++] = id + 1;
-            }
-        sp.seeds = seeds;
-    }
-    if (seeded && sp.n_seeds == 0) { /* a cold one-token step (the first after a prefill) */
-        sp.ef = r->ef_cold;
-        sp.expand = 0; /* all of the wide beam */
-        sp.margin = 0;
+    /* Interleaved: nh searches of their own (own seeds, own contexts); else one search, of a
+     * group when nh > 1. */
+    const bool apart = nh > 1 && r->sgroup == 1;
+    ann_search_params one[ANN_INTERLEAVE_MAX];
+    const int n_par = apart ? (int)nh : 1;
+    int32_t *seeds = r->seeds + (size_t)tid * r->task_max * topk * 2;
+    for (int x = 0; x < n_par; x++) {
+        ann_search_params *px = &one[x];
+        *px = sp;
+        if (seeded) {
+            /* The heads' previous results (a group's: their union; repeats cost nothing,
+             * visited marks skip them) and the key right after each: a model copying from the
+             * context (the digits of a pass key, a value after its key) wants at this step the
+             * position after the one it read at the last, which need not be a graph neighbour
+             * of it. */
+            px->seeds = seeds + (size_t)x * topk * 2;
+            for (uint32_t j = apart ? (uint32_t)x : 0; j < (apart ? (uint32_t)x + 1 : nh); j++)
+                for (int i = 0; i < r->prev_n[slot + j]; i++) {
+                    const int32_t id = prev[(size_t)j * topk + i];
+                    seeds[(size_t)x * topk * 2 + px->n_seeds++] = id;
+                    if (id + 1 < (int32_t)n_host)
+                        seeds[(size_t)x * topk * 2 + px->n_seeds++] = id + 1;
+                }
+        }
+        if (seeded && px->n_seeds == 0) { /* a cold one-token step (the first after a prefill) */
+            px->ef = r->ef_cold;
+            px->expand = 0; /* all of the wide beam */
+            px->margin = 0;
+        }
     }
     loupe_err e;
     double ts = now_s();
-    const ann_index *ix = index_of(r, il, h0);
-    loupe_status st = nh == 1 ? ann_search(ix, r->sctx[tid], qs, &sp, ids, sc, nf, &e)
-                              : ann_search_group(ix, r->sctx[tid], qs, (int)nh, &sp, ids, sc, nf,
-                                                 &e);
+    loupe_status st;
+    if (apart) {
+        const ann_index *ixs[ANN_INTERLEAVE_MAX];
+        const float *qv[ANN_INTERLEAVE_MAX];
+        for (uint32_t j = 0; j < nh; j++) {
+            ixs[j] = index_of(r, il, h0 + j);
+            qv[j] = qs + (size_t)j * hd;
+        }
+        st = ann_search_many(ixs, r->sctx + (size_t)tid * r->ilv_max, qv, one, (int)nh, ids, sc,
+                             nf, &e);
+    } else {
+        const ann_index *ix = index_of(r, il, h0);
+        ann_search_ctx *ctx = r->sctx[(size_t)tid * r->ilv_max];
+        st = nh == 1 ? ann_search(ix, ctx, qs, one, ids, sc, nf, &e)
+                     : ann_search_group(ix, ctx, qs, (int)nh, one, ids, sc, nf, &e);
+    }
     r->search_t[tid] += now_s() - ts;
     if (seeded && !st)
         for (uint32_t j = 0; j < nh; j++) {
@@ -248,18 +274,25 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
     r->st.keys_attended += attended;
 }
 
+/* Query heads per search task: a search group, else the heads searched interleaved. */
+static uint32_t heads_per_task(const rt_retr *r)
+{
+    return r->sgroup > 1 ? r->sgroup : r->ilv;
+}
+
 /* Search task w of a layer (tasks_per_kv of them per KV head): its first query head and count. */
 static uint32_t task_heads(const rt_retr *r, long w, uint32_t *nh)
 {
-    const uint32_t per_kv = (r->group + r->sgroup - 1) / r->sgroup;
-    const uint32_t g = (uint32_t)(w / per_kv), sub = (uint32_t)(w % per_kv) * r->sgroup;
-    *nh = r->group - sub < r->sgroup ? r->group - sub : r->sgroup;
+    const uint32_t per = heads_per_task(r), per_kv = (r->group + per - 1) / per;
+    const uint32_t g = (uint32_t)(w / per_kv), sub = (uint32_t)(w % per_kv) * per;
+    *nh = r->group - sub < per ? r->group - sub : per;
     return g * r->group + sub;
 }
 
 static long tasks_per_token(const rt_retr *r)
 {
-    return (long)r->n_kv * (long)((r->group + r->sgroup - 1) / r->sgroup);
+    const uint32_t per = heads_per_task(r);
+    return (long)r->n_kv * (long)((r->group + per - 1) / per);
 }
 
 /* Bookkeeping after a parallel section of host partials for `queries` query heads that took
@@ -274,8 +307,10 @@ static void account(rt_retr *r, uint32_t il, size_t tokens, double wall)
         search += r->search_t[t];
         busy += r->busy_t[t];
         r->search_t[t] = r->busy_t[t] = 0;
-        r->st.keys_scanned += (uint64_t)ann_search_ctx_scanned(r->sctx[t]);
-        ann_search_ctx_reset_scanned(r->sctx[t]);
+    }
+    for (size_t i = 0; i < (size_t)r->n_threads * r->ilv_max; i++) {
+        r->st.keys_scanned += (uint64_t)ann_search_ctx_scanned(r->sctx[i]);
+        ann_search_ctx_reset_scanned(r->sctx[i]);
     }
     search /= r->n_threads;
     busy /= r->n_threads;
@@ -312,7 +347,7 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
         const float *K = rt_ctx_keys(c, il, h0 / group), *V = rt_ctx_values(c, il, h0 / group);
         const float *q = c->q + (t * n_head + h0) * hd;
         float *out = c->att + (t * n_head + h0) * hd;
-        float *tmp = r->tmp + (size_t)tid * r->sgroup_max * hd;
+        float *tmp = r->tmp + (size_t)tid * r->task_max * hd;
         size_t pos = (size_t)c->n_past + t;
         float l_out[ANN_GROUP_MAX], l_tmp[ANN_GROUP_MAX];
         for (uint32_t j = 0; j < nh; j++) {
@@ -403,6 +438,14 @@ static uint32_t search_group_of(const rt_retr *r, uint32_t want)
     return want < r->sgroup_max ? want : r->sgroup_max;
 }
 
+/* Query heads searched interleaved per task for a requested count: within a KV group and
+ * ANN_INTERLEAVE_MAX; 1 for 0. */
+static uint32_t interleave_of(const rt_retr *r, uint32_t want)
+{
+    want = want > 1 ? want : 1;
+    return want < r->ilv_max ? want : r->ilv_max;
+}
+
 /* The graph beam for a requested ef: 0 takes twice the keys wanted (the topk being at most the
  * context), at least 1 (topk 0); at most n_ctx: a search happens only while topk < the host
  * set < n_ctx, and beams beyond n_ctx buy nothing. */
@@ -416,7 +459,7 @@ static int beam_of(int ef, uint32_t topk, uint32_t n_ctx)
 }
 
 loupe_status rt_retr_set_search(rt_retr *r, int ef, int expand, int expand_batch, float margin,
-                                uint32_t search_group, loupe_err *err)
+                                uint32_t search_group, uint32_t interleave, loupe_err *err)
 {
     ef = beam_of(ef, r->p.topk, r->n_ctx);
     if (ef > r->max_beam)
@@ -428,10 +471,11 @@ loupe_status rt_retr_set_search(rt_retr *r, int ef, int expand, int expand_batch
     r->p.expand = expand > 0 ? expand : 0;
     r->p.expand_batch = expand_batch;
     r->p.margin = margin > 0 ? margin : 0;
-    uint32_t sgroup = search_group_of(r, search_group);
-    if (sgroup != r->sgroup)
+    uint32_t sgroup = search_group_of(r, search_group), ilv = interleave_of(r, interleave);
+    if (sgroup != r->sgroup || ilv != r->ilv)
         reset_task_order(r); /* other tasks */
     r->sgroup = sgroup;
+    r->ilv = ilv;
     return LOUPE_OK;
 }
 
@@ -470,6 +514,9 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->n_index = r->n_head / r->heads_per_index;
     r->sgroup_max = r->heads_per_index < ANN_GROUP_MAX ? r->heads_per_index : ANN_GROUP_MAX;
     r->sgroup = search_group_of(r, r->p.search_group);
+    r->ilv_max = r->group < ANN_INTERLEAVE_MAX ? r->group : ANN_INTERLEAVE_MAX;
+    r->ilv = interleave_of(r, r->p.interleave);
+    r->task_max = r->sgroup_max > r->ilv_max ? r->sgroup_max : r->ilv_max;
     /* build_queries counts queries per index: a shared index takes its query heads' queries at
      * build_queries / heads_per_index sampled positions */
     int64_t positions = r->p.build_queries / r->heads_per_index;
@@ -506,13 +553,13 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->keys = calloc((size_t)r->n_layer * r->n_kv, sizeof *r->keys);
     r->index = calloc((size_t)r->n_layer * r->n_index, sizeof *r->index);
     r->todo = malloc((size_t)r->n_layer * sizeof *r->todo);
-    r->sctx = calloc((size_t)r->n_threads, sizeof *r->sctx);
-    r->ids = malloc((size_t)r->n_threads * r->sgroup_max * topk * sizeof *r->ids);
-    r->seeds = malloc((size_t)r->n_threads * r->sgroup_max * topk * 2 * sizeof *r->seeds);
+    r->sctx = calloc((size_t)r->n_threads * r->ilv_max, sizeof *r->sctx);
+    r->ids = malloc((size_t)r->n_threads * r->task_max * topk * sizeof *r->ids);
+    r->seeds = malloc((size_t)r->n_threads * r->task_max * topk * 2 * sizeof *r->seeds);
     r->prev_ids = malloc((size_t)r->n_layer * r->n_head * topk * sizeof *r->prev_ids);
     r->prev_n = calloc((size_t)r->n_layer * r->n_head, sizeof *r->prev_n);
-    r->scores = malloc((size_t)r->n_threads * r->sgroup_max * topk * sizeof *r->scores);
-    r->tmp = malloc((size_t)r->n_threads * r->sgroup_max * r->hd * sizeof *r->tmp);
+    r->scores = malloc((size_t)r->n_threads * r->task_max * topk * sizeof *r->scores);
+    r->tmp = malloc((size_t)r->n_threads * r->task_max * r->hd * sizeof *r->tmp);
     r->search_t = calloc((size_t)r->n_threads, sizeof *r->search_t);
     r->busy_t = calloc((size_t)r->n_threads, sizeof *r->busy_t);
     r->task_order = malloc((size_t)r->n_layer * r->n_head * sizeof *r->task_order);
@@ -530,8 +577,8 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
                               (1 << 20));
     }
     reset_task_order(r);
-    for (int t = 0; t < r->n_threads; t++) {
-        loupe_status st = ann_search_ctx_create(r->n_ctx, r->max_beam, &r->sctx[t], err);
+    for (size_t i = 0; i < (size_t)r->n_threads * r->ilv_max; i++) {
+        loupe_status st = ann_search_ctx_create(r->n_ctx, r->max_beam, &r->sctx[i], err);
         if (st) {
             rt_retr_destroy(r);
             return st;
@@ -615,8 +662,8 @@ void rt_retr_destroy(rt_retr *r)
         return;
     rt_retr_reset(r);
     if (r->sctx)
-        for (int t = 0; t < r->n_threads; t++)
-            ann_search_ctx_destroy(r->sctx[t]);
+        for (size_t i = 0; i < (size_t)r->n_threads * r->ilv_max; i++)
+            ann_search_ctx_destroy(r->sctx[i]);
     free(r->cap);
     free(r->log);
     free(r->gather);
@@ -884,7 +931,7 @@ loupe_status rt_retr_settle(rt_retr *r, loupe_err *err)
                                           NULL, 0, h);
             loupe_err e;
             loupe_status st = ann_index_add(r->index[i], q, (int64_t)tail * r->heads_per_index,
-                                            r->sctx[t], &e);
+                                            r->sctx[(size_t)t * r->ilv_max], &e);
             if (st) {
 #pragma omp critical(rt_retr_grow)
                 if (!first) {

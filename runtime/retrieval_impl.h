@@ -63,8 +63,9 @@ loupe_status rt_retr_settle(rt_retr *r, loupe_err *err);
 void rt_retr_stats(const rt_retr *r, rt_runner_stats *out);
 /* Changes the search of the steps that follow (rt_runner_set_search has the why): the beam
  * (0: 2·topk; at most what the state was created for, its cold beam), the expansion (0: all),
- * the entries expanded at a time and the query heads per traversal (clamped as at creation). */
+ * the entries expanded at a time, the margin, the query heads per traversal and those searched
+ * interleaved (clamped as at creation). */
 loupe_status rt_retr_set_search(rt_retr *r, int ef, int expand, int expand_batch, float margin,
-                                uint32_t search_group, loupe_err *err);
+                                uint32_t search_group, uint32_t interleave, loupe_err *err);
 
 #endif /* LOUPE_RETRIEVAL_IMPL_H */

@@ -78,6 +78,10 @@ typedef struct {
     float margin;           /* graph: a search stops at the first unexpanded pool entry whose
                                attention logit q·k/sqrt(hd) is below the best's by more than
                                this (0: no such stop): keys e^-margin of the best weigh nothing */
+    uint32_t interleave;    /* with search_group 1: query heads of a KV group one thread searches
+                               at once, interleaved a step at a time so that one search's memory
+                               waits overlap the others' work (anns.h's ann_search_many; 0 or 1:
+                               one at a time; at most 4); the same results */
     int nprobe;             /* IVF lists probed; 0: 16 */
     int64_t build_queries;  /* prefill queries per index, sampled evenly (16384; a shared
                                index takes its query heads' queries at a 1/group of that many
@@ -175,11 +179,12 @@ void rt_runner_stats_get(const rt_runner *r, rt_runner_stats *out);
 
 /* Changes how the steps that follow search (retrieval modes): the graph beam (ef, 0: 2·topk; at
  * most the beam the runner was created for, or 4× it: its first-step beam), its expansion
- * (expand, 0: all), the entries expanded at a time (expand_batch) and the query heads per
- * traversal (search_group, clamped to one index's heads). For a benchmark that sweeps search
+ * (expand, 0: all), the entries expanded at a time (expand_batch), the margin (logits, 0: none),
+ * the query heads per traversal (search_group, clamped to one index's heads) and the heads
+ * searched interleaved (interleave, with search_group 1). For a benchmark that sweeps search
  * settings over one prefill; the indexes stay. */
 loupe_status rt_runner_set_search(rt_runner *r, int ef, int expand, int expand_batch, float margin,
-                                  uint32_t search_group, loupe_err *err);
+                                  uint32_t search_group, uint32_t interleave, loupe_err *err);
 
 #ifdef __cplusplus
 }

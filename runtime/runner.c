@@ -419,13 +419,14 @@ loupe_status rt_runner_decode(rt_runner *r, int32_t id, loupe_err *err)
 }
 
 loupe_status rt_runner_set_search(rt_runner *r, int ef, int expand, int expand_batch, float margin,
-                                  uint32_t search_group, loupe_err *err)
+                                  uint32_t search_group, uint32_t interleave, loupe_err *err)
 {
     if (!r->retr)
         return loupe_fail(err, LOUPE_ERR_INVALID,
                           "search settings need a retrieval mode (--attention retrieval, flat or "
                           "ivf); this runner attends fully");
-    return rt_retr_set_search(r->retr, ef, expand, expand_batch, margin, search_group, err);
+    return rt_retr_set_search(r->retr, ef, expand, expand_batch, margin, search_group, interleave,
+                              err);
 }
 
 const float *rt_runner_logits(rt_runner *r, loupe_err *err)

@@ -11,6 +11,7 @@
  *     recall within 0.01 of one at a time, with the same result checks;
  *   - a margin (stop below the pool's best by that much) too wide to matter changes nothing,
  *     bit for bit and row for row; a narrow one scans fewer rows, every result still valid;
+ *   - interleaved searches (ann_search_many) give each search ann_search's results and rows;
  *   - nq outside 1..ANN_GROUP_MAX fails with a sentence.
  * Recall and rows per query are printed for both pool rankings (max, mean). */
 #include <math.h>
@@ -160,6 +161,68 @@ int main(void)
         }
         ann_index_destroy(fl);
         ann_index_destroy(ivf);
+    }
+
+    /* Interleaved (ann_search_many): 1..4 searches with different queries and settings each
+     * give ann_search's results and scan its rows, bit for bit; a flat index among them (one
+     * after another) too; shared contexts, n out of range and unequal k fail. */
+    {
+        ann_search_ctx *cs[ANN_INTERLEAVE_MAX] = {NULL};
+        for (int j = 0; j < ANN_INTERLEAVE_MAX; j++)
+            CHECK(ann_search_ctx_create(N, 512, &cs[j], &err) == LOUPE_OK);
+        ann_index *fl = NULL;
+        CHECK(ann_index_build(ANN_FLAT, keys, NULL, 0, &bo, &fl, NULL, &err) == LOUPE_OK);
+        int32_t seeds[K];
+        for (int i = 0; i < K; i++)
+            seeds[i] = truth[(i * 7 + K) % (2 * K)];
+        const ann_search_params set[ANN_INTERLEAVE_MAX] = {
+            {.k = K, .ef = EF},
+            {.k = K, .ef = EF, .seeds = seeds, .n_seeds = K},
+            {.k = K, .ef = K, .expand = K / 3},
+            {.k = K, .ef = EF, .margin = 20}};
+        int32_t a[ANN_INTERLEAVE_MAX * K], b[ANN_INTERLEAVE_MAX * K];
+        float sa[ANN_INTERLEAVE_MAX * K], sb[ANN_INTERLEAVE_MAX * K];
+        int na[ANN_INTERLEAVE_MAX], nb[ANN_INTERLEAVE_MAX];
+        for (int t = 0; t < 12; t++)
+            for (int n = 1; n <= ANN_INTERLEAVE_MAX; n++) {
+                const ann_index *ixs[ANN_INTERLEAVE_MAX];
+                const float *qs[ANN_INTERLEAVE_MAX];
+                ann_search_params ps[ANN_INTERLEAVE_MAX];
+                int64_t rows_a = 0, rows_b = 0;
+                for (int j = 0; j < n; j++) {
+                    ixs[j] = t == 11 && j == 1 ? fl : g;
+                    qs[j] = GQ + ((int64_t)t * G_MAX + j) * D;
+                    ps[j] = set[(t + j) % ANN_INTERLEAVE_MAX];
+                    int64_t s0 = ann_search_ctx_scanned(ctx);
+                    CHECK(ann_search(ixs[j], ctx, qs[j], &ps[j], a + j * K, sa + j * K, &na[j],
+                                     &err) == LOUPE_OK);
+                    rows_a += ann_search_ctx_scanned(ctx) - s0;
+                    rows_b -= ann_search_ctx_scanned(cs[j]);
+                }
+                CHECK(ann_search_many(ixs, cs, qs, ps, n, b, sb, nb, &err) == LOUPE_OK);
+                for (int j = 0; j < n; j++)
+                    rows_b += ann_search_ctx_scanned(cs[j]);
+                CHECK_MSG(!memcmp(a, b, sizeof(int32_t) * n * K) &&
+                              !memcmp(sa, sb, sizeof(float) * n * K) &&
+                              !memcmp(na, nb, sizeof(int) * n),
+                          "interleaved search of %d (query %d) differs from ann_search", n, t);
+                CHECK_MSG(rows_a == rows_b, "interleaved %d scanned %lld rows, alone %lld", n,
+                          (long long)rows_b, (long long)rows_a);
+            }
+        const ann_index *ixs[2] = {g, g};
+        const float *qs[2] = {GQ, GQ + D};
+        ann_search_ctx *same[2] = {cs[0], cs[0]};
+        ann_search_params two[2] = {set[0], set[0]};
+        CHECK(ann_search_many(ixs, same, qs, two, 2, b, sb, nb, &err) == LOUPE_ERR_INVALID &&
+              strlen(err.msg) > 0);
+        CHECK(ann_search_many(ixs, cs, qs, two, 0, b, sb, nb, &err) == LOUPE_ERR_INVALID);
+        CHECK(ann_search_many(ixs, cs, qs, two, ANN_INTERLEAVE_MAX + 1, b, sb, nb, &err) ==
+              LOUPE_ERR_INVALID);
+        two[1].k = K / 2;
+        CHECK(ann_search_many(ixs, cs, qs, two, 2, b, sb, nb, &err) == LOUPE_ERR_INVALID);
+        ann_index_destroy(fl);
+        for (int j = 0; j < ANN_INTERLEAVE_MAX; j++)
+            ann_search_ctx_destroy(cs[j]);
     }
 
     /* Singles: every query of every group searched alone. */

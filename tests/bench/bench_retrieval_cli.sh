@@ -107,6 +107,9 @@ expect_rc 2 --search 100/0
 expect_rc 2 --search 100/0/2,x
 expect_rc 2 --search 100/0/1/1/-1
 expect_rc 2 --margin -1
+expect_rc 2 --interleave 0
+expect_rc 2 --interleave 5
+expect_rc 2 --search 100/0/1/1/0/5
 expect_rc 2 --margin x
 [ $fail = 0 ] && echo "bench_retrieval_cli: PASS"
 exit $fail

@@ -11,7 +11,10 @@
  *   3. a narrow beam: groups of 2 and 4 are no further from the exact top-k (flat) than
  *      search_group 1 is, count the same searches and attended keys per query head, and scan
  *      fewer key rows (one load per row per group);
- *   4. with one index per query head the option changes nothing (bit for bit).
+ *   4. with one index per query head the option changes nothing (bit for bit);
+ *   5. interleaved searches (rt_retrieval_params.interleave 2 and 4, with either kind of index)
+ *      give the run of one search at a time bit for bit, with the same searches, rows scanned
+ *      and keys attended.
  */
 #include <math.h>
 #include <stdio.h>
@@ -127,6 +130,23 @@ int main(int argc, char **argv)
     p.retrieval.search_group = 4;
     CHECK(!script_run(m, &p, ids, got, &st, &err));
     CHECK(!memcmp(one, got, rows * nv * sizeof *got) && st.keys_scanned == st1.keys_scanned);
+
+    /* 5. Interleaved searches: the same searches, in another order on the thread. */
+    for (int per_kv = 0; per_kv <= 1; per_kv++) {
+        params(&p, RT_ATTN_RETRIEVAL, TOPK, 1);
+        p.retrieval.index_per_kv = per_kv;
+        CHECK(!script_run(m, &p, ids, one, &st1, &err));
+        for (uint32_t ilv = 2; ilv <= 4; ilv += 2) {
+            p.retrieval.interleave = ilv;
+            loupe_status s = script_run(m, &p, ids, got, &st, &err);
+            CHECK_MSG(!s, "interleave %u: %s", ilv, loupe_err_message(&err));
+            CHECK_MSG(!s && !memcmp(one, got, rows * nv * sizeof *got),
+                      "interleave %u (index per %s) changed the logits", ilv,
+                      per_kv ? "KV head" : "query head");
+            CHECK(st.searches == st1.searches && st.keys_scanned == st1.keys_scanned &&
+                  st.keys_attended == st1.keys_attended && st.searches > 0);
+        }
+    }
 
     free(ids);
     free(full);
