@@ -109,11 +109,15 @@ typedef struct {
     int32_t id;
 } ann_cand;
 
+enum { ANN_EPOCH_MAX = 255 }; /* search epochs are bytes (ann_search_ctx.visited) */
+
 struct ann_search_ctx {
     int64_t max_keys;
     int max_beam;
-    uint32_t *visited;       /* (max_keys) epoch of the search that last saw the key */
-    uint32_t epoch;
+    uint8_t *visited;        /* (max_keys) epoch of the search that last saw the key: a byte, so
+                                the marks of 1M keys take 1 MiB of cache, not 4 (every scored
+                                row checks one at random) */
+    uint32_t epoch;          /* 1..ANN_EPOCH_MAX */
     ann_cand *pool;          /* (max_beam + 1) sorted best first */
     uint8_t *expanded;       /* (max_beam + 1) parallel to pool */
     ann_cand *heap;          /* (max_beam + 1) min-heap scratch (flat, ivf, growth's top-k) */
@@ -124,7 +128,7 @@ struct ann_search_ctx {
     ann_cand *gheap;         /* (ANN_GROUP_MAX, max_beam + 1) ann_search_group: per query its
                                 pool (ANN_GROUP_EACH) or bounded top-k min-heap (shared modes) */
     uint8_t *gexpanded;      /* (ANN_GROUP_MAX, max_beam + 1) parallel to the pools in gheap */
-    uint32_t *xmark;         /* (max_keys) epoch of the group search that expanded the key */
+    uint8_t *xmark;          /* (max_keys) epoch of the group search that expanded the key */
     int64_t scanned;
 };
 

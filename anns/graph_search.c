@@ -9,7 +9,8 @@
  * allocates nothing.
  *
  * Visited marks are epochs: a key is visited in this search iff visited[key] == epoch; bumping
- * the epoch clears every mark in O(1) (a full clear only when the 32-bit counter wraps).
+ * the epoch clears every mark in O(1) (a full clear only when the byte wraps, every 255
+ * searches).
  * Before scoring an expansion's neighbours, their key rows are prefetched, so the memory
  * latency of the rows overlaps with the dot products.
  *
@@ -62,7 +63,7 @@ static int pool_insert(ann_search_ctx *ctx, int *n, int cap, float s, int32_t id
 static uint32_t next_epoch(ann_search_ctx *ctx)
 {
     uint32_t ep = ++ctx->epoch;
-    if (ep == 0) { /* wrapped: marks from 2^32 searches ago would read as current */
+    if (ep > ANN_EPOCH_MAX) { /* wrapped: marks of searches long ago would read as current */
         memset(ctx->visited, 0, (size_t)ctx->max_keys * sizeof *ctx->visited);
         memset(ctx->xmark, 0, (size_t)ctx->max_keys * sizeof *ctx->xmark);
         ep = ctx->epoch = 1;
