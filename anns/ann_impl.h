@@ -252,6 +252,8 @@ static inline void ann_prefetch_row(const ann_keys *k, int64_t id)
     size_t bytes = (size_t)k->dim * ann_key_type_bytes(k->type);
     for (size_t o = 0; o < bytes; o += 64)
         __builtin_prefetch(p + o, 0, 3);
+    if (k->type == ANN_KEYS_INT8) /* its scale: one more line ann_score reads */
+        __builtin_prefetch(k->scales + id, 0, 3);
 }
 
 /* ---- Per-type parts --------------------------------------------------------------------- */

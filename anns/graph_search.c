@@ -292,11 +292,18 @@ void ann_graph_search_many(const ann_index *const *ix, ann_search_ctx *const *ct
                            const float *const *q, const ann_walk *w, int n, int *n_pool)
 {
     walker k[ANN_INTERLEAVE_MAX];
+    int busy = n;
     for (int j = 0; j < n; j++) {
         k[j] = (walker){.ix = ix[j], .ctx = ctx[j], .q = q[j], .w = &w[j]};
         walker_start(&k[j]);
+        /* Odd walkers one step ahead: then a walker's rows are asked for just before another
+         * walker SCORES (the long step) and used after it, not after a short list read. */
+        if (j % 2) {
+            walker_score(&k[j]);
+            busy -= k[j].done;
+        }
     }
-    for (int busy = n; busy > 0;)
+    while (busy > 0)
         for (int j = 0; j < n; j++) {
             if (k[j].done)
                 continue;
