@@ -321,7 +321,9 @@ enum { ANN_INTERLEAVE_MAX = 4 };
  * rows and lists overlaps the others' scoring: a graph search's cost is waiting for random key
  * rows, one search alone rarely has enough of them in flight. Other index types, a re-rank, or
  * expand_batch > 1 run one after another. params[j].k must all be equal (k); writes ids (n, k),
- * scores (n, k) and n_found (n) as ann_search does. Allocates nothing. */
+ * scores (n, k) and n_found (n) as ann_search does. Allocates nothing. On the development
+ * machine it was no faster than one search at a time (docs/BENCHMARKS.md): there the loads of
+ * random rows are limited by how many can be in flight, which interleaving does not raise. */
 loupe_status ann_search_many(const ann_index *const *indexes, ann_search_ctx *const *ctxs,
                              const float *const *queries, const ann_search_params *params, int n,
                              int32_t *ids, float *scores, int *n_found, loupe_err *err);

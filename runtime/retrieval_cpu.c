@@ -90,7 +90,8 @@ struct rt_retr {
     /* A one-token step's search tasks of a layer, in the order they are handed to threads:
      * longest first by their time at the previous step (a head's search costs much the same
      * from token to token, and a layer has only a few tasks per thread, so handing out the
-     * long ones last leaves threads waiting for one straggler) */
+     * long ones last leaves threads waiting for one straggler; at 128K on the 8B shape the
+     * measured imbalance stayed where it was, 2.6-2.7 ms per token: docs/BENCHMARKS.md) */
     uint16_t *task_order; /* (n_layer, n_head): a permutation of the layer's tasks (n_head
                              is at most 4096, hparams.c) */
     float *task_s;        /* (n_layer, n_head) seconds each task took at the previous step */
