@@ -185,22 +185,35 @@ static inline bool within_margin(const ann_walk *w, float best, float s)
     return w->margin <= 0 || s >= best - w->margin;
 }
 
+/* Scores the m keys waiting in ctx->nbuf (for q, or g's queries) into the pool of *n entries
+ * (capacity ef); returns the best unexpanded entry from i on, the one an insertion above i
+ * took first: where the search goes next. */
+static int score_waiting(const ann_index *ix, ann_search_ctx *ctx, const float *q,
+                         const group_scorer *g, int ef, int *n, int i, int m)
+{
+    int lowest = *n;
+    for (int j = 0; j < m; j++) {
+        int32_t v = ctx->nbuf[j];
+        int pos = pool_insert(ctx, n, ef, score_key(ix->keys, q, g, v), v);
+        lowest = pos < lowest ? pos : lowest;
+    }
+    int next = lowest < i ? lowest : i;
+    while (next < *n && ctx->expanded[next])
+        next++;
+    return next;
+}
+
 /* The beam search (file comment) for q, or for g's queries when g is non-NULL, expanding the
  * best `batch` unexpanded pool entries at a time; returns the pool size. */
 static int traverse(const ann_index *ix, ann_search_ctx *ctx, const float *q,
                     const group_scorer *g, const ann_walk *w)
 {
-    const ann_keys *keys = ix->keys;
-    const int ef = w->ef;
     int expand, batch;
     limits(w, &expand, &batch);
     uint32_t ep = next_epoch(ctx);
     int n = 0;
     const int m0 = start_keys(ix, ctx, ep, w->seeds, w->n_seeds);
-    for (int j = 0; j < m0; j++)
-        pool_insert(ctx, &n, ef, score_key(keys, q, g, ctx->nbuf[j]), ctx->nbuf[j]);
-
-    int i = 0; /* the best unexpanded pool entry */
+    int i = score_waiting(ix, ctx, q, g, w->ef, &n, 0, m0); /* the best unexpanded entry */
     while (i < n && i < expand && within_margin(w, ctx->pool[0].s, ctx->pool[i].s)) {
         int32_t us[ANN_BATCH_MAX];
         int nu = 0;
@@ -212,17 +225,7 @@ static int traverse(const ann_index *ix, ann_search_ctx *ctx, const float *q,
                 us[nu++] = ctx->pool[j].id;
             }
         int m = gather_neighbours(ix, ctx, us, nu, ep);
-        int lowest = n;
-        for (int j = 0; j < m; j++) {
-            int32_t v = ctx->nbuf[j];
-            int pos = pool_insert(ctx, &n, ef, score_key(keys, q, g, v), v);
-            if (pos < lowest)
-                lowest = pos;
-        }
-        int next = lowest < i ? lowest : i;
-        while (next < n && ctx->expanded[next])
-            next++;
-        i = next;
+        i = score_waiting(ix, ctx, q, g, w->ef, &n, i, m);
     }
     return n;
 }
@@ -267,16 +270,7 @@ static void walker_start(walker *k)
 static void walker_score(walker *k)
 {
     ann_search_ctx *ctx = k->ctx;
-    int lowest = k->n;
-    for (int j = 0; j < k->m; j++) {
-        int32_t v = ctx->nbuf[j];
-        int pos = pool_insert(ctx, &k->n, k->w->ef, ann_score(k->ix->keys, k->q, v), v);
-        lowest = pos < lowest ? pos : lowest;
-    }
-    int next = lowest < k->i ? lowest : k->i;
-    while (next < k->n && ctx->expanded[next])
-        next++;
-    k->i = next;
+    const int next = k->i = score_waiting(k->ix, ctx, k->q, NULL, k->w->ef, &k->n, k->i, k->m);
     if (next < k->n && next < k->expand &&
         within_margin(k->w, ctx->pool[0].s, ctx->pool[next].s)) {
         ctx->expanded[next] = 1;

@@ -593,18 +593,17 @@ static void print_row(const bench_opts *b, const char *name, int threads, bool c
         printf("%7u %-9s failed: %s\n", w->ctx, mode, w->why);
     } else {
         char set[96] = "-";
-        if (w->search.ef > 0 && w->search.ilv > 1)
-            snprintf(set, sizeof set, "%d/%d/%d/%d/%g/%d", w->search.ef, w->search.expand,
-                     w->search.group, w->search.batch, (double)w->search.margin, w->search.ilv);
-        else if (w->search.ef > 0 && w->search.margin > 0)
-            snprintf(set, sizeof set, "%d/%d/%d/%d/%g", w->search.ef, w->search.expand,
-                     w->search.group, w->search.batch, (double)w->search.margin);
-        else if (w->search.ef > 0 && w->search.batch > 1)
-            snprintf(set, sizeof set, "%d/%d/%d/%d", w->search.ef, w->search.expand,
-                     w->search.group, w->search.batch);
-        else if (w->search.ef > 0)
-            snprintf(set, sizeof set, "%d/%d/%d", w->search.ef, w->search.expand,
-                     w->search.group);
+        const search_setting *x = &w->search;
+        if (x->ef > 0) { /* as --search takes it: the optional fields up to the last set one */
+            const int fields = x->ilv > 1 ? 6 : x->margin > 0 ? 5 : x->batch > 1 ? 4 : 3;
+            int len = snprintf(set, sizeof set, "%d/%d/%d", x->ef, x->expand, x->group);
+            if (fields >= 4)
+                len += snprintf(set + len, sizeof set - (size_t)len, "/%d", x->batch);
+            if (fields >= 5)
+                len += snprintf(set + len, sizeof set - (size_t)len, "/%g", (double)x->margin);
+            if (fields >= 6)
+                snprintf(set + len, sizeof set - (size_t)len, "/%d", x->ilv);
+        }
         printf("%7u %-9s %-13s %8.2f %7.2f %8.2f %8.2f %7.2f %7.2f %7.2f", w->ctx, mode, set,
                w->prefill_s, w->build_s, w->ms_mean, w->ms_median, w->search_ms, w->attend_ms,
                w->imbalance_ms);

@@ -214,13 +214,15 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
              * context (the digits of a pass key, a value after its key) wants at this step the
              * position after the one it read at the last, which need not be a graph neighbour
              * of it. */
-            px->seeds = seeds + (size_t)x * topk * 2;
-            for (uint32_t j = apart ? (uint32_t)x : 0; j < (apart ? (uint32_t)x + 1 : nh); j++)
+            int32_t *mine = seeds + (size_t)x * topk * 2;
+            const uint32_t j0 = apart ? (uint32_t)x : 0, j1 = apart ? j0 + 1 : nh; /* heads */
+            px->seeds = mine;
+            for (uint32_t j = j0; j < j1; j++)
                 for (int i = 0; i < r->prev_n[slot + j]; i++) {
                     const int32_t id = prev[(size_t)j * topk + i];
-                    seeds[(size_t)x * topk * 2 + px->n_seeds++] = id;
+                    mine[px->n_seeds++] = id;
                     if (id + 1 < (int32_t)n_host)
-                        seeds[(size_t)x * topk * 2 + px->n_seeds++] = id + 1;
+                        mine[px->n_seeds++] = id + 1;
                 }
         }
         if (seeded && px->n_seeds == 0) { /* a cold one-token step (the first after a prefill) */
