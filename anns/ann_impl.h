@@ -221,6 +221,28 @@ static inline uint64_t ann_rng_next(uint64_t *s)
 
 /* ---- Kernels (keystore.c) ----------------------------------------------------------------- */
 
+/* The dot products keep ANN_LANES (16) partial sums and end with ann_lanes_sum. */
+enum { ANN_LANES = 16 };
+typedef float ann_lanes8 __attribute__((vector_size(8 * sizeof(float))));
+typedef float ann_lanes4 __attribute__((vector_size(4 * sizeof(float))));
+
+/* tail + the 16 partial sums added as a tree (j + j+8, then j + j+4, j + j+2, 0 + 1): four
+ * dependent additions where adding them one by one took sixteen, the better part of a 128-d
+ * score's time in a search (which waits for each score). One order on every ISA: each step is
+ * an IEEE addition of the same operands. graph_build.c's batched distances end with it too. */
+static inline float ann_lanes_sum(const float acc[ANN_LANES], float tail)
+{
+    ann_lanes8 a, b;
+    memcpy(&a, acc, sizeof a);
+    memcpy(&b, acc + 8, sizeof b);
+    a += b;
+    ann_lanes4 c, e;
+    memcpy(&c, &a, sizeof c);
+    memcpy(&e, (const char *)&a + sizeof c, sizeof e);
+    c += e;
+    return tail + ((c[0] + c[2]) + (c[1] + c[3]));
+}
+
 float ann_dot_f32(const float *a, const float *b, int d);
 float ann_dot_bf16(const float *q, const uint16_t *k, int d);
 float ann_dot_i8(const float *q, const int8_t *k, int d);

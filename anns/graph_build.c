@@ -150,15 +150,15 @@ ANN_CLONES static void cand_rank_sort(ann_prune_cand *a, int n)
 
 /* ---- Distances, several at once --------------------------------------------------------- */
 
-/* DIST_LANES must equal keystore.c's ANN_LANES: the batched kernel below repeats its order. */
-enum { DIST_LANES = 16, DIST_BATCH = 8 };
+/* DIST_LANES is keystore.c's ANN_LANES: the batched kernel below repeats its order. */
+enum { DIST_LANES = ANN_LANES, DIST_BATCH = 8 };
 typedef float dist_vec __attribute__((vector_size(DIST_LANES * sizeof(float))));
 
 /* out[p] = the prune distance (L2², or -a·b for ANN_PRUNE_IP) between a and b[p], p < P,
  * bit-identical to keystore.c's ann_l2sq_f32 / ann_dot_f32: each pair takes the same operations
- * in the same order (16 lane sums, then the tail, then the lanes added one by one; -std=c11
- * fuses no multiply-add), but P pairs are in flight, so the loop is bound by throughput instead
- * of by one pair's chain of dependent additions (~100 cycles for one 128-d distance). */
+ * in the same order (16 lane sums, then the tail, then ann_lanes_sum; -std=c11 fuses no
+ * multiply-add), but P pairs are in flight, so the loop is bound by throughput instead of by one
+ * pair's chain of dependent additions. */
 static inline __attribute__((always_inline)) void dist_kernel(int P, int ip, const float *a,
                                                               const float *const *b, int d,
                                                               float *out)
@@ -188,11 +188,12 @@ static inline __attribute__((always_inline)) void dist_kernel(int P, int ip, con
     for (; i < d; i++)
         for (int p = 0; p < P; p++)
             s[p] += ip ? a[i] * b[p][i] : (a[i] - b[p][i]) * (a[i] - b[p][i]);
-    for (int j = 0; j < DIST_LANES; j++)
-        for (int p = 0; p < P; p++)
-            s[p] += acc[p][j];
-    for (int p = 0; p < P; p++)
-        out[p] = ip ? -s[p] : s[p];
+    for (int p = 0; p < P; p++) {
+        float lanes[DIST_LANES], t;
+        memcpy(lanes, &acc[p], sizeof lanes);
+        t = ann_lanes_sum(lanes, s[p]);
+        out[p] = ip ? -t : t;
+    }
 }
 
 ANN_CLONES static void dist_8(int ip, const float *a, const float *const *b, int d, float *out)

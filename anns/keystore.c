@@ -18,8 +18,7 @@
 /* ---- Dot products ------------------------------------------------------------------------- */
 
 /* Sixteen independent accumulators: the compiler vectorises the lanes without reassociating a
- * float reduction (which -O3 alone may not do). */
-#define ANN_LANES 16
+ * float reduction (which -O3 alone may not do); ann_lanes_sum adds them up. */
 
 ANN_CLONES float ann_dot_f32(const float *a, const float *b, int d)
 {
@@ -31,9 +30,7 @@ ANN_CLONES float ann_dot_f32(const float *a, const float *b, int d)
     float s = 0;
     for (; i < d; i++)
         s += a[i] * b[i];
-    for (int j = 0; j < ANN_LANES; j++)
-        s += acc[j];
-    return s;
+    return ann_lanes_sum(acc, s);
 }
 
 ANN_CLONES float ann_dot_bf16(const float *q, const uint16_t *k, int d)
@@ -46,9 +43,7 @@ ANN_CLONES float ann_dot_bf16(const float *q, const uint16_t *k, int d)
     float s = 0;
     for (; i < d; i++)
         s += q[i] * ann_bf16_to_f32(k[i]);
-    for (int j = 0; j < ANN_LANES; j++)
-        s += acc[j];
-    return s;
+    return ann_lanes_sum(acc, s);
 }
 
 ANN_CLONES float ann_dot_i8(const float *q, const int8_t *k, int d)
@@ -61,9 +56,7 @@ ANN_CLONES float ann_dot_i8(const float *q, const int8_t *k, int d)
     float s = 0;
     for (; i < d; i++)
         s += q[i] * (float)k[i];
-    for (int j = 0; j < ANN_LANES; j++)
-        s += acc[j];
-    return s;
+    return ann_lanes_sum(acc, s);
 }
 
 ANN_CLONES float ann_l2sq_f32(const float *a, const float *b, int d)
@@ -78,9 +71,7 @@ ANN_CLONES float ann_l2sq_f32(const float *a, const float *b, int d)
     float s = 0;
     for (; i < d; i++)
         s += (a[i] - b[i]) * (a[i] - b[i]);
-    for (int j = 0; j < ANN_LANES; j++)
-        s += acc[j];
-    return s;
+    return ann_lanes_sum(acc, s);
 }
 
 /* ---- Conversion ------------------------------------------------------------------------- */
