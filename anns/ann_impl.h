@@ -221,7 +221,8 @@ static inline uint64_t ann_rng_next(uint64_t *s)
 
 /* ---- Kernels (keystore.c) ----------------------------------------------------------------- */
 
-/* The dot products keep ANN_LANES (16) partial sums and end with ann_lanes_sum. */
+/* The dot products keep ANN_LANES (16) partial sums, as two vectors of 8 (lanes 0-7, 8-15: in
+ * registers, never stored), and end with ann_lanes_sum. */
 enum { ANN_LANES = 16 };
 typedef float ann_lanes8 __attribute__((vector_size(8 * sizeof(float))));
 typedef float ann_lanes4 __attribute__((vector_size(4 * sizeof(float))));
@@ -230,16 +231,10 @@ typedef float ann_lanes4 __attribute__((vector_size(4 * sizeof(float))));
  * dependent additions where adding them one by one took sixteen, the better part of a 128-d
  * score's time in a search (which waits for each score). One order on every ISA: each step is
  * an IEEE addition of the same operands. graph_build.c's batched distances end with it too. */
-static inline float ann_lanes_sum(const float acc[ANN_LANES], float tail)
+static inline float ann_lanes_sum(ann_lanes8 lo, ann_lanes8 hi, float tail)
 {
-    ann_lanes8 a, b;
-    memcpy(&a, acc, sizeof a);
-    memcpy(&b, acc + 8, sizeof b);
-    a += b;
-    ann_lanes4 c, e;
-    memcpy(&c, &a, sizeof c);
-    memcpy(&e, (const char *)&a + sizeof c, sizeof e);
-    c += e;
+    ann_lanes8 a = lo + hi;
+    ann_lanes4 c = {a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]};
     return tail + ((c[0] + c[2]) + (c[1] + c[3]));
 }
 

@@ -189,9 +189,10 @@ static inline __attribute__((always_inline)) void dist_kernel(int P, int ip, con
         for (int p = 0; p < P; p++)
             s[p] += ip ? a[i] * b[p][i] : (a[i] - b[p][i]) * (a[i] - b[p][i]);
     for (int p = 0; p < P; p++) {
-        float lanes[DIST_LANES], t;
-        memcpy(lanes, &acc[p], sizeof lanes);
-        t = ann_lanes_sum(lanes, s[p]);
+        ann_lanes8 lo, hi;
+        memcpy(&lo, &acc[p], sizeof lo);
+        memcpy(&hi, (const char *)&acc[p] + sizeof lo, sizeof hi);
+        float t = ann_lanes_sum(lo, hi, s[p]);
         out[p] = ip ? -t : t;
     }
 }
