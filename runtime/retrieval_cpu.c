@@ -229,6 +229,12 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
             px->ef = r->ef_cold;
             px->expand = 0; /* all of the wide beam */
             px->margin = 0;
+        } else if (!seeded) {
+            /* A batch of extension tokens (a question): no seeds to start near, so the
+             * narrowing (--expand, --margin), a decode step's economy, would leave keys these
+             * tokens read unfound; they are few and searched once. */
+            px->expand = 0;
+            px->margin = 0;
         }
     }
     loupe_err e;

@@ -77,7 +77,10 @@ typedef struct {
                                together (0 or 1: one; anns.h's ann_search_params) */
     float margin;           /* graph: a search stops at the first unexpanded pool entry whose
                                attention logit q·k/sqrt(hd) is below the best's by more than
-                               this (0: no such stop): keys e^-margin of the best weigh nothing */
+                               this (0: no such stop): keys e^-margin of the best weigh nothing.
+                               expand and margin narrow decode steps only (searches seeded with
+                               the previous step's keys); a batch of extension tokens has no
+                               seeds and keeps the whole beam */
     uint32_t interleave;    /* with search_group 1: query heads of a KV group one thread searches
                                at once, interleaved a step at a time so that one search's memory
                                waits overlap the others' work (anns.h's ann_search_many; 0 or 1:

@@ -14,7 +14,10 @@
  *   4. with one index per query head the option changes nothing (bit for bit);
  *   5. interleaved searches (rt_retrieval_params.interleave 2 and 4, with either kind of index)
  *      give the run of one search at a time bit for bit, with the same searches, rows scanned
- *      and keys attended.
+ *      and keys attended;
+ *   6. narrowing (expand, margin) applies to seeded decode steps only: the context's last token
+ *      and the extension batch give the plain search's logits bit for bit, the decode steps
+ *      scan fewer rows and their logits change.
  */
 #include <math.h>
 #include <stdio.h>
@@ -146,6 +149,25 @@ int main(int argc, char **argv)
             CHECK(st.searches == st1.searches && st.keys_scanned == st1.keys_scanned &&
                   st.keys_attended == st1.keys_attended && st.searches > 0);
         }
+    }
+
+    /* 6. Narrowing is a decode step's economy: unseeded searches (the extension batch, a
+     * question on the bundled model) keep their whole beam, which lost passkey answers at 16K
+     * when they did not (docs/BENCHMARKS.md). */
+    params(&p, RT_ATTN_RETRIEVAL, TOPK, 1);
+    CHECK(!script_run(m, &p, ids, one, &st1, &err));
+    p.retrieval.expand = 1;
+    p.retrieval.margin = 0.01f;
+    {
+        loupe_status s = script_run(m, &p, ids, got, &st, &err);
+        CHECK_MSG(!s, "narrowed: %s", loupe_err_message(&err));
+        const size_t head = (size_t)(1 + EXT) * nv, tail = (size_t)DEC * nv;
+        CHECK_MSG(!s && !memcmp(one, got, head * sizeof *got),
+                  "narrowing changed the logits of the context's last token or the extension");
+        CHECK_MSG(!s && memcmp(one + head, got + head, tail * sizeof *got),
+                  "narrowing left every decode step's logits as they were");
+        CHECK_MSG(st.keys_scanned < st1.keys_scanned, "narrowed: %llu rows scanned, plain %llu",
+                  (unsigned long long)st.keys_scanned, (unsigned long long)st1.keys_scanned);
     }
 
     free(ids);
