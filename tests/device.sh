@@ -16,6 +16,12 @@
 #   sparsity   tests/models/run_on_device.sh sparsity: the bundled model's attention table (issue 5)
 #   probe      the host's memory facts (huge pages, NUMA, CPU) and one graph search's cost per key
 #              row on 131,072 synthetic keys, one thread and every thread (issues 6 and 7)
+#   ab         the retr128k stage with another loupe and with this tree's, alternated (this,
+#              other, this): on one machine, the binary the only difference. AB_BIN names the
+#              other (default build-cmp/base.xz, made by `xz -c OTHER/build-devfull/app/loupe`;
+#              an .xz is unpacked). Two binaries and .devlibs exceed the 64 MiB carry: carry
+#              .devlibs.tar.xz instead (devlibs.sh writes it; unpacked here when .devlibs is
+#              missing).
 # Environment passes on to the scripts (RETR_ARGS, REFS, SEARCH, RVARIANTS, RLENGTHS, RDEPTHS,
 # RCASES, RMODES, RTASKS, RSECS, CASES, ...).
 # Only 8 files come back from a call: $OUT gets summary.txt (each stage's table) and logs.tgz
@@ -25,6 +31,25 @@ OUT=${OUT:-/tmp/loupe-device-out}
 W=$(mktemp -d /tmp/loupe-device.XXXXXX)
 mkdir -p "$OUT"
 trap 'tar -C "$W" -czf "$OUT/logs.tgz" . 2>/dev/null; rm -rf "$W"' EXIT
+[ -d .devlibs ] || { [ -f .devlibs.tar.xz ] && tar -xJf .devlibs.tar.xz; }
+
+# The ab stage: retr128k under two binaries, alternated, each run's table in the summary.
+ab() {
+    local o=$1 secs=$2 other=${AB_BIN:-build-cmp/base.xz}
+    if [[ $other == *.xz ]]; then # unpacked outside $o: the logs that come back stay small
+        xz -dc "$other" >/tmp/loupe-ab-other && chmod +x /tmp/loupe-ab-other || return 1
+        other=/tmp/loupe-ab-other
+    fi
+    for run in this1 other this2; do
+        local bin=$PWD/build-devfull/app/loupe
+        [ $run = other ] && bin=$(realpath "$other")
+        mkdir -p "$o/$run"
+        OUT=$o/$run BUDGET=$((secs / 3)) LOUPE_BIN=$bin \
+            bash tests/bench/run_device_retrieval.sh 8b128k_retr >"$o/$run/stdout.txt" 2>&1
+        { echo "-- $run: $bin"; grep -A12 '^model,' "$o/$run/summary.txt"; } >>"$o/summary.txt"
+    done
+}
+
 # The probe stage: what decides a graph search's cost on this host.
 probe() {
     # PROBE_BIN: another build, to try the stage on this machine
@@ -68,7 +93,8 @@ for arg in "$@"; do
         >"$o/stdout.txt" 2>&1 ;;
     sparsity) OUT=$o bash tests/models/run_on_device.sh sparsity >"$o/stdout.txt" 2>&1 ;;
     probe) probe "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
-    *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, sparsity, probe)" >&2
+    ab) ab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
+    *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, sparsity, probe, ab)" >&2
        exit 2 ;;
     esac
     echo "==== $stage: rc $?, $(($(date +%s) - t)) s of $secs" >>"$OUT/summary.txt"
