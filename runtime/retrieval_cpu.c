@@ -755,9 +755,12 @@ static loupe_status knn_on_gpu(void *user, const ann_keys *keys, const float *qu
                                int32_t *key_best_query, loupe_err *err)
 {
     static pthread_mutex_t one_at_a_time = PTHREAD_MUTEX_INITIALIZER;
+    rt_retr *r = user;
     pthread_mutex_lock(&one_at_a_time);
-    loupe_status st = rt_cuda_knn(user, keys, queries, nq, k, threads, ids, scores,
+    const double t0 = now_s();
+    loupe_status st = rt_cuda_knn(NULL, keys, queries, nq, k, threads, ids, scores,
                                   key_best_query, err);
+    r->st.build_knn_gpu_s += now_s() - t0; /* under the lock: one writer at a time */
     pthread_mutex_unlock(&one_at_a_time);
     return st;
 }
@@ -816,8 +819,10 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
         bo.threads = inner;
         if (r->p.degree > 0)
             bo.degree = r->p.degree;
-        if (rt_cuda_available()) /* the exact kNN of the build on the GPU when there is one */
+        if (rt_cuda_available()) { /* the exact kNN of the build on the GPU when there is one */
             bo.knn = knn_on_gpu;
+            bo.knn_user = r;
+        }
         const float *q = gather_index(r, t, qsrc + (size_t)l * qstride * r->nq, rows,
                                       r->log + (size_t)l * r->log_max * r->nq, tail, x);
         const uint32_t g = x * r->heads_per_index / r->group;

@@ -137,6 +137,8 @@ typedef struct {
     double build_s;           /* index building at the end of the prefill */
     double build_knn_s;       /* the exact kNN steps' thread time (a layer's indexes build at
                                  once: this may exceed build_s; waits for the GPU included) */
+    double build_knn_gpu_s;   /* the GPU kNN calls' own time, one call at a time: near build_s,
+                                 the build waits on the GPU; far below it, on the CPU steps */
     uint64_t index_bytes;     /* the indexes' own arrays, at their reserved capacity */
     uint64_t moves;           /* static → host moves (index growth) */
     /* The co-executed decode (CUDA backend, retrieval modes), per token summed: */
