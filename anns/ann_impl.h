@@ -231,9 +231,9 @@ typedef float ann_lanes4 __attribute__((vector_size(4 * sizeof(float))));
  * dependent additions where adding them one by one took sixteen, the better part of a 128-d
  * score's time in a search (which waits for each score). One order on every ISA: each step is
  * an IEEE addition of the same operands. graph_build.c's batched distances end with it too. */
-static inline float ann_lanes_sum(ann_lanes8 lo, ann_lanes8 hi, float tail)
+static inline float ann_lanes_sum(const ann_lanes8 *lo, const ann_lanes8 *hi, float tail)
 {
-    ann_lanes8 a = lo + hi;
+    ann_lanes8 a = *lo + *hi; /* (by pointer: 32-byte vector arguments draw an ABI note) */
     ann_lanes4 c = {a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]};
     return tail + ((c[0] + c[2]) + (c[1] + c[3]));
 }

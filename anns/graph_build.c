@@ -192,7 +192,7 @@ static inline __attribute__((always_inline)) void dist_kernel(int P, int ip, con
         ann_lanes8 lo, hi;
         memcpy(&lo, &acc[p], sizeof lo);
         memcpy(&hi, (const char *)&acc[p] + sizeof lo, sizeof hi);
-        float t = ann_lanes_sum(lo, hi, s[p]);
+        float t = ann_lanes_sum(&lo, &hi, s[p]);
         out[p] = ip ? -t : t;
     }
 }

@@ -18,7 +18,7 @@
 /* ---- Dot products ------------------------------------------------------------------------- */
 
 /* Eight lanes of f32 or bf16 keys as f32 (exactly: bf16 is f32's upper half).
- * These return 32-byte vectors, which the baseline x86-64 ABI would pass in memory; they are
+ * These return 32-byte vectors, which the baseline x86-64 ABI would return in memory; they are
  * static inline and never cross a call, so GCC's note about that ABI does not apply. */
 #pragma GCC diagnostic ignored "-Wpsabi"
 typedef uint16_t u16x8 __attribute__((vector_size(8 * sizeof(uint16_t))));
@@ -58,7 +58,7 @@ ANN_CLONES float ann_dot_f32(const float *a, const float *b, int d)
     float s = 0;
     for (; i < d; i++)
         s += a[i] * b[i];
-    return ann_lanes_sum(lo, hi, s);
+    return ann_lanes_sum(&lo, &hi, s);
 }
 
 ANN_CLONES float ann_dot_bf16(const float *a, const uint16_t *b, int d)
@@ -67,7 +67,7 @@ ANN_CLONES float ann_dot_bf16(const float *a, const uint16_t *b, int d)
     float s = 0;
     for (; i < d; i++)
         s += a[i] * ann_bf16_to_f32(b[i]);
-    return ann_lanes_sum(lo, hi, s);
+    return ann_lanes_sum(&lo, &hi, s);
 }
 
 /* int8 lanes the old way, a 16-float array the vectoriser fills: GCC's vector conversions
@@ -85,7 +85,7 @@ ANN_CLONES float ann_dot_i8(const float *a, const int8_t *b, int d)
     ann_lanes8 lo, hi;
     memcpy(&lo, acc, sizeof lo);
     memcpy(&hi, acc + 8, sizeof hi);
-    return ann_lanes_sum(lo, hi, s);
+    return ann_lanes_sum(&lo, &hi, s);
 }
 
 ANN_CLONES float ann_l2sq_f32(const float *a, const float *b, int d)
@@ -101,7 +101,7 @@ ANN_CLONES float ann_l2sq_f32(const float *a, const float *b, int d)
     float s = 0;
     for (; i < d; i++)
         s += (a[i] - b[i]) * (a[i] - b[i]);
-    return ann_lanes_sum(lo, hi, s);
+    return ann_lanes_sum(&lo, &hi, s);
 }
 
 /* ---- Conversion ------------------------------------------------------------------------- */
