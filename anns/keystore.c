@@ -41,47 +41,49 @@ static inline ann_lanes8 load8_bf16(const uint16_t *p)
     return v;
 }
 
-/* Sixteen independent partial sums (lo: lanes 0-7, hi: 8-15) over blocks of 16, then the tail
- * one element at a time, then ann_lanes_sum: the compiler vectorises the lanes without
- * reassociating a float reduction (which -O3 alone may not do). */
-#define ANN_DOT(a_load, b_load)                                                                 \
-    ann_lanes8 lo = {0}, hi = {0};                                                              \
-    int i = 0;                                                                                  \
-    for (; i + ANN_LANES <= d; i += ANN_LANES) {                                                \
-        lo += a_load(a + i) * b_load(b + i);                                                    \
-        hi += a_load(a + i + 8) * b_load(b + i + 8);                                            \
-    }
-
+/* The products of 16-element blocks go into 16 partial sums (lo: lanes 0-7, hi: 8-15), the tail
+ * one element at a time, then ann_lanes_sum: a fixed order (no reassociation by the compiler),
+ * whatever the ISA. */
 ANN_CLONES float ann_dot_f32(const float *a, const float *b, int d)
 {
-    ANN_DOT(load8_f32, load8_f32)
+    ann_lanes8 lo = {0}, hi = {0};
+    int i = 0;
+    for (; i + ANN_LANES <= d; i += ANN_LANES) {
+        lo += load8_f32(a + i) * load8_f32(b + i);
+        hi += load8_f32(a + i + 8) * load8_f32(b + i + 8);
+    }
     float s = 0;
     for (; i < d; i++)
         s += a[i] * b[i];
     return ann_lanes_sum(&lo, &hi, s);
 }
 
-ANN_CLONES float ann_dot_bf16(const float *a, const uint16_t *b, int d)
+ANN_CLONES float ann_dot_bf16(const float *q, const uint16_t *k, int d)
 {
-    ANN_DOT(load8_f32, load8_bf16)
+    ann_lanes8 lo = {0}, hi = {0};
+    int i = 0;
+    for (; i + ANN_LANES <= d; i += ANN_LANES) {
+        lo += load8_f32(q + i) * load8_bf16(k + i);
+        hi += load8_f32(q + i + 8) * load8_bf16(k + i + 8);
+    }
     float s = 0;
     for (; i < d; i++)
-        s += a[i] * ann_bf16_to_f32(b[i]);
+        s += q[i] * ann_bf16_to_f32(k[i]);
     return ann_lanes_sum(&lo, &hi, s);
 }
 
 /* int8 lanes the old way, a 16-float array the vectoriser fills: GCC's vector conversions
  * turn int8 lanes into floats one at a time (twice as slow). */
-ANN_CLONES float ann_dot_i8(const float *a, const int8_t *b, int d)
+ANN_CLONES float ann_dot_i8(const float *q, const int8_t *k, int d)
 {
     float acc[ANN_LANES] = {0};
     int i = 0;
     for (; i + ANN_LANES <= d; i += ANN_LANES)
         for (int j = 0; j < ANN_LANES; j++)
-            acc[j] += a[i + j] * (float)b[i + j];
+            acc[j] += q[i + j] * (float)k[i + j];
     float s = 0;
     for (; i < d; i++)
-        s += a[i] * (float)b[i];
+        s += q[i] * (float)k[i];
     ann_lanes8 lo, hi;
     memcpy(&lo, acc, sizeof lo);
     memcpy(&hi, acc + 8, sizeof hi);
