@@ -225,16 +225,15 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
                         mine[px->n_seeds++] = id + 1;
                 }
         }
-        if (seeded && px->n_seeds == 0) { /* a cold one-token step (the first after a prefill) */
-            px->ef = r->ef_cold;
-            px->expand = 0; /* all of the wide beam */
-            px->margin = 0;
-        } else if (!seeded) {
-            /* A batch of extension tokens (a question): no seeds to start near, so the
-             * narrowing (--expand, --margin), a decode step's economy, would leave keys these
-             * tokens read unfound; they are few and searched once. */
+        if (px->n_seeds == 0) {
+            /* Nothing to start near: a batch of extension tokens (a question) or a cold
+             * one-token step (the first after a prefill). The narrowing (--expand, --margin),
+             * a seeded decode step's economy, would leave keys these tokens read unfound; they
+             * are few and searched once. The cold step also takes the wide beam. */
             px->expand = 0;
             px->margin = 0;
+            if (seeded)
+                px->ef = r->ef_cold;
         }
     }
     loupe_err e;

@@ -94,7 +94,8 @@ for arg in "$@"; do
     sparsity) OUT=$o bash tests/models/run_on_device.sh sparsity >"$o/stdout.txt" 2>&1 ;;
     probe) probe "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     ab) ab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
-    *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, sparsity, probe, ab)" >&2
+    *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, sparsity, probe," \
+            "ab)" >&2
        exit 2 ;;
     esac
     echo "==== $stage: rc $?, $(($(date +%s) - t)) s of $secs" >>"$OUT/summary.txt"
