@@ -263,12 +263,16 @@ static inline float ann_score(const ann_keys *k, const float *q, int64_t id)
     }
 }
 
+/* Asks for every cache line of key id's row (and its int8 scale). Every line: a row that
+ * straddles one line more than its size needs (rows off a line boundary) and left the last
+ * unrequested waited a full memory latency for it in every dot product. */
 static inline void ann_prefetch_row(const ann_keys *k, int64_t id)
 {
     const char *p = (const char *)ann_keys_rowptr(k, id);
-    size_t bytes = (size_t)k->dim * ann_key_type_bytes(k->type);
-    for (size_t o = 0; o < bytes; o += 64)
-        __builtin_prefetch(p + o, 0, 3);
+    const uintptr_t first = (uintptr_t)p & ~(uintptr_t)63,
+                    last = (uintptr_t)p + (size_t)k->dim * ann_key_type_bytes(k->type) - 1;
+    for (uintptr_t a = first; a <= last; a += 64)
+        __builtin_prefetch((const void *)a, 0, 3);
     if (k->type == ANN_KEYS_INT8) /* its scale: one more line ann_score reads */
         __builtin_prefetch(k->scales + id, 0, 3);
 }

@@ -126,6 +126,12 @@ static inline size_t ann_key_type_bytes(ann_key_type type)
  * KV caches (a long context's first touch would otherwise fault every 4 KiB). Call before the
  * array is first written. */
 void ann_advise_huge_pages(void *p, size_t bytes);
+/* Zeroed memory for arrays of key or value rows, advised huge pages as above; NULL when out of
+ * memory. Page-aligned, so a row of 64·j bytes at a multiple of its size fills exactly j cache
+ * lines: at malloc's 16-byte offset every 256-byte bf16 row straddled five. Pages are committed
+ * on first touch, as calloc's are. Free with ann_rows_free (NULL is accepted). */
+void *ann_rows_alloc(size_t bytes);
+void ann_rows_free(void *p);
 /* Raw access for plug-ins (a GPU kNN): rows, row stride in elements, int8 scales or NULL. */
 const void *ann_keys_data(const ann_keys *keys, int64_t *row_stride, const float **scales);
 /* Bytes held by the key rows (+ scales). */

@@ -149,10 +149,12 @@ static int start_keys(const ann_index *ix, ann_search_ctx *ctx, uint32_t ep, con
     return m;
 }
 
-/* Asks for key u's neighbour list ahead of reading it. */
+/* Asks for key u's neighbour list ahead of reading it: its first and last lines (a list of 16
+ * ids at any 4-byte offset straddles two). */
 static inline void prefetch_list(const ann_index *ix, int32_t u)
 {
     __builtin_prefetch(ix->adj + ix->adj_off[u], 0, 3);
+    __builtin_prefetch(ix->adj + ix->adj_off[u + 1] - 1, 0, 3);
 }
 
 /* The neighbours of keys us (n) not visited yet into ctx->nbuf (see unvisited_neighbours),

@@ -135,6 +135,34 @@ void ann_advise_huge_pages(void *p, size_t bytes)
 #endif
 }
 
+/* ann_rows_alloc's mapping starts one page before the rows: that page holds the mapping's
+ * size, so ann_rows_free needs nothing but the pointer. */
+void *ann_rows_alloc(size_t bytes)
+{
+    const long page = sysconf(_SC_PAGESIZE);
+    const size_t pg = page > 0 ? (size_t)page : 4096;
+    if (bytes > SIZE_MAX - 2 * pg)
+        return NULL;
+    const size_t size = pg + (bytes + pg - 1) / pg * pg;
+    void *base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (base == MAP_FAILED)
+        return NULL;
+    memcpy(base, &size, sizeof size);
+    ann_advise_huge_pages((char *)base + pg, bytes);
+    return (char *)base + pg;
+}
+
+void ann_rows_free(void *p)
+{
+    if (!p)
+        return;
+    const long page = sysconf(_SC_PAGESIZE);
+    char *base = (char *)p - (page > 0 ? (size_t)page : 4096);
+    size_t size;
+    memcpy(&size, base, sizeof size);
+    munmap(base, size);
+}
+
 static loupe_status check_shape(int64_t n, int dim, loupe_err *err)
 {
     if (n <= 0 || n > INT32_MAX)
@@ -181,13 +209,12 @@ loupe_status ann_keys_create(const float *keys, int64_t n, int dim, ann_key_type
     }
     k = calloc(1, sizeof *k);
     size_t esz = ann_key_type_bytes(type);
-    if (!k || !(k->owned_data = malloc((size_t)n * (size_t)dim * esz)) ||
+    if (!k || !(k->owned_data = ann_rows_alloc((size_t)n * (size_t)dim * esz)) ||
         (type == ANN_KEYS_INT8 && !(k->owned_scales = malloc((size_t)n * sizeof(float))))) {
         rc = loupe_fail(err, LOUPE_ERR_NOMEM, "no memory for %lld keys of dimension %d",
                         (long long)n, dim);
         goto done;
     }
-    ann_advise_huge_pages(k->owned_data, (size_t)n * (size_t)dim * esz);
     k->type = type;
     k->n = n;
     k->dim = dim;
@@ -248,7 +275,7 @@ void ann_keys_destroy(ann_keys *keys)
 {
     if (!keys)
         return;
-    free(keys->owned_data);
+    ann_rows_free(keys->owned_data);
     free(keys->owned_scales);
     free(keys);
 }

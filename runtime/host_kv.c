@@ -32,8 +32,8 @@ loupe_status rt_host_kv_alloc(rt_host_kv *kv, ann_key_type type, uint32_t n_laye
     set_shape(kv, type, n_layer, n_kv, n_ctx, hd);
     kv->owned = true;
     const size_t n = rows(kv), bytes = n * hd * ann_key_type_bytes(type);
-    kv->k = calloc(bytes ? bytes : 1, 1);
-    kv->v = calloc(bytes ? bytes : 1, 1);
+    kv->k = ann_rows_alloc(bytes);
+    kv->v = ann_rows_alloc(bytes);
     if (type == ANN_KEYS_INT8) {
         kv->k_scale = calloc(n ? n : 1, sizeof(float));
         kv->v_scale = calloc(n ? n : 1, sizeof(float));
@@ -45,8 +45,6 @@ loupe_status rt_host_kv_alloc(rt_host_kv *kv, ann_key_type type, uint32_t n_laye
                           "(--host-kv int8 needs half of bf16)",
                           2.0 * (double)bytes / (1 << 30), ann_key_type_name(type), n_ctx);
     }
-    ann_advise_huge_pages(kv->k, bytes);
-    ann_advise_huge_pages(kv->v, bytes);
     return LOUPE_OK;
 }
 
@@ -61,8 +59,8 @@ void rt_host_kv_view_f32(rt_host_kv *kv, float *k, float *v, uint32_t n_layer, u
 void rt_host_kv_free(rt_host_kv *kv)
 {
     if (kv->owned) {
-        free(kv->k);
-        free(kv->v);
+        ann_rows_free(kv->k);
+        ann_rows_free(kv->v);
         free(kv->k_scale);
         free(kv->v_scale);
     }

@@ -227,6 +227,18 @@ static void *alloc_arr(size_t a, size_t b, size_t elem)
     return calloc(n ? n : 1, elem);
 }
 
+/* alloc_arr for the KV caches: line-aligned rows on huge pages (ann_rows_alloc; the retrieval
+ * searches read their rows at random). */
+static void *alloc_rows(size_t a, size_t b, size_t elem)
+{
+    if (a && b > SIZE_MAX / a)
+        return NULL;
+    size_t n = a * b;
+    if (n && elem > SIZE_MAX / n)
+        return NULL;
+    return ann_rows_alloc(n * elem);
+}
+
 loupe_status rt_ctx_create(const rt_model *m, const rt_ctx_params *p, rt_ctx **out,
                            loupe_err *err)
 {
@@ -260,10 +272,8 @@ loupe_status rt_ctx_create(const rt_model *m, const rt_ctx_params *p, rt_ctx **o
     c->pool.stride = (size_t)RT_MM_ROWS * m->max_in;
     c->pool.buf = alloc_arr((size_t)c->n_threads, c->pool.stride, sizeof(float));
     if (!p->no_kv_cache) {
-        c->k_cache = alloc_arr(kv_elems, hd, sizeof(float));
-        c->v_cache = alloc_arr(kv_elems, hd, sizeof(float));
-        ann_advise_huge_pages(c->k_cache, kv_elems * hd * sizeof(float));
-        ann_advise_huge_pages(c->v_cache, kv_elems * hd * sizeof(float));
+        c->k_cache = alloc_rows(kv_elems, hd, sizeof(float));
+        c->v_cache = alloc_rows(kv_elems, hd, sizeof(float));
     }
     c->x = alloc_arr(B, hp->n_embd, sizeof(float));
     c->xb = alloc_arr(B, hp->n_embd, sizeof(float));
@@ -300,8 +310,8 @@ void rt_ctx_destroy(rt_ctx *c)
         return;
     rt_rope_free(&c->rope);
     free(c->pool.buf);
-    free(c->k_cache);
-    free(c->v_cache);
+    ann_rows_free(c->k_cache);
+    ann_rows_free(c->v_cache);
     free(c->x);
     free(c->xb);
     free(c->q);
