@@ -307,7 +307,8 @@ typedef struct {
     rt_attn_mode attention; /* resolved, when created */
     bool ok;
     char why[LOUPE_ERR_MSG_MAX];
-    double prefill_s, build_s, build_knn_s, build_knn_gpu_s;
+    double prefill_s, build_s, build_knn_s, build_knn_gpu_s, build_proj_s, build_repair_s,
+        build_task_s;
     double ms_mean, ms_median;
     double search_ms, attend_ms, imbalance_ms;  /* per token */
     uint64_t coexec_tokens;
@@ -483,6 +484,9 @@ static int run_rows(bench *be, uint32_t L, bench_mode mode, const char *name, in
         out.build_s = a.build_s;
         out.build_knn_s = a.build_knn_s;
         out.build_knn_gpu_s = a.build_knn_gpu_s;
+        out.build_proj_s = a.build_proj_s;
+        out.build_repair_s = a.build_repair_s;
+        out.build_task_s = a.build_task_s;
         out.rss_prefill = proc_status_bytes("VmRSS");
         if (out.prefill_s > 1.0 && builds)
             fprintf(stderr, "loupe: %s: ctx %u %s: prefill %.1f s, of which index build %.1f s\n",
@@ -533,7 +537,8 @@ static void print_header(const bench_opts *b, const char *name, const rt_model *
     const rt_hparams *hp = rt_model_hparams(m);
     if (b->csv) {
         printf("model,backend,threads,ctx,mode,attention,topk,prefill_tokens,gen,prefill_s,"
-               "build_s,build_knn_s,build_knn_gpu_s,ms_tok_mean,ms_tok_median,search_ms_tok,"
+               "build_s,build_knn_s,build_knn_gpu_s,build_proj_s,build_repair_s,build_task_s,"
+               "ms_tok_mean,ms_tok_median,search_ms_tok,"
                "attend_ms_tok,imbalance_ms_tok,coexec_tokens,step_ms,gpu_wait_ms,host_ms,"
                "tail_ms,idle_ms,n_host,searches,keys_scanned,keys_attended,scanned_pct,attended_pct,gpu_bytes,"
                "host_kv_bytes,index_bytes,rss_prefill_bytes,peak_rss_bytes,ef,expand,search_group,"
@@ -571,13 +576,15 @@ static void print_row(const bench_opts *b, const char *name, int threads, bool c
 {
     const char *mode = mode_names[w->mode];
     if (b->csv) {
-        printf("%s,%s,%d,%u,%s,%s,%u,%u,%u,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f,%.4f,%.4f,%llu,"
+        printf("%s,%s,%d,%u,%s,%s,%u,%u,%u,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f,"
+               "%.4f,%.4f,%llu,"
                "%.4f,%.4f,%.4f,%.4f,%.4f,%u,%llu,%llu,%llu,%.3f,%.3f,%llu,%llu,%llu,%llu,%llu,%d,%d,%d,%d,"
                "%g,%d,",
                name, w->ok ? rt_backend_name(w->backend) : rt_backend_name(b->o.backend),
                threads, w->ctx, mode, w->ok ? rt_attn_mode_name(w->attention) : "", w->topk,
                w->n_pre, w->n_gen, w->prefill_s, w->build_s, w->build_knn_s,
-               w->build_knn_gpu_s, w->ms_mean,
+               w->build_knn_gpu_s, w->build_proj_s, w->build_repair_s, w->build_task_s,
+               w->ms_mean,
                w->ms_median, w->search_ms, w->attend_ms, w->imbalance_ms,
                (unsigned long long)w->coexec_tokens,
                w->step_ms, w->wait_ms, w->host_ms, w->tail_ms, w->idle_ms, w->n_host,

@@ -807,10 +807,12 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
     if (inner > 1 && levels < 2)
         omp_set_max_active_levels(2);
     loupe_status first = LOUPE_OK;
-    double knn_s = 0;
+    double knn_s = 0, proj_s = 0, repair_s = 0, task_s = 0;
     uint64_t bytes = 0;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(conc) reduction(+ : knn_s, bytes)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(conc) \
+    reduction(+ : knn_s, proj_s, repair_s, task_s, bytes)
     for (long w = 0; w < work; w++) {
+        const double t_task = now_s();
         const int t = omp_get_thread_num();
         const uint32_t l = todo[w / r->n_index], x = (uint32_t)(w % r->n_index);
         ann_build_opts bo;
@@ -845,11 +847,17 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
             continue;
         }
         knn_s += bs.knn_s;
+        proj_s += bs.projection_s;
+        repair_s += bs.repair_s;
         bytes += ann_index_bytes(*ix);
+        task_s += now_s() - t_task;
     }
     if (inner > 1 && levels < 2)
         omp_set_max_active_levels(levels);
     r->st.build_knn_s += knn_s; /* thread time, waits for the GPU included: builds overlap */
+    r->st.build_proj_s += proj_s;
+    r->st.build_repair_s += repair_s;
+    r->st.build_task_s += task_s;
     r->st.index_bytes += bytes;
     r->st.build_s += now_s() - t0;
     return first;

@@ -139,6 +139,10 @@ typedef struct {
                                  once: this may exceed build_s; waits for the GPU included) */
     double build_knn_gpu_s;   /* the GPU kNN calls' own time, one call at a time: near build_s,
                                  the build waits on the GPU; far below it, on the CPU steps */
+    double build_proj_s;      /* thread time of the graphs' projection (lists, pruning) */
+    double build_repair_s;    /*   and of their entry points and reachability repair */
+    double build_task_s;      /* thread time of the index builds, whole (gathering the queries,
+                                 kNN, projection, repair, reserving room to grow) */
     uint64_t index_bytes;     /* the indexes' own arrays, at their reserved capacity */
     uint64_t moves;           /* static → host moves (index growth) */
     /* The co-executed decode (CUDA backend, retrieval modes), per token summed: */
