@@ -13,6 +13,7 @@
 #              full attention and the static set alone (issue 7)
 #   retr128k   tests/bench/run_device_retrieval.sh 8b128k_retr (issue 7; RETR_ARGS passes on)
 #   retr32k    tests/bench/run_device_retrieval.sh 8b32k (issue 7)
+#   retr128kall  tests/bench/run_device_retrieval.sh 8b128k: every mode at 128K (issue 7)
 #   sparsity   tests/models/run_on_device.sh sparsity: the bundled model's attention table (issue 5)
 #   probe      the host's memory facts (huge pages, NUMA, CPU) and one graph search's cost per key
 #              row on 131,072 synthetic keys, one thread and every thread (issues 6 and 7)
@@ -91,11 +92,13 @@ for arg in "$@"; do
         >"$o/stdout.txt" 2>&1 ;;
     retr32k) OUT=$o BUDGET=$secs bash tests/bench/run_device_retrieval.sh 8b32k \
         >"$o/stdout.txt" 2>&1 ;;
+    retr128kall) OUT=$o BUDGET=$secs bash tests/bench/run_device_retrieval.sh 8b128k \
+        >"$o/stdout.txt" 2>&1 ;;
     sparsity) OUT=$o bash tests/models/run_on_device.sh sparsity >"$o/stdout.txt" 2>&1 ;;
     probe) probe "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     ab) ab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
-    *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, sparsity, probe," \
-            "ab)" >&2
+    *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, retr128kall," \
+            "sparsity, probe, ab)" >&2
        exit 2 ;;
     esac
     echo "==== $stage: rc $?, $(($(date +%s) - t)) s of $secs" >>"$OUT/summary.txt"
