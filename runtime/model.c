@@ -217,26 +217,27 @@ void rt_ctx_params_init(rt_ctx_params *p)
 }
 
 /* calloc of a*b floats (or ints) with overflow checking; NULL on failure. */
-static void *alloc_arr(size_t a, size_t b, size_t elem)
+/* a · b elements of elem bytes into *n (elements); false when the bytes overflow a size_t. */
+static bool arr_elems(size_t a, size_t b, size_t elem, size_t *n)
 {
     if (a && b > SIZE_MAX / a)
-        return NULL;
-    size_t n = a * b;
-    if (n && elem > SIZE_MAX / n)
-        return NULL;
-    return calloc(n ? n : 1, elem);
+        return false;
+    *n = a * b;
+    return !*n || elem <= SIZE_MAX / *n;
+}
+
+static void *alloc_arr(size_t a, size_t b, size_t elem)
+{
+    size_t n;
+    return arr_elems(a, b, elem, &n) ? calloc(n ? n : 1, elem) : NULL;
 }
 
 /* alloc_arr for the KV caches: line-aligned rows on huge pages (ann_rows_alloc; the retrieval
  * searches read their rows at random). */
 static void *alloc_rows(size_t a, size_t b, size_t elem)
 {
-    if (a && b > SIZE_MAX / a)
-        return NULL;
-    size_t n = a * b;
-    if (n && elem > SIZE_MAX / n)
-        return NULL;
-    return ann_rows_alloc(n * elem);
+    size_t n;
+    return arr_elems(a, b, elem, &n) ? ann_rows_alloc(n * elem) : NULL;
 }
 
 loupe_status rt_ctx_create(const rt_model *m, const rt_ctx_params *p, rt_ctx **out,
