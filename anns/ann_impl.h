@@ -125,6 +125,7 @@ struct ann_search_ctx {
                                 reachability marks */
     int32_t *nbuf;           /* (max_keys) unvisited neighbours of one expansion; ann_index_add's
                                 BFS queue and new-key assignments */
+    float *cscore;           /* (max_keys) IVF: every centroid's score for the query (nlist <= n) */
     ann_cand *gheap;         /* (ANN_GROUP_MAX, max_beam + 1) ann_search_group: per query its
                                 pool (ANN_GROUP_EACH) or bounded top-k min-heap (shared modes) */
     uint8_t *gexpanded;      /* (ANN_GROUP_MAX, max_beam + 1) parallel to the pools in gheap */

@@ -165,11 +165,12 @@ loupe_status ann_search_ctx_create(int64_t max_keys, int max_beam, ann_search_ct
     c->heap = malloc((size_t)(max_beam + 1) * sizeof *c->heap);
     c->aux = malloc((size_t)max_keys * sizeof *c->aux);
     c->nbuf = malloc((size_t)max_keys * sizeof *c->nbuf);
+    c->cscore = malloc((size_t)max_keys * sizeof *c->cscore);
     c->gheap = malloc((size_t)ANN_GROUP_MAX * (size_t)(max_beam + 1) * sizeof *c->gheap);
     c->gexpanded = malloc((size_t)ANN_GROUP_MAX * (size_t)(max_beam + 1));
     c->xmark = calloc((size_t)max_keys, sizeof *c->xmark);
     if (!c->visited || !c->pool || !c->expanded || !c->heap || !c->aux || !c->nbuf ||
-        !c->gheap || !c->gexpanded || !c->xmark)
+        !c->cscore || !c->gheap || !c->gexpanded || !c->xmark)
         goto nomem;
     *out = c;
     return LOUPE_OK;
@@ -189,6 +190,7 @@ void ann_search_ctx_destroy(ann_search_ctx *c)
     free(c->heap);
     free(c->aux);
     free(c->nbuf);
+    free(c->cscore);
     free(c->gheap);
     free(c->gexpanded);
     free(c->xmark);

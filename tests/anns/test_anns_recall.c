@@ -176,6 +176,28 @@ int main(void)
     CHECK(run(ivf, ctx, TQ, &pall, truth, ids, sc, &scanned) >= 0.99);
     ann_index_destroy(ivf);
 
+    /* IVF: k keys whatever the lists' sizes. 2,000 lists of ~10 keys and one probed: the lists
+     * past nprobe are probed, best first, until k keys are found (not every list), and probing
+     * 512 lists finds a best key at least as good. */
+    ann_build_opts many = bo;
+    many.nlist = 2000;
+    CHECK(ann_index_build(ANN_IVF, keys, NULL, 0, &many, &ivf, NULL, &err) == LOUPE_OK);
+    for (int t = 0; t < NT; t += 37) {
+        ann_search_params p1 = {.k = K, .nprobe = 1};
+        int nf = 0;
+        int32_t id1[K], id2[K];
+        float s1[K], s2[K];
+        ann_search_ctx_reset_scanned(ctx[0]);
+        CHECK(ann_search(ivf, ctx[0], TQ + (size_t)t * D, &p1, id1, s1, &nf, &err) == LOUPE_OK);
+        CHECK(nf == K);
+        const int64_t lists_keys = ann_search_ctx_scanned(ctx[0]) - 2000;
+        CHECK(lists_keys >= K && lists_keys < N / 4); /* probed past 1, not everything */
+        ann_search_params p2 = {.k = K, .nprobe = 512};
+        CHECK(ann_search(ivf, ctx[0], TQ + (size_t)t * D, &p2, id2, s2, &nf, &err) == LOUPE_OK);
+        CHECK(nf == K && s2[0] >= s1[0]); /* every list: at least as good */
+    }
+    ann_index_destroy(ivf);
+
     /* Coverage: build queries from the first half of the text only; test queries recall tokens
      * of the second half, whose keys no build query's content pointed at. */
     ann_synth_opts so2 = so;
