@@ -262,7 +262,7 @@ typedef enum {
 typedef struct {
     int k;                    /* results wanted */
     int ef;                   /* graph beam (pool size), >= k; 0: max(k, 2k) */
-    int nprobe;               /* IVF lists probed */
+    int nprobe;               /* IVF: lists probed at least (more until k keys are found) */
     const int32_t *seeds;     /* extra start keys (e.g. the previous token's results), or NULL */
     int n_seeds;
     const float *rerank_keys; /* (n, dim) f32 keys to re-score the final pool with, or NULL */
