@@ -40,6 +40,11 @@
 #include <string.h>
 #include <time.h>
 
+/* Host rows widened and attended at a time when a partial covers the whole host set: K and V of
+ * 256 rows of head dim 128 in f32 take 256 KiB, within a core's L2 (and test_retrieval's host
+ * sets of ~270 keys take two blocks, so its exactness check covers the merge). */
+enum { RT_HOST_BLOCK = 256 };
+
 struct rt_retr {
     rt_ctx *c;
     rt_attn_mode mode;
@@ -63,6 +68,7 @@ struct rt_retr {
     rt_host_kv hkv;      /* the host set's K/V (see the top of the file) */
     bool hkv_copy;       /* hkv holds typed rows encoded from the context's cache */
     float *gk, *gv;      /* (n_threads, gather_max, hd): host rows widened for a partial */
+    float *bpart;        /* (n_threads, hd): one block's partial of the whole host set */
     uint32_t gather_max; /* rows one partial attends at most: topk, at least 1 */
     ann_keys **keys;     /* (n_layer · n_kv), NULL while the host set is empty */
     ann_index **index;   /* (n_layer · n_index): per query head, or per KV head (index_per_kv) */
@@ -179,11 +185,25 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
             lse[j] = -INFINITY;
         return;
     }
-    if (n_host <= topk) { /* the whole host set: contiguous rows, gathered once */
-        rt_host_kv_gather(&r->hkv, il, g, NULL, r->sinks, n_host, gk, gv);
-        for (uint32_t j = 0; j < nh; j++)
-            rt_attn_partial(qs + (size_t)j * hd, gk, gv, hd, NULL, n_host, scale,
-                            out + (size_t)j * hd, &lse[j]);
+    if (n_host <= topk) {
+        /* The whole host set, RT_HOST_BLOCK rows at a time: a block widened to f32 is attended
+         * while it is in cache, and the blocks' partials merged. Widening all of it first wrote
+         * and read back twice its bytes in f32 per query head: 4.35 s per token at 128K on the
+         * 8B shape, where the floor is the bf16 bytes read once (docs/BENCHMARKS.md). */
+        float *bp = r->bpart + (size_t)tid * hd;
+        for (uint32_t j = 0; j < nh; j++) {
+            memset(out + (size_t)j * hd, 0, (size_t)hd * sizeof *out);
+            lse[j] = -INFINITY;
+        }
+        for (uint32_t b0 = 0; b0 < n_host; b0 += RT_HOST_BLOCK) {
+            const uint32_t nb = n_host - b0 < RT_HOST_BLOCK ? n_host - b0 : RT_HOST_BLOCK;
+            rt_host_kv_gather(&r->hkv, il, g, NULL, r->sinks + b0, nb, gk, gv);
+            for (uint32_t j = 0; j < nh; j++) {
+                float lb, *oj = out + (size_t)j * hd;
+                rt_attn_partial(qs + (size_t)j * hd, gk, gv, hd, NULL, nb, scale, bp, &lb);
+                rt_attn_merge(oj, lse[j], bp, lb, hd, oj, &lse[j]);
+            }
+        }
         return;
     }
     ann_search_params sp;
@@ -575,8 +595,9 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->gather_max = (uint32_t)topk;
     r->gk = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gk);
     r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
+    r->bpart = malloc((size_t)r->n_threads * r->hd * sizeof *r->bpart);
     if (!r->cap || !r->log || !r->gather || !r->keys || !r->index || !r->todo || !r->sctx ||
-        !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv ||
+        !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv || !r->bpart ||
         !r->scores || !r->tmp || !r->search_t || !r->busy_t || !r->task_order || !r->task_s) {
         rt_retr_destroy(r);
         return loupe_fail(err, LOUPE_ERR_NOMEM,
@@ -683,6 +704,7 @@ void rt_retr_destroy(rt_retr *r)
     free(r->seeds);
     free(r->gk);
     free(r->gv);
+    free(r->bpart);
     rt_host_kv_free(&r->hkv);
     free(r->prev_ids);
     free(r->prev_n);
