@@ -142,10 +142,15 @@ void ann_advise_huge_pages(void *p, size_t bytes)
 void *ann_rows_alloc(size_t bytes) { return calloc(bytes ? bytes : 1, 1); }
 void ann_rows_free(void *p) { free(p); }
 #else
-void *ann_rows_alloc(size_t bytes)
+static size_t page_bytes(void)
 {
     const long page = sysconf(_SC_PAGESIZE);
-    const size_t pg = page > 0 ? (size_t)page : 4096;
+    return page > 0 ? (size_t)page : 4096;
+}
+
+void *ann_rows_alloc(size_t bytes)
+{
+    const size_t pg = page_bytes();
     if (bytes > SIZE_MAX - 2 * pg)
         return NULL;
     const size_t size = pg + (bytes + pg - 1) / pg * pg;
@@ -161,8 +166,7 @@ void ann_rows_free(void *p)
 {
     if (!p)
         return;
-    const long page = sysconf(_SC_PAGESIZE);
-    char *base = (char *)p - (page > 0 ? (size_t)page : 4096);
+    char *base = (char *)p - page_bytes();
     size_t size;
     memcpy(&size, base, sizeof size);
     munmap(base, size);

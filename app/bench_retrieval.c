@@ -7,8 +7,10 @@
  * next, so rows do not share memory) prefills L − gen reproducible random ids — timed as
  * prefill_s, which in a retrieval mode includes the index build that the runner's statistics
  * report apart (build_s; build_knn_s is the exact kNN's thread time, the indexes of a layer
- * building at once; build_knn_gpu_s the GPU kNN calls' own time, one at a time) — then decodes
- * gen more random ids one at a time with rt_runner_decode, teacher-forced as in `bench decode`, each token timed up to its logits being readable (mean
+ * building at once; build_knn_gpu_s the GPU kNN calls' own time, one at a time;
+ * build_proj_s, build_repair_s and build_task_s the projection's, the repair's and the whole
+ * builds' thread time) — then decodes gen more random ids one at a time with rt_runner_decode,
+ * teacher-forced as in `bench decode`, each token timed up to its logits being readable (mean
  * and median ms/token); with --search, once per search setting after the one prefill (L −
  * gen·settings tokens). Every mode at a length sees the same ids.
  *
@@ -538,10 +540,10 @@ static void print_header(const bench_opts *b, const char *name, const rt_model *
     if (b->csv) {
         printf("model,backend,threads,ctx,mode,attention,topk,prefill_tokens,gen,prefill_s,"
                "build_s,build_knn_s,build_knn_gpu_s,build_proj_s,build_repair_s,build_task_s,"
-               "ms_tok_mean,ms_tok_median,search_ms_tok,"
-               "attend_ms_tok,imbalance_ms_tok,coexec_tokens,step_ms,gpu_wait_ms,host_ms,"
-               "tail_ms,idle_ms,n_host,searches,keys_scanned,keys_attended,scanned_pct,attended_pct,gpu_bytes,"
-               "host_kv_bytes,index_bytes,rss_prefill_bytes,peak_rss_bytes,ef,expand,search_group,"
+               "ms_tok_mean,ms_tok_median,search_ms_tok,attend_ms_tok,imbalance_ms_tok,"
+               "coexec_tokens,step_ms,gpu_wait_ms,host_ms,tail_ms,idle_ms,n_host,searches,"
+               "keys_scanned,keys_attended,scanned_pct,attended_pct,gpu_bytes,host_kv_bytes,"
+               "index_bytes,rss_prefill_bytes,peak_rss_bytes,ef,expand,search_group,"
                "expand_batch,margin,interleave,status\n");
         return;
     }
@@ -577,9 +579,8 @@ static void print_row(const bench_opts *b, const char *name, int threads, bool c
     const char *mode = mode_names[w->mode];
     if (b->csv) {
         printf("%s,%s,%d,%u,%s,%s,%u,%u,%u,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f,"
-               "%.4f,%.4f,%llu,"
-               "%.4f,%.4f,%.4f,%.4f,%.4f,%u,%llu,%llu,%llu,%.3f,%.3f,%llu,%llu,%llu,%llu,%llu,%d,%d,%d,%d,"
-               "%g,%d,",
+               "%.4f,%.4f,%llu,%.4f,%.4f,%.4f,%.4f,%.4f,%u,%llu,%llu,%llu,%.3f,%.3f,%llu,%llu,"
+               "%llu,%llu,%llu,%d,%d,%d,%d,%g,%d,",
                name, w->ok ? rt_backend_name(w->backend) : rt_backend_name(b->o.backend),
                threads, w->ctx, mode, w->ok ? rt_attn_mode_name(w->attention) : "", w->topk,
                w->n_pre, w->n_gen, w->prefill_s, w->build_s, w->build_knn_s,

@@ -216,7 +216,6 @@ void rt_ctx_params_init(rt_ctx_params *p)
     memset(p, 0, sizeof *p);
 }
 
-/* calloc of a*b floats (or ints) with overflow checking; NULL on failure. */
 /* a · b elements of elem bytes into *n (elements); false when the bytes overflow a size_t. */
 static bool arr_elems(size_t a, size_t b, size_t elem, size_t *n)
 {
@@ -226,6 +225,7 @@ static bool arr_elems(size_t a, size_t b, size_t elem, size_t *n)
     return !*n || elem <= SIZE_MAX / *n;
 }
 
+/* calloc of a*b floats (or ints) with overflow checking; NULL on failure. */
 static void *alloc_arr(size_t a, size_t b, size_t elem)
 {
     size_t n;
