@@ -43,7 +43,7 @@
 /* Host rows widened and attended at a time when a partial covers the whole host set: K and V of
  * 256 rows of head dim 128 in f32 take 256 KiB, within a core's L2 (and test_retrieval's host
  * sets of ~270 keys take two blocks, so its exactness check covers the merge). */
-enum { RT_HOST_BLOCK = 256 };
+enum { RT_HOST_BLOCK = 256, RT_MIN_SLICE = 32 };
 
 struct rt_retr {
     rt_ctx *c;
@@ -69,7 +69,11 @@ struct rt_retr {
     bool hkv_copy;       /* hkv holds typed rows encoded from the context's cache */
     float *gk, *gv;      /* (n_threads, gather_max, hd): host rows widened for a partial */
     float *bpart;        /* (n_threads, hd): one block's partial of the whole host set */
-    uint32_t gather_max; /* rows one partial attends at most: topk, at least 1 */
+    uint32_t n_slices;   /* host_whole_attend's row slices per KV head: threads / n_kv, >= 1 */
+    float *spart;        /* (n_slices, n_head, hd): the slices' partials, merged per head */
+    float *slse;         /* (n_slices, n_head) */
+    uint32_t gather_max; /* rows one partial attends at most: topk (at least 1), or a block
+                            when topk covers the context (see the creation) */
     ann_keys **keys;     /* (n_layer · n_kv), NULL while the host set is empty */
     ann_index **index;   /* (n_layer · n_index): per query head, or per KV head (index_per_kv) */
     uint32_t *todo;      /* (n_layer) scratch of build_layers: the layers it builds */
@@ -409,6 +413,60 @@ static void sort_longest_first(uint16_t *order, const float *took, long n)
     }
 }
 
+/* A one-token step's partials of every query head over the whole host set (no larger than topk:
+ * hostfull, or a host set still short): one task per (KV head, slice of its rows) widens each
+ * block of RT_HOST_BLOCK rows once and attends all of the KV head's query heads to it, and the
+ * slices' partials are merged per head afterwards. The host K/V are read once per token, not once
+ * per query head (a quarter of the bytes on the 8B shape), with every thread busy although the
+ * KV heads are fewer than the threads. */
+static void host_whole_attend(rt_retr *r, uint32_t il, const float *q, float *out, float *lse)
+{
+    const uint32_t hd = r->hd, G = r->group, n_host = r->host_end - r->sinks;
+    /* slices of at least RT_MIN_SLICE rows: a task's fixed cost stays small beside its rows */
+    const uint32_t most = n_host / RT_MIN_SLICE > 1 ? n_host / RT_MIN_SLICE : 1;
+    const uint32_t ns = r->n_slices < most ? r->n_slices : most;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const double t0 = now_s();
+    const long work = (long)r->n_kv * ns;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(r->n_threads)
+    for (long w = 0; w < work; w++) {
+        const int tid = omp_get_thread_num();
+        const double ts = now_s();
+        const uint32_t g = (uint32_t)(w / ns), s = (uint32_t)(w % ns);
+        const uint32_t lo = (uint32_t)((uint64_t)n_host * s / ns);
+        const uint32_t hi = (uint32_t)((uint64_t)n_host * (s + 1) / ns);
+        float *gk = r->gk + (size_t)tid * r->gather_max * hd;
+        float *gv = r->gv + (size_t)tid * r->gather_max * hd;
+        float *bp = r->bpart + (size_t)tid * hd;
+        float *po = r->spart + ((size_t)s * r->n_head + (size_t)g * G) * hd;
+        float *pl = r->slse + (size_t)s * r->n_head + (size_t)g * G;
+        for (uint32_t j = 0; j < G; j++) {
+            memset(po + (size_t)j * hd, 0, (size_t)hd * sizeof *po);
+            pl[j] = -INFINITY;
+        }
+        for (uint32_t r0 = lo; r0 < hi; r0 += RT_HOST_BLOCK) {
+            const uint32_t nb = hi - r0 < RT_HOST_BLOCK ? hi - r0 : RT_HOST_BLOCK;
+            rt_host_kv_gather(&r->hkv, il, g, NULL, r->sinks + r0, nb, gk, gv);
+            for (uint32_t j = 0; j < G; j++) {
+                float lb, *oj = po + (size_t)j * hd;
+                rt_attn_partial(q + ((size_t)g * G + j) * hd, gk, gv, hd, NULL, nb, scale, bp,
+                                &lb);
+                rt_attn_merge(oj, pl[j], bp, lb, hd, oj, &pl[j]);
+            }
+        }
+        r->busy_t[tid] += now_s() - ts;
+    }
+    for (uint32_t h = 0; h < r->n_head; h++) {
+        float *oh = out + (size_t)h * hd;
+        memcpy(oh, r->spart + (size_t)h * hd, (size_t)hd * sizeof *oh);
+        lse[h] = r->slse[h];
+        for (uint32_t s = 1; s < ns; s++)
+            rt_attn_merge(oh, lse[h], r->spart + ((size_t)s * r->n_head + h) * hd,
+                          r->slse[(size_t)s * r->n_head + h], hd, oh, &lse[h]);
+    }
+    account(r, il, 1, now_s() - t0);
+}
+
 loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const float *q,
                                  const float *k, const float *v, float *out, float *lse,
                                  loupe_err *err)
@@ -422,6 +480,11 @@ loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const fl
         rt_host_kv_store(&r->hkv, il, g, pos, k + (size_t)g * hd, v + (size_t)g * hd);
     memcpy(r->log + ((size_t)il * r->log_max + (pos - r->host_end)) * r->nq, q,
            r->nq * sizeof *q);
+    const uint32_t n_host = r->host_end - r->sinks;
+    if (r->p.topk > 0 && n_host > 0 && n_host <= r->p.topk) {
+        host_whole_attend(r, il, q, out, lse);
+        return LOUPE_OK;
+    }
     double t0 = now_s();
     const long work = tasks_per_token(r);
     uint16_t *order = r->task_order + (size_t)il * r->n_head;
@@ -592,12 +655,17 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->busy_t = calloc((size_t)r->n_threads, sizeof *r->busy_t);
     r->task_order = malloc((size_t)r->n_layer * r->n_head * sizeof *r->task_order);
     r->task_s = malloc((size_t)r->n_layer * r->n_head * sizeof *r->task_s);
-    r->gather_max = (uint32_t)topk;
+    /* with topk at least the context, every partial covers the whole host set: a block at a
+     * time (1 GiB per thread at 128K on the 8B shape otherwise) */
+    r->gather_max = r->p.topk >= r->n_ctx ? RT_HOST_BLOCK : (uint32_t)topk;
+    r->n_slices = r->n_threads > (int)r->n_kv ? ((uint32_t)r->n_threads + r->n_kv - 1) / r->n_kv : 1;
+    r->spart = malloc((size_t)r->n_slices * r->nq * sizeof *r->spart);
+    r->slse = malloc((size_t)r->n_slices * r->n_head * sizeof *r->slse);
     r->gk = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gk);
     r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
     r->bpart = malloc((size_t)r->n_threads * r->hd * sizeof *r->bpart);
     if (!r->cap || !r->log || !r->gather || !r->keys || !r->index || !r->todo || !r->sctx ||
-        !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv || !r->bpart ||
+        !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv || !r->bpart || !r->spart || !r->slse ||
         !r->scores || !r->tmp || !r->search_t || !r->busy_t || !r->task_order || !r->task_s) {
         rt_retr_destroy(r);
         return loupe_fail(err, LOUPE_ERR_NOMEM,
@@ -705,6 +773,8 @@ void rt_retr_destroy(rt_retr *r)
     free(r->gk);
     free(r->gv);
     free(r->bpart);
+    free(r->spart);
+    free(r->slse);
     rt_host_kv_free(&r->hkv);
     free(r->prev_ids);
     free(r->prev_n);

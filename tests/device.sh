@@ -14,6 +14,10 @@
 #   retr128k   tests/bench/run_device_retrieval.sh 8b128k_retr (issue 7; RETR_ARGS passes on)
 #   retr32k    tests/bench/run_device_retrieval.sh 8b32k (issue 7)
 #   retr128kall  tests/bench/run_device_retrieval.sh 8b128k: every mode at 128K (issue 7)
+#   retr512k   tests/bench/run_device_retrieval.sh 8b512k: retrieval at 512K (issue 7)
+#   coexec     test_cuda_coexec on its two ctest models, f32 and bf16 engines (carry
+#              build-devfull/tests/cuda/test_cuda_coexec too): the co-executed retrieval path
+#              against full attention, without the whole CUDA build of the decode stage
 #   sparsity   tests/models/run_on_device.sh sparsity: the bundled model's attention table (issue 5)
 #   probe      the host's memory facts (huge pages, NUMA, CPU) and one graph search's cost per key
 #              row on 131,072 synthetic keys, one thread and every thread (issues 6 and 7)
@@ -72,6 +76,27 @@ probe() {
     done
 }
 
+# The coexec stage: the ctest models made with this loupe, then test_cuda_coexec's four cases.
+coexec() {
+    local o=$1 m=$1/models t=build-devfull/tests/cuda/test_cuda_coexec
+    local base=(--layers 3 --embd 256 --heads 4 --kv-heads 2 --ff 512 --vocab 512 --ctx 256
+                --seed 7)
+    export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    mkdir -p "$m"
+    build-devfull/app/loupe mkmodel --out "$m/f32.gguf" "${base[@]}" --type f32 &&
+        build-devfull/app/loupe mkmodel --out "$m/hd128.gguf" "${base[@]}" --type q8_0 \
+            --embd 512 --heads 4 --kv-heads 1 || return 1
+    for model in f32 hd128; do
+        for prec in f32 bf16; do
+            LOUPE_TEST_TMP=$o OMP_WAIT_POLICY=passive "$t" "$m/$model.gguf" $prec \
+                >"$o/${model}_$prec.txt" 2>&1
+            echo "coexec $model $prec: rc $?" >>"$o/summary.txt"
+            tail -n 4 "$o/${model}_$prec.txt" >>"$o/summary.txt"
+        done
+    done
+    rm -rf "$m"
+}
+
 # Transparent huge pages in use, sampled every 5 s while the stages run: the largest value is
 # printed last (host K/V and graphs are advised huge pages; whether the kernel gave them is here).
 (while sleep 5; do awk '/AnonHugePages/ {print $2}' /proc/meminfo; done >"$W/thp_kb.txt") &
@@ -94,11 +119,14 @@ for arg in "$@"; do
         >"$o/stdout.txt" 2>&1 ;;
     retr128kall) OUT=$o BUDGET=$secs bash tests/bench/run_device_retrieval.sh 8b128k \
         >"$o/stdout.txt" 2>&1 ;;
+    retr512k) OUT=$o BUDGET=$secs bash tests/bench/run_device_retrieval.sh 8b512k \
+        >"$o/stdout.txt" 2>&1 ;;
+    coexec) coexec "$o" >"$o/stdout.txt" 2>&1 ;;
     sparsity) OUT=$o bash tests/models/run_on_device.sh sparsity >"$o/stdout.txt" 2>&1 ;;
     probe) probe "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     ab) ab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, retr128kall," \
-            "sparsity, probe, ab)" >&2
+            "retr512k, coexec, sparsity, probe, ab)" >&2
        exit 2 ;;
     esac
     echo "==== $stage: rc $?, $(($(date +%s) - t)) s of $secs" >>"$OUT/summary.txt"

@@ -14,7 +14,10 @@
 #            `bench retrieval --backend cuda --gpu-mem 24G` at 32K: full attention with the whole
 #            card, retrieval, flat, ivf, full attention over host KV on the CPU (hostfull) and
 #            the static set alone;
-#   8b128k   the same at 128K (without ivf: its k-means build is the slow part at this size);
+#   8b128k   the same at 128K, every mode but the static set alone (ivf's k-means build takes
+#            ~90 s of it);
+#   8b512k   retrieval alone at 512K (a model file of its own, made for that context; the prefill
+#            takes most of a call, and every other mode would need one of its own);
 #   8b128k_retr  retrieval alone at 128K with the graph's beam (--ef) at each of $REFS (200 100);
 #            with $SEARCH set instead, one prefill per entry of $RVARIANTS (';'-separated extra
 #            options, default one empty entry), each decoded under every setting of
@@ -37,7 +40,7 @@ T0=$(date +%s)
 left() { echo $((BUDGET - $(date +%s) + T0)); }
 MD=/dev/shm
 [ "$(df -Pk /dev/shm 2>/dev/null | awk 'NR==2 {print $4}')" -gt 20000000 ] 2>/dev/null || MD=$W
-trap 'rm -f "$MD"/loupe-8b.gguf; tar -C "$W" -czf "$OUT/logs.tgz" . 2>/dev/null; rm -rf "$W"' EXIT
+trap 'rm -f "$MD"/loupe-8b.gguf "$MD"/loupe-8b-512k.gguf; tar -C "$W" -czf "$OUT/logs.tgz" . 2>/dev/null; rm -rf "$W"' EXIT
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     nproc
@@ -90,9 +93,18 @@ for stage in "$@"; do
                 --modes full,retrieval,flat,ivf,hostfull,static "${RETR[@]}" ;;
     8b128k)
         model_8b &&
-            run retr_8b_128k 420 "$L" bench retrieval --model "$MD/loupe-8b.gguf" --backend cuda \
+            run retr_8b_128k 500 "$L" bench retrieval --model "$MD/loupe-8b.gguf" --backend cuda \
                 --gpu-mem 24G --ctx 131072 --gen 16 --csv \
-                --modes full,retrieval,flat,hostfull "${RETR[@]}" ;;
+                --modes full,retrieval,flat,ivf,hostfull "${RETR[@]}" ;;
+    8b512k)
+        rm -f "$MD/loupe-8b.gguf" # one 16 GB model at a time in /dev/shm
+        run mkmodel_8b_512k 150 "$L" mkmodel --preset llama3-8b --ctx 528384 --type bf16 \
+            --out "$MD/loupe-8b-512k.gguf"
+        [ -f "$MD/loupe-8b-512k.gguf" ] &&
+            run retr_8b_512k 560 "$L" bench retrieval --model "$MD/loupe-8b-512k.gguf" \
+                --backend cuda --gpu-mem 24G --ctx 524288 --gen 16 --csv --modes retrieval \
+                "${RETR[@]}"
+        rm -f "$MD/loupe-8b-512k.gguf" ;;
     8b128k_retr) # retrieval alone at 128K, the graph's beam at each of $REFS (default: its
                  # default 2·topk, then topk), or the --search settings of $SEARCH
         if [ -n "${SEARCH:-}" ]; then
@@ -115,7 +127,7 @@ for stage in "$@"; do
                     --ef "$ef" "${RETR[@]}"
         done ;;
     *)
-        echo "unknown stage $stage (niah, 8b32k, 8b128k, 8b128k_retr)" >&2
+        echo "unknown stage $stage (niah, 8b32k, 8b128k, 8b128k_retr, 8b512k)" >&2
         exit 2 ;;
     esac
 done
