@@ -96,6 +96,11 @@ static void usage(FILE *f)
             "  --interleave, --nprobe, --build-queries,\n"
             "  --static-max, --index-per, --search-group, --degree, --host-kv, --threads, --seed\n"
             "                        as for every command\n"
+            "  --local-prefill       TIMING ONLY, CUDA backend: each prefill chunk attends to\n"
+            "                        itself alone, so the prefill's cost is linear in L (K/V\n"
+            "                        and queries are still the model's); for decode timings at\n"
+            "                        lengths whose exact prefill takes too long. Rows are\n"
+            "                        marked [local prefill]\n"
             "  --csv                 one header line, then one row per (ctx, mode)\n"
             "Prefill, index build and decode ms/token per context length and attention mode,\n"
             "with the per-token search / attention / co-execution breakdown, keys scanned and\n"
@@ -123,6 +128,7 @@ typedef struct {
     search_setting search[MAX_SEARCH];
     int n_search;
     bool csv;
+    bool local_prefill; /* --local-prefill: timing only (rt_cuda_params.local_prefill) */
 } bench_opts;
 
 /* Parses "100/0/2,100/32/2" into b->search. */
@@ -209,6 +215,10 @@ static int parse_args(bench_opts *b, int argc, char **argv, bool *help)
         }
         if (!strcmp(argv[i], "--csv")) {
             b->csv = true;
+            continue;
+        }
+        if (!strcmp(argv[i], "--local-prefill")) {
+            b->local_prefill = true;
             continue;
         }
         /* --ctx here takes a list, so it is read before the common options see it */
@@ -338,6 +348,7 @@ static void mode_params(const bench *be, uint32_t L, bench_mode mode, rt_runner_
     app_runner_params(&be->b->o, p);
     p->n_ctx = L;
     p->attention = attn[mode];
+    p->local_prefill = be->b->local_prefill;
     if (mode == MODE_FULL)
         p->gpu_mem = be->b->full_gpu_mem;
     if (mode == MODE_HOSTFULL)
@@ -696,7 +707,12 @@ int bench_retrieval(int argc, char **argv)
     /* the co-execution columns only where a CUDA backend can run */
     bool coexec = b.o.backend == RT_BACKEND_CUDA ||
                   (b.o.backend == RT_BACKEND_AUTO && rt_cuda_available());
+    char marked[512];
     const char *name = b.preset ? b.preset : path;
+    if (b.local_prefill) { /* every row says its prefill was not the model's */
+        snprintf(marked, sizeof marked, "%s [local prefill]", name);
+        name = marked;
+    }
     print_header(&b, name, m, threads, coexec);
     if (run_all(&be, name, threads, coexec) > 0)
         rc = APP_EXIT_OK;

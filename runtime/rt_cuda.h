@@ -71,6 +71,12 @@ typedef struct {
     int device;            /* CUDA device index */
     rt_cuda_dtype precision; /* RT_CUDA_BF16 (default) or RT_CUDA_F32 */
     bool beyond_train;     /* allow n_ctx past the training context (as rt_ctx_params) */
+    bool local_prefill;    /* TIMING ONLY: each prefill chunk attends to its own tokens alone
+                              (causal within the chunk), not to the context before it. K/V and
+                              queries are still the model's, at their positions, and the cost
+                              is linear in the context: for timing decode at contexts whose
+                              exact prefill takes too long (bench retrieval --local-prefill).
+                              The layers' outputs are not the model's: never for answers. */
     /* The retrieval layout (static_slots > 0; see "Retrieval attention" below): the KV cache
      * holds static_slots slots per layer and KV head instead of n_ctx positions, plus one
      * layer's K/V for n_ctx positions used by the context's prefill. static_slots must exceed

@@ -116,6 +116,7 @@ typedef struct {
     uint64_t gpu_mem;       /* CUDA budget in bytes; 0 = the device's free memory */
     int device;
     rt_cuda_dtype precision;
+    bool local_prefill;     /* TIMING ONLY, CUDA backend: rt_cuda_params.local_prefill */
     rt_retrieval_params retrieval;
 } rt_runner_params;
 

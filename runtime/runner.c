@@ -73,6 +73,7 @@ static void cuda_params(const rt_runner_params *p, rt_cuda_params *cp)
     rt_cuda_params_init(cp);
     cp->n_ctx = p->n_ctx;
     cp->n_batch = p->n_batch;
+    cp->local_prefill = p->local_prefill;
     cp->gpu_mem = p->gpu_mem;
     cp->device = p->device;
     cp->precision = p->precision;
@@ -101,6 +102,9 @@ static loupe_status resolve(const rt_model *m, rt_runner_params *p, loupe_err *e
     }
     if (p->backend == RT_BACKEND_AUTO)
         p->backend = cuda_ok ? RT_BACKEND_CUDA : RT_BACKEND_CPU;
+    if (p->local_prefill && p->backend != RT_BACKEND_CUDA)
+        return loupe_fail(err, LOUPE_ERR_UNSUPPORTED,
+                          "the local (timing-only) prefill exists on the CUDA backend only");
     if (p->attention == RT_ATTN_AUTO) {
         p->attention = RT_ATTN_FULL;
         if (p->backend == RT_BACKEND_CUDA) {

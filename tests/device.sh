@@ -15,6 +15,8 @@
 #   retr32k    tests/bench/run_device_retrieval.sh 8b32k (issue 7)
 #   retr128kall  tests/bench/run_device_retrieval.sh 8b128k: every mode at 128K (issue 7)
 #   retr512k   tests/bench/run_device_retrieval.sh 8b512k: retrieval at 512K (issue 7)
+#   retr1m     tests/bench/run_device_retrieval.sh 8b1m: retrieval at 1M, int8 host K/V, the
+#              timing-only local prefill (issue 7)
 #   coexec     test_cuda_coexec on its two ctest models, f32 and bf16 engines (carry
 #              build-devfull/tests/cuda/test_cuda_coexec too): the co-executed retrieval path
 #              against full attention, without the whole CUDA build of the decode stage
@@ -121,12 +123,14 @@ for arg in "$@"; do
         >"$o/stdout.txt" 2>&1 ;;
     retr512k) OUT=$o BUDGET=$secs bash tests/bench/run_device_retrieval.sh 8b512k \
         >"$o/stdout.txt" 2>&1 ;;
+    retr1m) OUT=$o BUDGET=$secs bash tests/bench/run_device_retrieval.sh 8b1m \
+        >"$o/stdout.txt" 2>&1 ;;
     coexec) coexec "$o" >"$o/stdout.txt" 2>&1 ;;
     sparsity) OUT=$o bash tests/models/run_on_device.sh sparsity >"$o/stdout.txt" 2>&1 ;;
     probe) probe "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     ab) ab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, retr128kall," \
-            "retr512k, coexec, sparsity, probe, ab)" >&2
+            "retr512k, retr1m, coexec, sparsity, probe, ab)" >&2
        exit 2 ;;
     esac
     echo "==== $stage: rc $?, $(($(date +%s) - t)) s of $secs" >>"$OUT/summary.txt"

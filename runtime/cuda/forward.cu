@@ -77,6 +77,23 @@ rt_cuda_attn_desc attn_desc(const rt_cuda_engine *e, uint32_t il, size_t q_ld, b
     return a;
 }
 
+/* A prefill chunk's attention: over the cache up to its last token, or with local_prefill over
+ * its own tokens alone (the cache seen from the chunk's first position: positions stay those
+ * RoPE gave the rows). */
+static loupe_status prefill_attn(const rt_cuda_engine *e, const rt_cuda_attn_desc *a, uint32_t B,
+                                 uint32_t pos, cudaStream_t s)
+{
+    const size_t nq = (size_t)e->m->hp.n_head * e->m->hp.head_dim;
+    if (!e->p.local_prefill)
+        return rt_cuda_flash_attn(a, B, pos, e->act, e->att, nq, nullptr, s);
+    rt_cuda_attn_desc l = *a;
+    const size_t skip = (size_t)pos * a->head_dim * rt_cuda_act_bytes(e->act);
+    l.k = static_cast<const uint8_t *>(a->k) + skip;
+    l.v = static_cast<const uint8_t *>(a->v) + skip;
+    /* n_ctx stays: it is also the stride between KV heads; rows past pos + B are never read */
+    return rt_cuda_flash_attn(&l, B, 0, e->act, e->att, nq, nullptr, s);
+}
+
 loupe_status check_tokens(const rt_cuda_engine *e, const int32_t *ids, size_t n, loupe_err *err)
 {
     if (n > (size_t)(e->p.n_ctx - e->n_past))
@@ -430,7 +447,7 @@ bool prefill_layer(rt_cuda_engine *e, uint32_t il, uint32_t S, uint32_t pos0, st
               ok("kv store", rt_cuda_kv_store(e->k, e->v, B, hp->n_head_kv, hd, pos, a.n_ctx,
                                               act, const_cast<void *>(a.k),
                                               const_cast<void *>(a.v), s)) &&
-              ok("flash attention", rt_cuda_flash_attn(&a, B, pos, act, e->att, nq, nullptr, s)) &&
+              ok("flash attention", prefill_attn(e, &a, B, pos, s)) &&
               ok("o gemm", gemm(wo, L->wo, e->att, nq, B, 1.0f, xr, E)) &&
               ok("rmsnorm", rt_cuda_rmsnorm(xr, E, L->ffn_norm, E, B, hp->norm_eps, act, e->xb,
                                             E, s)) &&

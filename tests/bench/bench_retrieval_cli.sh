@@ -92,8 +92,16 @@ rc=$?
 [ $rc = 1 ] || { echo "FAIL: every row failed: exited $rc, want 1"; fail=1; }
 grep -qE "^ +40000 static +failed: " <<<"$table" || { echo "FAIL: table failed row: $table"; fail=1; }
 
+# --local-prefill (timing only) exists on the CUDA backend alone: on the CPU every row fails with
+# the sentence that says so, and the rows carry the mark.
+out=$(bench --ctx 64 --gen 2 --modes retrieval --local-prefill --csv 2>&1)
+rc=$?
+[ $rc = 1 ] && grep -q '\[local prefill\],.*"failed: .*CUDA backend only"$' <<<"$out" ||
+    { echo "FAIL: --local-prefill on the CPU backend: exit $rc: $out"; fail=1; }
+
 help=$("$loupe" bench retrieval --help) || { echo "FAIL: --help exited $?"; fail=1; }
-grep -q -- "--modes" <<<"$help" && grep -q -- "--full-gpu-mem" <<<"$help" || { echo "FAIL: --help: $help"; fail=1; }
+grep -q -- "--modes" <<<"$help" && grep -q -- "--full-gpu-mem" <<<"$help" &&
+    grep -q -- "--local-prefill" <<<"$help" || { echo "FAIL: --help: $help"; fail=1; }
 "$loupe" bench --help | grep -q "^  retrieval " || { echo "FAIL: bench --help does not list retrieval"; fail=1; }
 
 expect_rc() { local want=$1; shift; bench "$@" >/dev/null 2>&1; local rc=$?

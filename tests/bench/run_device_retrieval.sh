@@ -17,7 +17,12 @@
 #   8b128k   the same at 128K, every mode but the static set alone (ivf's k-means build takes
 #            ~90 s of it);
 #   8b512k   retrieval alone at 512K (a model file of its own, made for that context; the prefill
-#            takes most of a call, and every other mode would need one of its own);
+#            takes most of a call, and every other mode would need one of its own), under
+#            --gpu-mem 32G: the retrieval layout's prefill keeps the whole residual stream
+#            (f32, 16 KiB a token) and one layer's K/V on the GPU, 10 GiB beside the weights;
+#   8b1m     retrieval alone at 1M with int8 host K/V, TIMING ONLY: --local-prefill (each chunk
+#            attends to itself alone, so the prefill is linear; K/V and queries are the
+#            model's), --gpu-mem 48G for the same reason (20 GiB of prefill buffers);
 #   8b128k_retr  retrieval alone at 128K with the graph's beam (--ef) at each of $REFS (200 100);
 #            with $SEARCH set instead, one prefill per entry of $RVARIANTS (';'-separated extra
 #            options, default one empty entry), each decoded under every setting of
@@ -40,7 +45,7 @@ T0=$(date +%s)
 left() { echo $((BUDGET - $(date +%s) + T0)); }
 MD=/dev/shm
 [ "$(df -Pk /dev/shm 2>/dev/null | awk 'NR==2 {print $4}')" -gt 20000000 ] 2>/dev/null || MD=$W
-trap 'rm -f "$MD"/loupe-8b.gguf "$MD"/loupe-8b-512k.gguf; tar -C "$W" -czf "$OUT/logs.tgz" . 2>/dev/null; rm -rf "$W"' EXIT
+trap 'rm -f "$MD"/loupe-8b.gguf "$W"/loupe-8b-512k.gguf "$W"/loupe-8b-1m.gguf; tar -C "$W" -czf "$OUT/logs.tgz" . 2>/dev/null; rm -rf "$W"' EXIT
 {
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
     nproc
@@ -96,15 +101,24 @@ for stage in "$@"; do
             run retr_8b_128k 500 "$L" bench retrieval --model "$MD/loupe-8b.gguf" --backend cuda \
                 --gpu-mem 24G --ctx 131072 --gen 16 --csv \
                 --modes full,retrieval,flat,ivf,hostfull "${RETR[@]}" ;;
-    8b512k)
+    8b512k) # the model on disk, not in /dev/shm: RAM holds K/V (64 GiB) and indexes
         rm -f "$MD/loupe-8b.gguf" # one 16 GB model at a time in /dev/shm
         run mkmodel_8b_512k 150 "$L" mkmodel --preset llama3-8b --ctx 528384 --type bf16 \
-            --out "$MD/loupe-8b-512k.gguf"
-        [ -f "$MD/loupe-8b-512k.gguf" ] &&
-            run retr_8b_512k 560 "$L" bench retrieval --model "$MD/loupe-8b-512k.gguf" \
-                --backend cuda --gpu-mem 24G --ctx 524288 --gen 16 --csv --modes retrieval \
+            --out "$W/loupe-8b-512k.gguf"
+        [ -f "$W/loupe-8b-512k.gguf" ] &&
+            run retr_8b_512k 560 "$L" bench retrieval --model "$W/loupe-8b-512k.gguf" \
+                --backend cuda --gpu-mem 32G --ctx 524288 --gen 16 --csv --modes retrieval \
                 "${RETR[@]}"
-        rm -f "$MD/loupe-8b-512k.gguf" ;;
+        rm -f "$W/loupe-8b-512k.gguf" ;;
+    8b1m) # the model on disk, not in /dev/shm: its 15 GiB of RAM are needed (K/V 66, indexes 18)
+        rm -f "$MD/loupe-8b.gguf"
+        run mkmodel_8b_1m 150 "$L" mkmodel --preset llama3-8b --ctx 1052672 --type bf16 \
+            --out "$W/loupe-8b-1m.gguf"
+        [ -f "$W/loupe-8b-1m.gguf" ] &&
+            run retr_8b_1m 570 "$L" bench retrieval --model "$W/loupe-8b-1m.gguf" \
+                --backend cuda --gpu-mem 48G --ctx 1048576 --gen 16 --csv --modes retrieval \
+                --host-kv int8 --local-prefill "${RETR[@]}"
+        rm -f "$W/loupe-8b-1m.gguf" ;;
     8b128k_retr) # retrieval alone at 128K, the graph's beam at each of $REFS (default: its
                  # default 2·topk, then topk), or the --search settings of $SEARCH
         if [ -n "${SEARCH:-}" ]; then
@@ -127,7 +141,7 @@ for stage in "$@"; do
                     --ef "$ef" "${RETR[@]}"
         done ;;
     *)
-        echo "unknown stage $stage (niah, 8b32k, 8b128k, 8b128k_retr, 8b512k)" >&2
+        echo "unknown stage $stage (niah, 8b32k, 8b128k, 8b128k_retr, 8b512k, 8b1m)" >&2
         exit 2 ;;
     esac
 done
