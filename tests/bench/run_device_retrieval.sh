@@ -102,7 +102,7 @@ for stage in "$@"; do
                 --gpu-mem 24G --ctx 131072 --gen 16 --csv \
                 --modes full,retrieval,flat,ivf,hostfull "${RETR[@]}" ;;
     8b512k) # the model on disk, not in /dev/shm: RAM holds K/V (64 GiB) and indexes
-        rm -f "$MD/loupe-8b.gguf" # one 16 GB model at a time in /dev/shm
+        rm -f "$MD/loupe-8b.gguf" # the 128K model's 15 GiB of RAM back
         run mkmodel_8b_512k 150 "$L" mkmodel --preset llama3-8b --ctx 528384 --type bf16 \
             --out "$W/loupe-8b-512k.gguf"
         [ -f "$W/loupe-8b-512k.gguf" ] &&
