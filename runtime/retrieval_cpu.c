@@ -658,15 +658,17 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     /* with topk at least the context, every partial covers the whole host set: a block at a
      * time (1 GiB per thread at 128K on the 8B shape otherwise) */
     r->gather_max = r->p.topk >= r->n_ctx ? RT_HOST_BLOCK : (uint32_t)topk;
-    r->n_slices = r->n_threads > (int)r->n_kv ? ((uint32_t)r->n_threads + r->n_kv - 1) / r->n_kv : 1;
+    r->n_slices = r->n_threads > (int)r->n_kv ? ((uint32_t)r->n_threads + r->n_kv - 1) / r->n_kv
+                                              : 1;
     r->spart = malloc((size_t)r->n_slices * r->nq * sizeof *r->spart);
     r->slse = malloc((size_t)r->n_slices * r->n_head * sizeof *r->slse);
     r->gk = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gk);
     r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
     r->bpart = malloc((size_t)r->n_threads * r->hd * sizeof *r->bpart);
     if (!r->cap || !r->log || !r->gather || !r->keys || !r->index || !r->todo || !r->sctx ||
-        !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv || !r->bpart || !r->spart || !r->slse ||
-        !r->scores || !r->tmp || !r->search_t || !r->busy_t || !r->task_order || !r->task_s) {
+        !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv || !r->bpart ||
+        !r->spart || !r->slse || !r->scores || !r->tmp || !r->search_t || !r->busy_t ||
+        !r->task_order || !r->task_s) {
         rt_retr_destroy(r);
         return loupe_fail(err, LOUPE_ERR_NOMEM,
                           "out of memory for the retrieval state (%.1f MiB of query buffers)",
