@@ -72,6 +72,7 @@ struct rt_retr {
     uint32_t n_slices;   /* host_whole_attend's row slices per KV head: threads / n_kv, >= 1 */
     float *spart;        /* (n_slices, n_head, hd): the slices' partials, merged per head */
     float *slse;         /* (n_slices, n_head) */
+    float *hout, *hlse;  /* (n_head, hd), (n_head): one token's host partials (attend_whole) */
     uint32_t gather_max; /* rows one partial attends at most: topk (at least 1), or a block
                             when topk covers the context (see the creation) */
     ann_keys **keys;     /* (n_layer · n_kv), NULL while the host set is empty */
@@ -359,66 +360,20 @@ static void account(rt_retr *r, uint32_t il, size_t tokens, double wall)
         r->st.retrieval_tokens += tokens;
 }
 
-/* Attention of the chunk's B queries (positions n_past..) of one layer: per (token, head) the
- * static partial (sinks + tail up to the token) merged with the partial over the host keys the
- * head's index returns; one task per (token, search group of heads). */
-static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
+/* True when a partial covers the whole host set: topk reaches it (hostfull, or a host set still
+ * short). */
+static bool host_whole(const rt_retr *r)
 {
-    rt_retr *r = user;
-    const uint32_t hd = r->hd, n_head = r->n_head, group = r->group;
-    const float scale = 1.0f / sqrtf((float)hd);
-    const long per_token = tasks_per_token(r);
-    double t0 = now_s();
-    long work = (long)B * per_token;
-#pragma omp parallel for schedule(dynamic, 1) num_threads(r->n_threads)
-    for (long w = 0; w < work; w++) {
-        int tid = omp_get_thread_num();
-        double ts = now_s();
-        size_t t = (size_t)(w / per_token);
-        uint32_t nh, h0 = task_heads(r, w % per_token, &nh);
-        const float *K = rt_ctx_keys(c, il, h0 / group), *V = rt_ctx_values(c, il, h0 / group);
-        const float *q = c->q + (t * n_head + h0) * hd;
-        float *out = c->att + (t * n_head + h0) * hd;
-        float *tmp = r->tmp + (size_t)tid * r->task_max * hd;
-        size_t pos = (size_t)c->n_past + t;
-        float l_out[ANN_GROUP_MAX], l_tmp[ANN_GROUP_MAX];
-        for (uint32_t j = 0; j < nh; j++) {
-            const float *qj = q + (size_t)j * hd;
-            float *oj = out + (size_t)j * hd;
-            rt_attn_partial(qj, K, V, hd, NULL, r->sinks, scale, oj, &l_out[j]);
-            rt_attn_partial(qj, K + (size_t)r->host_end * hd, V + (size_t)r->host_end * hd, hd,
-                            NULL, pos + 1 - r->host_end, scale, tmp, &l_tmp[0]);
-            rt_attn_merge(oj, l_out[j], tmp, l_tmp[0], hd, oj, &l_out[j]);
-        }
-        host_partials(r, tid, il, h0, nh, q, B == 1, tmp, l_tmp); /* one token: seeded */
-        for (uint32_t j = 0; j < nh; j++)
-            if (l_tmp[j] != -INFINITY)
-                rt_attn_merge(out + (size_t)j * hd, l_out[j], tmp + (size_t)j * hd, l_tmp[j], hd,
-                              out + (size_t)j * hd, &l_out[j]);
-        r->busy_t[tid] += now_s() - ts;
-    }
-    account(r, il, B, now_s() - t0);
+    const uint32_t n_host = r->host_end - r->sinks;
+    return r->p.topk > 0 && n_host > 0 && n_host <= r->p.topk;
 }
 
-/* order (n tasks) by took[task] descending; insertion sort: nearly sorted from the last step,
- * and a few dozen tasks. */
-static void sort_longest_first(uint16_t *order, const float *took, long n)
-{
-    for (long i = 1; i < n; i++) {
-        uint16_t w = order[i];
-        long j = i;
-        for (; j > 0 && took[order[j - 1]] < took[w]; j--)
-            order[j] = order[j - 1];
-        order[j] = w;
-    }
-}
-
-/* A one-token step's partials of every query head over the whole host set (no larger than topk:
- * hostfull, or a host set still short): one task per (KV head, slice of its rows) widens each
- * block of RT_HOST_BLOCK rows once and attends all of the KV head's query heads to it, and the
- * slices' partials are merged per head afterwards. The host K/V are read once per token, not once
- * per query head (a quarter of the bytes on the 8B shape), with every thread busy although the
- * KV heads are fewer than the threads. */
+/* One token's partials of every query head over the whole host set (host_whole): one task per
+ * (KV head, slice of its rows) widens each block of RT_HOST_BLOCK rows once and attends all of
+ * the KV head's query heads to it, and the slices' partials are merged per head afterwards. The
+ * host K/V are read once per token, not once per query head (a quarter of the bytes on the 8B
+ * shape), with every thread busy although the KV heads are fewer than the threads. Used by the
+ * co-executed step (rt_retr_host_attend) and the CPU backend's (attend_whole) alike. */
 static void host_whole_attend(rt_retr *r, uint32_t il, const float *q, float *out, float *lse)
 {
     const uint32_t hd = r->hd, G = r->group, n_host = r->host_end - r->sinks;
@@ -467,6 +422,93 @@ static void host_whole_attend(rt_retr *r, uint32_t il, const float *q, float *ou
     account(r, il, 1, now_s() - t0);
 }
 
+/* attend_hook when every partial covers the whole host set: token by token, the host partials
+ * of all heads (host_whole_attend, which reads the host K/V once for the token), then each head's
+ * static partial (sinks + tail up to the token), merged. */
+static void attend_whole(rt_retr *r, rt_ctx *c, uint32_t il, size_t B)
+{
+    const uint32_t hd = r->hd, n_head = r->n_head;
+    const float scale = 1.0f / sqrtf((float)hd);
+    for (size_t t = 0; t < B; t++) {
+        const float *q = c->q + t * r->nq;
+        float *att = c->att + t * r->nq;
+        const size_t pos = (size_t)c->n_past + t;
+        host_whole_attend(r, il, q, r->hout, r->hlse);
+#pragma omp parallel for schedule(static) num_threads(r->n_threads)
+        for (uint32_t h = 0; h < n_head; h++) {
+            const int tid = omp_get_thread_num();
+            const uint32_t g = h / r->group;
+            const float *K = rt_ctx_keys(c, il, g), *V = rt_ctx_values(c, il, g);
+            const float *qh = q + (size_t)h * hd;
+            float *oh = att + (size_t)h * hd, *tmp = r->tmp + (size_t)tid * r->task_max * hd;
+            float l_out, l_tmp;
+            rt_attn_partial(qh, K, V, hd, NULL, r->sinks, scale, oh, &l_out);
+            rt_attn_partial(qh, K + (size_t)r->host_end * hd, V + (size_t)r->host_end * hd, hd,
+                            NULL, pos + 1 - r->host_end, scale, tmp, &l_tmp);
+            rt_attn_merge(oh, l_out, tmp, l_tmp, hd, oh, &l_out);
+            rt_attn_merge(oh, l_out, r->hout + (size_t)h * hd, r->hlse[h], hd, oh, &l_out);
+        }
+    }
+}
+
+/* Attention of the chunk's B queries (positions n_past..) of one layer: per (token, head) the
+ * static partial (sinks + tail up to the token) merged with the partial over the host keys the
+ * head's index returns; one task per (token, search group of heads). */
+static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
+{
+    rt_retr *r = user;
+    if (host_whole(r)) {
+        attend_whole(r, c, il, B);
+        return;
+    }
+    const uint32_t hd = r->hd, n_head = r->n_head, group = r->group;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const long per_token = tasks_per_token(r);
+    double t0 = now_s();
+    long work = (long)B * per_token;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(r->n_threads)
+    for (long w = 0; w < work; w++) {
+        int tid = omp_get_thread_num();
+        double ts = now_s();
+        size_t t = (size_t)(w / per_token);
+        uint32_t nh, h0 = task_heads(r, w % per_token, &nh);
+        const float *K = rt_ctx_keys(c, il, h0 / group), *V = rt_ctx_values(c, il, h0 / group);
+        const float *q = c->q + (t * n_head + h0) * hd;
+        float *out = c->att + (t * n_head + h0) * hd;
+        float *tmp = r->tmp + (size_t)tid * r->task_max * hd;
+        size_t pos = (size_t)c->n_past + t;
+        float l_out[ANN_GROUP_MAX], l_tmp[ANN_GROUP_MAX];
+        for (uint32_t j = 0; j < nh; j++) {
+            const float *qj = q + (size_t)j * hd;
+            float *oj = out + (size_t)j * hd;
+            rt_attn_partial(qj, K, V, hd, NULL, r->sinks, scale, oj, &l_out[j]);
+            rt_attn_partial(qj, K + (size_t)r->host_end * hd, V + (size_t)r->host_end * hd, hd,
+                            NULL, pos + 1 - r->host_end, scale, tmp, &l_tmp[0]);
+            rt_attn_merge(oj, l_out[j], tmp, l_tmp[0], hd, oj, &l_out[j]);
+        }
+        host_partials(r, tid, il, h0, nh, q, B == 1, tmp, l_tmp); /* one token: seeded */
+        for (uint32_t j = 0; j < nh; j++)
+            if (l_tmp[j] != -INFINITY)
+                rt_attn_merge(out + (size_t)j * hd, l_out[j], tmp + (size_t)j * hd, l_tmp[j], hd,
+                              out + (size_t)j * hd, &l_out[j]);
+        r->busy_t[tid] += now_s() - ts;
+    }
+    account(r, il, B, now_s() - t0);
+}
+
+/* order (n tasks) by took[task] descending; insertion sort: nearly sorted from the last step,
+ * and a few dozen tasks. */
+static void sort_longest_first(uint16_t *order, const float *took, long n)
+{
+    for (long i = 1; i < n; i++) {
+        uint16_t w = order[i];
+        long j = i;
+        for (; j > 0 && took[order[j - 1]] < took[w]; j--)
+            order[j] = order[j - 1];
+        order[j] = w;
+    }
+}
+
 loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const float *q,
                                  const float *k, const float *v, float *out, float *lse,
                                  loupe_err *err)
@@ -480,8 +522,7 @@ loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const fl
         rt_host_kv_store(&r->hkv, il, g, pos, k + (size_t)g * hd, v + (size_t)g * hd);
     memcpy(r->log + ((size_t)il * r->log_max + (pos - r->host_end)) * r->nq, q,
            r->nq * sizeof *q);
-    const uint32_t n_host = r->host_end - r->sinks;
-    if (r->p.topk > 0 && n_host > 0 && n_host <= r->p.topk) {
+    if (host_whole(r)) {
         host_whole_attend(r, il, q, out, lse);
         return LOUPE_OK;
     }
@@ -662,13 +703,15 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
                                               : 1;
     r->spart = malloc((size_t)r->n_slices * r->nq * sizeof *r->spart);
     r->slse = malloc((size_t)r->n_slices * r->n_head * sizeof *r->slse);
+    r->hout = malloc(r->nq * sizeof *r->hout);
+    r->hlse = malloc((size_t)r->n_head * sizeof *r->hlse);
     r->gk = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gk);
     r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
     r->bpart = malloc((size_t)r->n_threads * r->hd * sizeof *r->bpart);
     if (!r->cap || !r->log || !r->gather || !r->keys || !r->index || !r->todo || !r->sctx ||
         !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv || !r->bpart ||
-        !r->spart || !r->slse || !r->scores || !r->tmp || !r->search_t || !r->busy_t ||
-        !r->task_order || !r->task_s) {
+        !r->spart || !r->slse || !r->hout || !r->hlse || !r->scores || !r->tmp ||
+        !r->search_t || !r->busy_t || !r->task_order || !r->task_s) {
         rt_retr_destroy(r);
         return loupe_fail(err, LOUPE_ERR_NOMEM,
                           "out of memory for the retrieval state (%.1f MiB of query buffers)",
@@ -777,6 +820,8 @@ void rt_retr_destroy(rt_retr *r)
     free(r->bpart);
     free(r->spart);
     free(r->slse);
+    free(r->hout);
+    free(r->hlse);
     rt_host_kv_free(&r->hkv);
     free(r->prev_ids);
     free(r->prev_n);
