@@ -41,9 +41,10 @@
 #include <time.h>
 
 /* Host rows widened and attended at a time when a partial covers the whole host set: K and V of
- * 256 rows of head dim 128 in f32 take 256 KiB, within a core's L2 (and test_retrieval's host
- * sets of ~270 keys take two blocks, so its exactness check covers the merge). */
-enum { RT_HOST_BLOCK = 256, RT_MIN_SLICE = 32 };
+ * 128 rows of head dim 128 in f32 take 128 KiB, within a core's L2 (and test_retrieval's host
+ * sets of ~270 keys on two threads take two slices of two blocks each, so its exactness check
+ * covers both merges, the blocks' and the slices'). */
+enum { RT_HOST_BLOCK = 128, RT_MIN_SLICE = 32 };
 
 struct rt_retr {
     rt_ctx *c;
@@ -170,8 +171,8 @@ static ann_index *index_of(const rt_retr *r, uint32_t il, uint32_t h)
 }
 
 /* Query heads h0 .. h0+nh-1's attention partials over the host set, on thread tid: over the
- * `topk` keys their index returns (nh > 1: one group search of their index), or over every host
- * key when the host set is no larger than topk; out (nh, hd) = 0 and lse (nh) = −∞ when nothing
+ * `topk` keys their index returns (nh > 1: one group search of their index; a host set no larger
+ * than topk takes host_whole_attend instead); out (nh, hd) = 0 and lse (nh) = −∞ when nothing
  * is attended (topk 0, no host set). qs (nh, hd): their queries. The rows come from the host K/V
  * of their KV head, widened to float32. Seeded, the search starts from the heads' previous
  * results (a group's: their union). A failed search attends nothing and is recorded for settle()
@@ -188,27 +189,6 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
         memset(out, 0, (size_t)nh * hd * sizeof *out);
         for (uint32_t j = 0; j < nh; j++)
             lse[j] = -INFINITY;
-        return;
-    }
-    if (n_host <= topk) {
-        /* The whole host set, RT_HOST_BLOCK rows at a time: a block widened to f32 is attended
-         * while it is in cache, and the blocks' partials merged. Widening all of it first wrote
-         * and read back twice its bytes in f32 per query head: 4.35 s per token at 128K on the
-         * 8B shape, where the floor is the bf16 bytes read once (docs/BENCHMARKS.md). */
-        float *bp = r->bpart + (size_t)tid * hd;
-        for (uint32_t j = 0; j < nh; j++) {
-            memset(out + (size_t)j * hd, 0, (size_t)hd * sizeof *out);
-            lse[j] = -INFINITY;
-        }
-        for (uint32_t b0 = 0; b0 < n_host; b0 += RT_HOST_BLOCK) {
-            const uint32_t nb = n_host - b0 < RT_HOST_BLOCK ? n_host - b0 : RT_HOST_BLOCK;
-            rt_host_kv_gather(&r->hkv, il, g, NULL, r->sinks + b0, nb, gk, gv);
-            for (uint32_t j = 0; j < nh; j++) {
-                float lb, *oj = out + (size_t)j * hd;
-                rt_attn_partial(qs + (size_t)j * hd, gk, gv, hd, NULL, nb, scale, bp, &lb);
-                rt_attn_merge(oj, lse[j], bp, lb, hd, oj, &lse[j]);
-            }
-        }
         return;
     }
     ann_search_params sp;
