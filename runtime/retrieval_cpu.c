@@ -69,7 +69,6 @@ struct rt_retr {
     rt_host_kv hkv;      /* the host set's K/V (see the top of the file) */
     bool hkv_copy;       /* hkv holds typed rows encoded from the context's cache */
     float *gk, *gv;      /* (n_threads, gather_max, hd): host rows widened for a partial */
-    float *bpart;        /* (n_threads, hd): one block's partial of the whole host set */
     uint32_t n_slices;   /* host_whole_attend's row slices per KV head: threads / n_kv, >= 1 */
     float *spart;        /* (n_slices, n_head, hd): the slices' partials, merged per head */
     float *slse;         /* (n_slices, n_head) */
@@ -340,6 +339,20 @@ static void account(rt_retr *r, uint32_t il, size_t tokens, double wall)
         r->st.retrieval_tokens += tokens;
 }
 
+/* One query head's partial over the static set at decode position pos: the sinks and the tail up
+ * to pos, merged into out (hd) and *lse; tmp (hd) is scratch. K, V: its KV head's cache rows. */
+static void static_partial(const rt_retr *r, const float *K, const float *V, const float *q,
+                           size_t pos, float *tmp, float *out, float *lse)
+{
+    const uint32_t hd = r->hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    float l_tail;
+    rt_attn_partial(q, K, V, hd, NULL, r->sinks, scale, out, lse);
+    rt_attn_partial(q, K + (size_t)r->host_end * hd, V + (size_t)r->host_end * hd, hd, NULL,
+                    pos + 1 - r->host_end, scale, tmp, &l_tail);
+    rt_attn_merge(out, *lse, tmp, l_tail, hd, out, lse);
+}
+
 /* True when a partial covers the whole host set: topk reaches it (hostfull, or a host set still
  * short). */
 static bool host_whole(const rt_retr *r)
@@ -372,7 +385,7 @@ static void host_whole_attend(rt_retr *r, uint32_t il, const float *q, float *ou
         const uint32_t hi = (uint32_t)((uint64_t)n_host * (s + 1) / ns);
         float *gk = r->gk + (size_t)tid * r->gather_max * hd;
         float *gv = r->gv + (size_t)tid * r->gather_max * hd;
-        float *bp = r->bpart + (size_t)tid * hd;
+        float *bp = r->tmp + (size_t)tid * r->task_max * hd; /* one block's partial */
         float *po = r->spart + ((size_t)s * r->n_head + (size_t)g * G) * hd;
         float *pl = r->slse + (size_t)s * r->n_head + (size_t)g * G;
         for (uint32_t j = 0; j < G; j++) {
@@ -408,7 +421,6 @@ static void host_whole_attend(rt_retr *r, uint32_t il, const float *q, float *ou
 static void attend_whole(rt_retr *r, rt_ctx *c, uint32_t il, size_t B)
 {
     const uint32_t hd = r->hd, n_head = r->n_head;
-    const float scale = 1.0f / sqrtf((float)hd);
     for (size_t t = 0; t < B; t++) {
         const float *q = c->q + t * r->nq;
         float *att = c->att + t * r->nq;
@@ -419,13 +431,9 @@ static void attend_whole(rt_retr *r, rt_ctx *c, uint32_t il, size_t B)
             const int tid = omp_get_thread_num();
             const uint32_t g = h / r->group;
             const float *K = rt_ctx_keys(c, il, g), *V = rt_ctx_values(c, il, g);
-            const float *qh = q + (size_t)h * hd;
-            float *oh = att + (size_t)h * hd, *tmp = r->tmp + (size_t)tid * r->task_max * hd;
-            float l_out, l_tmp;
-            rt_attn_partial(qh, K, V, hd, NULL, r->sinks, scale, oh, &l_out);
-            rt_attn_partial(qh, K + (size_t)r->host_end * hd, V + (size_t)r->host_end * hd, hd,
-                            NULL, pos + 1 - r->host_end, scale, tmp, &l_tmp);
-            rt_attn_merge(oh, l_out, tmp, l_tmp, hd, oh, &l_out);
+            float *oh = att + (size_t)h * hd, l_out;
+            static_partial(r, K, V, q + (size_t)h * hd, pos,
+                           r->tmp + (size_t)tid * r->task_max * hd, oh, &l_out);
             rt_attn_merge(oh, l_out, r->hout + (size_t)h * hd, r->hlse[h], hd, oh, &l_out);
         }
     }
@@ -442,7 +450,6 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
         return;
     }
     const uint32_t hd = r->hd, n_head = r->n_head, group = r->group;
-    const float scale = 1.0f / sqrtf((float)hd);
     const long per_token = tasks_per_token(r);
     double t0 = now_s();
     long work = (long)B * per_token;
@@ -458,14 +465,9 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
         float *tmp = r->tmp + (size_t)tid * r->task_max * hd;
         size_t pos = (size_t)c->n_past + t;
         float l_out[ANN_GROUP_MAX], l_tmp[ANN_GROUP_MAX];
-        for (uint32_t j = 0; j < nh; j++) {
-            const float *qj = q + (size_t)j * hd;
-            float *oj = out + (size_t)j * hd;
-            rt_attn_partial(qj, K, V, hd, NULL, r->sinks, scale, oj, &l_out[j]);
-            rt_attn_partial(qj, K + (size_t)r->host_end * hd, V + (size_t)r->host_end * hd, hd,
-                            NULL, pos + 1 - r->host_end, scale, tmp, &l_tmp[0]);
-            rt_attn_merge(oj, l_out[j], tmp, l_tmp[0], hd, oj, &l_out[j]);
-        }
+        for (uint32_t j = 0; j < nh; j++)
+            static_partial(r, K, V, q + (size_t)j * hd, pos, tmp, out + (size_t)j * hd,
+                           &l_out[j]);
         host_partials(r, tid, il, h0, nh, q, B == 1, tmp, l_tmp); /* one token: seeded */
         for (uint32_t j = 0; j < nh; j++)
             if (l_tmp[j] != -INFINITY)
@@ -687,9 +689,8 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->hlse = malloc((size_t)r->n_head * sizeof *r->hlse);
     r->gk = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gk);
     r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
-    r->bpart = malloc((size_t)r->n_threads * r->hd * sizeof *r->bpart);
     if (!r->cap || !r->log || !r->gather || !r->keys || !r->index || !r->todo || !r->sctx ||
-        !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv || !r->bpart ||
+        !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv ||
         !r->spart || !r->slse || !r->hout || !r->hlse || !r->scores || !r->tmp ||
         !r->search_t || !r->busy_t || !r->task_order || !r->task_s) {
         rt_retr_destroy(r);
@@ -797,7 +798,6 @@ void rt_retr_destroy(rt_retr *r)
     free(r->seeds);
     free(r->gk);
     free(r->gv);
-    free(r->bpart);
     free(r->spart);
     free(r->slse);
     free(r->hout);
