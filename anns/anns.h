@@ -179,6 +179,46 @@ typedef enum {
     ANN_PRUNE_IP = 1  /* drop c if some kept r has r·c > p·c (the rule with inner products) */
 } ann_prune_rule;
 
+/* ---- Pruning many candidate lists at once (the graph build's projection; pluggable) -------- */
+
+/* A batch of lists to prune, each for its owner key own[i]: candidates sorted by distance to the
+ * owner (L2², or -q·k under ANN_PRUNE_IP; ties by id), then the greedy rule above keeps at most
+ * `keep` of them, then the list is topped up to `fill` with the dropped ones in order. A list's
+ * candidates are either explicit, cid[start[i] .. start[i] + len[i]) (distinct ids, never the
+ * owner; cdist, when non-NULL, holds their distances to the owner beside cid), or, when `shared`
+ * is non-NULL, the shared list shared[lst[i]·K .. +K) less -1 entries, repeats and the owner
+ * itself (lists of one shared list are adjacent, so their pair distances can be computed once).
+ * Owners are distinct. Results land at the owner's row: out[own·stride ..] (ids), outd (their
+ * distances to the owner; may be NULL) and outn[own]; the rest of a row is left as it was. */
+typedef struct {
+    const ann_keys *keys;  /* the keys as stored (a GPU uploads these) */
+    const float *F;        /* (n, dim) the same rows widened to f32 (ann_keys_row) */
+    int64_t n;
+    int dim;
+    ann_prune_rule rule;
+    float alpha;           /* the L2 rule's relaxation (1: none) */
+    int keep, fill, stride;
+    int64_t n_lists;
+    const int32_t *own;    /* (n_lists) */
+    const int64_t *start;  /* (n_lists) explicit lists */
+    const int32_t *len;    /* (n_lists) */
+    const int32_t *cid;
+    const float *cdist;
+    const int32_t *shared; /* (nq, K) shared lists, or NULL */
+    int K;
+    const int32_t *lst;    /* (n_lists) */
+    int threads;           /* host threads (<= 0: OpenMP's default) */
+    int32_t *out;          /* (n, stride) */
+    float *outd;           /* (n, stride) or NULL */
+    int *outn;             /* (n) */
+} ann_prune_job;
+
+typedef loupe_status (*ann_prune_fn)(void *user, const ann_prune_job *job, loupe_err *err);
+
+/* The CPU implementation (the reference): OpenMP over lists; a shared list's pair distances are
+ * cached per run of its lists. Bit-identical to pruning each list alone. */
+loupe_status ann_prune_cpu(void *user, const ann_prune_job *job, loupe_err *err);
+
 typedef struct {
     int threads;             /* OpenMP threads for the build, <= 0: default */
     uint64_t seed;           /* sampling and k-means seeds */
@@ -199,6 +239,9 @@ typedef struct {
     int repair;              /* 1: make every key reachable from the entry points (1) */
     ann_knn_fn knn;          /* NULL: ann_knn_cpu */
     void *knn_user;
+    ann_prune_fn prune_lists; /* NULL: ann_prune_cpu; one that answers LOUPE_ERR_UNSUPPORTED
+                                 hands the batch to ann_prune_cpu */
+    void *prune_user;
 } ann_build_opts;
 
 void ann_build_opts_init(ann_build_opts *opts);

@@ -14,14 +14,11 @@
  *               inner-product form r·c > p·c), at most M kept, then topped up to `fill` with the
  *               dropped ones in order (more edges per expansion; fewer dead ends).
  *               Reverse edges: v gets u for every kept u→v; a list over M is re-pruned.
- *               Keys that share a best query share its list: they are pruned together, with the
- *               distances between the list's members computed once (a pair cache), which gives
- *               bit-identical lists at a fraction of the distance computations.
- *               No owner distance is computed twice: each kept edge keeps its distance, which
- *               the reverse-edge merge reuses, and a key that is a member of its shared list
- *               reads its own distances from the pair cache. Distances are computed several at a
- *               time (dist_kernel), bit-identical to keystore.c's one-pair kernels, so all of
- *               this leaves the graph exactly as it was.
+ *               The pruning itself (prune.c) goes in three batches — the pivots' lists, the
+ *               lists shared by keys with one best query (their pair distances computed once
+ *               per list), the re-pruned merges — through the pluggable ann_prune_fn (a GPU in
+ *               the runtime), else the CPU reference. No owner distance is computed twice: each
+ *               kept edge keeps its distance, which the reverse-edge merge reuses.
  *   3. repair   entry points (the best key for the mean build query, plus pivots of random build
  *               queries); a BFS from them; each unreached key is linked from the first reached
  *               member with a free slot of its best query's exact top-K (no search), else from
@@ -41,9 +38,7 @@
 #include <omp.h>
 #include <stdlib.h>
 
-/* ANN_GROUP_ITEM: keys per work item of the projection's shared lists; ANN_PAIR_CACHE_K: the
- * largest build k whose (k, k) pair-distance cache is kept per thread. */
-enum { ANN_CAND_CAP = 4096, ANN_REPAIR_SLOTS = 4, ANN_GROUP_ITEM = 64, ANN_PAIR_CACHE_K = 512 };
+enum { ANN_CAND_CAP = 4096, ANN_REPAIR_SLOTS = 4 };
 
 typedef struct {
     int64_t n;
@@ -51,374 +46,11 @@ typedef struct {
     ann_prune_rule rule;
     float alpha;
     const float *F;  /* (n, d) keys widened to f32 */
+    const ann_keys *keys;
+    int nth;
+    ann_prune_fn prune; /* the build's plug, or NULL */
+    void *prune_user;
 } build_cfg;
-
-/* Candidate order of a prune: nearer the owner first, ties by id (a strict total order over
- * distinct ids, so any correct sort gives the order qsort gave). */
-static inline int cand_before(const ann_prune_cand *a, const ann_prune_cand *b)
-{
-    return a->s < b->s || (a->s == b->s && a->id < b->id);
-}
-
-static inline void cand_swap(ann_prune_cand *x, ann_prune_cand *y)
-{
-    ann_prune_cand t = *x;
-    *x = *y;
-    *y = t;
-}
-
-/* Sorts candidates by cand_before: quicksort (median of three, the smaller side recursed so the
- * depth stays logarithmic), insertion sort below 16. Typed, unlike qsort, so the comparison
- * inlines: this sort was a third of a prune's time through qsort. */
-static void cand_sort(ann_prune_cand *a, int n)
-{
-    while (n > 16) {
-        int mid = n / 2;
-        if (cand_before(&a[mid], &a[0]))
-            cand_swap(&a[mid], &a[0]);
-        if (cand_before(&a[n - 1], &a[mid])) {
-            cand_swap(&a[n - 1], &a[mid]);
-            if (cand_before(&a[mid], &a[0]))
-                cand_swap(&a[mid], &a[0]);
-        }
-        ann_prune_cand p = a[mid];
-        int i = 0, j = n - 1;
-        for (;;) { /* Hoare partition: a[0] <= p <= a[n-1], then each swap, bound the scans */
-            while (cand_before(&a[i], &p))
-                i++;
-            while (cand_before(&p, &a[j]))
-                j--;
-            if (i >= j)
-                break;
-            cand_swap(&a[i], &a[j]);
-            i++;
-            j--;
-        }
-        /* a[0..j] <= p <= a[j+1..n-1] */
-        int nl = j + 1;
-        if (nl < n - nl) {
-            cand_sort(a, nl);
-            a += nl;
-            n -= nl;
-        } else {
-            cand_sort(a + nl, n - nl);
-            n = nl;
-        }
-    }
-    for (int i = 1; i < n; i++) {
-        ann_prune_cand c = a[i];
-        int j = i;
-        for (; j > 0 && cand_before(&c, &a[j - 1]); j--)
-            a[j] = a[j - 1];
-        a[j] = c;
-    }
-}
-
-/* The candidate order as one integer: s mapped so that unsigned order is float order (-0 as +0,
- * which compare equal), then the id, so key order is exactly cand_before's order. */
-static inline uint64_t cand_key(const ann_prune_cand *c)
-{
-    float s = c->s == 0 ? 0.0f : c->s;
-    uint32_t u;
-    memcpy(&u, &s, sizeof u);
-    u = u >> 31 ? ~u : u | 0x80000000u;
-    return (uint64_t)u << 32 | (uint32_t)c->id;
-}
-
-enum { ANN_RANK_SORT_MAX = 128 };
-
-/* cand_sort for short lists (most prunes: a build query's top-64): each candidate's place is the
- * number of keys below its own, counted without branches (vector compares), instead of a
- * quicksort whose compares the branch predictor cannot guess. Keys are distinct, so the places
- * are a permutation and the order is cand_sort's. n <= ANN_RANK_SORT_MAX. */
-ANN_CLONES static void cand_rank_sort(ann_prune_cand *a, int n)
-{
-    uint64_t key[ANN_RANK_SORT_MAX];
-    ann_prune_cand copy[ANN_RANK_SORT_MAX];
-    for (int i = 0; i < n; i++) {
-        key[i] = cand_key(&a[i]);
-        copy[i] = a[i];
-    }
-    for (int i = 0; i < n; i++) {
-        uint64_t k = key[i];
-        int r = 0;
-        for (int j = 0; j < n; j++)
-            r += key[j] < k;
-        a[r] = copy[i];
-    }
-}
-
-/* ---- Distances, several at once --------------------------------------------------------- */
-
-/* DIST_LANES is keystore.c's ANN_LANES: the batched kernel below repeats its order. */
-enum { DIST_LANES = ANN_LANES, DIST_BATCH = 8 };
-typedef float dist_vec __attribute__((vector_size(DIST_LANES * sizeof(float))));
-
-/* out[p] = the prune distance (L2², or -a·b for ANN_PRUNE_IP) between a and b[p], p < P,
- * bit-identical to keystore.c's ann_l2sq_f32 / ann_dot_f32: each pair takes the same operations
- * in the same order (16 lane sums, then the tail, then ann_lanes_sum; -std=c11 fuses no
- * multiply-add), but P pairs are in flight, so the loop is bound by throughput instead of by one
- * pair's chain of dependent additions. */
-static inline __attribute__((always_inline)) void dist_kernel(int P, int ip, const float *a,
-                                                              const float *const *b, int d,
-                                                              float *out)
-{
-    dist_vec acc[DIST_BATCH];
-    float s[DIST_BATCH];
-    int i = 0;
-    for (int p = 0; p < P; p++) {
-        acc[p] = (dist_vec){0};
-        s[p] = 0;
-    }
-    for (; i + DIST_LANES <= d; i += DIST_LANES) {
-        dist_vec va, vb;
-        memcpy(&va, a + i, sizeof va);
-        if (ip)
-            for (int p = 0; p < P; p++) {
-                memcpy(&vb, b[p] + i, sizeof vb);
-                acc[p] += va * vb;
-            }
-        else
-            for (int p = 0; p < P; p++) {
-                memcpy(&vb, b[p] + i, sizeof vb);
-                dist_vec t = va - vb;
-                acc[p] += t * t;
-            }
-    }
-    for (; i < d; i++)
-        for (int p = 0; p < P; p++)
-            s[p] += ip ? a[i] * b[p][i] : (a[i] - b[p][i]) * (a[i] - b[p][i]);
-    for (int p = 0; p < P; p++) {
-        ann_lanes8 lo, hi;
-        memcpy(&lo, &acc[p], sizeof lo);
-        memcpy(&hi, (const char *)&acc[p] + sizeof lo, sizeof hi);
-        float t = ann_lanes_sum(&lo, &hi, s[p]);
-        out[p] = ip ? -t : t;
-    }
-}
-
-ANN_CLONES static void dist_8(int ip, const float *a, const float *const *b, int d, float *out)
-{
-    dist_kernel(8, ip, a, b, d, out);
-}
-
-ANN_CLONES static void dist_4(int ip, const float *a, const float *const *b, int d, float *out)
-{
-    dist_kernel(4, ip, a, b, d, out);
-}
-
-ANN_CLONES static void dist_2(int ip, const float *a, const float *const *b, int d, float *out)
-{
-    dist_kernel(2, ip, a, b, d, out);
-}
-
-ANN_CLONES static void dist_1(int ip, const float *a, const float *const *b, int d, float *out)
-{
-    dist_kernel(1, ip, a, b, d, out);
-}
-
-/* The distances from a to b[0..nb), nb <= DIST_BATCH, in the narrowest kernel that holds them
- * (a block often has only one or two candidates left to check). */
-static void dist_rows(ann_prune_rule rule, const float *a, const float *const *b, int nb, int d,
-                      float *out)
-{
-    int ip = rule == ANN_PRUNE_IP;
-    if (nb == 1)
-        dist_1(ip, a, b, d, out);
-    else if (nb == 2)
-        dist_2(ip, a, b, d, out);
-    else if (nb <= 4)
-        dist_4(ip, a, b, d, out);
-    else
-        dist_8(ip, a, b, d, out);
-}
-
-/* Where a prune's candidate rows are, and an optional cache of distances between them. Keys that
- * share a best query are pruned over the same list (project()), so the distances between its
- * members are computed once per list, not once per key. Both distances are symmetric in exact
- * arithmetic as computed (a-b = -(b-a), a·b = b·a, same summation order), so a cached d(c,r)
- * is bit-identical to the d(r,c) the prune would compute. */
-typedef struct {
-    ann_prune_rule rule;
-    int d;
-    const float *F;
-    const int32_t *row_of; /* NULL: a candidate's `row` is its row in F; else its position in a
-                              list of K and row_of (K) maps positions to rows */
-    float *pd;             /* (K, K) distances between positions, valid where pd_ep == ep */
-    uint32_t *pd_ep;       /* (K, K) */
-    uint32_t ep;
-    int K;
-    int32_t owner_row;     /* the owner's position in the list when it is a member (its
-                              distances to the others are then pair distances too), else -1 */
-} prune_src;
-
-static inline const float *src_row(const prune_src *ps, int32_t row)
-{
-    return ps->F + (int64_t)(ps->row_of ? ps->row_of[row] : row) * ps->d;
-}
-
-/* d(r, c) for the candidates tmp[blk[0..nb)] into dv: from the pair cache where it holds them,
- * the rest computed DIST_BATCH at a time. */
-static void pair_dists(const prune_src *ps, int32_t r, const ann_prune_cand *tmp,
-                       const int *blk, int nb, float *dv)
-{
-    const float *rr = src_row(ps, r), *b[DIST_BATCH];
-    float o[DIST_BATCH];
-    int miss[DIST_BATCH], nm = 0;
-    for (int p = 0; p < nb; p++) {
-        int32_t c = tmp[blk[p]].row;
-        if (ps->pd && ps->pd_ep[(int64_t)r * ps->K + c] == ps->ep)
-            dv[p] = ps->pd[(int64_t)r * ps->K + c];
-        else
-            miss[nm++] = p;
-    }
-    if (nm == 0)
-        return;
-    for (int p = 0; p < DIST_BATCH; p++) /* pad with a real row: the extra results are unused */
-        b[p] = src_row(ps, tmp[blk[miss[p < nm ? p : 0]]].row);
-    dist_rows(ps->rule, rr, b, nm, ps->d, o);
-    for (int p = 0; p < nm; p++) {
-        int32_t c = tmp[blk[miss[p]]].row;
-        dv[miss[p]] = o[p];
-        if (ps->pd) {
-            int64_t rc = (int64_t)r * ps->K + c, cr = (int64_t)c * ps->K + r;
-            ps->pd[rc] = ps->pd[cr] = o[p];
-            ps->pd_ep[rc] = ps->pd_ep[cr] = ps->ep;
-        }
-    }
-}
-
-/* tmp[i].s = d(owner, candidate i) for i < m, DIST_BATCH at a time. */
-static void owner_dists(const prune_src *ps, const float *owner, ann_prune_cand *tmp, int m)
-{
-    const float *b[DIST_BATCH];
-    float o[DIST_BATCH];
-    for (int i = 0; i < m; i += DIST_BATCH) {
-        int nb = m - i < DIST_BATCH ? m - i : DIST_BATCH;
-        for (int p = 0; p < DIST_BATCH; p++)
-            b[p] = src_row(ps, tmp[i + (p < nb ? p : 0)].row);
-        dist_rows(ps->rule, owner, b, nb, ps->d, o);
-        for (int p = 0; p < nb; p++)
-            tmp[i + p].s = o[p];
-    }
-}
-
-/* ann_prune_list over the rows ps describes; dist (m), when given, holds the candidates'
- * distances to the owner (computed by an earlier prune), and out_s (<= keep), when given,
- * receives those of the kept ids.
- *
- * The greedy scan goes DIST_BATCH candidates at a time: the block's live candidates are checked
- * against one kept row after another (one batched call per row), each leaving the block at the
- * first row that prunes it; then the first live one in order is kept and the rest are checked
- * against it too. Each candidate meets the same kept rows in the same order as in a one-by-one
- * scan, so the lists are the same; only the distances are computed several at once. */
-static int prune_core(const prune_src *ps, float alpha, int keep, int fill, const float *owner,
-                      const int32_t *ids, const int32_t *rows, const float *dist, int m,
-                      ann_prune_cand *tmp, int32_t *work, int32_t *out, float *out_s)
-{
-    for (int i = 0; i < m; i++) {
-        tmp[i].id = ids[i];
-        tmp[i].row = rows[i];
-        if (dist)
-            tmp[i].s = dist[i];
-    }
-    if (!dist && ps->pd && ps->owner_row >= 0) { /* through the pair cache */
-        for (int i = 0; i < m; i += DIST_BATCH) {
-            int blk[DIST_BATCH], nb = m - i < DIST_BATCH ? m - i : DIST_BATCH;
-            float dv[DIST_BATCH];
-            for (int p = 0; p < nb; p++)
-                blk[p] = i + p;
-            pair_dists(ps, ps->owner_row, tmp, blk, nb, dv);
-            for (int p = 0; p < nb; p++)
-                tmp[i + p].s = dv[p];
-        }
-    } else if (!dist) {
-        owner_dists(ps, owner, tmp, m);
-    }
-    if (m <= ANN_RANK_SORT_MAX)
-        cand_rank_sort(tmp, m);
-    else
-        cand_sort(tmp, m);
-    int32_t *kept_row = work, *dropped = work + keep; /* dropped: indices into tmp */
-    int kept = 0, nd = 0;
-    float a = ps->rule == ANN_PRUNE_L2 ? alpha : 1.0f;
-    for (int i0 = 0; i0 < m && kept < keep; i0 += DIST_BATCH) {
-        int nb = m - i0 < DIST_BATCH ? m - i0 : DIST_BATCH;
-        int live[DIST_BATCH], nl = 0, checked = 0, pos = 0;
-        uint8_t pruned[DIST_BATCH] = {0};
-        float dv[DIST_BATCH];
-        for (int p = 0; p < nb; p++)
-            live[nl++] = i0 + p;
-        while (pos < nb && kept < keep) {
-            for (; checked < kept && nl > 0; checked++) {
-                pair_dists(ps, kept_row[checked], tmp, live, nl, dv);
-                int w = 0;
-                for (int p = 0; p < nl; p++) {
-                    if (a * dv[p] < tmp[live[p]].s)
-                        pruned[live[p] - i0] = 1;
-                    else
-                        live[w++] = live[p];
-                }
-                nl = w;
-            }
-            checked = kept;
-            for (; pos < nb; pos++) { /* decide in order up to the next kept one */
-                int i = i0 + pos;
-                if (pruned[pos]) {
-                    if (nd < keep)
-                        dropped[nd++] = i;
-                    continue;
-                }
-                if (out_s)
-                    out_s[kept] = tmp[i].s;
-                kept_row[kept] = tmp[i].row;
-                out[kept++] = tmp[i].id;
-                nl--; /* i is live[0]: the first live candidate in order */
-                memmove(live, live + 1, (size_t)nl * sizeof *live);
-                pos++;
-                break;
-            }
-        }
-    }
-    for (int j = 0; j < nd && kept < fill; j++) {
-        if (out_s)
-            out_s[kept] = tmp[dropped[j]].s;
-        out[kept++] = tmp[dropped[j]].id;
-    }
-    return kept;
-}
-
-int ann_prune_list(ann_prune_rule rule, float alpha, int keep, int fill, int d,
-                   const float *owner, const float *F, const int32_t *ids, const int32_t *rows,
-                   int m, ann_prune_cand *tmp, int32_t *work, int32_t *out)
-{
-    prune_src ps = {rule, d, F, NULL, NULL, NULL, 0, 0, -1};
-    return prune_core(&ps, alpha, keep, fill, owner, ids, rows, NULL, m, tmp, work, out, NULL);
-}
-
-/* Prunes candidate ids c (m) for owner u into outl (<= M) and their distances to u into outs,
- * the build's rows being F by key id; dist (m): the candidates' distances to u, or NULL. */
-static int prune_list(const build_cfg *b, int32_t u, const int32_t *c, const float *dist, int m,
-                      ann_prune_cand *tmp, int32_t *work, int32_t *outl, float *outs)
-{
-    prune_src ps = {b->rule, b->d, b->F, NULL, NULL, NULL, 0, 0, -1};
-    return prune_core(&ps, b->alpha, b->M, b->fill, b->F + (int64_t)u * b->d, c, c, dist, m, tmp,
-                      work, outl, outs);
-}
-
-/* Keys lo..hi-1 of gkeys whose best query is q: one work item of the projection. */
-typedef struct {
-    int64_t q, lo, hi;
-} group_item;
-
-/* Per-thread scratch of the projection. */
-typedef struct {
-    uint32_t *mark;       /* (n) dedupe epochs */
-    int32_t *ids;         /* (cap) */
-    ann_prune_cand *tmp;  /* (cap) */
-    int32_t *work;        /* (2M) kept rows and dropped candidates of a prune */
-    float *dist;          /* (cap) the candidates' distances to the owner, when known */
-} scratch;
 
 /* ---- Step 2: projection and reverse edges ------------------------------------------------- */
 
@@ -462,24 +94,288 @@ static void rev_sort(uint64_t *a, int n)
     }
 }
 
+/* The pruning of a batch of lists: the build's plug (a GPU), else the CPU reference, which also
+ * takes a batch the plug declines. */
+static loupe_status prune_batch(const build_cfg *b, ann_prune_job *j, loupe_err *err)
+{
+    if (j->n_lists == 0)
+        return LOUPE_OK;
+    j->keys = b->keys;
+    j->F = b->F;
+    j->n = b->n;
+    j->dim = b->d;
+    j->rule = b->rule;
+    j->alpha = b->alpha;
+    j->keep = b->M;
+    j->fill = b->fill;
+    j->stride = b->S;
+    j->threads = b->nth;
+    if (b->prune) {
+        loupe_status st = b->prune(b->prune_user, j, err);
+        if (st != LOUPE_ERR_UNSUPPORTED)
+            return st;
+    }
+    return ann_prune_cpu(NULL, j, err);
+}
+
+/* Every owner's list: the union of its queries' top-K lists, the queries taken in the seeded
+ * order in cand (off[u] .. off[u+1]), repeats once, the owner itself left out, at most
+ * ANN_CAND_CAP entries counted with repeats (as a hub's appended lists would be). */
+static loupe_status owner_lists(const build_cfg *b, const int32_t *L, int K, const uint32_t *off,
+                                const int32_t *cand, const uint8_t *is_owner, int32_t *out,
+                                int *outn, float *outd, loupe_err *err)
+{
+    const int64_t n = b->n;
+    int64_t n_own = 0;
+    for (int64_t u = 0; u < n; u++)
+        n_own += is_owner[u];
+    int32_t *own = malloc((size_t)(n_own ? n_own : 1) * sizeof *own);
+    int32_t *len = malloc((size_t)(n_own ? n_own : 1) * sizeof *len);
+    int64_t *start = malloc((size_t)(n_own + 1) * sizeof *start);
+    int32_t *cid = NULL;
+    loupe_status rc = LOUPE_OK;
+    int failed = 0;
+    if (!own || !len || !start)
+        goto nomem;
+    start[0] = 0;
+    for (int64_t u = 0, i = 0; u < n; u++)
+        if (is_owner[u]) {
+            int64_t raw = (int64_t)(off[u + 1] - off[u]) * K;
+            own[i] = (int32_t)u;
+            start[i + 1] = start[i] + (raw < ANN_CAND_CAP ? raw : ANN_CAND_CAP);
+            i++;
+        }
+    cid = malloc((size_t)(start[n_own] ? start[n_own] : 1) * sizeof *cid);
+    if (!cid)
+        goto nomem;
+#pragma omp parallel num_threads(b->nth)
+    {
+        uint32_t *mark = calloc((size_t)n, sizeof *mark);
+        if (!mark)
+#pragma omp atomic write
+            failed = 1;
+#pragma omp for schedule(dynamic, 64)
+        for (int64_t i = 0; i < n_own; i++) {
+            if (!mark)
+                continue;
+            const int32_t u = own[i];
+            int32_t *ids = cid + start[i];
+            int m = 0, raw = 0;
+            for (uint32_t t = off[u]; t < off[u + 1]; t++) {
+                const int32_t *l = L + (int64_t)cand[t] * K;
+                for (int x = 0; x < K && raw < ANN_CAND_CAP; x++) {
+                    int32_t v = l[x];
+                    if (v < 0 || v == u)
+                        continue;
+                    raw++;
+                    if (mark[v] != (uint32_t)i + 1) {
+                        mark[v] = (uint32_t)i + 1;
+                        ids[m++] = v;
+                    }
+                }
+            }
+            len[i] = m;
+        }
+        free(mark);
+    }
+    if (failed)
+        goto nomem;
+    ann_prune_job j = {0};
+    j.n_lists = n_own;
+    j.own = own;
+    j.start = start;
+    j.len = len;
+    j.cid = cid;
+    j.out = out;
+    j.outd = outd;
+    j.outn = outn;
+    rc = prune_batch(b, &j, err);
+    goto done;
+nomem:
+    rc = loupe_fail(err, LOUPE_ERR_NOMEM, "graph build: no memory for the lists of %lld pivots",
+                    (long long)n_own);
+done:
+    free(own);
+    free(len);
+    free(start);
+    free(cid);
+    return rc;
+}
+
+/* Every other key's list: its best query's top-K, over which the keys sharing that best query
+ * are pruned together. */
+static loupe_status shared_lists(const build_cfg *b, const int32_t *L, int64_t nq, int K,
+                                 const uint8_t *is_owner, const int32_t *best_q, int32_t *out,
+                                 int *outn, float *outd, loupe_err *err)
+{
+    const int64_t n = b->n;
+    int64_t *at = calloc((size_t)nq + 1, sizeof *at);
+    int32_t *own = malloc((size_t)(n ? n : 1) * sizeof *own);
+    int32_t *lst = malloc((size_t)(n ? n : 1) * sizeof *lst);
+    if (!at || !own || !lst) {
+        free(at);
+        free(own);
+        free(lst);
+        return loupe_fail(err, LOUPE_ERR_NOMEM, "graph build: no memory for %lld shared lists",
+                          (long long)n);
+    }
+    for (int64_t u = 0; u < n; u++) /* bucketed by best query, in key order within one */
+        if (!is_owner[u] && best_q[u] >= 0)
+            at[best_q[u] + 1]++;
+    for (int64_t q = 0; q < nq; q++)
+        at[q + 1] += at[q];
+    const int64_t n_lists = at[nq];
+    for (int64_t u = 0; u < n; u++)
+        if (!is_owner[u] && best_q[u] >= 0) {
+            own[at[best_q[u]]] = (int32_t)u;
+            lst[at[best_q[u]]++] = best_q[u];
+        }
+    ann_prune_job j = {0};
+    j.n_lists = n_lists;
+    j.own = own;
+    j.shared = L;
+    j.K = K;
+    j.lst = lst;
+    j.out = out;
+    j.outd = outd;
+    j.outn = outn;
+    loupe_status rc = prune_batch(b, &j, err);
+    free(at);
+    free(own);
+    free(lst);
+    return rc;
+}
+
+/* Merges each key's forward list with its reverse edges (rev, roff: sources and distances,
+ * sorted by source), repeats once, at most ANN_CAND_CAP + M candidates; a merged list of at most
+ * M stays as it is, a longer one is re-pruned with the distances it carries. Then every list is
+ * padded with -1 to the stride. */
+static loupe_status merge_reverse(const build_cfg *b, uint64_t *rev, uint32_t *roff, int32_t *out,
+                                  int *outn, const float *outd, loupe_err *err)
+{
+    const int64_t n = b->n;
+    const int M = b->M, S = b->S, cap = ANN_CAND_CAP + M;
+    int64_t *start = malloc(((size_t)n + 1) * sizeof *start);
+    int32_t *len = malloc((size_t)(n ? n : 1) * sizeof *len), *cid = NULL, *own = NULL;
+    int64_t *lstart = NULL;
+    float *cdist = NULL;
+    loupe_status rc = LOUPE_OK;
+    int failed = 0;
+    if (!start || !len)
+        goto nomem;
+    /* Room only for lists that may exceed M. */
+    start[0] = 0;
+    for (int64_t v = 0; v < n; v++) {
+        int64_t ub = (int64_t)outn[v] + (roff[v + 1] - roff[v]);
+        ub = ub < cap ? ub : cap;
+        start[v + 1] = start[v] + (ub > M ? ub : 0);
+    }
+    cid = malloc((size_t)(start[n] ? start[n] : 1) * sizeof *cid);
+    cdist = malloc((size_t)(start[n] ? start[n] : 1) * sizeof *cdist);
+    if (!cid || !cdist)
+        goto nomem;
+#pragma omp parallel num_threads(b->nth)
+    {
+        uint32_t *mark = calloc((size_t)n, sizeof *mark);
+        int32_t *small = malloc((size_t)M * sizeof *small);
+        if (!mark || !small)
+#pragma omp atomic write
+            failed = 1;
+#pragma omp for schedule(dynamic, 64)
+        for (int64_t v = 0; v < n; v++) {
+            len[v] = 0;
+            if (!mark || !small)
+                continue;
+            const uint32_t ep = (uint32_t)v + 1;
+            const int roomy = start[v + 1] > start[v];
+            int32_t *ids = roomy ? cid + start[v] : small;
+            float *dist = roomy ? cdist + start[v] : NULL;
+            int32_t *ol = out + v * S;
+            int m = 0;
+            for (int x = 0; x < outn[v]; x++) {
+                mark[ol[x]] = ep;
+                if (dist)
+                    dist[m] = outd[v * S + x];
+                ids[m++] = ol[x];
+            }
+            for (uint32_t x = roff[v]; x < roff[v + 1] && m < cap; x++) {
+                int32_t u = (int32_t)(rev[x] >> 32);
+                if (mark[u] != ep && u != v) {
+                    mark[u] = ep;
+                    if (dist)
+                        dist[m] = rev_dist(rev[x]);
+                    ids[m++] = u;
+                }
+            }
+            if (m <= M) {
+                memcpy(ol, ids, (size_t)m * sizeof *ol);
+                outn[v] = m;
+            } else {
+                len[v] = m; /* re-pruned below */
+            }
+        }
+        free(mark);
+        free(small);
+    }
+    if (failed)
+        goto nomem;
+    int64_t n_lists = 0;
+    for (int64_t v = 0; v < n; v++)
+        n_lists += len[v] > 0;
+    own = malloc((size_t)(n_lists ? n_lists : 1) * sizeof *own);
+    lstart = malloc((size_t)(n_lists ? n_lists : 1) * sizeof *lstart);
+    if (!own || !lstart)
+        goto nomem;
+    for (int64_t v = 0, i = 0; v < n; v++)
+        if (len[v] > 0) {
+            own[i] = (int32_t)v;
+            lstart[i] = start[v];
+            len[i++] = len[v]; /* i <= v: compacted in place */
+        }
+    ann_prune_job j = {0};
+    j.n_lists = n_lists;
+    j.own = own;
+    j.start = lstart;
+    j.len = len;
+    j.cid = cid;
+    j.cdist = cdist;
+    j.out = out;
+    j.outn = outn;
+    if ((rc = prune_batch(b, &j, err)) != LOUPE_OK)
+        goto done;
+#pragma omp parallel for num_threads(b->nth) schedule(static)
+    for (int64_t v = 0; v < n; v++)
+        for (int x = outn[v]; x < S; x++)
+            out[v * S + x] = -1;
+    goto done;
+nomem:
+    rc = loupe_fail(err, LOUPE_ERR_NOMEM, "graph build: no memory for the reverse edges of %lld "
+                    "keys", (long long)n);
+done:
+    free(start);
+    free(len);
+    free(cid);
+    free(cdist);
+    free(own);
+    free(lstart);
+    return rc;
+}
+
 static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, int K,
                             const int32_t *owner, const int32_t *best_q, int32_t *out,
-                            int *outn, int nth, uint64_t seed, int64_t *n_untouched,
-                            loupe_err *err)
+                            int *outn, uint64_t seed, int64_t *n_untouched, loupe_err *err)
 {
     loupe_status rc = LOUPE_OK;
-    int64_t n = b->n;
-    int M = b->M;
+    const int64_t n = b->n;
+    const int nth = b->nth;
     uint32_t *cnt = calloc((size_t)n + 1, sizeof *cnt);
     uint32_t *off = calloc((size_t)n + 1, sizeof *off);
     uint8_t *is_owner = calloc((size_t)n, 1), *touched = calloc((size_t)n, 1);
     int64_t *order = malloc((size_t)(nq > 0 ? nq : 1) * sizeof *order);
-    int32_t *cand = NULL, *gkeys = NULL;
+    int32_t *cand = NULL;
     uint64_t *rev = NULL;  /* (roff[n]) reverse edges: source and distance (rev_pack) */
     float *outd = NULL;    /* (n, S) the distance of each of out's edges */
     uint32_t *roff = NULL;
-    int64_t *goff = NULL, *gfill = NULL;
-    group_item *items = NULL;
     if (!cnt || !off || !is_owner || !touched || !order)
         goto nomem;
     /* Seeded random query order, so a capped hub's candidates are not all from early text. */
@@ -502,9 +398,7 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
     for (int64_t u = 0; u < n; u++)
         untouched += !touched[u];
     *n_untouched = untouched;
-    /* Owners: the union of their queries' lists, the queries taken in the seeded order (a hub's
-     * list is capped). Here each owner's queries are bucketed in that order (cand: off[o] ..
-     * off[o+1]); the lists themselves are read in the parallel loop below. */
+    /* Owners: each owner's queries bucketed in the seeded order (cand: off[o] .. off[o+1]). */
     for (int64_t q = 0; q < nq; q++)
         if (owner[q] >= 0) {
             is_owner[owner[q]] = 1;
@@ -521,129 +415,14 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
         if (o >= 0)
             cand[off[o] + cnt[o]++] = (int32_t)order[i];
     }
-    /* Every other key: its best query's list, grouped by that query, in work items of at most
-     * ANN_GROUP_ITEM keys (a query can be the best of thousands of keys). */
-    goff = calloc((size_t)nq + 1, sizeof *goff);
-    gfill = malloc((size_t)(nq > 0 ? nq : 1) * sizeof *gfill);
-    gkeys = malloc((size_t)n * sizeof *gkeys);
-    if (!goff || !gfill || !gkeys)
-        goto nomem;
-    for (int64_t u = 0; u < n; u++)
-        if (!is_owner[u] && best_q[u] >= 0)
-            goff[best_q[u] + 1]++;
-    int64_t n_items = 0;
-    for (int64_t q = 0; q < nq; q++) {
-        n_items += (goff[q + 1] + ANN_GROUP_ITEM - 1) / ANN_GROUP_ITEM;
-        goff[q + 1] += goff[q];
-    }
-    items = malloc((size_t)(n_items ? n_items : 1) * sizeof *items);
-    if (!items)
-        goto nomem;
-    memcpy(gfill, goff, (size_t)nq * sizeof *gfill);
-    for (int64_t u = 0; u < n; u++)
-        if (!is_owner[u] && best_q[u] >= 0)
-            gkeys[gfill[best_q[u]]++] = (int32_t)u;
-    n_items = 0;
-    for (int64_t q = 0; q < nq; q++)
-        for (int64_t a = goff[q]; a < goff[q + 1]; a += ANN_GROUP_ITEM)
-            items[n_items++] = (group_item){q, a, a + ANN_GROUP_ITEM < goff[q + 1]
-                                                        ? a + ANN_GROUP_ITEM
-                                                        : goff[q + 1]};
-
     /* Every kept edge's distance is kept with it: the reverse-edge merge re-prunes over the same
      * pairs (d(u,v) is bit-identical to d(v,u)) and need not compute them again. */
     outd = malloc((size_t)n * (size_t)b->S * sizeof *outd);
     if (!outd)
         goto nomem;
-    int cache = K <= ANN_PAIR_CACHE_K;
-#pragma omp parallel num_threads(nth)
-    {
-        scratch s = {calloc((size_t)n, sizeof(uint32_t)), malloc(ANN_CAND_CAP * 4 + 4 * M),
-                     malloc((ANN_CAND_CAP + (size_t)M) * sizeof(ann_prune_cand)),
-                     malloc(2 * (size_t)M * sizeof(int32_t)), NULL};
-        int32_t *rows = malloc((size_t)K * sizeof *rows);
-        uint8_t *first = malloc((size_t)K);
-        prune_src ps = {b->rule, b->d, b->F, NULL, NULL, NULL, 0, K, -1};
-        if (cache) {
-            ps.pd = malloc((size_t)K * (size_t)K * sizeof *ps.pd);
-            ps.pd_ep = calloc((size_t)K * (size_t)K, sizeof *ps.pd_ep);
-        }
-        int ok = s.mark && s.ids && s.tmp && s.work && rows && first &&
-                 (!cache || (ps.pd && ps.pd_ep));
-#pragma omp for schedule(dynamic, 64) nowait
-        for (int64_t u = 0; u < n; u++) {
-            if (!ok || !is_owner[u])
-                continue;
-            int m = 0, raw = 0; /* the cap counts repeats, as a hub's appended lists would */
-            for (uint32_t t = off[u]; t < off[u + 1]; t++) {
-                const int32_t *l = L + (int64_t)cand[t] * K;
-                for (int j = 0; j < K && raw < ANN_CAND_CAP; j++) {
-                    int32_t v = l[j];
-                    if (v < 0 || v == (int32_t)u)
-                        continue;
-                    raw++;
-                    if (s.mark[v] != (uint32_t)u + 1) {
-                        s.mark[v] = (uint32_t)u + 1;
-                        s.ids[m++] = v;
-                    }
-                }
-            }
-            outn[u] = prune_list(b, (int32_t)u, s.ids, NULL, m, s.tmp, s.work, out + u * b->S,
-                                 outd + u * b->S);
-        }
-        /* Dedupe marks: epochs n + 1 + item, after the key epochs 1..n of the loop above. */
-#pragma omp for schedule(dynamic, 1)
-        for (int64_t it = 0; it < n_items; it++) {
-            if (!ok)
-                continue;
-            const group_item *gi = &items[it];
-            const int32_t *l = L + gi->q * K;
-            uint32_t ep = (uint32_t)(n + 1 + it);
-            for (int j = 0; j < K; j++) { /* a repeated id counts once, as in the owners' lists */
-                first[j] = l[j] >= 0 && s.mark[l[j]] != ep;
-                if (l[j] >= 0)
-                    s.mark[l[j]] = ep;
-            }
-            ps.row_of = l;
-            if (++ps.ep == 0) { /* wrapped: stale entries would read as current */
-                if (cache)
-                    memset(ps.pd_ep, 0, (size_t)K * (size_t)K * sizeof *ps.pd_ep);
-                ps.ep = 1;
-            }
-            for (int64_t a = gi->lo; a < gi->hi; a++) {
-                int32_t u = gkeys[a];
-                int m = 0, raw = 0;
-                ps.owner_row = -1;
-                for (int j = 0; j < K && raw < ANN_CAND_CAP; j++) {
-                    if (l[j] == u && first[j])
-                        ps.owner_row = j;
-                    if (l[j] < 0 || l[j] == u)
-                        continue;
-                    raw++;
-                    if (first[j]) {
-                        s.ids[m] = l[j];
-                        rows[m++] = j;
-                    }
-                }
-                outn[u] = prune_core(&ps, b->alpha, M, b->fill, b->F + (int64_t)u * b->d, s.ids,
-                                     rows, NULL, m, s.tmp, s.work, out + (int64_t)u * b->S,
-                                     outd + (int64_t)u * b->S);
-            }
-        }
-        if (!ok)
-#pragma omp atomic write
-            rc = LOUPE_ERR_NOMEM;
-        free(s.mark);
-        free(s.ids);
-        free(s.tmp);
-        free(s.work);
-        free(rows);
-        free(first);
-        free(ps.pd);
-        free(ps.pd_ep);
-    }
-    if (rc != LOUPE_OK)
-        goto nomem;
+    if ((rc = owner_lists(b, L, K, off, cand, is_owner, out, outn, outd, err)) != LOUPE_OK ||
+        (rc = shared_lists(b, L, nq, K, is_owner, best_q, out, outn, outd, err)) != LOUPE_OK)
+        goto done;
     /* Reverse edges from a snapshot of the forward lists. */
     free(cand);
     cand = NULL;
@@ -674,54 +453,7 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
 #pragma omp parallel for num_threads(nth) schedule(dynamic, 1024)
     for (int64_t v = 0; v < n; v++)
         rev_sort(rev + roff[v], (int)(roff[v + 1] - roff[v]));
-
-#pragma omp parallel num_threads(nth)
-    {
-        scratch s = {calloc((size_t)n, sizeof(uint32_t)), malloc(ANN_CAND_CAP * 4 + 4 * M),
-                     malloc((ANN_CAND_CAP + (size_t)M) * sizeof(ann_prune_cand)),
-                     malloc(2 * (size_t)M * sizeof(int32_t)),
-                     malloc((ANN_CAND_CAP + (size_t)M) * sizeof(float))};
-        int ok = s.mark && s.ids && s.tmp && s.work && s.dist;
-#pragma omp for schedule(dynamic, 64)
-        for (int64_t v = 0; v < n; v++) {
-            if (!ok)
-                continue;
-            int m = 0;
-            uint32_t ep = (uint32_t)v + 1;
-            int32_t *ol = out + v * b->S;
-            for (int j = 0; j < outn[v]; j++) {
-                s.mark[ol[j]] = ep;
-                s.dist[m] = outd[v * b->S + j];
-                s.ids[m++] = ol[j];
-            }
-            for (uint32_t j = roff[v]; j < roff[v + 1] && m < ANN_CAND_CAP + M; j++) {
-                int32_t u = (int32_t)(rev[j] >> 32);
-                if (s.mark[u] != ep && u != v) {
-                    s.mark[u] = ep;
-                    s.dist[m] = rev_dist(rev[j]);
-                    s.ids[m++] = u;
-                }
-            }
-            if (m <= M) {
-                memcpy(ol, s.ids, (size_t)m * sizeof *ol);
-                outn[v] = m;
-            } else {
-                outn[v] = prune_list(b, (int32_t)v, s.ids, s.dist, m, s.tmp, s.work, ol, NULL);
-            }
-            for (int j = outn[v]; j < b->S; j++)
-                ol[j] = -1;
-        }
-        if (!ok)
-#pragma omp atomic write
-            rc = LOUPE_ERR_NOMEM;
-        free(s.mark);
-        free(s.ids);
-        free(s.tmp);
-        free(s.work);
-        free(s.dist);
-    }
-    if (rc != LOUPE_OK)
-        goto nomem;
+    rc = merge_reverse(b, rev, roff, out, outn, outd, err);
     goto done;
 nomem:
     rc = loupe_fail(err, LOUPE_ERR_NOMEM, "graph build: no memory for the projection of %lld keys",
@@ -736,10 +468,6 @@ done:
     free(rev);
     free(outd);
     free(roff);
-    free(goff);
-    free(gfill);
-    free(gkeys);
-    free(items);
     return rc;
 }
 
@@ -1181,12 +909,23 @@ loupe_status ann_graph_build(ann_index *ix, const float *queries, int64_t nq,
 
     /* 2. Projection and reverse edges. */
     double t1 = ann_now();
-    build_cfg b = {n, d, M, M + ANN_REPAIR_SLOTS, fill, opts->prune, opts->prune_alpha > 0 ? opts->prune_alpha : 1.0f, F};
+    build_cfg b = {n,
+                   d,
+                   M,
+                   M + ANN_REPAIR_SLOTS,
+                   fill,
+                   opts->prune,
+                   opts->prune_alpha > 0 ? opts->prune_alpha : 1.0f,
+                   F,
+                   ix->keys,
+                   nth,
+                   opts->prune_lists,
+                   opts->prune_user};
     out = malloc((size_t)n * (size_t)b.S * sizeof *out);
     outn = calloc((size_t)n, sizeof *outn);
     if (!out || !outn)
         goto nomem;
-    if ((rc = project(&b, L, use, Kq, owner, best_q, out, outn, nth, opts->seed,
+    if ((rc = project(&b, L, use, Kq, owner, best_q, out, outn, opts->seed,
                       &ix->stats.n_untouched, err)) != LOUPE_OK)
         goto done;
     ix->stats.projection_s = ann_now() - t1;
