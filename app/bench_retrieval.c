@@ -7,7 +7,8 @@
  * next, so rows do not share memory) prefills L − gen reproducible random ids — timed as
  * prefill_s, which in a retrieval mode includes the index build that the runner's statistics
  * report apart (build_s; build_knn_s is the exact kNN's thread time, the indexes of a layer
- * building at once; build_knn_gpu_s the GPU kNN calls' own time, one at a time;
+ * building at once; build_knn_gpu_s and build_prune_gpu_s the GPU kNN and pruning calls' own
+ * time, one at a time;
  * build_proj_s, build_repair_s and build_task_s the projection's, the repair's and the whole
  * builds' thread time) — then decodes gen more random ids one at a time with rt_runner_decode,
  * teacher-forced as in `bench decode`, each token timed up to its logits being readable (mean
@@ -319,8 +320,8 @@ typedef struct {
     rt_attn_mode attention; /* resolved, when created */
     bool ok;
     char why[LOUPE_ERR_MSG_MAX];
-    double prefill_s, build_s, build_knn_s, build_knn_gpu_s, build_proj_s, build_repair_s,
-        build_task_s;
+    double prefill_s, build_s, build_knn_s, build_knn_gpu_s, build_prune_gpu_s, build_proj_s,
+        build_repair_s, build_task_s;
     double ms_mean, ms_median;
     double search_ms, attend_ms, imbalance_ms;  /* per token */
     uint64_t coexec_tokens;
@@ -497,6 +498,7 @@ static int run_rows(bench *be, uint32_t L, bench_mode mode, const char *name, in
         out.build_s = a.build_s;
         out.build_knn_s = a.build_knn_s;
         out.build_knn_gpu_s = a.build_knn_gpu_s;
+        out.build_prune_gpu_s = a.build_prune_gpu_s;
         out.build_proj_s = a.build_proj_s;
         out.build_repair_s = a.build_repair_s;
         out.build_task_s = a.build_task_s;
@@ -550,7 +552,8 @@ static void print_header(const bench_opts *b, const char *name, const rt_model *
     const rt_hparams *hp = rt_model_hparams(m);
     if (b->csv) {
         printf("model,backend,threads,ctx,mode,attention,topk,prefill_tokens,gen,prefill_s,"
-               "build_s,build_knn_s,build_knn_gpu_s,build_proj_s,build_repair_s,build_task_s,"
+               "build_s,build_knn_s,build_knn_gpu_s,build_prune_gpu_s,build_proj_s,build_repair_s,"
+               "build_task_s,"
                "ms_tok_mean,ms_tok_median,search_ms_tok,attend_ms_tok,imbalance_ms_tok,"
                "coexec_tokens,step_ms,gpu_wait_ms,host_ms,tail_ms,idle_ms,n_host,searches,"
                "keys_scanned,keys_attended,scanned_pct,attended_pct,gpu_bytes,host_kv_bytes,"
@@ -589,13 +592,14 @@ static void print_row(const bench_opts *b, const char *name, int threads, bool c
 {
     const char *mode = mode_names[w->mode];
     if (b->csv) {
-        printf("%s,%s,%d,%u,%s,%s,%u,%u,%u,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f,"
+        printf("%s,%s,%d,%u,%s,%s,%u,%u,%u,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f,"
                "%.4f,%.4f,%llu,%.4f,%.4f,%.4f,%.4f,%.4f,%u,%llu,%llu,%llu,%.3f,%.3f,%llu,%llu,"
                "%llu,%llu,%llu,%d,%d,%d,%d,%g,%d,",
                name, w->ok ? rt_backend_name(w->backend) : rt_backend_name(b->o.backend),
                threads, w->ctx, mode, w->ok ? rt_attn_mode_name(w->attention) : "", w->topk,
                w->n_pre, w->n_gen, w->prefill_s, w->build_s, w->build_knn_s,
-               w->build_knn_gpu_s, w->build_proj_s, w->build_repair_s, w->build_task_s,
+               w->build_knn_gpu_s, w->build_prune_gpu_s, w->build_proj_s, w->build_repair_s,
+               w->build_task_s,
                w->ms_mean,
                w->ms_median, w->search_ms, w->attend_ms, w->imbalance_ms,
                (unsigned long long)w->coexec_tokens,

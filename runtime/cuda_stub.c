@@ -103,6 +103,12 @@ loupe_status rt_cuda_knn(void *user, const ann_keys *keys, const float *queries,
     return no_cuda(err);
 }
 
+loupe_status rt_cuda_prune(void *user, const ann_prune_job *job, loupe_err *err)
+{
+    (void)user, (void)job;
+    return no_cuda(err);
+}
+
 void rt_cuda_set_q_capture_from(rt_cuda_engine *e, uint32_t from)
 {
     (void)e, (void)from;

@@ -883,6 +883,20 @@ static loupe_status knn_on_gpu(void *user, const ann_keys *keys, const float *qu
     return st;
 }
 
+/* The projection's pruning on the GPU, one call at a time like the kNN (device memory outside
+ * the engine's budget: the keys as stored and the lists, ~60 MB at 128K keys). */
+static loupe_status prune_on_gpu(void *user, const ann_prune_job *job, loupe_err *err)
+{
+    static pthread_mutex_t one_at_a_time = PTHREAD_MUTEX_INITIALIZER;
+    rt_retr *r = user;
+    pthread_mutex_lock(&one_at_a_time);
+    const double t0 = now_s();
+    loupe_status st = rt_cuda_prune(NULL, job, err);
+    r->st.build_prune_gpu_s += now_s() - t0; /* under the lock: one writer at a time */
+    pthread_mutex_unlock(&one_at_a_time);
+    return st;
+}
+
 /* Builds the indexes of layers [l0, l1) not built yet over host positions [sinks, host_end),
  * from `rows` queries per query head of `qsrc` (layer stride qstride rows) and, after a
  * prefill, the queries of the static tail's positions (the log's first prefill_n − host_end
@@ -939,9 +953,11 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
         bo.threads = inner;
         if (r->p.degree > 0)
             bo.degree = r->p.degree;
-        if (rt_cuda_available()) { /* the exact kNN of the build on the GPU when there is one */
+        if (rt_cuda_available()) { /* the kNN and the pruning on the GPU when there is one */
             bo.knn = knn_on_gpu;
             bo.knn_user = r;
+            bo.prune_lists = prune_on_gpu;
+            bo.prune_user = r;
         }
         const float *q = gather_index(r, t, qsrc + (size_t)l * qstride * r->nq, rows,
                                       r->log + (size_t)l * r->log_max * r->nq, tail, x);

@@ -250,6 +250,17 @@ loupe_status rt_cuda_knn(void *user, const ann_keys *keys, const float *queries,
                          int threads, int32_t *ids, float *scores, int32_t *key_best_query,
                          loupe_err *err);
 
+/* An ann_prune_fn (anns.h) computed on a GPU: plug it into ann_build_opts.prune_lists
+ * (prune_user: NULL for device 0, else an int * naming the device). The same rule as
+ * ann_prune_cpu; distances are summed in another order, so a list can differ where two of its
+ * candidates' distances tie within rounding. Explicit lists longer than 512 are pruned by
+ * ann_prune_cpu on the calling thread meanwhile. Device memory (the keys as stored, the lists,
+ * the results) is freed before it returns; safe to call from several host threads at once.
+ * Fails with LOUPE_ERR_UNSUPPORTED without CUDA, without a usable device, or for shapes it does
+ * not cover (head dim > 256, more than 64 kept, shared lists over 128), which the build then
+ * prunes on the CPU (runtime/cuda/prune.cu). */
+loupe_status rt_cuda_prune(void *user, const ann_prune_job *job, loupe_err *err);
+
 #ifdef __cplusplus
 }
 #endif

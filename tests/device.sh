@@ -20,6 +20,9 @@
 #   coexec     test_cuda_coexec on its two ctest models, f32 and bf16 engines (carry
 #              build-devfull/tests/cuda/test_cuda_coexec too): the co-executed retrieval path
 #              against full attention, without the whole CUDA build of the decode stage
+#   prune      test_cuda_prune's four cases, then bench_anns_build's 64 indexes of 131,072 keys
+#              (degree 16, 16,384 build queries) with the pruning on the GPU and on the CPU
+#              (carry build-devfull/tests/cuda/test_cuda_prune and bench_anns_build too)
 #   sparsity   tests/models/run_on_device.sh sparsity: the bundled model's attention table (issue 5)
 #   probe      the host's memory facts (huge pages, NUMA, CPU) and one graph search's cost per key
 #              row on 131,072 synthetic keys, one thread and every thread (issues 6 and 7)
@@ -99,6 +102,29 @@ coexec() {
     rm -rf "$m"
 }
 
+# The prune stage: the GPU pruning's tests, then the build A/B.
+prune() {
+    local o=$1 secs=$2 d=build-devfull/tests/cuda
+    export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    for c in lists graph threads shapes; do
+        LOUPE_TEST_TMP=$o timeout 150 "$d/test_cuda_prune" $c >"$o/test_$c.txt" 2>&1
+        echo "test_cuda_prune $c: rc $?" >>"$o/summary.txt"
+        grep -E 'CHECK|graph,|malformed|error' "$o/test_$c.txt" | head -n 8 >>"$o/summary.txt"
+        awk '/differ/ {n++; if ($(NF-4) + 0 > m) m = $(NF-4) + 0} END {if (n) printf \
+            "  %d batches compared, at most %.2f%% of a batch'"'"'s lists differ\n", n, m}' \
+            "$o/test_$c.txt" >>"$o/summary.txt"
+    done
+    for p in gpu cpu; do
+        local extra=()
+        [ $p = cpu ] && extra=(--cpu-prune)
+        timeout $((secs / 3)) "$d/bench_anns_build" --build-queries 16384 --indexes 64 \
+            --degree 16 --no-knn-compare --time-limit $((secs / 5)) "${extra[@]}" \
+            >"$o/build_$p.txt" 2>&1
+        echo "-- build, pruning on the $p (rc $?)" >>"$o/summary.txt"
+        sed -n '/== Index builds/,$p' "$o/build_$p.txt" | head -n 6 >>"$o/summary.txt"
+    done
+}
+
 # Transparent huge pages in use, sampled every 5 s while the stages run: the largest value is
 # printed last (host K/V and graphs are advised huge pages; whether the kernel gave them is here).
 (while sleep 5; do awk '/AnonHugePages/ {print $2}' /proc/meminfo; done >"$W/thp_kb.txt") &
@@ -128,9 +154,10 @@ for arg in "$@"; do
     coexec) coexec "$o" >"$o/stdout.txt" 2>&1 ;;
     sparsity) OUT=$o bash tests/models/run_on_device.sh sparsity >"$o/stdout.txt" 2>&1 ;;
     probe) probe "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
+    prune) prune "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     ab) ab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, retr128kall," \
-            "retr512k, retr1m, coexec, sparsity, probe, ab)" >&2
+            "retr512k, retr1m, coexec, prune, sparsity, probe, ab)" >&2
        exit 2 ;;
     esac
     echo "==== $stage: rc $?, $(($(date +%s) - t)) s of $secs" >>"$OUT/summary.txt"

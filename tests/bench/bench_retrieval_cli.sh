@@ -31,7 +31,7 @@ function want(cond, what) { if (!cond) { print "FAIL: " v("mode") ": " what ": "
     want(v("ctx") == 1536 && v("prefill_tokens") == 1532 && v("gen") == 4, "ctx 1536 = 1532 + 4")
     want(v("ms_tok_mean") > 0 && v("ms_tok_median") > 0, "ms/token > 0")
     want(v("prefill_s") > 0 && v("peak_rss_bytes") > 0 && v("rss_prefill_bytes") > 0, "prefill time and RSS")
-    want(v("coexec_tokens") == 0 && v("gpu_bytes") == 0 && v("build_knn_gpu_s") == 0, "no co-execution, GPU memory or GPU kNN on the CPU")
+    want(v("coexec_tokens") == 0 && v("gpu_bytes") == 0 && v("build_knn_gpu_s") == 0 && v("build_prune_gpu_s") == 0, "no co-execution, GPU memory, GPU kNN or pruning on the CPU")
     if (m == "full" || m == "static")
         want(v("searches") == 0 && v("keys_scanned") == 0 && v("keys_attended") == 0, "no host key scanned or attended")
     if (m == "static")

@@ -1,13 +1,16 @@
 /*
  * bench_anns_build: the build cost of the attention-aware graph indexes of an 8B-shaped layout
  * (issue 6): 1024 indexes (32 layers × 32 query heads) of 131,072 keys, head dim 128, with the
- * kNN step on the GPU (rt_cuda_knn) and graph projection/repair on CPU threads. A benchmark
- * program, not a test.
+ * kNN step (rt_cuda_knn) and the projection's pruning (rt_cuda_prune) on the GPU, the rest of
+ * the projection and the repair on CPU threads. A benchmark program, not a test.
  *
  *   bench_anns_build [--keys N] [--indexes N] [--build-queries LIST] [--threads N]
  *                    [--concurrent N] [--time-limit S] [--datasets N] [--key-type T] [--k N]
  *                    [--recall-indexes N] [--ef LIST] [--test N] [--cpu-knn-queries N]
- *                    [--seed N] [--device N] [--no-knn-compare]
+ *                    [--seed N] [--device N] [--no-knn-compare] [--cpu-prune] [--degree M]
+ *
+ * --cpu-prune prunes on the CPU (ann_prune_cpu) instead, for the A/B; --degree is the graphs'
+ * out-degree (anns' default, 32, when absent; the runtime builds degree 16).
  *
  * Data: ann_synth_generate (RoPE'd out-of-distribution queries and keys, sinks). Generating 131K
  * keys and queries takes seconds on the CPU, so only --datasets distinct KV heads are generated
@@ -70,7 +73,7 @@ typedef struct {
     int64_t bq[MAX_LIST]; /* 0: all */
     int n_bq;
     int ef[MAX_LIST], n_ef;
-    int threads, concurrent, datasets, k, recall_indexes, device, knn_compare;
+    int threads, concurrent, datasets, k, recall_indexes, device, knn_compare, cpu_prune, degree;
     double time_limit;
     uint64_t seed;
     ann_key_type type;
@@ -118,6 +121,10 @@ static void parse(int argc, char **argv, options *o)
             o->knn_compare = 0;
             continue;
         }
+        if (!strcmp(a, "--cpu-prune")) {
+            o->cpu_prune = 1;
+            continue;
+        }
         if (!v) {
             fprintf(stderr, "bench_anns_build: %s needs a value (see the file's header)\n", a);
             exit(2);
@@ -147,6 +154,8 @@ static void parse(int argc, char **argv, options *o)
             o->cpu_q = parse_i64(a, v);
         else if (!strcmp(a, "--seed"))
             o->seed = (uint64_t)parse_i64(a, v);
+        else if (!strcmp(a, "--degree"))
+            o->degree = (int)parse_i64(a, v);
         else if (!strcmp(a, "--device"))
             o->device = (int)parse_i64(a, v);
         else if (!strcmp(a, "--ef")) {
@@ -353,6 +362,12 @@ static void *build_worker(void *arg)
         bo.max_build_queries = s->build_queries;
         bo.knn = rt_cuda_knn;
         bo.knn_user = &dev;
+        if (!o->cpu_prune) {
+            bo.prune_lists = rt_cuda_prune;
+            bo.prune_user = &dev;
+        }
+        if (o->degree > 0)
+            bo.degree = o->degree;
         ann_index *ix = NULL;
         ann_build_stats st;
         loupe_err err;
@@ -421,10 +436,12 @@ static void measure_recall(const options *o, const dataset *ds, const ann_index 
 
 static void run_sweep(const options *o, dataset *ds)
 {
-    printf("== Index builds: %lld indexes of %lld keys (dim %d, %s keys, build k %d), %d builds "
-           "in flight x %d threads, kNN on the GPU\n",
+    printf("== Index builds: %lld indexes of %lld keys (dim %d, %s keys, build k %d, degree %d), "
+           "%d builds in flight x %d threads, kNN on the GPU, pruning on the %s\n",
            (long long)o->indexes, (long long)o->keys, DIM, ann_key_type_name(o->type), o->k,
-           o->concurrent, o->threads / o->concurrent > 0 ? o->threads / o->concurrent : 1);
+           o->degree > 0 ? o->degree : 32, o->concurrent,
+           o->threads / o->concurrent > 0 ? o->threads / o->concurrent : 1,
+           o->cpu_prune ? "CPU" : "GPU");
     printf("%-9s %6s %7s %7s %7s %8s %10s %11s", "build_q", "built", "knn_s", "proj_s",
            "repair_s", "idx_s", "wall_s", "total_s");
     for (int e = 0; e < o->n_ef; e++)

@@ -1,0 +1,710 @@
+/*
+ * rt_cuda_prune — anns' batch pruning (ann_prune_fn, anns.h) on the GPU: the graph build's
+ * projection, which on CPU threads took ~2 thread-s per 128K-key index and made the index build
+ * longer than the prefill it rides on (docs/BENCHMARKS.md).
+ *
+ * One call, on its own stream with stream-ordered allocations (host threads may call at once):
+ * the keys are uploaded as stored (f32, bf16, int8 codes and scales) and widened where they are
+ * read, exactly as ann_keys_row widens them, so every row is the CPU's F row. Then one of:
+ *
+ *   shared lists   a block per run of at most RUN lists over one shared list (keys with one best
+ *                  query): the list's rows go to shared memory, the distances between all its
+ *                  members are computed once (a K × K matrix in shared memory), and each warp
+ *                  prunes one list of the run: its owner's distances (from the matrix when the
+ *                  owner is a member, else against its row), the candidates ranked by
+ *                  (distance, id) — each one's rank counted against all, a permutation since ids
+ *                  are distinct — and the greedy rule checked by as many lanes as there are kept
+ *                  edges, reading the matrix.
+ *   explicit lists a warp per list of at most EXPL_MAX candidates (pivots' lists, reverse-edge
+ *                  merges): owner distances computed (or taken from the job), ranked as above,
+ *                  and the greedy rule with each candidate's row in shared memory and each kept
+ *                  row there too, lane t computing the distance to kept row t. Longer lists (a
+ *                  hub's merge) are pruned by ann_prune_cpu on the calling thread while the GPU
+ *                  works.
+ *
+ * The rule is the CPU's to the letter (prune.c): sorted by (distance, id), c dropped when some
+ * kept r has alpha·d(r, c) < d(p, c) (alpha 1 for inner products), at most `keep`, then topped up
+ * to `fill` with the first dropped ones. Only the distances' rounding differs (the CPU sums in
+ * 16 lanes, the GPU one lane in order or a warp's tree), so a list can differ where two
+ * candidates' distances are within a few ulp: tests/cuda/test_cuda_prune.c counts such lists.
+ *
+ * Shapes without a GPU path — dim > DIM_MAX, keep > KEEP_MAX, shared lists longer than
+ * SHARED_K_MAX, too little shared memory, no device — answer LOUPE_ERR_UNSUPPORTED, and the
+ * build prunes on the CPU instead.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "runtime/rt_cuda.h"
+
+namespace rtc_prune {
+
+constexpr int NW = 4;             /* warps per block */
+constexpr int RUN = 64;           /* lists of one shared list per block */
+constexpr int EXPL_MAX = 512;     /* longest explicit list pruned on the GPU */
+constexpr int KEEP_MAX = 64;
+constexpr int SHARED_K_MAX = 128;
+constexpr int DIM_MAX = 256;
+constexpr unsigned FULL = 0xffffffffu;
+
+/* The stored keys, dense (n, dim), and int8 scales. */
+struct Keys {
+    const void *rows;
+    const float *scale;
+    int dim;
+};
+
+/* Element i of row r widened as ann_keys_row does. */
+template <int KT> __device__ __forceinline__ float key_at(const Keys &k, int64_t r, int i)
+{
+    if (KT == ANN_KEYS_F32)
+        return static_cast<const float *>(k.rows)[r * k.dim + i];
+    if (KT == ANN_KEYS_BF16)
+        return __bfloat162float(static_cast<const __nv_bfloat16 *>(k.rows)[r * k.dim + i]);
+    return k.scale[r] * (float)static_cast<const int8_t *>(k.rows)[r * k.dim + i];
+}
+
+/* A warp copies row r (widened) to dst (dim floats). */
+template <int KT> __device__ __forceinline__ void load_row(const Keys &k, int64_t r, float *dst)
+{
+    for (int i = threadIdx.x & 31; i < k.dim; i += 32)
+        dst[i] = key_at<KT>(k, r, i);
+}
+
+/* The prune distance between two rows in shared memory, summed in order by one thread. */
+__device__ __forceinline__ float dist_rows(const float *a, const float *b, int dim, bool ip)
+{
+    float s = 0.0f;
+    if (ip) {
+        for (int i = 0; i < dim; i++)
+            s = fmaf(a[i], b[i], s);
+        return -s;
+    }
+    for (int i = 0; i < dim; i++) {
+        const float t = a[i] - b[i];
+        s = fmaf(t, t, s);
+    }
+    return s;
+}
+
+/* (distance, id) as one integer with the CPU's order (prune.c cand_key): -0 as +0. */
+__device__ __forceinline__ unsigned long long order_key(float s, int32_t id)
+{
+    if (s == 0.0f)
+        s = 0.0f;
+    unsigned u = __float_as_uint(s);
+    u = (u >> 31) ? ~u : (u | 0x80000000u);
+    return (unsigned long long)u << 32 | (unsigned)id;
+}
+
+struct Args {
+    Keys keys;
+    bool ip;
+    float alpha;
+    int keep, fill;
+    int n_lists;
+    const int32_t *own;     /* (n_lists) */
+    /* shared */
+    const int32_t *shared;  /* (rows, K) */
+    int K;
+    const int32_t *lst;     /* (n_lists) */
+    const int32_t *item;    /* (n_items + 1) first list of each run */
+    /* explicit */
+    const int64_t *start;   /* (n_lists) */
+    const int32_t *len;
+    const int32_t *cid;
+    const float *cdist;     /* or null */
+    int emax;               /* longest list of this launch (<= EXPL_MAX) */
+    /* out */
+    int32_t *out_id;        /* (n_lists, keep) */
+    float *out_s;
+    int32_t *out_n;         /* (n_lists) */
+};
+
+/* Byte offsets are kept 16-aligned so every array of a layout starts aligned for its type. */
+__host__ __device__ constexpr size_t al16(size_t b) { return (b + 15) / 16 * 16; }
+
+/* Ranks m candidates (key[x], x < m) and writes the sorted order into spos (candidate index). */
+__device__ __forceinline__ void rank_sort(const unsigned long long *key, int m, int32_t *spos)
+{
+    for (int x = threadIdx.x & 31; x < m; x += 32) {
+        const unsigned long long kx = key[x];
+        int r = 0;
+        for (int y = 0; y < m; y++)
+            r += key[y] < kx;
+        spos[r] = x;
+    }
+    __syncwarp();
+}
+
+/* The greedy pass and the top-up over m candidates in sorted order, by one warp: for each
+ * candidate r, prepare(r) (the whole warp), then pruned_by(r, t) for every kept edge t (lanes
+ * take kept edges in parallel); a candidate no kept edge prunes is kept (on_keep(r, k), the
+ * whole warp), a pruned one is remembered while fewer than `keep` are; then the list is topped
+ * up to `fill` with the remembered ones in order. Returns the count; kidx receives the kept
+ * candidates' sorted indices. */
+template <typename Prepare, typename Pruned, typename OnKeep>
+__device__ __forceinline__ int greedy(int m, int keep, int fill, int32_t *kidx, int32_t *drop,
+                                      Prepare prepare, Pruned pruned_by, OnKeep on_keep)
+{
+    const int lane = threadIdx.x & 31;
+    int kept = 0, nd = 0;
+    for (int r = 0; r < m && kept < keep; r++) {
+        prepare(r);
+        bool pr = false;
+        for (int t = lane; t < kept; t += 32)
+            pr |= pruned_by(r, t);
+        if (__any_sync(FULL, pr)) {
+            if (nd < keep) {
+                if (lane == 0)
+                    drop[nd] = r;
+                nd++;
+            }
+        } else {
+            if (lane == 0)
+                kidx[kept] = r;
+            on_keep(r, kept);
+            kept++;
+        }
+        __syncwarp();
+    }
+    for (int x = 0; x < nd && kept < fill; x++) {
+        if (lane == 0)
+            kidx[kept] = drop[x];
+        kept++;
+    }
+    __syncwarp();
+    return kept;
+}
+
+/* ---- Shared lists -------------------------------------------------------------------------- */
+
+/* Shared memory of prune_shared: for the block, the list's rows (K, dim + 1: the pad spreads a
+ * column over the banks), the pair matrix (K, K), ids and first-occurrence flags (K each); per
+ * warp, the owner's row (dim), sort keys (K), and the candidates' sorted order, list positions
+ * and distances (K each), kept and dropped (keep each). */
+struct SharedLayout {
+    size_t rows, pd, ids, valid, warp0, wbytes, total;
+    size_t w_orow, w_key, w_spos, w_cpos, w_cs, w_kidx, w_drop;
+    __host__ __device__ SharedLayout(int K, int dim, int keep)
+    {
+        rows = 0;
+        pd = rows + al16((size_t)K * (dim + 1) * 4);
+        ids = pd + al16((size_t)K * K * 4);
+        valid = ids + al16((size_t)K * 4);
+        warp0 = valid + al16((size_t)K * 4);
+        w_orow = 0;
+        w_key = w_orow + al16((size_t)dim * 4);
+        w_spos = w_key + al16((size_t)K * 8);
+        w_cpos = w_spos + al16((size_t)K * 4);
+        w_cs = w_cpos + al16((size_t)K * 4);
+        w_kidx = w_cs + al16((size_t)K * 4);
+        w_drop = w_kidx + al16((size_t)keep * 4);
+        wbytes = w_drop + al16((size_t)keep * 4);
+        total = warp0 + NW * wbytes;
+    }
+};
+
+template <int KT> __global__ void __launch_bounds__(NW * 32) prune_shared(Args a)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int K = a.K, dim = a.keys.dim, ld = dim + 1;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const SharedLayout L(K, dim, a.keep);
+    float *rows = reinterpret_cast<float *>(smem + L.rows);
+    float *pd = reinterpret_cast<float *>(smem + L.pd);
+    int32_t *ids = reinterpret_cast<int32_t *>(smem + L.ids);
+    int32_t *valid = reinterpret_cast<int32_t *>(smem + L.valid);
+    unsigned char *w = smem + L.warp0 + warp * L.wbytes;
+    float *orow = reinterpret_cast<float *>(w + L.w_orow);
+    unsigned long long *key = reinterpret_cast<unsigned long long *>(w + L.w_key);
+    int32_t *spos = reinterpret_cast<int32_t *>(w + L.w_spos);
+    int32_t *cpos = reinterpret_cast<int32_t *>(w + L.w_cpos);
+    float *cs = reinterpret_cast<float *>(w + L.w_cs);
+    int32_t *kidx = reinterpret_cast<int32_t *>(w + L.w_kidx);
+    int32_t *drop = reinterpret_cast<int32_t *>(w + L.w_drop);
+
+    const int i0 = a.item[blockIdx.x], i1 = a.item[blockIdx.x + 1];
+    const int32_t *l = a.shared + (int64_t)a.lst[i0] * K;
+    for (int x = threadIdx.x; x < K; x += blockDim.x) { /* a repeat counts once */
+        const int32_t v = l[x];
+        bool first = v >= 0;
+        for (int y = 0; y < x && first; y++)
+            first = l[y] != v;
+        ids[x] = v;
+        valid[x] = first;
+    }
+    for (int x = warp; x < K; x += NW) {
+        if (l[x] >= 0)
+            load_row<KT>(a.keys, l[x], rows + (size_t)x * ld);
+        else
+            for (int t = lane; t < dim; t += 32)
+                rows[(size_t)x * ld + t] = 0.0f;
+    }
+    __syncthreads();
+    for (int e = threadIdx.x; e < K * K; e += blockDim.x) {
+        const int x = e / K, y = e % K;
+        if (x < y) {
+            const float d = dist_rows(rows + (size_t)x * ld, rows + (size_t)y * ld, dim, a.ip);
+            pd[x * K + y] = d;
+            pd[y * K + x] = d;
+        }
+    }
+    __syncthreads();
+
+    const float al = a.ip ? 1.0f : a.alpha;
+    for (int i = i0 + warp; i < i1; i += NW) {
+        const int32_t u = a.own[i];
+        int opos = -1; /* the owner's position in the list when it is a member */
+        for (int x = lane; x < K; x += 32)
+            if (ids[x] == u && valid[x])
+                opos = x;
+        for (int o = 16; o > 0; o >>= 1)
+            opos = max(opos, __shfl_xor_sync(FULL, opos, o));
+        if (opos < 0) {
+            load_row<KT>(a.keys, u, orow);
+            __syncwarp();
+        }
+        /* Candidates in list order: first occurrences other than the owner. */
+        int m = 0;
+        for (int x0 = 0; x0 < K; x0 += 32) {
+            const int x = x0 + lane;
+            const bool c = x < K && valid[x] && ids[x] != u;
+            const unsigned bal = __ballot_sync(FULL, c);
+            if (c) {
+                const int at = m + __popc(bal & ((1u << lane) - 1));
+                const float s = opos >= 0 ? pd[opos * K + x]
+                                          : dist_rows(orow, rows + (size_t)x * ld, dim, a.ip);
+                cpos[at] = x;
+                cs[at] = s;
+                key[at] = order_key(s, ids[x]);
+            }
+            m += __popc(bal);
+        }
+        __syncwarp();
+        rank_sort(key, m, spos); /* spos[r]: the candidate (index into cpos, cs) of rank r */
+        const int kept = greedy(
+            m, a.keep, a.fill, kidx, drop, [](int) {},
+            [&](int r, int t) {
+                const int c = spos[r], k = spos[kidx[t]];
+                return al * pd[cpos[k] * K + cpos[c]] < cs[c];
+            },
+            [](int, int) {});
+        for (int t = lane; t < kept; t += 32) {
+            const int c = spos[kidx[t]];
+            a.out_id[(int64_t)i * a.keep + t] = ids[cpos[c]];
+            a.out_s[(int64_t)i * a.keep + t] = cs[c];
+        }
+        if (lane == 0)
+            a.out_n[i] = kept;
+        __syncwarp();
+    }
+}
+
+/* ---- Explicit lists ------------------------------------------------------------------------ */
+
+/* Shared memory of prune_explicit, per warp: sort keys (emax), the owner's and the current
+ * candidate's rows (dim each), the kept rows (keep, dim + 1), the sorted order and the distances
+ * (emax each), kept and dropped (keep each). */
+struct ExplicitLayout {
+    size_t key, orow, crow, krows, spos, cs, kidx, drop, wbytes;
+    __host__ __device__ ExplicitLayout(int emax, int dim, int keep)
+    {
+        key = 0;
+        orow = key + al16((size_t)emax * 8);
+        crow = orow + al16((size_t)dim * 4);
+        krows = crow + al16((size_t)dim * 4);
+        spos = krows + al16((size_t)keep * (dim + 1) * 4);
+        cs = spos + al16((size_t)emax * 4);
+        kidx = cs + al16((size_t)emax * 4);
+        drop = kidx + al16((size_t)keep * 4);
+        wbytes = drop + al16((size_t)keep * 4);
+    }
+};
+
+template <int KT> __global__ void __launch_bounds__(NW * 32) prune_explicit(Args a)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int dim = a.keys.dim, ld = dim + 1;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const ExplicitLayout L(a.emax, dim, a.keep);
+    unsigned char *w = smem + warp * L.wbytes;
+    unsigned long long *key = reinterpret_cast<unsigned long long *>(w + L.key);
+    float *orow = reinterpret_cast<float *>(w + L.orow);
+    float *crow = reinterpret_cast<float *>(w + L.crow);
+    float *krows = reinterpret_cast<float *>(w + L.krows);
+    int32_t *spos = reinterpret_cast<int32_t *>(w + L.spos);
+    float *cs = reinterpret_cast<float *>(w + L.cs);
+    int32_t *kidx = reinterpret_cast<int32_t *>(w + L.kidx);
+    int32_t *drop = reinterpret_cast<int32_t *>(w + L.drop);
+
+    const int i = blockIdx.x * NW + warp;
+    if (i >= a.n_lists)
+        return;
+    const int32_t u = a.own[i];
+    const int m = a.len[i];
+    const int32_t *c = a.cid + a.start[i];
+    if (!a.cdist) {
+        load_row<KT>(a.keys, u, orow);
+        __syncwarp();
+    }
+    for (int x = 0; x < m; x++) { /* owner distances: a warp per candidate, dims over lanes */
+        float s;
+        if (a.cdist) {
+            s = a.cdist[a.start[i] + x];
+        } else {
+            const int32_t cx = c[x];
+            float p = 0.0f;
+            for (int t = lane; t < dim; t += 32) {
+                const float kv = key_at<KT>(a.keys, cx, t);
+                p = a.ip ? fmaf(orow[t], kv, p) : fmaf(orow[t] - kv, orow[t] - kv, p);
+            }
+            for (int o = 16; o > 0; o >>= 1)
+                p += __shfl_xor_sync(FULL, p, o);
+            s = a.ip ? -p : p;
+        }
+        if (lane == 0) {
+            cs[x] = s;
+            key[x] = order_key(s, c[x]);
+        }
+    }
+    __syncwarp();
+    rank_sort(key, m, spos);
+    const float al = a.ip ? 1.0f : a.alpha;
+    const int kept = greedy(
+        m, a.keep, a.fill, kidx, drop,
+        [&](int r) {
+            load_row<KT>(a.keys, c[spos[r]], crow);
+            __syncwarp();
+        },
+        [&](int r, int t) {
+            return al * dist_rows(krows + (size_t)t * ld, crow, dim, a.ip) < cs[spos[r]];
+        },
+        [&](int, int k) {
+            for (int t = lane; t < dim; t += 32)
+                krows[(size_t)k * ld + t] = crow[t];
+        });
+    for (int t = lane; t < kept; t += 32) {
+        const int x = spos[kidx[t]];
+        a.out_id[(int64_t)i * a.keep + t] = c[x];
+        a.out_s[(int64_t)i * a.keep + t] = cs[x];
+    }
+    if (lane == 0)
+        a.out_n[i] = kept;
+}
+
+} // namespace rtc_prune
+
+/* ==== Host side =============================================================================== */
+
+using namespace rtc_prune;
+
+namespace {
+
+loupe_status cuda_fail(loupe_err *err, cudaError_t e, const char *what)
+{
+    return loupe_fail(err,
+                      e == cudaErrorMemoryAllocation ? LOUPE_ERR_GPU_MEMORY : LOUPE_ERR_GPU,
+                      "GPU pruning: %s: %s", what, cudaGetErrorString(e));
+}
+
+#define PRUNE_CUDA(call, what)                                                                 \
+    do {                                                                                       \
+        cudaError_t e_ = (call);                                                               \
+        if (e_ != cudaSuccess)                                                                 \
+            return cuda_fail(err, e_, what);                                                   \
+    } while (0)
+
+/* Device buffers of one call, allocated stream-ordered and freed the same way. */
+struct Call {
+    cudaStream_t stream = nullptr;
+    void *buf[16] = {};
+    int nbuf = 0;
+
+    template <typename T> loupe_status alloc(T **p, size_t count, loupe_err *err)
+    {
+        *p = nullptr;
+        PRUNE_CUDA(cudaMallocAsync(reinterpret_cast<void **>(p), (count ? count : 1) * sizeof(T),
+                                   stream),
+                   "device allocation");
+        buf[nbuf++] = *p;
+        return LOUPE_OK;
+    }
+
+    template <typename T>
+    loupe_status upload(T **p, const T *src, size_t count, loupe_err *err)
+    {
+        loupe_status st = alloc(p, count, err);
+        if (st || count == 0)
+            return st;
+        PRUNE_CUDA(cudaMemcpyAsync(*p, src, count * sizeof(T), cudaMemcpyHostToDevice, stream),
+                   "upload");
+        return LOUPE_OK;
+    }
+
+    /* Frees everything; errors here are not reported (the first error already was). */
+    void release()
+    {
+        if (stream) {
+            for (int i = 0; i < nbuf; i++)
+                cudaFreeAsync(buf[i], stream);
+            cudaStreamSynchronize(stream);
+            cudaStreamDestroy(stream);
+        }
+        cudaGetLastError();
+    }
+};
+
+/* The keys as stored, dense on the device. */
+loupe_status upload_keys(Call &c, const ann_keys *keys, Keys *out, loupe_err *err)
+{
+    const int64_t n = ann_keys_count(keys);
+    const int dim = ann_keys_dim(keys);
+    const ann_key_type kt = ann_keys_type(keys);
+    int64_t stride = 0;
+    const float *scales = nullptr;
+    const void *rows = ann_keys_data(keys, &stride, &scales);
+    const size_t esz = kt == ANN_KEYS_F32 ? 4 : kt == ANN_KEYS_BF16 ? 2 : 1;
+    unsigned char *d = nullptr;
+    float *ds = nullptr;
+    loupe_status st = c.alloc(&d, (size_t)n * dim * esz, err);
+    if (st)
+        return st;
+    if (n > 0)
+        PRUNE_CUDA(cudaMemcpy2DAsync(d, (size_t)dim * esz, rows, (size_t)stride * esz,
+                                     (size_t)dim * esz, (size_t)n, cudaMemcpyHostToDevice,
+                                     c.stream),
+                   "key upload");
+    if (kt == ANN_KEYS_INT8 && (st = c.upload(&ds, scales, (size_t)n, err)))
+        return st;
+    out->rows = d;
+    out->scale = ds;
+    out->dim = dim;
+    return LOUPE_OK;
+}
+
+template <int KT> cudaError_t launch(bool shared, unsigned blocks, size_t smem, const Args &a,
+                                     cudaStream_t st)
+{
+    auto kern = shared ? prune_shared<KT> : prune_explicit<KT>;
+    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         (int)smem);
+    if (e != cudaSuccess)
+        return e;
+    kern<<<blocks, NW * 32, smem, st>>>(a);
+    return cudaGetLastError();
+}
+
+cudaError_t launch_any(ann_key_type kt, bool shared, unsigned blocks, size_t smem, const Args &a,
+                       cudaStream_t st)
+{
+    if (kt == ANN_KEYS_F32)
+        return launch<ANN_KEYS_F32>(shared, blocks, smem, a, st);
+    if (kt == ANN_KEYS_BF16)
+        return launch<ANN_KEYS_BF16>(shared, blocks, smem, a, st);
+    return launch<ANN_KEYS_INT8>(shared, blocks, smem, a, st);
+}
+
+/* Copies list i's results (in keep-strided device order, already downloaded) to the job's rows. */
+void scatter(const ann_prune_job *j, int64_t n_lists, const int32_t *own, const int32_t *ids,
+             const float *s, const int32_t *cnt)
+{
+    for (int64_t i = 0; i < n_lists; i++) {
+        const int64_t u = own[i];
+        memcpy(j->out + u * j->stride, ids + i * j->keep, (size_t)cnt[i] * sizeof(int32_t));
+        if (j->outd)
+            memcpy(j->outd + u * j->stride, s + i * j->keep, (size_t)cnt[i] * sizeof(float));
+        j->outn[u] = cnt[i];
+    }
+}
+
+/* Host copies of a launch's inputs and outputs. */
+struct Host {
+    int32_t *own = nullptr, *len = nullptr, *item = nullptr, *ids = nullptr, *cnt = nullptr;
+    int64_t *start = nullptr, *cpu_start = nullptr;
+    int32_t *cpu_own = nullptr, *cpu_len = nullptr;
+    float *s = nullptr;
+    ~Host()
+    {
+        free(own);
+        free(len);
+        free(item);
+        free(ids);
+        free(cnt);
+        free(start);
+        free(cpu_start);
+        free(cpu_own);
+        free(cpu_len);
+        free(s);
+    }
+};
+
+loupe_status run(Call &c, const ann_prune_job *j, int smem_max, loupe_err *err)
+{
+    const int keep = j->keep, dim = j->dim;
+    const bool shared = j->shared != nullptr;
+    Host h;
+    Args a;
+    memset(&a, 0, sizeof a);
+    a.ip = j->rule == ANN_PRUNE_IP;
+    a.alpha = j->alpha;
+    a.keep = keep;
+    a.fill = j->fill < keep ? j->fill : keep;
+    int64_t n_gpu = 0, n_cpu = 0, n_items = 0;
+    size_t smem = 0;
+    loupe_status st;
+    if (shared) {
+        /* Runs of at most RUN lists over one shared list, a block each. */
+        h.item = static_cast<int32_t *>(malloc(((size_t)j->n_lists + 1) * sizeof(int32_t)));
+        if (!h.item)
+            return loupe_fail(err, LOUPE_ERR_NOMEM, "GPU pruning: no host memory");
+        int32_t rows = 0;
+        for (int64_t i = 0; i < j->n_lists; i++) {
+            if (i == 0 || j->lst[i] != j->lst[i - 1] || i - h.item[n_items - 1] == RUN)
+                h.item[n_items++] = (int32_t)i;
+            rows = j->lst[i] + 1 > rows ? j->lst[i] + 1 : rows;
+        }
+        h.item[n_items] = (int32_t)j->n_lists;
+        n_gpu = j->n_lists;
+        smem = SharedLayout(j->K, dim, keep).total;
+        if (smem > (size_t)smem_max)
+            return loupe_fail(err, LOUPE_ERR_UNSUPPORTED, "GPU pruning: lists of %d need %zu "
+                              "bytes of shared memory, the device has %d", j->K, smem, smem_max);
+        int32_t *d_item = nullptr, *d_shared = nullptr, *d_own = nullptr, *d_lst = nullptr;
+        if ((st = c.upload(&d_item, h.item, (size_t)n_items + 1, err)) ||
+            (st = c.upload(&d_shared, j->shared, (size_t)rows * j->K, err)) ||
+            (st = c.upload(&d_own, j->own, (size_t)n_gpu, err)) ||
+            (st = c.upload(&d_lst, j->lst, (size_t)n_gpu, err)))
+            return st;
+        a.item = d_item;
+        a.shared = d_shared;
+        a.own = d_own;
+        a.lst = d_lst;
+        a.K = j->K;
+    } else {
+        /* Lists of at most EXPL_MAX to the GPU, longer ones to the CPU. */
+        const size_t nl = (size_t)j->n_lists;
+        h.own = static_cast<int32_t *>(malloc(nl * sizeof(int32_t)));
+        h.len = static_cast<int32_t *>(malloc(nl * sizeof(int32_t)));
+        h.start = static_cast<int64_t *>(malloc(nl * sizeof(int64_t)));
+        h.cpu_own = static_cast<int32_t *>(malloc(nl * sizeof(int32_t)));
+        h.cpu_len = static_cast<int32_t *>(malloc(nl * sizeof(int32_t)));
+        h.cpu_start = static_cast<int64_t *>(malloc(nl * sizeof(int64_t)));
+        if (!h.own || !h.len || !h.start || !h.cpu_own || !h.cpu_len || !h.cpu_start)
+            return loupe_fail(err, LOUPE_ERR_NOMEM, "GPU pruning: no host memory");
+        int emax = 1;
+        int64_t end = 0;
+        for (int64_t i = 0; i < j->n_lists; i++) {
+            const bool gpu = j->len[i] <= EXPL_MAX;
+            int32_t *o = gpu ? h.own : h.cpu_own, *l = gpu ? h.len : h.cpu_len;
+            int64_t *s0 = gpu ? h.start : h.cpu_start, &at = gpu ? n_gpu : n_cpu;
+            o[at] = j->own[i];
+            l[at] = j->len[i];
+            s0[at++] = j->start[i];
+            if (gpu) {
+                emax = j->len[i] > emax ? j->len[i] : emax;
+                end = j->start[i] + j->len[i] > end ? j->start[i] + j->len[i] : end;
+            }
+        }
+        smem = NW * ExplicitLayout(emax, dim, keep).wbytes;
+        if (smem > (size_t)smem_max)
+            return loupe_fail(err, LOUPE_ERR_UNSUPPORTED, "GPU pruning: lists of %d need %zu "
+                              "bytes of shared memory, the device has %d", emax, smem, smem_max);
+        int32_t *d_own = nullptr, *d_len = nullptr, *d_cid = nullptr;
+        int64_t *d_start = nullptr;
+        float *d_cdist = nullptr;
+        if (n_gpu > 0 &&
+            ((st = c.upload(&d_own, h.own, (size_t)n_gpu, err)) ||
+             (st = c.upload(&d_len, h.len, (size_t)n_gpu, err)) ||
+             (st = c.upload(&d_start, h.start, (size_t)n_gpu, err)) ||
+             (st = c.upload(&d_cid, j->cid, (size_t)end, err)) ||
+             (j->cdist && (st = c.upload(&d_cdist, j->cdist, (size_t)end, err)))))
+            return st;
+        a.own = d_own;
+        a.len = d_len;
+        a.start = d_start;
+        a.cid = d_cid;
+        a.cdist = d_cdist;
+        a.emax = emax;
+    }
+    a.n_lists = (int)n_gpu;
+    int32_t *d_ids = nullptr, *d_cnt = nullptr;
+    float *d_s = nullptr;
+    if (n_gpu > 0) {
+        if ((st = upload_keys(c, j->keys, &a.keys, err)) ||
+            (st = c.alloc(&d_ids, (size_t)n_gpu * keep, err)) ||
+            (st = c.alloc(&d_s, (size_t)n_gpu * keep, err)) ||
+            (st = c.alloc(&d_cnt, (size_t)n_gpu, err)))
+            return st;
+        a.out_id = d_ids;
+        a.out_s = d_s;
+        a.out_n = d_cnt;
+        const unsigned blocks = shared ? (unsigned)n_items : (unsigned)((n_gpu + NW - 1) / NW);
+        PRUNE_CUDA(launch_any(ann_keys_type(j->keys), shared, blocks, smem, a, c.stream),
+                   "pruning kernel");
+    }
+    if (n_cpu > 0) { /* the long lists on this thread while the GPU works */
+        ann_prune_job sub = *j;
+        sub.n_lists = n_cpu;
+        sub.own = h.cpu_own;
+        sub.len = h.cpu_len;
+        sub.start = h.cpu_start;
+        if ((st = ann_prune_cpu(nullptr, &sub, err)))
+            return st;
+    }
+    if (n_gpu == 0)
+        return LOUPE_OK;
+    h.ids = static_cast<int32_t *>(malloc((size_t)n_gpu * keep * sizeof(int32_t)));
+    h.s = static_cast<float *>(malloc((size_t)n_gpu * keep * sizeof(float)));
+    h.cnt = static_cast<int32_t *>(malloc((size_t)n_gpu * sizeof(int32_t)));
+    if (!h.ids || !h.s || !h.cnt)
+        return loupe_fail(err, LOUPE_ERR_NOMEM, "GPU pruning: no host memory");
+    PRUNE_CUDA(cudaMemcpyAsync(h.ids, d_ids, (size_t)n_gpu * keep * sizeof(int32_t),
+                               cudaMemcpyDeviceToHost, c.stream),
+               "download");
+    PRUNE_CUDA(cudaMemcpyAsync(h.s, d_s, (size_t)n_gpu * keep * sizeof(float),
+                               cudaMemcpyDeviceToHost, c.stream),
+               "download");
+    PRUNE_CUDA(cudaMemcpyAsync(h.cnt, d_cnt, (size_t)n_gpu * sizeof(int32_t),
+                               cudaMemcpyDeviceToHost, c.stream),
+               "download");
+    PRUNE_CUDA(cudaStreamSynchronize(c.stream), "pruning");
+    scatter(j, n_gpu, shared ? j->own : h.own, h.ids, h.s, h.cnt);
+    return LOUPE_OK;
+}
+
+} // namespace
+
+extern "C" loupe_status rt_cuda_prune(void *user, const ann_prune_job *j, loupe_err *err)
+{
+    if (j->n_lists <= 0)
+        return LOUPE_OK;
+    const int device = user ? *static_cast<const int *>(user) : 0;
+    int n_dev = 0;
+    if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
+        cudaGetLastError();
+        return loupe_fail(err, LOUPE_ERR_UNSUPPORTED, "GPU pruning: no CUDA device is available");
+    }
+    if (device < 0 || device >= n_dev)
+        return loupe_fail(err, LOUPE_ERR_UNSUPPORTED,
+                          "GPU pruning: CUDA device %d does not exist (%d found)", device, n_dev);
+    PRUNE_CUDA(cudaSetDevice(device), "cudaSetDevice");
+    int smem_max = 0, pools = 0;
+    PRUNE_CUDA(cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+               "device query");
+    PRUNE_CUDA(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device),
+               "device query");
+    if (!pools || j->dim <= 0 || j->dim > DIM_MAX || j->keep <= 0 || j->keep > KEEP_MAX ||
+        (j->shared && (j->K <= 0 || j->K > SHARED_K_MAX)))
+        return loupe_fail(err, LOUPE_ERR_UNSUPPORTED,
+                          "GPU pruning: no GPU path for dimension %d, %d kept, lists of %d",
+                          j->dim, j->keep, j->shared ? j->K : 0);
+    Call c;
+    PRUNE_CUDA(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "stream creation");
+    loupe_status st = run(c, j, smem_max, err);
+    c.release();
+    return st;
+}
