@@ -48,6 +48,8 @@ typedef struct {
     bool index_per_kv;      /* --index-per kv|q (kv): one index per KV head or per query head */
     int search_group;       /* --search-group N (1): query heads of a KV group per search */
     int degree;             /* --degree M: graph out-degree cap; 0 = the runner's default (16) */
+    int build_k;            /* --build-k N: exact top-k per build query; 0 = the default (64) */
+    int prune;              /* --prune l2|ip: the graph's pruning rule; -1 = the default (l2) */
     int host_kv;            /* --host-kv f32|bf16|int8: ann_key_type; -1 = the runner's default */
     int threads;            /* --threads, 0 = all cores */
     uint64_t seed;          /* --seed */

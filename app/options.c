@@ -125,6 +125,7 @@ void app_opts_init(app_opts *o)
     o->index_per_kv = true;
     o->search_group = 1;
     o->host_kv = -1;
+    o->prune = -1;
     o->temp = 0.8f;
     o->top_k = 40;
     o->top_p = 0.95f;
@@ -218,6 +219,16 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
         if (r > 1) return r;
         if ((r = app_parse_i64(cmd, "--degree", v, 2, 1024, &n))) return r;
         o->degree = (int)n;
+    } else if (TRY("--build-k")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--build-k", v, 1, 512, &n))) return r;
+        o->build_k = (int)n;
+    } else if (TRY("--prune")) {
+        if (r > 1) return r;
+        if (strcmp(v, "l2") && strcmp(v, "ip"))
+            return app_usage(cmd, "--prune expects l2 (drop a candidate nearer a kept key than "
+                                  "the owner, by L2) or ip (by inner product), got '%s'", v);
+        o->prune = !strcmp(v, "ip") ? ANN_PRUNE_IP : ANN_PRUNE_L2;
     } else if (TRY("--host-kv")) {
         if (r > 1) return r;
         if (!strcmp(v, "f32"))
@@ -291,6 +302,10 @@ void app_runner_params(const app_opts *o, rt_runner_params *p)
     p->retrieval.search_group = (uint32_t)o->search_group;
     if (o->degree > 0)
         p->retrieval.degree = o->degree;
+    if (o->build_k > 0)
+        p->retrieval.build_k = o->build_k;
+    if (o->prune >= 0)
+        p->retrieval.prune = o->prune;
     p->retrieval.host_kv = o->host_kv;
 }
 

@@ -90,6 +90,11 @@ typedef struct {
                                index takes its query heads' queries at a 1/group of that many
                                positions) */
     int degree;             /* graph out-degree cap (16); 0: anns' default */
+    int build_k;            /* graph: exact top-k per build query (0: anns' default, 64). At
+                               128K on the bundled model's vectors 128 left 997 keys in no list
+                               instead of 6,258 and found more of the top-100 at the same keys
+                               scanned (docs/BENCHMARKS.md) */
+    int prune;              /* graph: ann_prune_rule (ANN_PRUNE_L2, the default) */
     bool index_per_kv;      /* one index per KV head (default), built from the union of its
                                query heads' queries and searched by each of them (a quarter of
                                the indexes and their memory under 4-way GQA); else one per

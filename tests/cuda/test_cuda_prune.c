@@ -229,7 +229,8 @@ typedef struct {
 static result run_job(ann_prune_job j, int gpu, loupe_status *st)
 {
     result res = {malloc((size_t)j.n * j.stride * sizeof(int32_t)),
-                  malloc((size_t)j.n * j.stride * sizeof(float)), malloc((size_t)j.n * sizeof(int))};
+                  malloc((size_t)j.n * j.stride * sizeof(float)),
+                  malloc((size_t)j.n * sizeof(int))};
     for (int64_t i = 0; i < j.n * j.stride; i++) {
         res.out[i] = -7;
         res.outd[i] = NAN;
