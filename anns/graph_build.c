@@ -429,30 +429,43 @@ static loupe_status project(const build_cfg *b, const int32_t *L, int64_t nq, in
     roff = calloc((size_t)n + 1, sizeof *roff);
     if (!roff)
         goto nomem;
-    /* Filled in parallel, then each list sorted by source: the order a serial fill in key order
-     * gives, which the merge keeps (short lists are copied as they are, long ones capped). */
+    /* Each list in source order, which the merge keeps (short lists are copied as they are,
+     * long ones capped): a serial fill in key order gives it; a parallel one is sorted after.
+     * One thread is the runtime's case (a layer's indexes build side by side, a thread each). */
+    if (nth == 1) {
+        for (int64_t u = 0; u < n; u++)
+            for (int j = 0; j < outn[u]; j++)
+                roff[out[u * b->S + j] + 1]++;
+    } else {
 #pragma omp parallel for num_threads(nth) schedule(static)
-    for (int64_t u = 0; u < n; u++)
-        for (int j = 0; j < outn[u]; j++)
+        for (int64_t u = 0; u < n; u++)
+            for (int j = 0; j < outn[u]; j++)
 #pragma omp atomic update
-            roff[out[u * b->S + j] + 1]++;
+                roff[out[u * b->S + j] + 1]++;
+    }
     for (int64_t u = 0; u < n; u++)
         roff[u + 1] += roff[u];
     rev = malloc((size_t)(roff[n] ? roff[n] : 1) * sizeof *rev);
     if (!rev)
         goto nomem;
     memcpy(cnt, roff, (size_t)n * sizeof *cnt);
+    if (nth == 1) {
+        for (int64_t u = 0; u < n; u++)
+            for (int j = 0; j < outn[u]; j++)
+                rev[cnt[out[u * b->S + j]]++] = rev_pack((int32_t)u, outd[u * b->S + j]);
+    } else {
 #pragma omp parallel for num_threads(nth) schedule(static)
-    for (int64_t u = 0; u < n; u++)
-        for (int j = 0; j < outn[u]; j++) {
-            uint32_t at, *c = &cnt[out[u * b->S + j]];
+        for (int64_t u = 0; u < n; u++)
+            for (int j = 0; j < outn[u]; j++) {
+                uint32_t at, *c = &cnt[out[u * b->S + j]];
 #pragma omp atomic capture
-            at = (*c)++;
-            rev[at] = rev_pack((int32_t)u, outd[u * b->S + j]);
-        }
+                at = (*c)++;
+                rev[at] = rev_pack((int32_t)u, outd[u * b->S + j]);
+            }
 #pragma omp parallel for num_threads(nth) schedule(dynamic, 1024)
-    for (int64_t v = 0; v < n; v++)
-        rev_sort(rev + roff[v], (int)(roff[v + 1] - roff[v]));
+        for (int64_t v = 0; v < n; v++)
+            rev_sort(rev + roff[v], (int)(roff[v + 1] - roff[v]));
+    }
     rc = merge_reverse(b, rev, roff, out, outn, outd, err);
     goto done;
 nomem:
