@@ -229,6 +229,12 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
             return app_usage(cmd, "--prune expects l2 (drop a candidate nearer a kept key than "
                                   "the owner, by L2) or ip (by inner product), got '%s'", v);
         o->prune = !strcmp(v, "ip") ? ANN_PRUNE_IP : ANN_PRUNE_L2;
+    } else if (TRY("--prune-on")) {
+        if (r > 1) return r;
+        if (strcmp(v, "cpu") && strcmp(v, "gpu"))
+            return app_usage(cmd, "--prune-on expects cpu or gpu (where the graph build prunes "
+                                  "its lists; gpu where there is one), got '%s'", v);
+        o->cpu_prune = !strcmp(v, "cpu");
     } else if (TRY("--host-kv")) {
         if (r > 1) return r;
         if (!strcmp(v, "f32"))
@@ -306,6 +312,7 @@ void app_runner_params(const app_opts *o, rt_runner_params *p)
         p->retrieval.build_k = o->build_k;
     if (o->prune >= 0)
         p->retrieval.prune = o->prune;
+    p->retrieval.cpu_prune = o->cpu_prune;
     p->retrieval.host_kv = o->host_kv;
 }
 

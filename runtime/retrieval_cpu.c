@@ -959,8 +959,10 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
         if (rt_cuda_available()) { /* the kNN and the pruning on the GPU when there is one */
             bo.knn = knn_on_gpu;
             bo.knn_user = r;
-            bo.prune_lists = prune_on_gpu;
-            bo.prune_user = r;
+            if (!r->p.cpu_prune) {
+                bo.prune_lists = prune_on_gpu;
+                bo.prune_user = r;
+            }
         }
         const float *q = gather_index(r, t, qsrc + (size_t)l * qstride * r->nq, rows,
                                       r->log + (size_t)l * r->log_max * r->nq, tail, x);
