@@ -126,6 +126,7 @@ void app_opts_init(app_opts *o)
     o->search_group = 1;
     o->host_kv = -1;
     o->prune = -1;
+    o->prune_on = -1;
     o->temp = 0.8f;
     o->top_k = 40;
     o->top_p = 0.95f;
@@ -233,8 +234,8 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
         if (r > 1) return r;
         if (strcmp(v, "cpu") && strcmp(v, "gpu"))
             return app_usage(cmd, "--prune-on expects cpu or gpu (where the graph build prunes "
-                                  "its lists; gpu where there is one), got '%s'", v);
-        o->cpu_prune = !strcmp(v, "cpu");
+                                  "its lists; gpu needs one), got '%s'", v);
+        o->prune_on = !strcmp(v, "gpu");
     } else if (TRY("--host-kv")) {
         if (r > 1) return r;
         if (!strcmp(v, "f32"))
@@ -312,7 +313,8 @@ void app_runner_params(const app_opts *o, rt_runner_params *p)
         p->retrieval.build_k = o->build_k;
     if (o->prune >= 0)
         p->retrieval.prune = o->prune;
-    p->retrieval.cpu_prune = o->cpu_prune;
+    if (o->prune_on >= 0)
+        p->retrieval.cpu_prune = o->prune_on == 0;
     p->retrieval.host_kv = o->host_kv;
 }
 

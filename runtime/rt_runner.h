@@ -95,9 +95,10 @@ typedef struct {
                                instead of 6,258 and found more of the top-100 at the same keys
                                scanned (docs/BENCHMARKS.md) */
     int prune;              /* graph: ann_prune_rule (ANN_PRUNE_L2, the default) */
-    bool cpu_prune;         /* graph: prune on CPU threads even where a GPU could (the A/B of
-                               runtime/cuda/prune.cu; the graphs differ only where distances
-                               tie within rounding) */
+    bool cpu_prune;         /* graph: prune on CPU threads even where a GPU could (true, the
+                               default, until runtime/cuda/prune.cu has been checked on a GPU:
+                               test_cuda_prune; the graphs differ only where distances tie
+                               within rounding) */
     bool index_per_kv;      /* one index per KV head (default), built from the union of its
                                query heads' queries and searched by each of them (a quarter of
                                the indexes and their memory under 4-way GQA); else one per
