@@ -250,8 +250,8 @@ static loupe_status shared_lists(const build_cfg *b, const int32_t *L, int64_t n
  * sorted by source), repeats once, at most ANN_CAND_CAP + M candidates; a merged list of at most
  * M stays as it is, a longer one is re-pruned with the distances it carries. Then every list is
  * padded with -1 to the stride. */
-static loupe_status merge_reverse(const build_cfg *b, uint64_t *rev, uint32_t *roff, int32_t *out,
-                                  int *outn, const float *outd, loupe_err *err)
+static loupe_status merge_reverse(const build_cfg *b, const uint64_t *rev, const uint32_t *roff,
+                                  int32_t *out, int *outn, const float *outd, loupe_err *err)
 {
     const int64_t n = b->n;
     const int M = b->M, S = b->S, cap = ANN_CAND_CAP + M;
