@@ -431,6 +431,8 @@ struct Call {
     template <typename T> loupe_status alloc(T **p, size_t count, loupe_err *err)
     {
         *p = nullptr;
+        if (nbuf == (int)(sizeof buf / sizeof buf[0]))
+            return loupe_fail(err, LOUPE_ERR_INTERNAL, "GPU pruning: too many device buffers");
         PRUNE_CUDA(cudaMallocAsync(reinterpret_cast<void **>(p), (count ? count : 1) * sizeof(T),
                                    stream),
                    "device allocation");
