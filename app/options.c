@@ -222,7 +222,7 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
         o->degree = (int)n;
     } else if (TRY("--build-k")) {
         if (r > 1) return r;
-        if ((r = app_parse_i64(cmd, "--build-k", v, 1, 512, &n))) return r;
+        if ((r = app_parse_i64(cmd, "--build-k", v, 1, 4096, &n))) return r;
         o->build_k = (int)n;
     } else if (TRY("--prune")) {
         if (r > 1) return r;

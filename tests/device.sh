@@ -20,9 +20,11 @@
 #   coexec     test_cuda_coexec on its two ctest models, f32 and bf16 engines (carry
 #              build-devfull/tests/cuda/test_cuda_coexec too): the co-executed retrieval path
 #              against full attention, without the whole CUDA build of the decode stage
-#   prune      test_cuda_prune's four cases, then bench_anns_build's 64 indexes of 131,072 keys
-#              (degree 16, 16,384 build queries) with the pruning on the GPU and on the CPU
-#              (carry build-devfull/tests/cuda/test_cuda_prune and bench_anns_build too)
+#   prune      test_cuda_prune's five cases, test_cuda_knn's wide/shapes/edges (when carried),
+#              then bench_anns_build's 64 indexes of 131,072 keys (degree 16, 16,384 build
+#              queries) with the pruning on the GPU and on the CPU, and with build k 1024 over
+#              4,096 queries on the GPU (carry build-devfull/tests/cuda/test_cuda_prune,
+#              bench_anns_build and test_cuda_knn too)
 #   sparsity   tests/models/run_on_device.sh sparsity: the bundled model's attention table (issue 5)
 #   probe      the host's memory facts (huge pages, NUMA, CPU) and one graph search's cost per key
 #              row on 131,072 synthetic keys, one thread and every thread (issues 6 and 7)
@@ -106,7 +108,7 @@ coexec() {
 prune() {
     local o=$1 secs=$2 d=build-devfull/tests/cuda
     export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-    for c in lists graph threads shapes; do
+    for c in lists long graph threads shapes; do
         LOUPE_TEST_TMP=$o timeout 150 "$d/test_cuda_prune" $c >"$o/test_$c.txt" 2>&1
         echo "test_cuda_prune $c: rc $?" >>"$o/summary.txt"
         grep -E 'CHECK|graph,|malformed|error' "$o/test_$c.txt" | head -n 8 >>"$o/summary.txt"
@@ -114,11 +116,19 @@ prune() {
             "  %d batches compared, at most %.2f%% of a batch'"'"'s lists differ\n", n, m}' \
             "$o/test_$c.txt" >>"$o/summary.txt"
     done
-    for p in gpu cpu; do
-        local extra=()
-        [ $p = cpu ] && extra=(--cpu-prune)
-        timeout $((secs / 3)) "$d/bench_anns_build" --build-queries 16384 --indexes 64 \
-            --degree 16 --no-knn-compare --time-limit $((secs / 5)) "${extra[@]}" \
+    if [ -x "$d/test_cuda_knn" ]; then # the wide kNN path (large build k)
+        for c in wide shapes edges; do
+            LOUPE_TEST_TMP=$o timeout 120 "$d/test_cuda_knn" $c >"$o/knn_$c.txt" 2>&1
+            echo "test_cuda_knn $c: rc $?" >>"$o/summary.txt"
+            grep -E 'CHECK|wide|rt_cuda_knn_run' "$o/knn_$c.txt" | head -n 6 >>"$o/summary.txt"
+        done
+    fi
+    for p in gpu cpu gpu-k1024; do
+        local extra=(--build-queries 16384)
+        [ $p = cpu ] && extra+=(--cpu-prune)
+        [ $p = gpu-k1024 ] && extra=(--build-queries 4096 --k 1024)
+        timeout $((secs / 4)) "$d/bench_anns_build" --indexes 64 \
+            --degree 16 --no-knn-compare --time-limit $((secs / 6)) "${extra[@]}" \
             >"$o/build_$p.txt" 2>&1
         echo "-- build, pruning on the $p (rc $?)" >>"$o/summary.txt"
         sed -n '/== Index builds/,$p' "$o/build_$p.txt" | head -n 6 >>"$o/summary.txt"

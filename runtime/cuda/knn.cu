@@ -46,9 +46,11 @@
  * Edges, as ann_knn_cpu: k > n fills the first n slots and leaves -1 / -inf in the rest; nq = 0
  * sets every key's best query to -1; k <= 0 is LOUPE_ERR_INVALID.
  *
- * Shapes without a GPU path — dim > 256, k so large that K' + 32 candidates per query do not
- * fit in shared memory (k above ~200–350 by dim), devices before sm_80 — run ann_knn_cpu
- * (rt_cuda_knn_info.cpu_only).
+ * Shapes the fused scan cannot take — dim > 256, k so large that K' + 32 candidates per query
+ * do not fit in shared memory (k above ~200–350 by dim), devices before sm_80 — take the wide
+ * path (knn_wide.cu: an fp32 score matrix per chunk of queries and a radix selection, k up to
+ * WIDE_K_MAX; rt_cuda_knn_info.wide); without stream-ordered allocation or beyond that k they
+ * run ann_knn_cpu (rt_cuda_knn_info.cpu_only).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -59,6 +61,7 @@
 #include <cuda_runtime.h>
 
 #include "runtime/cuda/knn.cuh"
+#include "runtime/cuda/knn_wide.cuh"
 
 namespace rtc_knn {
 
@@ -1132,6 +1135,9 @@ extern "C" loupe_status rt_cuda_knn_run(const rt_cuda_knn_opts *opts, const ann_
              "device query");
     Plan p;
     if (cc < 8 || !pools || !make_plan(o, n, dim, nq, k, n_sm, smem_max, &p)) {
+        if (pools && k <= WIDE_K_MAX) /* k or dim beyond the fused scan's buffers */
+            return knn_wide(o->device, keys, queries, nq, k, threads, ids, scores,
+                            key_best_query, inf, err);
         inf->cpu_only = 1;
         return ann_knn_cpu(nullptr, keys, queries, nq, k, threads, ids, scores, key_best_query,
                            err);

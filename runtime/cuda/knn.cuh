@@ -24,8 +24,10 @@ typedef struct {
 void rt_cuda_knn_opts_init(rt_cuda_knn_opts *o);
 
 typedef struct {
-    int cpu_only;          /* 1: the shape has no GPU path (dim > 256, or k too large for the
-                              candidate buffers) and ann_knn_cpu computed everything */
+    int cpu_only;          /* 1: the shape has no GPU path (no stream-ordered allocation, or
+                              k above 8192) and ann_knn_cpu computed everything */
+    int wide;              /* 1: k (or dim) too large for the fused scan's buffers: the wide
+                              path (knn_wide.cu) computed it */
     int64_t n_fallback;    /* queries whose GPU result could not be certified exact and were
                               recomputed with ann_knn_cpu */
     int nsplit;            /* key splits used */

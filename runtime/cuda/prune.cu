@@ -18,9 +18,14 @@
  *   explicit lists a warp per list of at most EXPL_MAX candidates (pivots' lists, reverse-edge
  *                  merges): owner distances computed (or taken from the job), ranked as above,
  *                  and the greedy rule with each candidate's row in shared memory and each kept
- *                  row there too, lane t computing the distance to kept row t. Longer lists (a
- *                  hub's merge) are pruned by ann_prune_cpu on the calling thread while the GPU
- *                  works.
+ *                  row there too, lane t computing the distance to kept row t.
+ *   long lists     a warp per list of up to LONGEST candidates, explicit or a shared list longer
+ *                  than SHARED_K_MAX (large build k: top-1024 lists found 0.54 → 0.78 of the
+ *                  top-100 at the same keys scanned on the bundled model's 128K vectors,
+ *                  docs/BENCHMARKS.md): owner distances a lane per candidate, a bitonic sort of
+ *                  (distance, id) keys in shared memory (repeats land side by side and count
+ *                  once), the greedy rule with lanes splitting the kept rows' dimensions. Lists
+ *                  longer still are pruned by ann_prune_cpu on the calling thread meanwhile.
  *
  * The rule is the CPU's to the letter (prune.c): sorted by (distance, id), c dropped when some
  * kept r has alpha·d(r, c) < d(p, c) (alpha 1 for inner products), at most `keep`, then topped up
@@ -29,8 +34,8 @@
  * candidates' distances are within a few ulp: tests/cuda/test_cuda_prune.c counts such lists.
  *
  * Shapes without a GPU path — dim > DIM_MAX, keep > KEEP_MAX, shared lists longer than
- * SHARED_K_MAX, too little shared memory, no device — answer LOUPE_ERR_UNSUPPORTED, and the
- * build prunes on the CPU instead.
+ * LONGEST, too little shared memory, no device — answer LOUPE_ERR_UNSUPPORTED, and the build
+ * prunes on the CPU instead.
  *
  * Status (2026-12-07): compiled for every architecture of the default list, not yet run on a
  * GPU (no device machine could be started that session). The runtime prunes on the CPU unless
@@ -48,9 +53,10 @@ namespace rtc_prune {
 
 constexpr int NW = 4;             /* warps per block */
 constexpr int RUN = 64;           /* lists of one shared list per block */
-constexpr int EXPL_MAX = 512;     /* longest explicit list pruned on the GPU */
+constexpr int EXPL_MAX = 512;     /* longest explicit list of prune_explicit */
+constexpr int LONGEST = 8192;     /* longest list of prune_long (explicit or shared) */
 constexpr int KEEP_MAX = 64;
-constexpr int SHARED_K_MAX = 128;
+constexpr int SHARED_K_MAX = 128; /* longest shared list of prune_shared; longer: prune_long */
 constexpr int DIM_MAX = 256;
 constexpr unsigned FULL = 0xffffffffu;
 
@@ -122,6 +128,9 @@ struct Args {
     const int32_t *cid;
     const float *cdist;     /* or null */
     int emax;               /* longest list of this launch (<= EXPL_MAX) */
+    int i0;                 /* explicit and long kernels: lists i0 .. n_lists - 1 */
+    int pmax;               /* prune_long: candidate slots per warp, a power of two */
+    int nw;                 /* prune_long: warps per block */
     /* out */
     int32_t *out_id;        /* (n_lists, keep) */
     float *out_s;
@@ -345,7 +354,7 @@ template <int KT> __global__ void __launch_bounds__(NW * 32) prune_explicit(Args
     int32_t *kidx = reinterpret_cast<int32_t *>(w + L.kidx);
     int32_t *drop = reinterpret_cast<int32_t *>(w + L.drop);
 
-    const int i = blockIdx.x * NW + warp;
+    const int i = a.i0 + blockIdx.x * NW + warp;
     if (i >= a.n_lists)
         return;
     const int32_t u = a.own[i];
@@ -395,6 +404,190 @@ template <int KT> __global__ void __launch_bounds__(NW * 32) prune_explicit(Args
         const int x = spos[kidx[t]];
         a.out_id[(int64_t)i * a.keep + t] = c[x];
         a.out_s[(int64_t)i * a.keep + t] = cs[x];
+    }
+    if (lane == 0)
+        a.out_n[i] = kept;
+}
+
+/* ---- Long lists ---------------------------------------------------------------------------- */
+
+/* Shared memory of prune_long, per warp: sort keys (pmax), the owner's and the current
+ * candidate's rows (dim each), the kept rows (keep, dim + 1), kept and dropped (keep each, as
+ * positions in the sorted keys). */
+struct LongLayout {
+    size_t key, orow, crow, krows, kidx, drop, wbytes;
+    __host__ __device__ LongLayout(int pmax, int dim, int keep)
+    {
+        key = 0;
+        orow = key + al16((size_t)pmax * 8);
+        crow = orow + al16((size_t)dim * 4);
+        krows = crow + al16((size_t)dim * 4);
+        kidx = krows + al16((size_t)keep * (dim + 1) * 4);
+        drop = kidx + al16((size_t)keep * 4);
+        wbytes = drop + al16((size_t)keep * 4);
+    }
+};
+
+/* The distance an order_key carries (-0 comes back as +0, which compares the same). */
+__device__ __forceinline__ float key_dist(unsigned long long k)
+{
+    const unsigned u = (unsigned)(k >> 32);
+    return __uint_as_float((u >> 31) ? (u & 0x7fffffffu) : ~u);
+}
+
+/* Sorts n keys (a power of two) ascending in shared memory, by one warp: bitonic, each lane
+ * taking pairs (lo, lo + stride) of one stage. */
+__device__ void warp_bitonic(unsigned long long *key, int n)
+{
+    for (int size = 2; size <= n; size <<= 1)
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int t = threadIdx.x & 31; t < n / 2; t += 32) {
+                const int lo = 2 * t - (t & (stride - 1)), hi = lo + stride;
+                const bool up = (lo & size) == 0;
+                const unsigned long long x = key[lo], y = key[hi];
+                if ((x > y) == up) {
+                    key[lo] = y;
+                    key[hi] = x;
+                }
+            }
+            __syncwarp();
+        }
+}
+
+/* Is the candidate crow (distance s to the owner) pruned by one of the `kept` rows? By the whole
+ * warp: while kept <= 32, each kept row gets 32 / kp lanes (kp: kept rounded up to a power of
+ * two) that split its dimensions and add up by shuffles; beyond, a lane per kept row. */
+__device__ __forceinline__ bool pruned_by_kept(const float *krows, int ld, int kept,
+                                               const float *crow, int dim, bool ip, float al,
+                                               float s)
+{
+    const int lane = threadIdx.x & 31;
+    bool pr = false;
+    if (kept > 32) {
+        for (int t = lane; t < kept; t += 32)
+            pr |= al * dist_rows(krows + (size_t)t * ld, crow, dim, ip) < s;
+    } else if (kept > 0) {
+        int kp = 1;
+        while (kp < kept)
+            kp <<= 1;
+        const int g = 32 / kp, t = lane / g, part = lane % g;
+        float d = 0.0f;
+        if (t < kept) {
+            const float *kr = krows + (size_t)t * ld;
+            for (int e = part; e < dim; e += g) {
+                const float x = kr[e], y = crow[e];
+                d = ip ? fmaf(x, y, d) : fmaf(x - y, x - y, d);
+            }
+        }
+        for (int o = g >> 1; o > 0; o >>= 1) /* within aligned groups of g lanes */
+            d += __shfl_xor_sync(FULL, d, o);
+        if (t < kept && part == 0)
+            pr = al * (ip ? -d : d) < s;
+    }
+    return __any_sync(FULL, pr);
+}
+
+/* A warp per list of up to pmax candidates, explicit (cid) or a shared list's K entries (when
+ * a.shared is set): the owner distances a lane per candidate (or from cdist), sorted as order
+ * keys by a bitonic sort (-1, the owner and padding as the largest key; a repeat lands next to
+ * its first occurrence and is skipped), then the greedy rule with each kept row in shared
+ * memory. */
+template <int KT> __global__ void __launch_bounds__(NW * 32) prune_long(Args a)
+{
+    extern __shared__ __align__(16) unsigned char smem[];
+    const int dim = a.keys.dim, ld = dim + 1;
+    const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const LongLayout L(a.pmax, dim, a.keep);
+    unsigned char *w = smem + warp * L.wbytes;
+    unsigned long long *key = reinterpret_cast<unsigned long long *>(w + L.key);
+    float *orow = reinterpret_cast<float *>(w + L.orow);
+    float *crow = reinterpret_cast<float *>(w + L.crow);
+    float *krows = reinterpret_cast<float *>(w + L.krows);
+    int32_t *kidx = reinterpret_cast<int32_t *>(w + L.kidx);
+    int32_t *drop = reinterpret_cast<int32_t *>(w + L.drop);
+    constexpr unsigned long long NONE = ~0ull;
+
+    const int i = a.i0 + blockIdx.x * a.nw + warp;
+    if (i >= a.n_lists)
+        return;
+    const int32_t u = a.own[i];
+    const int32_t *c;
+    const float *cd = nullptr;
+    int m;
+    if (a.shared) {
+        c = a.shared + (int64_t)a.lst[i] * a.K;
+        m = a.K;
+    } else {
+        c = a.cid + a.start[i];
+        m = a.len[i];
+        if (a.cdist)
+            cd = a.cdist + a.start[i];
+    }
+    if (!cd) {
+        load_row<KT>(a.keys, u, orow);
+        __syncwarp();
+    }
+    int p2 = 32;
+    while (p2 < m)
+        p2 <<= 1;
+    for (int x = lane; x < p2; x += 32) {
+        unsigned long long k = NONE;
+        const int32_t cx = x < m ? c[x] : -1;
+        if (cx >= 0 && cx != u) {
+            float s;
+            if (cd) {
+                s = cd[x];
+            } else {
+                float p = 0.0f;
+                for (int t = 0; t < dim; t++) {
+                    const float kv = key_at<KT>(a.keys, cx, t);
+                    p = a.ip ? fmaf(orow[t], kv, p) : fmaf(orow[t] - kv, orow[t] - kv, p);
+                }
+                s = a.ip ? -p : p;
+            }
+            k = order_key(s, cx);
+        }
+        key[x] = k;
+    }
+    __syncwarp();
+    warp_bitonic(key, p2);
+
+    const float al = a.ip ? 1.0f : a.alpha;
+    int kept = 0, nd = 0;
+    for (int r = 0; r < p2 && kept < a.keep; r++) {
+        const unsigned long long kr = key[r];
+        if (kr == NONE)
+            break;
+        const int32_t id = (int32_t)(kr & 0xffffffffu);
+        if (r > 0 && (int32_t)(key[r - 1] & 0xffffffffu) == id)
+            continue;
+        load_row<KT>(a.keys, id, crow);
+        __syncwarp();
+        if (pruned_by_kept(krows, ld, kept, crow, dim, a.ip, al, key_dist(kr))) {
+            if (nd < a.keep) {
+                if (lane == 0)
+                    drop[nd] = r;
+                nd++;
+            }
+        } else {
+            if (lane == 0)
+                kidx[kept] = r;
+            for (int t = lane; t < dim; t += 32)
+                krows[(size_t)kept * ld + t] = crow[t];
+            kept++;
+        }
+        __syncwarp();
+    }
+    for (int x = 0; x < nd && kept < a.fill; x++) {
+        if (lane == 0)
+            kidx[kept] = drop[x];
+        kept++;
+    }
+    __syncwarp();
+    for (int t = lane; t < kept; t += 32) {
+        const unsigned long long k = key[kidx[t]];
+        a.out_id[(int64_t)i * a.keep + t] = (int32_t)(k & 0xffffffffu);
+        a.out_s[(int64_t)i * a.keep + t] = key_dist(k);
     }
     if (lane == 0)
         a.out_n[i] = kept;
@@ -492,26 +685,42 @@ loupe_status upload_keys(Call &c, const ann_keys *keys, Keys *out, loupe_err *er
     return LOUPE_OK;
 }
 
-template <int KT> cudaError_t launch(bool shared, unsigned blocks, size_t smem, const Args &a,
-                                     cudaStream_t st)
+enum Kernel { K_SHARED, K_EXPLICIT, K_LONG };
+
+template <int KT> cudaError_t launch(Kernel which, unsigned blocks, unsigned threads, size_t smem,
+                                     const Args &a, cudaStream_t st)
 {
-    auto kern = shared ? prune_shared<KT> : prune_explicit<KT>;
+    auto kern = which == K_SHARED ? prune_shared<KT>
+                : which == K_EXPLICIT ? prune_explicit<KT> : prune_long<KT>;
     cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                          (int)smem);
     if (e != cudaSuccess)
         return e;
-    kern<<<blocks, NW * 32, smem, st>>>(a);
+    kern<<<blocks, threads, smem, st>>>(a);
     return cudaGetLastError();
 }
 
-cudaError_t launch_any(ann_key_type kt, bool shared, unsigned blocks, size_t smem, const Args &a,
-                       cudaStream_t st)
+cudaError_t launch_any(ann_key_type kt, Kernel which, unsigned blocks, unsigned threads,
+                       size_t smem, const Args &a, cudaStream_t st)
 {
     if (kt == ANN_KEYS_F32)
-        return launch<ANN_KEYS_F32>(shared, blocks, smem, a, st);
+        return launch<ANN_KEYS_F32>(which, blocks, threads, smem, a, st);
     if (kt == ANN_KEYS_BF16)
-        return launch<ANN_KEYS_BF16>(shared, blocks, smem, a, st);
-    return launch<ANN_KEYS_INT8>(shared, blocks, smem, a, st);
+        return launch<ANN_KEYS_BF16>(which, blocks, threads, smem, a, st);
+    return launch<ANN_KEYS_INT8>(which, blocks, threads, smem, a, st);
+}
+
+/* The long kernel's candidate slots for lists of up to m (a power of two, at least 32) and the
+ * warps per block that fit in smem_max (0: none does). */
+void long_shape(int m, int dim, int keep, int smem_max, int *pmax, int *nw)
+{
+    int p = 32;
+    while (p < m)
+        p <<= 1;
+    *pmax = p;
+    const size_t wb = LongLayout(p, dim, keep).wbytes;
+    const int fit = (int)((size_t)smem_max / wb);
+    *nw = fit < NW ? fit : NW;
 }
 
 /* Copies list i's results (in keep-strided device order, already downloaded) to the job's rows. */
@@ -552,6 +761,7 @@ loupe_status run(Call &c, const ann_prune_job *j, int smem_max, loupe_err *err)
 {
     const int keep = j->keep, dim = j->dim;
     const bool shared = j->shared != nullptr;
+    const ann_key_type kt = ann_keys_type(j->keys);
     Host h;
     Args a;
     memset(&a, 0, sizeof a);
@@ -559,10 +769,32 @@ loupe_status run(Call &c, const ann_prune_job *j, int smem_max, loupe_err *err)
     a.alpha = j->alpha;
     a.keep = keep;
     a.fill = j->fill < keep ? j->fill : keep;
-    int64_t n_gpu = 0, n_cpu = 0, n_items = 0;
-    size_t smem = 0;
+    /* Lists [0, n_short) go to prune_shared or prune_explicit, [n_short, n_gpu) to prune_long,
+     * n_cpu more to ann_prune_cpu on this thread. */
+    int64_t n_gpu = 0, n_short = 0, n_cpu = 0, n_items = 0;
+    size_t smem = 0, lsmem = 0;
+    int lnw = 0;
     loupe_status st;
-    if (shared) {
+    if (shared && j->K > SHARED_K_MAX) {
+        long_shape(j->K, dim, keep, smem_max, &a.pmax, &lnw);
+        if (lnw == 0)
+            return loupe_fail(err, LOUPE_ERR_UNSUPPORTED, "GPU pruning: shared lists of %d do "
+                              "not fit the device's %d bytes of shared memory", j->K, smem_max);
+        lsmem = (size_t)lnw * LongLayout(a.pmax, dim, keep).wbytes;
+        int32_t rows = 0;
+        for (int64_t i = 0; i < j->n_lists; i++)
+            rows = j->lst[i] + 1 > rows ? j->lst[i] + 1 : rows;
+        n_gpu = j->n_lists;
+        int32_t *d_shared = nullptr, *d_own = nullptr, *d_lst = nullptr;
+        if ((st = c.upload(&d_shared, j->shared, (size_t)rows * j->K, err)) ||
+            (st = c.upload(&d_own, j->own, (size_t)n_gpu, err)) ||
+            (st = c.upload(&d_lst, j->lst, (size_t)n_gpu, err)))
+            return st;
+        a.shared = d_shared;
+        a.own = d_own;
+        a.lst = d_lst;
+        a.K = j->K;
+    } else if (shared) {
         /* Runs of at most RUN lists over one shared list, a block each. */
         h.item = static_cast<int32_t *>(malloc(((size_t)j->n_lists + 1) * sizeof(int32_t)));
         if (!h.item)
@@ -574,7 +806,7 @@ loupe_status run(Call &c, const ann_prune_job *j, int smem_max, loupe_err *err)
             rows = j->lst[i] + 1 > rows ? j->lst[i] + 1 : rows;
         }
         h.item[n_items] = (int32_t)j->n_lists;
-        n_gpu = j->n_lists;
+        n_gpu = n_short = j->n_lists;
         smem = SharedLayout(j->K, dim, keep).total;
         if (smem > (size_t)smem_max)
             return loupe_fail(err, LOUPE_ERR_UNSUPPORTED, "GPU pruning: lists of %d need %zu "
@@ -591,7 +823,7 @@ loupe_status run(Call &c, const ann_prune_job *j, int smem_max, loupe_err *err)
         a.lst = d_lst;
         a.K = j->K;
     } else {
-        /* Lists of at most EXPL_MAX to the GPU, longer ones to the CPU. */
+        /* Short lists first, then long ones (while the long kernel fits), the rest on the CPU. */
         const size_t nl = (size_t)j->n_lists;
         h.own = static_cast<int32_t *>(malloc(nl * sizeof(int32_t)));
         h.len = static_cast<int32_t *>(malloc(nl * sizeof(int32_t)));
@@ -601,22 +833,37 @@ loupe_status run(Call &c, const ann_prune_job *j, int smem_max, loupe_err *err)
         h.cpu_start = static_cast<int64_t *>(malloc(nl * sizeof(int64_t)));
         if (!h.own || !h.len || !h.start || !h.cpu_own || !h.cpu_len || !h.cpu_start)
             return loupe_fail(err, LOUPE_ERR_NOMEM, "GPU pruning: no host memory");
-        int emax = 1;
-        int64_t end = 0;
+        int emax = 1, lmax = 0;
         for (int64_t i = 0; i < j->n_lists; i++) {
-            const bool gpu = j->len[i] <= EXPL_MAX;
-            int32_t *o = gpu ? h.own : h.cpu_own, *l = gpu ? h.len : h.cpu_len;
-            int64_t *s0 = gpu ? h.start : h.cpu_start, &at = gpu ? n_gpu : n_cpu;
-            o[at] = j->own[i];
-            l[at] = j->len[i];
-            s0[at++] = j->start[i];
-            if (gpu) {
-                emax = j->len[i] > emax ? j->len[i] : emax;
-                end = j->start[i] + j->len[i] > end ? j->start[i] + j->len[i] : end;
-            }
+            const int m = j->len[i];
+            if (m <= EXPL_MAX)
+                emax = m > emax ? m : emax;
+            else if (m <= LONGEST)
+                lmax = m > lmax ? m : lmax;
         }
+        if (lmax > 0) {
+            long_shape(lmax, dim, keep, smem_max, &a.pmax, &lnw);
+            lsmem = (size_t)lnw * LongLayout(a.pmax, dim, keep).wbytes;
+        }
+        for (int pass = 0; pass < 3; pass++) /* short, long, CPU */
+            for (int64_t i = 0; i < j->n_lists; i++) {
+                const int m = j->len[i];
+                const int kind = m <= EXPL_MAX ? 0 : m <= LONGEST && lnw > 0 ? 1 : 2;
+                if (kind != pass)
+                    continue;
+                int32_t *o = kind < 2 ? h.own : h.cpu_own, *l = kind < 2 ? h.len : h.cpu_len;
+                int64_t *s0 = kind < 2 ? h.start : h.cpu_start, &at = kind < 2 ? n_gpu : n_cpu;
+                o[at] = j->own[i];
+                l[at] = m;
+                s0[at++] = j->start[i];
+                if (kind == 0)
+                    n_short++;
+            }
+        int64_t end = 0;
+        for (int64_t i = 0; i < n_gpu; i++)
+            end = h.start[i] + h.len[i] > end ? h.start[i] + h.len[i] : end;
         smem = NW * ExplicitLayout(emax, dim, keep).wbytes;
-        if (smem > (size_t)smem_max)
+        if (n_short > 0 && smem > (size_t)smem_max)
             return loupe_fail(err, LOUPE_ERR_UNSUPPORTED, "GPU pruning: lists of %d need %zu "
                               "bytes of shared memory, the device has %d", emax, smem, smem_max);
         int32_t *d_own = nullptr, *d_len = nullptr, *d_cid = nullptr;
@@ -636,7 +883,6 @@ loupe_status run(Call &c, const ann_prune_job *j, int smem_max, loupe_err *err)
         a.cdist = d_cdist;
         a.emax = emax;
     }
-    a.n_lists = (int)n_gpu;
     int32_t *d_ids = nullptr, *d_cnt = nullptr;
     float *d_s = nullptr;
     if (n_gpu > 0) {
@@ -648,11 +894,24 @@ loupe_status run(Call &c, const ann_prune_job *j, int smem_max, loupe_err *err)
         a.out_id = d_ids;
         a.out_s = d_s;
         a.out_n = d_cnt;
-        const unsigned blocks = shared ? (unsigned)n_items : (unsigned)((n_gpu + NW - 1) / NW);
-        PRUNE_CUDA(launch_any(ann_keys_type(j->keys), shared, blocks, smem, a, c.stream),
-                   "pruning kernel");
+        if (n_short > 0) {
+            a.i0 = 0;
+            a.n_lists = (int)n_short;
+            const unsigned blocks = shared ? (unsigned)n_items : (unsigned)((n_short + NW - 1) / NW);
+            PRUNE_CUDA(launch_any(kt, shared ? K_SHARED : K_EXPLICIT, blocks, NW * 32, smem, a,
+                                  c.stream),
+                       "pruning kernel");
+        }
+        if (n_gpu > n_short) {
+            a.i0 = (int)n_short;
+            a.n_lists = (int)n_gpu;
+            a.nw = lnw;
+            const unsigned blocks = (unsigned)((n_gpu - n_short + lnw - 1) / lnw);
+            PRUNE_CUDA(launch_any(kt, K_LONG, blocks, (unsigned)lnw * 32, lsmem, a, c.stream),
+                       "long-list pruning kernel");
+        }
     }
-    if (n_cpu > 0) { /* the long lists on this thread while the GPU works */
+    if (n_cpu > 0) { /* the longest lists on this thread while the GPU works */
         ann_prune_job sub = *j;
         sub.n_lists = n_cpu;
         sub.own = h.cpu_own;
@@ -704,7 +963,7 @@ extern "C" loupe_status rt_cuda_prune(void *user, const ann_prune_job *j, loupe_
     PRUNE_CUDA(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device),
                "device query");
     if (!pools || j->dim <= 0 || j->dim > DIM_MAX || j->keep <= 0 || j->keep > KEEP_MAX ||
-        (j->shared && (j->K <= 0 || j->K > SHARED_K_MAX)))
+        (j->shared && (j->K <= 0 || j->K > LONGEST)))
         return loupe_fail(err, LOUPE_ERR_UNSUPPORTED,
                           "GPU pruning: no GPU path for dimension %d, %d kept, lists of %d",
                           j->dim, j->keep, j->shared ? j->K : 0);

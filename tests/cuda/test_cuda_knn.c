@@ -3,12 +3,14 @@
  * against ann_knn_cpu on fresh random data (seed printed). CASE is one of
  *   random    Gaussian keys with a bias and scaled queries, f32 / bf16 / int8 keys, odd sizes
  *   synth     ann_synth_generate's out-of-distribution keys and build queries (RoPE, sinks)
- *   shapes    dims 64, 96, 200 (padded to 64/128/256), 300 (no GPU path: CPU), k 1 and 200,
- *             strided key views (bf16 and int8 over caller rows)
- *   edges     k > n, n = 1, nq = 0, k <= 0; forced key splits and query chunks
+ *   shapes    dims 64, 96, 200 (padded to 64/128/256), 300 (the wide path), k 1 and 200 (the
+ *             fused scan), 700 to 8192 (the wide path), strided key views (bf16 and int8 over
+ *             caller rows)
+ *   edges     k > n (on both paths), n = 1, nq = 0, k <= 0; forced key splits and query chunks
  *   fallback  duplicated keys with margin 0: certificates fail, the CPU redoes those queries
  *   threads   four host threads calling at once, each its own data and key type
  *   large     131072 keys, few queries: the planner's many key splits
+ *   wide      131072 keys, k 1024: the graph build's large build k on the wide path
  * Exits 77 when no CUDA device is usable.
  *
  * What "the same as the CPU" means (knn.cu, "Exactness"): both return fp32 scores summed in
@@ -288,7 +290,8 @@ static void run_one(run_case *c)
     fprintf(stderr,
             "%s: n %lld, nq %lld, k %d: %s, splits %d, K' %d, slots %d, rows/warp %d, chunks "
             "%lld, CPU redo %lld, %.1f MiB, kernels %.2f ms\n",
-            c->what, (long long)n, (long long)c->nq, c->k, c->info.cpu_only ? "CPU only" : "GPU",
+            c->what, (long long)n, (long long)c->nq, c->k,
+            c->info.cpu_only ? "CPU only" : c->info.wide ? "GPU (wide)" : "GPU",
             c->info.nsplit, c->info.kkeep, c->info.bcap, c->info.rows_per_warp,
             (long long)c->info.n_chunks, (long long)c->info.n_fallback,
             c->info.device_bytes / 1048576.0, 1e3 * c->info.kernel_s);
@@ -303,10 +306,15 @@ done:
 
 static const ann_key_type TYPES[] = {ANN_KEYS_F32, ANN_KEYS_BF16, ANN_KEYS_INT8};
 
+/* Which path computed a result. */
+enum { FUSED = 0, CPU_ONLY = 1, WIDE = 2 };
+
+static int path_of(const rt_cuda_knn_info *i) { return i->cpu_only ? CPU_ONLY : i->wide ? WIDE : FUSED; }
+
 /* Runs one case over all three key types; also checks that at most 5 % of the queries needed
- * the CPU (with the default margin almost none should) and whether the GPU path was taken. */
+ * the CPU (with the default margin almost none should) and which path was taken. */
 static void all_types(const char *name, const float *K, int64_t n, int dim, const float *Q,
-                      int64_t nq, int k, const rt_cuda_knn_opts *o, int expect_cpu_only)
+                      int64_t nq, int k, const rt_cuda_knn_opts *o, int expect_path)
 {
     for (int t = 0; t < 3; t++) {
         ann_keys *keys = NULL;
@@ -322,8 +330,8 @@ static void all_types(const char *name, const float *K, int64_t n, int dim, cons
             rt_cuda_knn_opts_init(&c.opts);
         run_one(&c);
         CHECK_MSG(c.st == LOUPE_OK && c.failures == 0, "%s failed", what);
-        CHECK_MSG(c.info.cpu_only == expect_cpu_only, "%s: cpu_only %d, expected %d", what,
-                  c.info.cpu_only, expect_cpu_only);
+        CHECK_MSG(path_of(&c.info) == expect_path, "%s: path %d, expected %d", what,
+                  path_of(&c.info), expect_path);
         CHECK_MSG(c.info.n_fallback * 20 <= nq, "%s: %lld of %lld queries needed the CPU", what,
                   (long long)c.info.n_fallback, (long long)nq);
         ann_keys_destroy(keys);
@@ -366,16 +374,19 @@ static void case_shapes(test_rng *r)
     static const struct {
         int dim, k;
         int64_t n, nq;
-        int cpu_only;
-    } S[] = {{64, 32, 4099, 517, 0},  {96, 16, 3001, 333, 0}, {200, 40, 2500, 300, 0},
-             {300, 10, 1000, 50, 1},  {128, 1, 5000, 700, 0}, {128, 200, 5000, 400, 0},
-             {24, 8, 777, 129, 0}};
+        int path;
+    } S[] = {{64, 32, 4099, 517, FUSED},    {96, 16, 3001, 333, FUSED},
+             {200, 40, 2500, 300, FUSED},   {300, 10, 1000, 50, WIDE},
+             {128, 1, 5000, 700, FUSED},    {128, 200, 5000, 400, FUSED},
+             {24, 8, 777, 129, FUSED},      {128, 1024, 20000, 300, WIDE},
+             {64, 3000, 5000, 64, WIDE},    {96, 700, 701, 90, WIDE},
+             {128, 8192, 9000, 6, WIDE}};
     for (size_t i = 0; i < sizeof S / sizeof S[0]; i++) {
         float *K = gauss(r, S[i].n, S[i].dim, 1.0f, 0.5f, 1.5f);
         float *Q = gauss(r, S[i].nq, S[i].dim, 0.0f, 0.5f, 2.0f);
         char name[64];
         snprintf(name, sizeof name, "shape dim %d k %d", S[i].dim, S[i].k);
-        all_types(name, K, S[i].n, S[i].dim, Q, S[i].nq, S[i].k, NULL, S[i].cpu_only);
+        all_types(name, K, S[i].n, S[i].dim, Q, S[i].nq, S[i].k, NULL, S[i].path);
         free(K);
         free(Q);
     }
@@ -429,14 +440,15 @@ static void case_edges(test_rng *r)
     /* k > n: the first n slots, then -1 / -inf (as the CPU). */
     static const struct {
         int64_t n, nq;
-        int k;
-    } S[] = {{50, 97, 64}, {1, 33, 1}, {1, 5, 7}, {70, 200, 64}, {64, 130, 64}};
+        int k, path;
+    } S[] = {{50, 97, 64, FUSED}, {1, 33, 1, FUSED},   {1, 5, 7, FUSED},
+             {70, 200, 64, FUSED}, {64, 130, 64, FUSED}, {3000, 40, 5000, WIDE}};
     for (size_t i = 0; i < sizeof S / sizeof S[0]; i++) {
         float *K = gauss(r, S[i].n, dim, 1.0f, 0.5f, 1.5f);
         float *Q = gauss(r, S[i].nq, dim, 0.0f, 0.5f, 2.0f);
         char name[64];
         snprintf(name, sizeof name, "edge n %lld k %d", (long long)S[i].n, S[i].k);
-        all_types(name, K, S[i].n, dim, Q, S[i].nq, S[i].k, NULL, 0);
+        all_types(name, K, S[i].n, dim, Q, S[i].nq, S[i].k, NULL, S[i].path);
         free(K);
         free(Q);
     }
@@ -579,10 +591,31 @@ static void case_large(test_rng *r)
     free(Q);
 }
 
+/* The graph build's large build k: 131,072 bf16 keys, top-1024 (the wide path). */
+static void case_wide(test_rng *r)
+{
+    const int64_t n = 131072, nq = 512;
+    const int dim = 128;
+    float *K = gauss(r, n, dim, 1.0f, 0.5f, 1.5f), *Q = gauss(r, nq, dim, 0.0f, 0.5f, 2.0f);
+    ann_keys *keys = NULL;
+    loupe_err err;
+    loupe_err_clear(&err);
+    CHECK(ann_keys_create(K, n, dim, ANN_KEYS_BF16, &keys, &err) == LOUPE_OK);
+    run_case c = {.what = "wide/bf16", .keys = keys, .Q = Q, .nq = nq, .k = 1024, .want_best = 1};
+    rt_cuda_knn_opts_init(&c.opts);
+    run_one(&c);
+    CHECK(c.st == LOUPE_OK && c.failures == 0);
+    CHECK_MSG(path_of(&c.info) == WIDE, "wide: path %d", path_of(&c.info));
+    ann_keys_destroy(keys);
+    free(K);
+    free(Q);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: test_cuda_knn random|synth|shapes|edges|fallback|threads|large\n");
+        fprintf(stderr,
+                "usage: test_cuda_knn random|synth|shapes|edges|fallback|threads|large|wide\n");
         return 2;
     }
     cuda_test_require_device();
@@ -604,6 +637,8 @@ int main(int argc, char **argv)
         case_threads(&r);
     else if (!strcmp(c, "large"))
         case_large(&r);
+    else if (!strcmp(c, "wide"))
+        case_wide(&r);
     else {
         fprintf(stderr, "test_cuda_knn: unknown case '%s'\n", c);
         return 2;

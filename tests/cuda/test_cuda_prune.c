@@ -6,6 +6,9 @@
  *             owners inside and outside their list), f32 / bf16 / int8 keys, dims 64 / 96 / 128,
  *             the L2 rule with and without relaxation and the inner-product rule, keep/fill
  *             16/16, 32/8, 64/64
+ *   long      the long-list kernel: shared lists of 200 to 2048 (large build k; many repeats),
+ *             explicit lists up to 5000 and a few over the GPU's longest (the CPU's meanwhile),
+ *             every key type, the L2 and inner-product rules, keep 16 and 64
  *   graph     a graph built over synthetic out-of-distribution keys with the GPU's pruning and
  *             with the CPU's: the same recall within 0.02, every key reachable
  *   threads   four host threads calling at once, each its own job
@@ -367,6 +370,52 @@ static int case_lists(void)
     return 0;
 }
 
+static int case_long(void)
+{
+    test_rng r;
+    test_rng_seed(&r, g_seed);
+    const ann_key_type types[3] = {ANN_KEYS_BF16, ANN_KEYS_F32, ANN_KEYS_INT8};
+    struct {
+        ann_prune_rule rule;
+        float alpha;
+        int keep, fill;
+    } rules[3] = {{ANN_PRUNE_IP, 1.0f, 16, 16}, {ANN_PRUNE_L2, 1.2f, 16, 8},
+                  {ANN_PRUNE_IP, 1.0f, 64, 64}};
+    for (int t = 0; t < 3; t++) {
+        keyset ks = make_keys(&r, 12000, 128, types[t]);
+        for (int x = 0; x < 3; x++) {
+            char what[96], w2[128];
+            snprintf(what, sizeof what, "type %d rule %d/%.1f keep %d fill %d", (int)types[t],
+                     (int)rules[x].rule, rules[x].alpha, rules[x].keep, rules[x].fill);
+            const int Ks[3] = {200, 1024, 2048};
+            for (int k = 0; k < 3; k++) {
+                batch s = shared_batch(&r, &ks, 60, Ks[k], 3000, rules[x].rule, rules[x].alpha,
+                                       rules[x].keep, rules[x].fill);
+                snprintf(w2, sizeof w2, "shared K %d %s", Ks[k], what);
+                compare(w2, &s, &ks);
+                batch_free(&s);
+            }
+            batch e = explicit_batch(&r, &ks, 600, 5000, 0, rules[x].rule, rules[x].alpha,
+                                     rules[x].keep, rules[x].fill);
+            snprintf(w2, sizeof w2, "explicit up to 5000 %s", what);
+            compare(w2, &e, &ks);
+            batch_free(&e);
+            batch d = explicit_batch(&r, &ks, 600, 2000, 1, rules[x].rule, rules[x].alpha,
+                                     rules[x].keep, rules[x].fill);
+            snprintf(w2, sizeof w2, "explicit+dist up to 2000 %s", what);
+            compare(w2, &d, &ks);
+            batch_free(&d);
+        }
+        if (t == 0) { /* lists over the GPU's longest, beside long and short ones */
+            batch e = explicit_batch(&r, &ks, 40, 9000, 0, ANN_PRUNE_IP, 1.0f, 16, 16);
+            compare("explicit up to 9000 (some on the CPU)", &e, &ks);
+            batch_free(&e);
+        }
+        free_keys(&ks);
+    }
+    return 0;
+}
+
 static double recall_of(const ann_index *ix, const float *tq, int nt, int k, const int32_t *truth)
 {
     loupe_err err;
@@ -402,26 +451,32 @@ static int case_graph(void)
     int32_t *truth = malloc(sizeof(int32_t) * NT * K);
     float *sc = malloc(sizeof(float) * NT * K);
     CHECK(ann_knn_cpu(NULL, keys, TQ, NT, K, 2, truth, sc, NULL, &err) == LOUPE_OK);
-    double rec[2];
-    for (int gpu = 0; gpu < 2; gpu++) {
-        ann_build_opts bo;
-        ann_build_opts_init(&bo);
-        bo.threads = 2;
-        bo.seed = g_seed;
-        bo.degree = 16;
-        bo.prune = ANN_PRUNE_IP;
-        if (gpu)
-            bo.prune_lists = rt_cuda_prune;
-        ann_index *g = NULL;
-        ann_build_stats bs;
-        CHECK(ann_index_build(ANN_GRAPH, keys, BQ, N, &bo, &g, &bs, &err) == LOUPE_OK);
-        CHECK(bs.n_unreachable == 0);
-        rec[gpu] = recall_of(g, TQ, NT, K, truth);
-        printf("graph, %s pruning: projection %.3f s, %lld edges, recall@100 (ef 200) %.4f\n",
-               gpu ? "GPU" : "CPU", bs.projection_s, (long long)bs.n_edges, rec[gpu]);
-        ann_index_destroy(g);
+    for (int bk = 64; bk <= 512; bk *= 8) { /* 512: the shared lists take the long kernel */
+        double rec[2];
+        for (int gpu = 0; gpu < 2; gpu++) {
+            ann_build_opts bo;
+            ann_build_opts_init(&bo);
+            bo.threads = 2;
+            bo.seed = g_seed;
+            bo.degree = 16;
+            bo.build_k = bk;
+            bo.prune = ANN_PRUNE_IP;
+            bo.knn = rt_cuda_knn;
+            if (gpu)
+                bo.prune_lists = rt_cuda_prune;
+            ann_index *g = NULL;
+            ann_build_stats bs;
+            CHECK(ann_index_build(ANN_GRAPH, keys, BQ, N, &bo, &g, &bs, &err) == LOUPE_OK);
+            CHECK(bs.n_unreachable == 0);
+            rec[gpu] = recall_of(g, TQ, NT, K, truth);
+            printf("graph, build k %d, %s pruning: projection %.3f s, %lld edges, recall@100 "
+                   "(ef 200) %.4f\n", bk, gpu ? "GPU" : "CPU", bs.projection_s,
+                   (long long)bs.n_edges, rec[gpu]);
+            ann_index_destroy(g);
+        }
+        CHECK_MSG(fabs(rec[0] - rec[1]) <= 0.02, "build k %d: recall %.4f (GPU) vs %.4f (CPU)",
+                  bk, rec[1], rec[0]);
     }
-    CHECK_MSG(fabs(rec[0] - rec[1]) <= 0.02, "recall %.4f (GPU) vs %.4f (CPU)", rec[1], rec[0]);
     ann_keys_destroy(keys);
     free(K32);
     free(BQ);
@@ -481,8 +536,8 @@ static int case_shapes(void)
     b = explicit_batch(&r, &ks, 50, 100, 0, ANN_PRUNE_L2, 1.0f, 65, 65);
     CHECK(rt_cuda_prune(NULL, &b.j, &err) == LOUPE_ERR_UNSUPPORTED); /* keep 65 */
     batch_free(&b);
-    b = shared_batch(&r, &ks, 10, 129, 50, ANN_PRUNE_L2, 1.0f, 16, 16);
-    CHECK(rt_cuda_prune(NULL, &b.j, &err) == LOUPE_ERR_UNSUPPORTED); /* shared lists of 129 */
+    b = shared_batch(&r, &ks, 4, 8193, 20, ANN_PRUNE_L2, 1.0f, 16, 16);
+    CHECK(rt_cuda_prune(NULL, &b.j, &err) == LOUPE_ERR_UNSUPPORTED); /* shared lists of 8193 */
     batch_free(&b);
     b = explicit_batch(&r, &ks, 0, 10, 0, ANN_PRUNE_L2, 1.0f, 16, 16);
     result res = run_job(b.j, 1, &st);
@@ -492,7 +547,7 @@ static int case_shapes(void)
     b = explicit_batch(&r, &ks, 500, 2, 0, ANN_PRUNE_L2, 1.0f, 16, 16); /* lists of 0..2 */
     compare("explicit lists of 0 to 2", &b, &ks);
     batch_free(&b);
-    b = explicit_batch(&r, &ks, 200, 1000, 0, ANN_PRUNE_IP, 1.0f, 16, 16); /* most on the CPU */
+    b = explicit_batch(&r, &ks, 200, 1000, 0, ANN_PRUNE_IP, 1.0f, 16, 16); /* short and long */
     compare("explicit lists up to 1000", &b, &ks);
     batch_free(&b);
     b = shared_batch(&r, &ks, 3, 64, 2000, ANN_PRUNE_L2, 1.0f, 16, 16); /* long runs */
@@ -509,7 +564,7 @@ static int case_shapes(void)
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: test_cuda_prune lists|graph|threads|shapes\n");
+        fprintf(stderr, "usage: test_cuda_prune lists|long|graph|threads|shapes\n");
         return 2;
     }
     cuda_test_require_device();
@@ -517,6 +572,8 @@ int main(int argc, char **argv)
     printf("seed %llu\n", (unsigned long long)g_seed);
     if (!strcmp(argv[1], "lists"))
         case_lists();
+    else if (!strcmp(argv[1], "long"))
+        case_long();
     else if (!strcmp(argv[1], "graph"))
         case_graph();
     else if (!strcmp(argv[1], "threads"))

@@ -1,0 +1,515 @@
+/*
+ * The wide path of rt_cuda_knn: exact query→key top-k for k up to WIDE_K_MAX, where the fused
+ * scan (knn.cu) cannot keep k + margin candidates per query in shared memory. The graph build
+ * asks for it with a large build k: on the bundled model's 128K vectors, top-1024 lists raised
+ * the graph's recall@100 at equal keys scanned from 0.54 to 0.78 (docs/BENCHMARKS.md).
+ *
+ * Per chunk of queries (as many as keep the chunk's score rows within BUDGET bytes and the
+ * device's free memory):
+ *   1. scores  S = Q · Kᵀ in fp32 by a tiled SIMT matrix product, each score one chain of fused
+ *              multiply-adds over the dimensions in order. A score matrix of the chunk exists,
+ *              never one of all queries.
+ *   2. best    each key's best query over the chunk, merged into a running (score, query) word
+ *              per key; ties go to the lower query.
+ *   3. select  a block per query finds the k-th largest of the row's (score, position) words —
+ *              unique, so the selection is exact and ties of score go to the lower key id — by
+ *              radix passes of DIGIT bits from the top, each a pass over the row that counts the
+ *              words still matching the chosen prefix; it stops at the first digit whose bucket
+ *              is taken whole. Then the k words at or above the prefix are collected and sorted
+ *              (bitonic, shared memory), best first.
+ * Scores are fp32 dot products summed in another order than ann_knn_cpu's, so a result differs
+ * from the CPU's only where two keys' scores tie within a few ulp (as on the fused path). A row
+ * with a NaN score (NaN or Inf in the inputs) is flagged, and then ann_knn_cpu redoes the whole
+ * call, best queries included.
+ *
+ * Device memory: the keys as stored (freed once widened), n·dim·4 widened, 8n (best), and per
+ * query of a chunk dim·4 + n·4 + k·8 + 1. At 131,072 keys a chunk is 4,096 queries (2 GiB of
+ * scores); at 1M keys 512.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include "runtime/cuda/knn_wide.cuh"
+
+namespace rtc_knn {
+namespace {
+
+constexpr int BM = 64, BN = 128, BK = 16;    /* score tile: queries × keys × dims per stage */
+constexpr int ST = 256;                      /* threads of the score and select blocks */
+constexpr int DIGIT = 11, BINS = 1 << DIGIT; /* radix digit of the selection */
+constexpr int64_t BUDGET = (int64_t)2 << 30; /* bytes of score rows per chunk at most */
+constexpr unsigned FULL = 0xffffffffu;
+
+/* float → uint32 with the same order (-0 below +0); and back. */
+__device__ __forceinline__ uint32_t ord32(float f)
+{
+    const uint32_t u = __float_as_uint(f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+__device__ __forceinline__ float val32(uint32_t u)
+{
+    return __uint_as_float((u & 0x80000000u) ? (u & 0x7fffffffu) : ~u);
+}
+
+/* The selection's word of score f at position x: larger is better, ties to the lower x. */
+__device__ __forceinline__ unsigned long long word(float f, int64_t x)
+{
+    return (unsigned long long)ord32(f) << 32 | (FULL - (uint32_t)x);
+}
+
+/* kf (n, dim) = the stored rows widened as ann_keys_row widens them. */
+template <int KT>
+__global__ void widen(const void *rows, const float *scale, int64_t n, int dim, float *kf)
+{
+    const int64_t total = n * dim;
+    for (int64_t e = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; e < total;
+         e += (int64_t)gridDim.x * blockDim.x) {
+        float v;
+        if (KT == ANN_KEYS_F32)
+            v = static_cast<const float *>(rows)[e];
+        else if (KT == ANN_KEYS_BF16)
+            v = __bfloat162float(static_cast<const __nv_bfloat16 *>(rows)[e]);
+        else
+            v = scale[e / dim] * (float)static_cast<const int8_t *>(rows)[e];
+        kf[e] = v;
+    }
+}
+
+/* S (nq, n) = Q (nq, dim) · Kᵀ (K: (n, dim)). A block computes BM × BN scores, thread (ty, tx)
+ * the 4 queries ty·4.. and the keys tx·4.. and 64 + tx·4.. (so a quarter warp reads consecutive
+ * 16-byte words of the key tile); dimensions pass through shared memory BK at a time,
+ * zero-padded past dim and past the last query or key. */
+__global__ void __launch_bounds__(ST) scores(const float *Q, const float *K, int64_t nq,
+                                             int64_t n, int dim, float *S)
+{
+    __shared__ __align__(16) float As[BK][BM + 4];
+    __shared__ __align__(16) float Bs[BK][BN + 4];
+    const int t = threadIdx.x, tx = t % 16, ty = t / 16;
+    const int64_t q0 = (int64_t)blockIdx.y * BM, k0 = (int64_t)blockIdx.x * BN;
+    float acc[4][8];
+    for (int i = 0; i < 4; i++)
+        for (int j = 0; j < 8; j++)
+            acc[i][j] = 0.0f;
+    for (int d0 = 0; d0 < dim; d0 += BK) {
+        for (int e = t; e < BM * BK; e += ST) {
+            const int r = e / BK, c = e % BK;
+            const int64_t q = q0 + r;
+            As[c][r] = q < nq && d0 + c < dim ? Q[q * dim + d0 + c] : 0.0f;
+        }
+        for (int e = t; e < BN * BK; e += ST) {
+            const int r = e / BK, c = e % BK;
+            const int64_t k = k0 + r;
+            Bs[c][r] = k < n && d0 + c < dim ? K[k * dim + d0 + c] : 0.0f;
+        }
+        __syncthreads();
+#pragma unroll
+        for (int kk = 0; kk < BK; kk++) {
+            const float4 a = *reinterpret_cast<const float4 *>(&As[kk][ty * 4]);
+            const float4 b0 = *reinterpret_cast<const float4 *>(&Bs[kk][tx * 4]);
+            const float4 b1 = *reinterpret_cast<const float4 *>(&Bs[kk][64 + tx * 4]);
+            const float av[4] = {a.x, a.y, a.z, a.w};
+            const float bv[8] = {b0.x, b0.y, b0.z, b0.w, b1.x, b1.y, b1.z, b1.w};
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+                    acc[i][j] = fmaf(av[i], bv[j], acc[i][j]);
+        }
+        __syncthreads();
+    }
+    for (int i = 0; i < 4; i++) {
+        const int64_t q = q0 + ty * 4 + i;
+        if (q >= nq)
+            continue;
+        for (int j = 0; j < 8; j++) {
+            const int64_t k = k0 + (j < 4 ? tx * 4 + j : 64 + tx * 4 + j - 4);
+            if (k < n)
+                S[q * n + k] = acc[i][j];
+        }
+    }
+}
+
+/* best[key] = max(best[key], the best (score, ~query) word over the chunk's rows). */
+__global__ void best_of_chunk(const float *S, int64_t nqc, int64_t n, int64_t q_base,
+                              unsigned long long *best)
+{
+    for (int64_t key = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; key < n;
+         key += (int64_t)gridDim.x * blockDim.x) {
+        unsigned long long b = best[key];
+        for (int64_t q = 0; q < nqc; q++) {
+            const unsigned long long w = word(S[q * n + key], q_base + q);
+            b = w > b ? w : b;
+        }
+        best[key] = b;
+    }
+}
+
+/* A block per query row of n scores: its top k (k_out slots; keff = min(k_out, n) filled, the
+ * rest -1 / -inf), best first, into ids and sc; flag = 1 when the row holds a NaN. buf: p2
+ * words of dynamic shared memory, p2 a power of two >= keff. */
+__global__ void __launch_bounds__(ST) select_topk(const float *S, int64_t n, int k_out, int p2,
+                                                  int32_t *ids, float *sc, uint8_t *flag)
+{
+    extern __shared__ __align__(16) unsigned long long buf[];
+    __shared__ unsigned hist[BINS];
+    __shared__ unsigned long long s_prefix, s_mask;
+    __shared__ int s_rem, s_done, s_cnt, s_nan;
+    const int t = threadIdx.x, lane = t & 31;
+    const float *row = S + (int64_t)blockIdx.x * n;
+    const int keff = (int64_t)k_out < n ? k_out : (int)n;
+    if (t == 0) {
+        s_prefix = 0;
+        s_mask = 0;
+        s_rem = keff;
+        s_done = keff == 0;
+        s_cnt = 0;
+        s_nan = 0;
+    }
+    __syncthreads();
+    for (int hi = 63; !s_done && hi >= 0;) {
+        const int lo = hi - DIGIT + 1 > 0 ? hi - DIGIT + 1 : 0;
+        const unsigned long long dmask = ((2ull << (hi - lo)) - 1) << lo;
+        for (int b = t; b < BINS; b += ST)
+            hist[b] = 0;
+        __syncthreads();
+        const unsigned long long pre = s_prefix, msk = s_mask;
+        for (int64_t x = t; x < n; x += ST) {
+            const float f = row[x];
+            if (hi == 63 && f != f)
+                s_nan = 1;
+            const unsigned long long w = word(f, x);
+            if ((w & msk) == pre)
+                atomicAdd(&hist[(w & dmask) >> lo], 1u);
+        }
+        __syncthreads();
+        if (t < 32) { /* the digit whose bucket holds the rem-th largest: lane l owns 64 bins */
+            constexpr int PER = BINS / 32;
+            const int rem = s_rem;
+            unsigned mine = 0;
+            for (int b = 0; b < PER; b++)
+                mine += hist[lane * PER + b];
+            unsigned incl = mine; /* sum over lanes >= lane */
+            for (int o = 1; o < 32; o <<= 1) {
+                const unsigned v = __shfl_down_sync(FULL, incl, o);
+                if (lane + o < 32)
+                    incl += v;
+            }
+            const unsigned above = incl - mine;
+            if (above < (unsigned)rem && (unsigned)rem <= incl) {
+                unsigned acc = above;
+                for (int b = PER - 1; b >= 0; b--) {
+                    const unsigned h = hist[lane * PER + b];
+                    if (acc + h >= (unsigned)rem) {
+                        const unsigned long long d = (unsigned long long)(lane * PER + b);
+                        s_prefix = pre | d << lo;
+                        s_mask = msk | dmask;
+                        s_rem = rem - (int)acc;
+                        s_done = h == (unsigned)(rem - (int)acc);
+                        break;
+                    }
+                    acc += h;
+                }
+            }
+        }
+        __syncthreads();
+        hi = lo - 1;
+    }
+    const unsigned long long pre = s_prefix, msk = s_mask;
+    for (int64_t x = t; x < n && keff > 0; x += ST) {
+        const unsigned long long w = word(row[x], x);
+        if ((w & msk) >= pre) {
+            const int at = atomicAdd(&s_cnt, 1);
+            if (at < p2)
+                buf[at] = w;
+        }
+    }
+    __syncthreads();
+    for (int x = (s_cnt < p2 ? s_cnt : p2) + t; x < p2; x += ST)
+        buf[x] = 0;
+    __syncthreads();
+    for (int size = 2; size <= p2; size <<= 1) /* descending */
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int e = t; e < p2 / 2; e += ST) {
+                const int a = 2 * e - (e & (stride - 1)), b = a + stride;
+                const bool down = (a & size) == 0;
+                const unsigned long long x = buf[a], y = buf[b];
+                if ((x < y) == down) {
+                    buf[a] = y;
+                    buf[b] = x;
+                }
+            }
+            __syncthreads();
+        }
+    int32_t *oi = ids + (int64_t)blockIdx.x * k_out;
+    float *os = sc + (int64_t)blockIdx.x * k_out;
+    for (int x = t; x < k_out; x += ST) {
+        if (x < keff) {
+            oi[x] = (int32_t)(FULL - (uint32_t)(buf[x] & FULL));
+            os[x] = val32((uint32_t)(buf[x] >> 32));
+        } else {
+            oi[x] = -1;
+            os[x] = -INFINITY;
+        }
+    }
+    if (t == 0)
+        flag[blockIdx.x] = (uint8_t)(s_nan || s_cnt != keff);
+}
+
+double now_s()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+loupe_status cuda_fail(loupe_err *err, cudaError_t e, const char *what)
+{
+    return loupe_fail(err,
+                      e == cudaErrorMemoryAllocation ? LOUPE_ERR_GPU_MEMORY : LOUPE_ERR_GPU,
+                      "GPU kNN (wide): %s: %s", what, cudaGetErrorString(e));
+}
+
+#define WIDE_CUDA(call, what)                                                                  \
+    do {                                                                                       \
+        cudaError_t e_ = (call);                                                               \
+        if (e_ != cudaSuccess)                                                                 \
+            return cuda_fail(err, e_, what);                                                   \
+    } while (0)
+
+/* Device buffers of one call, allocated stream-ordered and freed the same way. */
+struct Call {
+    cudaStream_t stream = nullptr;
+    cudaEvent_t ev0 = nullptr, ev1 = nullptr;
+    void *buf[12] = {};
+    int nbuf = 0;
+    uint64_t bytes = 0;
+
+    template <typename T> loupe_status alloc(T **p, size_t count, loupe_err *err)
+    {
+        *p = nullptr;
+        if (nbuf == (int)(sizeof buf / sizeof buf[0]))
+            return loupe_fail(err, LOUPE_ERR_INTERNAL, "GPU kNN (wide): too many buffers");
+        const size_t b = (count ? count : 1) * sizeof(T);
+        WIDE_CUDA(cudaMallocAsync(reinterpret_cast<void **>(p), b, stream), "device allocation");
+        buf[nbuf++] = *p;
+        bytes += b;
+        return LOUPE_OK;
+    }
+
+    /* Frees p now (it must be one of buf). */
+    void free_now(void *p)
+    {
+        for (int i = 0; i < nbuf; i++)
+            if (buf[i] == p) {
+                cudaFreeAsync(p, stream);
+                buf[i] = buf[--nbuf];
+                return;
+            }
+    }
+
+    /* Frees everything; errors here are not reported (the first error already was). */
+    void release()
+    {
+        if (stream) {
+            for (int i = 0; i < nbuf; i++)
+                cudaFreeAsync(buf[i], stream);
+            cudaStreamSynchronize(stream);
+            cudaStreamDestroy(stream);
+        }
+        if (ev0)
+            cudaEventDestroy(ev0);
+        if (ev1)
+            cudaEventDestroy(ev1);
+        cudaGetLastError();
+    }
+};
+
+/* The GPU part; *any_flag tells whether a row held a NaN (the caller then redoes it all). */
+loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq, int k,
+                 int32_t *ids, float *scores_h, unsigned long long *best_h, int *any_flag,
+                 rt_cuda_knn_info *info, loupe_err *err)
+{
+    const int64_t n = ann_keys_count(keys);
+    const int dim = ann_keys_dim(keys);
+    const ann_key_type kt = ann_keys_type(keys);
+    int64_t stride = 0;
+    const float *scales_h = nullptr;
+    const void *rows = ann_keys_data(keys, &stride, &scales_h);
+    const size_t esz = kt == ANN_KEYS_F32 ? 4 : kt == ANN_KEYS_BF16 ? 2 : 1;
+    const int keff = (int64_t)k < n ? k : (int)n;
+    int p2 = 2;
+    while (p2 < keff)
+        p2 <<= 1;
+
+    /* The chunk: within BUDGET and within what is free after the keys. */
+    size_t free_b = 0, total_b = 0;
+    WIDE_CUDA(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
+    const uint64_t fixed = (uint64_t)n * dim * (esz + 4) + 8 * (uint64_t)n + 4 * (uint64_t)n;
+    const uint64_t per_q = 4 * (uint64_t)dim + 4 * (uint64_t)n + 8 * (uint64_t)k + 1;
+    int64_t chunk = BUDGET / (4 * (n > 0 ? n : 1));
+    if (free_b > fixed + (64u << 20)) {
+        const int64_t fit = (int64_t)((free_b - fixed - (64u << 20)) / per_q);
+        chunk = fit < chunk ? fit : chunk;
+    } else {
+        chunk = 0;
+    }
+    chunk = chunk < nq ? chunk : nq;
+    chunk = chunk < ((int64_t)1 << 20) ? chunk : ((int64_t)1 << 20); /* the grid's y extent */
+    if (chunk < 1)
+        return loupe_fail(err, LOUPE_ERR_GPU_MEMORY,
+                          "GPU kNN (wide): %lld keys of dimension %d and one query's %lld "
+                          "scores need %.1f MiB of device memory, %.1f MiB are free",
+                          (long long)n, dim, (long long)n,
+                          (double)(fixed + per_q) / 1048576.0, free_b / 1048576.0);
+
+    WIDE_CUDA(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "stream creation");
+    WIDE_CUDA(cudaEventCreate(&c.ev0), "event creation");
+    WIDE_CUDA(cudaEventCreate(&c.ev1), "event creation");
+    unsigned char *stage = nullptr;
+    float *kscale = nullptr, *kf = nullptr, *qf = nullptr, *S = nullptr, *d_sc = nullptr;
+    int32_t *d_ids = nullptr;
+    uint8_t *d_flag = nullptr;
+    unsigned long long *d_best = nullptr;
+    loupe_status st;
+    if ((st = c.alloc(&stage, (size_t)n * dim * esz, err)) ||
+        (kt == ANN_KEYS_INT8 && (st = c.alloc(&kscale, (size_t)n, err))) ||
+        (st = c.alloc(&kf, (size_t)n * dim, err)) ||
+        (best_h && (st = c.alloc(&d_best, (size_t)n, err))))
+        return st;
+    if (n > 0)
+        WIDE_CUDA(cudaMemcpy2DAsync(stage, (size_t)dim * esz, rows, (size_t)stride * esz,
+                                    (size_t)dim * esz, (size_t)n, cudaMemcpyHostToDevice,
+                                    c.stream),
+                  "key upload");
+    if (kt == ANN_KEYS_INT8)
+        WIDE_CUDA(cudaMemcpyAsync(kscale, scales_h, (size_t)n * sizeof(float),
+                                  cudaMemcpyHostToDevice, c.stream),
+                  "key scale upload");
+    if (d_best)
+        WIDE_CUDA(cudaMemsetAsync(d_best, 0, (size_t)n * sizeof *d_best, c.stream), "memset");
+    const unsigned wblocks = (unsigned)((n * dim + 255) / 256 < 4096 ? (n * dim + 255) / 256 : 4096);
+    if (n > 0) {
+        if (kt == ANN_KEYS_F32)
+            widen<ANN_KEYS_F32><<<wblocks, 256, 0, c.stream>>>(stage, kscale, n, dim, kf);
+        else if (kt == ANN_KEYS_BF16)
+            widen<ANN_KEYS_BF16><<<wblocks, 256, 0, c.stream>>>(stage, kscale, n, dim, kf);
+        else
+            widen<ANN_KEYS_INT8><<<wblocks, 256, 0, c.stream>>>(stage, kscale, n, dim, kf);
+        WIDE_CUDA(cudaGetLastError(), "key widening kernel");
+    }
+    c.free_now(stage);
+    if ((st = c.alloc(&qf, (size_t)chunk * dim, err)) ||
+        (st = c.alloc(&S, (size_t)chunk * n, err)) ||
+        (st = c.alloc(&d_ids, (size_t)chunk * k, err)) ||
+        (st = c.alloc(&d_sc, (size_t)chunk * k, err)) ||
+        (st = c.alloc(&d_flag, (size_t)chunk, err)))
+        return st;
+    info->device_bytes = c.bytes;
+    const size_t sel_smem = (size_t)p2 * sizeof(unsigned long long);
+    WIDE_CUDA(cudaFuncSetAttribute(select_topk, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)sel_smem),
+              "select kernel attribute");
+    uint8_t *flags_h = static_cast<uint8_t *>(malloc((size_t)chunk));
+    if (!flags_h)
+        return loupe_fail(err, LOUPE_ERR_NOMEM, "GPU kNN (wide): no host memory");
+    double kernel_s = 0.0;
+    int64_t n_chunks = 0;
+    for (int64_t q0 = 0; q0 < nq; q0 += chunk, n_chunks++) {
+        const int64_t nqc = nq - q0 < chunk ? nq - q0 : chunk;
+        cudaError_t e = cudaMemcpyAsync(qf, queries + q0 * dim, (size_t)nqc * dim * sizeof(float),
+                                        cudaMemcpyHostToDevice, c.stream);
+        if (e == cudaSuccess)
+            e = cudaEventRecord(c.ev0, c.stream);
+        if (e == cudaSuccess && n > 0) {
+            scores<<<dim3((unsigned)((n + BN - 1) / BN), (unsigned)((nqc + BM - 1) / BM)), ST, 0,
+                     c.stream>>>(qf, kf, nqc, n, dim, S);
+            e = cudaGetLastError();
+            if (e == cudaSuccess && d_best) {
+                const int64_t bb = (n + 255) / 256;
+                best_of_chunk<<<(unsigned)(bb < 65535 ? bb : 65535), 256, 0, c.stream>>>(
+                    S, nqc, n, q0, d_best);
+                e = cudaGetLastError();
+            }
+        }
+        if (e == cudaSuccess) {
+            select_topk<<<(unsigned)nqc, ST, sel_smem, c.stream>>>(S, n, k, p2, d_ids, d_sc,
+                                                                 d_flag);
+            e = cudaGetLastError();
+        }
+        if (e == cudaSuccess)
+            e = cudaEventRecord(c.ev1, c.stream);
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(ids + q0 * k, d_ids, (size_t)nqc * k * sizeof(int32_t),
+                                cudaMemcpyDeviceToHost, c.stream);
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(scores_h + q0 * k, d_sc, (size_t)nqc * k * sizeof(float),
+                                cudaMemcpyDeviceToHost, c.stream);
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(flags_h, d_flag, (size_t)nqc, cudaMemcpyDeviceToHost, c.stream);
+        if (e == cudaSuccess)
+            e = cudaStreamSynchronize(c.stream);
+        float ms = 0.0f;
+        if (e == cudaSuccess)
+            e = cudaEventElapsedTime(&ms, c.ev0, c.ev1);
+        if (e != cudaSuccess) {
+            free(flags_h);
+            return cuda_fail(err, e, "chunk of queries");
+        }
+        kernel_s += 1e-3 * ms;
+        for (int64_t i = 0; i < nqc; i++)
+            *any_flag |= flags_h[i];
+    }
+    free(flags_h);
+    if (best_h) {
+        WIDE_CUDA(cudaMemcpyAsync(best_h, d_best, (size_t)n * sizeof *best_h,
+                                  cudaMemcpyDeviceToHost, c.stream),
+                  "best-query download");
+        WIDE_CUDA(cudaStreamSynchronize(c.stream), "best-query download");
+    }
+    info->kernel_s = kernel_s;
+    info->n_chunks = n_chunks;
+    return LOUPE_OK;
+}
+
+} // namespace
+
+loupe_status knn_wide(int device, const ann_keys *keys, const float *queries, int64_t nq, int k,
+                      int threads, int32_t *ids, float *scores, int32_t *key_best_query,
+                      rt_cuda_knn_info *info, loupe_err *err)
+{
+    (void)device;
+    const int64_t n = ann_keys_count(keys);
+    info->wide = 1;
+    unsigned long long *best =
+        key_best_query
+            ? static_cast<unsigned long long *>(malloc((size_t)(n ? n : 1) * sizeof *best))
+            : nullptr;
+    if (key_best_query && !best)
+        return loupe_fail(err, LOUPE_ERR_NOMEM, "GPU kNN (wide): no host memory for %lld keys",
+                          (long long)n);
+    Call c;
+    int any_flag = 0;
+    const double t0 = now_s();
+    loupe_status st = run(c, keys, queries, nq, k, ids, scores, best, &any_flag, info, err);
+    c.release();
+    info->gpu_s = now_s() - t0;
+    if (st == LOUPE_OK && any_flag) { /* NaN somewhere: the CPU decides everything */
+        info->n_fallback = nq;
+        st = ann_knn_cpu(nullptr, keys, queries, nq, k, threads, ids, scores, key_best_query,
+                         err);
+    } else if (st == LOUPE_OK && best) {
+        for (int64_t i = 0; i < n; i++)
+            key_best_query[i] =
+                best[i] ? (int32_t)(0xffffffffu - (uint32_t)(best[i] & 0xffffffffu)) : -1;
+    }
+    free(best);
+    return st;
+}
+
+} // namespace rtc_knn
