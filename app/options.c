@@ -121,7 +121,7 @@ void app_opts_init(app_opts *o)
     o->sinks = 128;
     o->window = 512;
     o->static_max = 2048;
-    o->build_queries = 16384;
+    o->build_queries = 0; /* the runtime's choice (rt_retrieval_params.build_queries) */
     o->index_per_kv = true;
     o->search_group = 1;
     o->host_kv = -1;

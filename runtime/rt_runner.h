@@ -86,14 +86,16 @@ typedef struct {
                                waits overlap the others' work (anns.h's ann_search_many; 0 or 1:
                                one at a time; at most 4); the same results */
     int nprobe;             /* IVF lists probed; 0: 16 */
-    int64_t build_queries;  /* prefill queries per index, sampled evenly (16384; a shared
-                               index takes its query heads' queries at a 1/group of that many
+    int64_t build_queries;  /* prefill queries per index, sampled evenly (0: 4,096 where a GPU
+                               builds the graphs, kNN and pruning, else 16,384; a shared index
+                               takes its query heads' queries at a 1/group of that many
                                positions) */
     int degree;             /* graph out-degree cap (16); 0: anns' default */
-    int build_k;            /* graph: exact top-k per build query (0: anns' default, 64). At
-                               128K on the bundled model's vectors 128 left 997 keys in no list
-                               instead of 6,258 and found more of the top-100 at the same keys
-                               scanned (docs/BENCHMARKS.md) */
+    int build_k;            /* graph: exact top-k per build query (0: 1024 where a GPU builds
+                               the graphs, else 64). On the bundled model's 128K vectors top-1024
+                               lists found .77 of the decode steps' top-100 at 1.8% of the keys
+                               scanned, top-64 .54 (docs/BENCHMARKS.md); the projection's cost
+                               grows with k, so CPU threads alone keep 64 */
     int prune;              /* graph: ann_prune_rule (ANN_PRUNE_L2, the default) */
     bool cpu_prune;         /* graph: prune on CPU threads even where a GPU could (true, the
                                default, until runtime/cuda/prune.cu has been checked on a GPU:

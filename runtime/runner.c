@@ -48,7 +48,7 @@ void rt_runner_params_init(rt_runner_params *p)
     p->retrieval.sinks = 128;
     p->retrieval.window = 512;
     p->retrieval.static_max = 2048;
-    p->retrieval.build_queries = 16384;
+    p->retrieval.build_queries = 0; /* rt_retrieval_params.build_queries: by where it builds */
     /* One degree-16 graph per KV head: on the bundled model's vectors it finds as many of each
      * query head's top-100 at equal keys scanned as a graph per query head, for a quarter of
      * the graphs and 68 instead of ~350 bytes per key and KV group (docs/BENCHMARKS.md), which
