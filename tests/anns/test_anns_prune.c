@@ -54,7 +54,7 @@ static void check_batch(const ann_prune_job *j0, const char *what)
     int64_t bad = 0;
     for (int64_t i = 0; i < j.n_lists; i++) {
         const int32_t u = j.own[i];
-        int32_t ids[600], ref[KEEP];
+        int32_t ids[1024], ref[KEEP]; /* the longest list of a batch here: 700 */
         int m = 0;
         if (j.shared) {
             const int32_t *l = j.shared + (int64_t)j.lst[i] * j.K;
@@ -155,6 +155,20 @@ static void lists(test_rng *r, ann_prune_rule rule, float alpha, int fill)
     j.K = K;
     j.lst = lst;
     check_batch(&j, "shared");
+    /* Shared lists past the pair cache (a large build k): distances computed per owner. */
+    enum { NQL = 8, KL = 700 };
+    static int32_t sl[NQL * KL];
+    for (int x = 0; x < NQL * KL; x++) {
+        uint64_t z = test_rng_u64(r) % 100;
+        sl[x] = z < 2 ? -1 : (int32_t)(test_rng_u64(r) % N);
+    }
+    for (int i = 0; i < NL; i++)
+        lst[i] = i * NQL / NL;
+    for (int i = 0; i < NL; i += 5)
+        sl[lst[i] * KL + (int)(test_rng_u64(r) % KL)] = own[i];
+    j.shared = sl;
+    j.K = KL;
+    check_batch(&j, "shared, lists of 700");
 }
 
 /* The build's plug: counts its batches and answers `answer`. */
