@@ -31,6 +31,25 @@ constexpr int UNIT = 32; /* elements per decoded unit */
 
 static inline unsigned ceil_div(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
 
+/* Lets kern take as much dynamic shared memory as the current device allows (less its static
+ * shared memory). Every call sets the same value, so host threads launching it at once with
+ * different sizes cannot undo each other: a per-call size did, and one thread's smaller limit
+ * failed another's launch with "invalid argument". */
+template <typename K> static inline cudaError_t allow_max_dyn_smem(K *kern)
+{
+    int dev = 0, optin = 0;
+    cudaFuncAttributes fa;
+    cudaError_t e = cudaGetDevice(&dev);
+    if (e == cudaSuccess)
+        e = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    if (e == cudaSuccess)
+        e = cudaFuncGetAttributes(&fa, kern);
+    if (e == cudaSuccess)
+        e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 optin - (int)fa.sharedSizeBytes);
+    return e;
+}
+
 /* Status of the launches so far. Peeks, so the caller that turns a failure into a sentence can
  * still read (and clear) the error with cudaGetLastError(). */
 static inline loupe_status launch_status()

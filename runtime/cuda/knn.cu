@@ -60,6 +60,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "runtime/cuda/common.cuh"
 #include "runtime/cuda/knn.cuh"
 #include "runtime/cuda/knn_wide.cuh"
 
@@ -840,8 +841,7 @@ struct Call {
 template <int KS, int MT> static cudaError_t launch_scan(const ScanArgs &a, dim3 grid, size_t smem,
                                                          cudaStream_t st)
 {
-    cudaError_t e = cudaFuncSetAttribute(knn_scan<KS, MT>,
-                                         cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
+    cudaError_t e = rtc::allow_max_dyn_smem(knn_scan<KS, MT>);
     if (e != cudaSuccess)
         return e;
     knn_scan<KS, MT><<<grid, NW * 32, smem, st>>>(a);
@@ -987,9 +987,7 @@ static loupe_status run_gpu(Call &c, const Plan &p, int n_sm, const ann_keys *ke
         ma.ids = c.ids;
         ma.scores = c.scores;
         ma.flag = c.flag;
-        KNN_CUDA(cudaFuncSetAttribute(knn_merge, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      (int)p.merge_smem),
-                 "merge kernel attribute");
+        KNN_CUDA(rtc::allow_max_dyn_smem(knn_merge), "merge kernel attribute");
         knn_merge<<<(unsigned)((nqc + MW - 1) / MW), MW * 32, p.merge_smem, c.stream>>>(ma);
         KNN_CUDA(cudaGetLastError(), "merge kernel");
         KNN_CUDA(cudaEventRecord(c.ev1, c.stream), "event record");

@@ -23,8 +23,8 @@
  * call, best queries included.
  *
  * Device memory: the keys as stored (freed once widened), n·dim·4 widened, 8n (best), and per
- * query of a chunk dim·4 + n·4 + k·8 + 1. At 131,072 keys a chunk is 4,096 queries (2 GiB of
- * scores); at 1M keys 512.
+ * query of a chunk dim·4 + n·4 + k·8 + 1. At 131,072 keys a chunk is 1,024 queries (512 MiB
+ * of scores); at 1M keys 128.
  */
 #include <math.h>
 #include <stdlib.h>
@@ -34,6 +34,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "runtime/cuda/common.cuh"
 #include "runtime/cuda/knn_wide.cuh"
 
 namespace rtc_knn {
@@ -42,7 +43,7 @@ namespace {
 constexpr int BM = 64, BN = 128, BK = 16;    /* score tile: queries × keys × dims per stage */
 constexpr int ST = 256;                      /* threads of the score and select blocks */
 constexpr int DIGIT = 11, BINS = 1 << DIGIT; /* radix digit of the selection */
-constexpr int64_t BUDGET = (int64_t)2 << 30; /* bytes of score rows per chunk at most */
+constexpr int64_t BUDGET = (int64_t)512 << 20; /* bytes of score rows per chunk at most */
 constexpr unsigned FULL = 0xffffffffu;
 
 /* float → uint32 with the same order (-0 below +0); and back. */
@@ -412,9 +413,7 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
         return st;
     info->device_bytes = c.bytes;
     const size_t sel_smem = (size_t)p2 * sizeof(unsigned long long);
-    WIDE_CUDA(cudaFuncSetAttribute(select_topk, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   (int)sel_smem),
-              "select kernel attribute");
+    WIDE_CUDA(rtc::allow_max_dyn_smem(select_topk), "select kernel attribute");
     uint8_t *flags_h = static_cast<uint8_t *>(malloc((size_t)chunk));
     if (!flags_h)
         return loupe_fail(err, LOUPE_ERR_NOMEM, "GPU kNN (wide): no host memory");

@@ -43,10 +43,13 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
+#include "runtime/cuda/common.cuh"
+#include "runtime/cuda/prune.cuh"
 #include "runtime/rt_cuda.h"
 
 namespace rtc_prune {
@@ -601,6 +604,13 @@ using namespace rtc_prune;
 
 namespace {
 
+double now_s()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 loupe_status cuda_fail(loupe_err *err, cudaError_t e, const char *what)
 {
     return loupe_fail(err,
@@ -618,6 +628,7 @@ loupe_status cuda_fail(loupe_err *err, cudaError_t e, const char *what)
 /* Device buffers of one call, allocated stream-ordered and freed the same way. */
 struct Call {
     cudaStream_t stream = nullptr;
+    cudaEvent_t ev[4] = {}; /* before the uploads, the kernels, the downloads; after them */
     void *buf[16] = {};
     int nbuf = 0;
 
@@ -653,6 +664,9 @@ struct Call {
             cudaStreamSynchronize(stream);
             cudaStreamDestroy(stream);
         }
+        for (cudaEvent_t e : ev)
+            if (e)
+                cudaEventDestroy(e);
         cudaGetLastError();
     }
 };
@@ -692,8 +706,7 @@ template <int KT> cudaError_t launch(Kernel which, unsigned blocks, unsigned thr
 {
     auto kern = which == K_SHARED ? prune_shared<KT>
                 : which == K_EXPLICIT ? prune_explicit<KT> : prune_long<KT>;
-    cudaError_t e = cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                         (int)smem);
+    cudaError_t e = rtc::allow_max_dyn_smem(kern);
     if (e != cudaSuccess)
         return e;
     kern<<<blocks, threads, smem, st>>>(a);
@@ -757,7 +770,8 @@ struct Host {
     }
 };
 
-loupe_status run(Call &c, const ann_prune_job *j, int smem_max, loupe_err *err)
+loupe_status run(Call &c, const ann_prune_job *j, int smem_max, rt_cuda_prune_info *info,
+                 loupe_err *err)
 {
     const int keep = j->keep, dim = j->dim;
     const bool shared = j->shared != nullptr;
@@ -775,6 +789,7 @@ loupe_status run(Call &c, const ann_prune_job *j, int smem_max, loupe_err *err)
     size_t smem = 0, lsmem = 0;
     int lnw = 0;
     loupe_status st;
+    PRUNE_CUDA(cudaEventRecord(c.ev[0], c.stream), "event record");
     if (shared && j->K > SHARED_K_MAX) {
         long_shape(j->K, dim, keep, smem_max, &a.pmax, &lnw);
         if (lnw == 0)
@@ -894,6 +909,7 @@ loupe_status run(Call &c, const ann_prune_job *j, int smem_max, loupe_err *err)
         a.out_id = d_ids;
         a.out_s = d_s;
         a.out_n = d_cnt;
+        PRUNE_CUDA(cudaEventRecord(c.ev[1], c.stream), "event record");
         if (n_short > 0) {
             a.i0 = 0;
             a.n_lists = (int)n_short;
@@ -910,6 +926,12 @@ loupe_status run(Call &c, const ann_prune_job *j, int smem_max, loupe_err *err)
             PRUNE_CUDA(launch_any(kt, K_LONG, blocks, (unsigned)lnw * 32, lsmem, a, c.stream),
                        "long-list pruning kernel");
         }
+        PRUNE_CUDA(cudaEventRecord(c.ev[2], c.stream), "event record");
+    }
+    if (info) {
+        info->n_gpu = n_gpu;
+        info->n_long = n_gpu - n_short;
+        info->n_cpu = n_cpu;
     }
     if (n_cpu > 0) { /* the longest lists on this thread while the GPU works */
         ann_prune_job sub = *j;
@@ -936,18 +958,30 @@ loupe_status run(Call &c, const ann_prune_job *j, int smem_max, loupe_err *err)
     PRUNE_CUDA(cudaMemcpyAsync(h.cnt, d_cnt, (size_t)n_gpu * sizeof(int32_t),
                                cudaMemcpyDeviceToHost, c.stream),
                "download");
+    PRUNE_CUDA(cudaEventRecord(c.ev[3], c.stream), "event record");
     PRUNE_CUDA(cudaStreamSynchronize(c.stream), "pruning");
+    if (info) {
+        float ms[3] = {0, 0, 0};
+        for (int e = 0; e < 3; e++)
+            PRUNE_CUDA(cudaEventElapsedTime(&ms[e], c.ev[e], c.ev[e + 1]), "event timing");
+        info->upload_s = 1e-3 * ms[0];
+        info->kernel_s = 1e-3 * ms[1];
+        info->download_s = 1e-3 * ms[2];
+    }
     scatter(j, n_gpu, shared ? j->own : h.own, h.ids, h.s, h.cnt);
     return LOUPE_OK;
 }
 
 } // namespace
 
-extern "C" loupe_status rt_cuda_prune(void *user, const ann_prune_job *j, loupe_err *err)
+extern "C" loupe_status rt_cuda_prune_run(int device, const ann_prune_job *j,
+                                          rt_cuda_prune_info *info, loupe_err *err)
 {
+    if (info)
+        memset(info, 0, sizeof *info);
     if (j->n_lists <= 0)
         return LOUPE_OK;
-    const int device = user ? *static_cast<const int *>(user) : 0;
+    const double t0 = now_s();
     int n_dev = 0;
     if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
         cudaGetLastError();
@@ -969,7 +1003,19 @@ extern "C" loupe_status rt_cuda_prune(void *user, const ann_prune_job *j, loupe_
                           j->dim, j->keep, j->shared ? j->K : 0);
     Call c;
     PRUNE_CUDA(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "stream creation");
-    loupe_status st = run(c, j, smem_max, err);
+    loupe_status st = LOUPE_OK;
+    for (cudaEvent_t &e : c.ev)
+        if (st == LOUPE_OK && cudaEventCreate(&e) != cudaSuccess)
+            st = cuda_fail(err, cudaGetLastError(), "event creation");
+    if (st == LOUPE_OK)
+        st = run(c, j, smem_max, info, err);
     c.release();
+    if (info)
+        info->wall_s = now_s() - t0;
     return st;
+}
+
+extern "C" loupe_status rt_cuda_prune(void *user, const ann_prune_job *j, loupe_err *err)
+{
+    return rt_cuda_prune_run(user ? *static_cast<const int *>(user) : 0, j, nullptr, err);
 }

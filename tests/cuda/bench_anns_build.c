@@ -43,6 +43,7 @@
 
 #include "anns/anns.h"
 #include "runtime/cuda/knn.cuh"
+#include "runtime/cuda/prune.cuh"
 #include "runtime/rt_cuda.h"
 
 enum { MAX_LIST = 16, RECALL_K = 100 };
@@ -338,6 +339,48 @@ typedef struct {
     loupe_err err;
 } sweep;
 
+/* The GPU calls' own time, summed over a sweep's builds (they run at once, so these overlap). */
+static struct {
+    pthread_mutex_t mu;
+    int64_t knn_calls, prune_calls, lists_gpu, lists_long, lists_cpu;
+    double knn_wall, knn_kernel, prune_wall, prune_upload, prune_kernel, prune_download;
+} g_gpu = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+static loupe_status knn_timed(void *user, const ann_keys *keys, const float *queries, int64_t nq,
+                              int k, int threads, int32_t *ids, float *scores,
+                              int32_t *key_best_query, loupe_err *err)
+{
+    rt_cuda_knn_opts ko;
+    rt_cuda_knn_opts_init(&ko);
+    ko.device = *(const int *)user;
+    rt_cuda_knn_info info;
+    loupe_status st = rt_cuda_knn_run(&ko, keys, queries, nq, k, threads, ids, scores,
+                                      key_best_query, &info, err);
+    pthread_mutex_lock(&g_gpu.mu);
+    g_gpu.knn_calls++;
+    g_gpu.knn_wall += info.gpu_s;
+    g_gpu.knn_kernel += info.kernel_s;
+    pthread_mutex_unlock(&g_gpu.mu);
+    return st;
+}
+
+static loupe_status prune_timed(void *user, const ann_prune_job *job, loupe_err *err)
+{
+    rt_cuda_prune_info info;
+    loupe_status st = rt_cuda_prune_run(*(const int *)user, job, &info, err);
+    pthread_mutex_lock(&g_gpu.mu);
+    g_gpu.prune_calls++;
+    g_gpu.prune_wall += info.wall_s;
+    g_gpu.prune_upload += info.upload_s;
+    g_gpu.prune_kernel += info.kernel_s;
+    g_gpu.prune_download += info.download_s;
+    g_gpu.lists_gpu += info.n_gpu;
+    g_gpu.lists_long += info.n_long;
+    g_gpu.lists_cpu += info.n_cpu;
+    pthread_mutex_unlock(&g_gpu.mu);
+    return st;
+}
+
 static void *build_worker(void *arg)
 {
     sweep *s = arg;
@@ -360,10 +403,10 @@ static void *build_worker(void *arg)
         bo.seed = (uint64_t)i + 1;
         bo.build_k = o->k;
         bo.max_build_queries = s->build_queries;
-        bo.knn = rt_cuda_knn;
+        bo.knn = knn_timed;
         bo.knn_user = &dev;
         if (!o->cpu_prune) {
-            bo.prune_lists = rt_cuda_prune;
+            bo.prune_lists = prune_timed;
             bo.prune_user = &dev;
         }
         if (o->degree > 0)
@@ -503,6 +546,19 @@ static void run_sweep(const options *o, dataset *ds)
                 printf("  %12s %5s", "-", "-");
         }
         printf("\n");
+        pthread_mutex_lock(&g_gpu.mu);
+        printf("  GPU calls, seconds summed over them: kNN %lld, wall %.2f, kernels %.2f; pruning "
+               "%lld, wall %.2f, uploads %.2f, kernels %.2f, downloads %.2f; lists %lld on the "
+               "GPU (%lld long), %lld on the CPU\n",
+               (long long)g_gpu.knn_calls, g_gpu.knn_wall, g_gpu.knn_kernel,
+               (long long)g_gpu.prune_calls, g_gpu.prune_wall, g_gpu.prune_upload,
+               g_gpu.prune_kernel, g_gpu.prune_download, (long long)g_gpu.lists_gpu,
+               (long long)g_gpu.lists_long, (long long)g_gpu.lists_cpu);
+        g_gpu.knn_calls = g_gpu.prune_calls = g_gpu.lists_gpu = g_gpu.lists_long = 0;
+        g_gpu.lists_cpu = 0;
+        g_gpu.knn_wall = g_gpu.knn_kernel = g_gpu.prune_wall = g_gpu.prune_upload = 0;
+        g_gpu.prune_kernel = g_gpu.prune_download = 0;
+        pthread_mutex_unlock(&g_gpu.mu);
         fflush(stdout);
         for (int i = 0; i < o->recall_indexes; i++)
             ann_index_destroy(s.keep[i]);
