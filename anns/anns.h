@@ -148,7 +148,8 @@ void ann_keys_encode_row(ann_key_type type, const float *src, int dim, void *dst
 /* ---- Exact query→key top-k (the build's kNN step; pluggable) ---------------------------- */
 
 /* For each of nq queries (nq, dim) the k best keys by score, best first: ids (nq, k), scores
- * (nq, k). When key_best_query (n_keys) is non-NULL it also receives, for every key, the query
+ * (nq, k) unless scores is NULL (the graph build needs only the ids; a GPU then downloads half
+ * as much). When key_best_query (n_keys) is non-NULL it also receives, for every key, the query
  * giving it its highest score (-1 when nq = 0). Must not materialise an nq × n score matrix.
  * runtime/ may plug a GPU implementation into ann_build_opts.knn. */
 typedef loupe_status (*ann_knn_fn)(void *user, const ann_keys *keys, const float *queries,

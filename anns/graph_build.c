@@ -850,7 +850,7 @@ loupe_status ann_graph_build(ann_index *ix, const float *queries, int64_t nq,
     int keygraph = queries == NULL;
     uint64_t rng = opts->seed ^ 0x9a9a9aull;
     const float *F = NULL, *Q = NULL;
-    float *Fown = NULL, *Qown = NULL, *scores = NULL;
+    float *Fown = NULL, *Qown = NULL;
     int32_t *L = NULL, *best_q = NULL, *owner = NULL, *out = NULL, *entry = NULL, *adj = NULL;
     int *outn = NULL;
     uint32_t *off = NULL;
@@ -907,13 +907,13 @@ loupe_status ann_graph_build(ann_index *ix, const float *queries, int64_t nq,
     /* 1. kNN (the key graph asks for one more: a key is often its own best match). */
     int Kq = keygraph && K < n ? K + 1 : K;
     L = malloc((size_t)use * (size_t)Kq * sizeof *L);
-    scores = malloc((size_t)use * (size_t)Kq * sizeof *scores);
     best_q = malloc((size_t)n * sizeof *best_q);
     owner = malloc((size_t)use * sizeof *owner);
-    if (!L || !scores || !best_q || !owner)
+    if (!L || !best_q || !owner)
         goto nomem;
     ann_knn_fn knn = opts->knn ? opts->knn : ann_knn_cpu;
-    if ((rc = knn(opts->knn_user, ix->keys, Q, use, Kq, nth, L, scores, best_q, err)) != LOUPE_OK)
+    /* Only the ids: no scores (a GPU kNN then downloads half as much). */
+    if ((rc = knn(opts->knn_user, ix->keys, Q, use, Kq, nth, L, NULL, best_q, err)) != LOUPE_OK)
         goto done;
     if ((rc = choose_owners(L, use, Kq, keygraph ? pick : NULL, n, opts->pivot_cap, opts->seed,
                             owner, err)) != LOUPE_OK)
@@ -996,7 +996,6 @@ done:
     }
     free(Fown);
     free(Qown);
-    free(scores);
     free(L);
     free(best_q);
     free(owner);

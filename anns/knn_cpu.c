@@ -145,7 +145,8 @@ loupe_status ann_knn_cpu(void *user, const ann_keys *keys, const float *queries,
                 ann_heap_sort_desc(h, m);
                 for (int j = 0; j < k; j++) {
                     ids[q * k + j] = j < m ? h[j].id : -1;
-                    scores[q * k + j] = j < m ? h[j].s : -INFINITY;
+                    if (scores)
+                        scores[q * k + j] = j < m ? h[j].s : -INFINITY;
                 }
             }
         }

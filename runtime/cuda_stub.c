@@ -16,6 +16,15 @@ static loupe_status no_cuda(loupe_err *err)
 
 bool rt_cuda_available(void) { return false; }
 
+bool rt_cuda_host_pin(void *p, size_t bytes)
+{
+    (void)p;
+    (void)bytes;
+    return false;
+}
+
+void rt_cuda_host_unpin(void *p) { (void)p; }
+
 loupe_status rt_cuda_device_info_get(int device, rt_cuda_device_info *out, loupe_err *err)
 {
     (void)device;

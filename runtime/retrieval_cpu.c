@@ -68,6 +68,7 @@ struct rt_retr {
 
     rt_host_kv hkv;      /* the host set's K/V (see the top of the file) */
     bool hkv_copy;       /* hkv holds typed rows encoded from the context's cache */
+    bool k_pinned;       /* hkv.k is page-locked for the GPU's copies (rt_cuda_host_pin) */
     float *gk, *gv;      /* (n_threads, gather_max, hd): host rows widened for a partial */
     uint32_t n_slices;   /* host_whole_attend's row slices per KV head: threads / n_kv, >= 1 */
     float *spart;        /* (n_slices, n_head, hd): the slices' partials, merged per head */
@@ -732,6 +733,12 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
             return st;
         }
         r->hkv_copy = c->k_cache != NULL;
+        /* The keys page-locked where a GPU builds the graphs: each build uploads its keys (and
+         * the prefill writes them), and staged copies crawled while the builds kept every core
+         * busy. Pinning the values too would help the prefill's copies only; not done. */
+        if (rt_cuda_available())
+            r->k_pinned = rt_cuda_host_pin(r->hkv.k, (size_t)r->n_layer * r->n_kv * r->n_ctx *
+                                                         r->hd * ann_key_type_bytes(r->hkv.type));
     }
     *out = r;
     return LOUPE_OK;
@@ -810,6 +817,8 @@ void rt_retr_destroy(rt_retr *r)
     free(r->slse);
     free(r->hout);
     free(r->hlse);
+    if (r->k_pinned)
+        rt_cuda_host_unpin(r->hkv.k);
     rt_host_kv_free(&r->hkv);
     free(r->prev_ids);
     free(r->prev_n);

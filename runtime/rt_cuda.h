@@ -50,6 +50,15 @@ typedef enum { RT_CUDA_F32 = 0, RT_CUDA_BF16 = 1 } rt_cuda_dtype;
 /* True when loupe was built with CUDA and at least one device is usable. Never fails. */
 bool rt_cuda_available(void);
 
+/* Pins host memory [p, p + bytes) for the GPUs' copies (page-locked, cudaHostRegister): copies
+ * to and from it then move by DMA instead of through the driver's staging buffers, which a busy
+ * CPU slows (the graph build's key uploads while 16 builds ran: ~1 GB/s, docs/BENCHMARKS.md).
+ * False when it cannot (no CUDA, no device, the system refuses); nothing is pinned then, and
+ * copies still work, only slower. */
+bool rt_cuda_host_pin(void *p, size_t bytes);
+/* Undoes rt_cuda_host_pin (p as given to it); accepts NULL. */
+void rt_cuda_host_unpin(void *p);
+
 typedef struct {
     char name[128];      /* as the driver names it, cut to 127 bytes */
     int device;

@@ -995,9 +995,10 @@ static loupe_status run_gpu(Call &c, const Plan &p, int n_sm, const ann_keys *ke
         KNN_CUDA(cudaMemcpyAsync(ids + q0 * k, c.ids, (size_t)nqc * k * sizeof(int32_t),
                                  cudaMemcpyDeviceToHost, c.stream),
                  "result download");
-        KNN_CUDA(cudaMemcpyAsync(scores + q0 * k, c.scores, (size_t)nqc * k * sizeof(float),
-                                 cudaMemcpyDeviceToHost, c.stream),
-                 "result download");
+        if (scores)
+            KNN_CUDA(cudaMemcpyAsync(scores + q0 * k, c.scores, (size_t)nqc * k * sizeof(float),
+                                     cudaMemcpyDeviceToHost, c.stream),
+                     "result download");
         KNN_CUDA(cudaMemcpyAsync(flags + q0, c.flag, (size_t)nqc, cudaMemcpyDeviceToHost,
                                  c.stream),
                  "result download");
@@ -1047,7 +1048,8 @@ static loupe_status cpu_redo(const ann_keys *keys, const float *queries, int64_t
             for (int64_t i = 0, j = 0; i < nq; i++)
                 if (flags[i]) {
                     memcpy(ids + i * k, ri + j * k, (size_t)k * sizeof(int32_t));
-                    memcpy(scores + i * k, rs + j * k, (size_t)k * sizeof(float));
+                    if (scores)
+                        memcpy(scores + i * k, rs + j * k, (size_t)k * sizeof(float));
                     j++;
                 }
     }

@@ -446,7 +446,7 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
         if (e == cudaSuccess)
             e = cudaMemcpyAsync(ids + q0 * k, d_ids, (size_t)nqc * k * sizeof(int32_t),
                                 cudaMemcpyDeviceToHost, c.stream);
-        if (e == cudaSuccess)
+        if (e == cudaSuccess && scores_h)
             e = cudaMemcpyAsync(scores_h + q0 * k, d_sc, (size_t)nqc * k * sizeof(float),
                                 cudaMemcpyDeviceToHost, c.stream);
         if (e == cudaSuccess)

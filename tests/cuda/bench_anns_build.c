@@ -206,6 +206,13 @@ static void make_dataset(const options *o, int d, dataset *ds)
         die("synthetic data", &err);
     free(K);
     ds->truth = NULL;
+    /* Page-locked, as the runtime's host keys are (rt_cuda_host_pin): the GPU calls' uploads
+     * are then DMA, not staged by a CPU thread. Never unpinned: the process ends. */
+    int64_t stride = 0;
+    const float *scales = NULL;
+    void *rows = (void *)ann_keys_data(ds->keys, &stride, &scales);
+    if (!rt_cuda_host_pin(rows, (size_t)o->keys * stride * ann_key_type_bytes(o->type)))
+        printf("(KV head %d's keys could not be page-locked: their uploads are staged)\n", d);
 }
 
 static void ensure_truth(const options *o, dataset *ds)
