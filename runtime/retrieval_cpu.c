@@ -615,16 +615,11 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->p.ef = beam_of(p->ef, p->topk, c->n_ctx);
     if (r->p.nprobe <= 0)
         r->p.nprobe = 16;
-    /* The graphs' build k and queries, where not given: a GPU that builds them (kNN and pruning)
-     * takes each build query's top 1024 over 4,096 queries per index, which on the bundled
-     * model's 32K and 128K vectors found far more of the decode steps' top-100 at equal keys
-     * scanned than top-64 over 16,384 (docs/BENCHMARKS.md, "large build k"); CPU threads alone
-     * keep top-64, the projection's cost growing with k. */
-    const bool gpu_build = rt_cuda_available() && !r->p.cpu_prune;
+    /* The graphs' build k and queries where not given (rt_runner.h says why 64). */
     if (r->p.build_k <= 0)
-        r->p.build_k = gpu_build ? 1024 : 64;
+        r->p.build_k = 64;
     if (r->p.build_queries <= 0)
-        r->p.build_queries = gpu_build ? 4096 : 16384;
+        r->p.build_queries = 16384;
     r->n_layer = hp->n_layer;
     r->n_head = hp->n_head;
     r->n_kv = hp->n_head_kv;

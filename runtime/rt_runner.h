@@ -86,21 +86,20 @@ typedef struct {
                                waits overlap the others' work (anns.h's ann_search_many; 0 or 1:
                                one at a time; at most 4); the same results */
     int nprobe;             /* IVF lists probed; 0: 16 */
-    int64_t build_queries;  /* prefill queries per index, sampled evenly (0: 4,096 where a GPU
-                               builds the graphs, kNN and pruning, else 16,384; a shared index
-                               takes its query heads' queries at a 1/group of that many
-                               positions) */
+    int64_t build_queries;  /* prefill queries per index, sampled evenly (0: 16,384; a shared
+                               index takes its query heads' queries at a 1/group of that many
+                               positions). With a large build_k, 4,096 find as much */
     int degree;             /* graph out-degree cap (16); 0: anns' default */
-    int build_k;            /* graph: exact top-k per build query (0: 1024 where a GPU builds
-                               the graphs, else 64). On the bundled model's 128K vectors top-1024
-                               lists found .77 of the decode steps' top-100 at 1.8% of the keys
-                               scanned, top-64 .54 (docs/BENCHMARKS.md); the projection's cost
-                               grows with k, so CPU threads alone keep 64 */
+    int build_k;            /* graph: exact top-k per build query (0: 64). On the bundled
+                               model's 128K vectors top-1024 lists found .77 of the decode
+                               steps' top-100 at 1.8% of the keys scanned, top-64 .54
+                               (docs/BENCHMARKS.md, "large build k"), but the GPU build of
+                               top-1024 lists still takes 2.4x the prefill at 128K, so 64 stays
+                               the default until it is faster */
     int prune;              /* graph: ann_prune_rule (ANN_PRUNE_L2, the default) */
-    bool cpu_prune;         /* graph: prune on CPU threads even where a GPU could (true, the
-                               default, until runtime/cuda/prune.cu has been checked on a GPU:
-                               test_cuda_prune; the graphs differ only where distances tie
-                               within rounding) */
+    bool cpu_prune;         /* graph: prune on CPU threads even where a GPU could (false: the
+                               GPU prunes where there is one, runtime/cuda/prune.cu; the graphs
+                               differ only where distances tie within rounding) */
     bool index_per_kv;      /* one index per KV head (default), built from the union of its
                                query heads' queries and searched by each of them (a quarter of
                                the indexes and their memory under 4-way GQA); else one per

@@ -56,7 +56,7 @@ void rt_runner_params_init(rt_runner_params *p)
     p->retrieval.index_per_kv = true;
     p->retrieval.search_group = 1; /* rt_runner.h says why */
     p->retrieval.degree = 16;
-    p->retrieval.cpu_prune = true; /* rt_retrieval_params.cpu_prune */
+    p->retrieval.cpu_prune = false; /* rt_retrieval_params.cpu_prune */
     p->retrieval.host_kv = -1; /* f32 in the CPU context's cache; bf16 co-executed */
 }
 
