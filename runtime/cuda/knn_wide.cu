@@ -25,6 +25,10 @@
  * Device memory: the keys as stored (freed once widened), n·dim·4 widened, 8n (best), and per
  * query of a chunk dim·4 + n·4 + k·8 + 1. At 131,072 keys a chunk is 1,024 queries (512 MiB
  * of scores); at 1M keys 128.
+ *
+ * Checked on an H100 (2026-12-07): test_cuda_knn wide, shapes and edges; 131,072 bf16 keys ×
+ * 512 queries × top-1024 took 1.5 ms of kernels. In the graph build a call's copies and
+ * allocations still take more than its kernels (docs/BENCHMARKS.md).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -40,9 +44,9 @@
 namespace rtc_knn {
 namespace {
 
-constexpr int BM = 64, BN = 128, BK = 16;    /* score tile: queries × keys × dims per stage */
-constexpr int ST = 256;                      /* threads of the score and select blocks */
-constexpr int DIGIT = 11, BINS = 1 << DIGIT; /* radix digit of the selection */
+constexpr int BM = 64, BN = 128, BK = 16;      /* score tile: queries × keys × dims per stage */
+constexpr int ST = 256;                        /* threads of the score and select blocks */
+constexpr int DIGIT = 11, BINS = 1 << DIGIT;   /* radix digit of the selection */
 constexpr int64_t BUDGET = (int64_t)512 << 20; /* bytes of score rows per chunk at most */
 constexpr unsigned FULL = 0xffffffffu;
 
