@@ -25,6 +25,10 @@
 #              queries) with the pruning on the GPU and on the CPU, and with build k 1024 over
 #              4,096 queries on the GPU (carry build-devfull/tests/cuda/test_cuda_prune,
 #              bench_anns_build and test_cuda_knn too)
+#   largek     large build k on the GPU (issues 6, 7): test_cuda_prune long, bench_anns_build's
+#              32 indexes with top-1024 lists over 4,096 queries (the GPU calls' time split),
+#              then retr128k with the defaults and with --build-k 2048 --build-queries 4096,
+#              each decoded at ef 200 with search groups 1 and 4 (carry what prune carries)
 #   sparsity   tests/models/run_on_device.sh sparsity: the bundled model's attention table (issue 5)
 #   probe      the host's memory facts (huge pages, NUMA, CPU) and one graph search's cost per key
 #              row on 131,072 synthetic keys, one thread and every thread (issues 6 and 7)
@@ -135,6 +139,26 @@ prune() {
     done
 }
 
+# The largek stage: the large-k GPU build's correctness and cost, then what it buys the decode.
+largek() {
+    local o=$1 secs=$2 d=build-devfull/tests/cuda
+    export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    LOUPE_TEST_TMP=$o timeout 120 "$d/test_cuda_prune" long >"$o/test_long.txt" 2>&1
+    echo "test_cuda_prune long: rc $?" >>"$o/summary.txt"
+    awk '/differ/ {n++; if ($(NF-4) + 0 > m) m = $(NF-4) + 0} END {if (n) printf \
+        "  %d batches compared, at most %.2f%% of a batch'"'"'s lists differ\n", n, m}' \
+        "$o/test_long.txt" >>"$o/summary.txt"
+    timeout 120 "$d/bench_anns_build" --indexes 32 --degree 16 --build-queries 4096 --k 1024 \
+        --no-knn-compare --ef 128 >"$o/build_k1024.txt" 2>&1
+    echo "-- bench_anns_build, top-1024 over 4,096 queries (rc $?)" >>"$o/summary.txt"
+    sed -n '/== Index builds/,$p' "$o/build_k1024.txt" | head -n 4 >>"$o/summary.txt"
+    mkdir -p "$o/retr"
+    OUT=$o/retr BUDGET=$((secs - $(date +%s) + T_STAGE)) SEARCH=200/0/1,200/0/4 \
+        RVARIANTS=";--build-k 2048 --build-queries 4096" \
+        bash tests/bench/run_device_retrieval.sh 8b128k_retr >"$o/retr/stdout.txt" 2>&1
+    grep -A4 '^model,' "$o/retr/summary.txt" >>"$o/summary.txt"
+}
+
 # Transparent huge pages in use, sampled every 5 s while the stages run: the largest value is
 # printed last (host K/V and graphs are advised huge pages; whether the kernel gave them is here).
 (while sleep 5; do awk '/AnonHugePages/ {print $2}' /proc/meminfo; done >"$W/thp_kb.txt") &
@@ -144,7 +168,7 @@ for arg in "$@"; do
     [ "$secs" = "$arg" ] && secs=300
     o=$W/$stage
     mkdir -p "$o"
-    t=$(date +%s)
+    t=$(date +%s) T_STAGE=$(date +%s)
     case $stage in
     decode) OUT=$o BUDGET=$secs bash tests/cuda/run_device_decode.sh >"$o/stdout.txt" 2>&1 ;;
     niah) OUT=$o BUDGET=$secs STAGES=cuda_full bash tests/niah/run_device_niah.sh \
@@ -165,9 +189,10 @@ for arg in "$@"; do
     sparsity) OUT=$o bash tests/models/run_on_device.sh sparsity >"$o/stdout.txt" 2>&1 ;;
     probe) probe "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     prune) prune "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
+    largek) largek "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     ab) ab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, retr128kall," \
-            "retr512k, retr1m, coexec, prune, sparsity, probe, ab)" >&2
+            "retr512k, retr1m, coexec, prune, largek, sparsity, probe, ab)" >&2
        exit 2 ;;
     esac
     echo "==== $stage: rc $?, $(($(date +%s) - t)) s of $secs" >>"$OUT/summary.txt"
