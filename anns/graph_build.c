@@ -43,6 +43,7 @@ enum { ANN_CAND_CAP = 4096, ANN_REPAIR_SLOTS = 4 };
 typedef struct {
     int64_t n;
     int d, M, S, fill; /* S: list stride, M + repair slots */
+    int nearest;       /* ann_build_opts.prune_nearest */
     ann_prune_rule rule;
     float alpha;
     const float *F;  /* (n, d) keys widened to f32 */
@@ -108,6 +109,7 @@ static loupe_status prune_batch(const build_cfg *b, ann_prune_job *j, loupe_err 
     j->alpha = b->alpha;
     j->keep = b->M;
     j->fill = b->fill;
+    j->nearest = b->nearest;
     j->stride = b->S;
     j->threads = b->nth;
     if (b->prune) {
@@ -927,6 +929,7 @@ loupe_status ann_graph_build(ann_index *ix, const float *queries, int64_t nq,
                    M,
                    M + ANN_REPAIR_SLOTS,
                    fill,
+                   opts->prune_nearest > 0 ? opts->prune_nearest : 0,
                    opts->prune,
                    opts->prune_alpha > 0 ? opts->prune_alpha : 1.0f,
                    F,

@@ -94,6 +94,45 @@ static inline uint64_t cand_key(const ann_prune_cand *c)
     return (uint64_t)u << 32 | (uint32_t)c->id;
 }
 
+/* Moves the k candidates first by cand_before into a[0 .. k), in no order (quickselect: median
+ * of three, the side holding the k-th kept). */
+static void cand_select(ann_prune_cand *a, int n, int k)
+{
+    while (n > 16 && k > 0 && k < n) {
+        int mid = n / 2;
+        if (cand_before(&a[mid], &a[0]))
+            cand_swap(&a[mid], &a[0]);
+        if (cand_before(&a[n - 1], &a[mid])) {
+            cand_swap(&a[n - 1], &a[mid]);
+            if (cand_before(&a[mid], &a[0]))
+                cand_swap(&a[mid], &a[0]);
+        }
+        ann_prune_cand p = a[mid];
+        int i = 0, j = n - 1;
+        for (;;) {
+            while (cand_before(&a[i], &p))
+                i++;
+            while (cand_before(&p, &a[j]))
+                j--;
+            if (i >= j)
+                break;
+            cand_swap(&a[i], &a[j]);
+            i++;
+            j--;
+        }
+        int nl = j + 1; /* a[0 .. nl) <= p <= a[nl ..) */
+        if (k <= nl) {
+            n = nl;
+        } else {
+            a += nl;
+            n -= nl;
+            k -= nl;
+        }
+    }
+    if (k > 0 && k < n)
+        cand_sort(a, n); /* short: sorting is selecting */
+}
+
 enum { ANN_RANK_SORT_MAX = 128 };
 
 /* cand_sort for short lists (most prunes: a build query's top-64): each candidate's place is the
@@ -281,9 +320,10 @@ static void owner_dists(const prune_src *ps, const float *owner, ann_prune_cand 
  * first row that prunes it; then the first live one in order is kept and the rest are checked
  * against it too. Each candidate meets the same kept rows in the same order as in a one-by-one
  * scan, so the lists are the same; only the distances are computed several at once. */
-static int prune_core(const prune_src *ps, float alpha, int keep, int fill, const float *owner,
-                      const int32_t *ids, const int32_t *rows, const float *dist, int m,
-                      ann_prune_cand *tmp, int32_t *work, int32_t *out, float *out_s)
+static int prune_core(const prune_src *ps, float alpha, int keep, int fill, int nearest,
+                      const float *owner, const int32_t *ids, const int32_t *rows,
+                      const float *dist, int m, ann_prune_cand *tmp, int32_t *work, int32_t *out,
+                      float *out_s)
 {
     for (int i = 0; i < m; i++) {
         tmp[i].id = ids[i];
@@ -303,6 +343,10 @@ static int prune_core(const prune_src *ps, float alpha, int keep, int fill, cons
         }
     } else if (!dist) {
         owner_dists(ps, owner, tmp, m);
+    }
+    if (nearest > 0 && m > nearest) { /* only the nearest go on: the rest are never read */
+        cand_select(tmp, m, nearest);
+        m = nearest;
     }
     if (m <= ANN_RANK_SORT_MAX)
         cand_rank_sort(tmp, m);
@@ -362,7 +406,7 @@ int ann_prune_list(ann_prune_rule rule, float alpha, int keep, int fill, int d,
                    int m, ann_prune_cand *tmp, int32_t *work, int32_t *out)
 {
     prune_src ps = {rule, d, F, NULL, NULL, NULL, 0, 0, -1};
-    return prune_core(&ps, alpha, keep, fill, owner, ids, rows, NULL, m, tmp, work, out, NULL);
+    return prune_core(&ps, alpha, keep, fill, 0, owner, ids, rows, NULL, m, tmp, work, out, NULL);
 }
 
 
@@ -397,7 +441,8 @@ static void prune_explicit(const ann_prune_job *j, int64_t i, batch_scratch *s)
     const int32_t u = j->own[i];
     const int32_t *c = j->cid + j->start[i];
     prune_src ps = {j->rule, j->dim, j->F, NULL, NULL, NULL, 0, 0, -1};
-    j->outn[u] = prune_core(&ps, j->alpha, j->keep, j->fill, j->F + (int64_t)u * j->dim, c, c,
+    j->outn[u] = prune_core(&ps, j->alpha, j->keep, j->fill, j->nearest,
+                            j->F + (int64_t)u * j->dim, c, c,
                             j->cdist ? j->cdist + j->start[i] : NULL, j->len[i], s->tmp, s->work,
                             j->out + (int64_t)u * j->stride,
                             j->outd ? j->outd + (int64_t)u * j->stride : NULL);
@@ -432,7 +477,8 @@ static void prune_shared_run(const ann_prune_job *j, int64_t lo, int64_t hi, uin
             s->ids[m] = l[x];
             s->rows[m++] = x;
         }
-        j->outn[u] = prune_core(ps, j->alpha, j->keep, j->fill, j->F + (int64_t)u * j->dim,
+        j->outn[u] = prune_core(ps, j->alpha, j->keep, j->fill, j->nearest,
+                                j->F + (int64_t)u * j->dim,
                                 s->ids, s->rows, NULL, m, s->tmp, s->work,
                                 j->out + (int64_t)u * j->stride,
                                 j->outd ? j->outd + (int64_t)u * j->stride : NULL);

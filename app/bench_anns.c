@@ -43,6 +43,8 @@ static const char usage_text[] =
     "  --degree M            graph out-degree cap (32)\n"
     "  --build-k N           exact top-k per build query (64)\n"
     "  --fill N              top lists up to N edges with pruned candidates (16)\n"
+    "  --prune-nearest N     cut each list to its N candidates nearest the owner before\n"
+    "                        pruning (0: all; with a large --build-k, e.g. 128)\n"
     "  --prune l2|ip         pruning rule (l2)\n"
     "  --alpha A             l2 pruning relaxation, 1..4: keep c unless A·d(r,c) < d(p,c) (1)\n"
     "  --pivot-cap N         lists one key may own as pivot, 0 = no cap (8)\n"
@@ -773,6 +775,12 @@ int bench_anns(int argc, char **argv)
             if (app_parse_i64(cmd, "--fill", val, 0, 1024, &v))
                 return APP_EXIT_USAGE;
             bo.fill = (int)v;
+        } else if ((r = app_opt_value(cmd, "--prune-nearest", argc, argv, &i, &val))) {
+            if (r != 1)
+                return r;
+            if (app_parse_i64(cmd, "--prune-nearest", val, 0, 1 << 20, &v))
+                return APP_EXIT_USAGE;
+            bo.prune_nearest = (int)v;
         } else if ((r = app_opt_value(cmd, "--pivot-cap", argc, argv, &i, &val))) {
             if (r != 1)
                 return r;

@@ -998,10 +998,11 @@ extern "C" loupe_status rt_cuda_prune_run(int device, const ann_prune_job *j,
     PRUNE_CUDA(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device),
                "device query");
     if (!pools || j->dim <= 0 || j->dim > DIM_MAX || j->keep <= 0 || j->keep > KEEP_MAX ||
-        (j->shared && (j->K <= 0 || j->K > LONGEST)))
+        (j->shared && (j->K <= 0 || j->K > LONGEST)) || j->nearest > 0)
         return loupe_fail(err, LOUPE_ERR_UNSUPPORTED,
-                          "GPU pruning: no GPU path for dimension %d, %d kept, lists of %d",
-                          j->dim, j->keep, j->shared ? j->K : 0);
+                          "GPU pruning: no GPU path for dimension %d, %d kept, lists of %d%s",
+                          j->dim, j->keep, j->shared ? j->K : 0,
+                          j->nearest > 0 ? ", lists cut to their nearest" : "");
     Call c;
     PRUNE_CUDA(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "stream creation");
     loupe_status st = LOUPE_OK;
