@@ -103,15 +103,16 @@ int main(void)
         free(ids1);
         free(sc1);
     }
-    /* A large build k (top-1024 lists over a fifth of the queries, past the pruning's pair
-     * cache): every key reachable, and at the same beam at least the default graph's recall.
-     * A guard of the path, not of its gain: on this synthetic set it scans more keys for about
-     * the same recall; on the bundled model's real vectors it finds far more per key scanned
-     * (docs/BENCHMARKS.md). */
+    /* A large build k (top-1024 lists over half the queries, past the pruning's pair cache):
+     * every key reachable, and within 0.02 of the default graph's recall at the same beam. A
+     * guard of the path, not of its gain: on this synthetic set it scans more keys for about the
+     * same recall (-.003 to +.015 of the default's across 14 seeds; a fifth of the queries
+     * varied more); on the bundled model's real vectors it finds far more per key scanned
+     * (docs/BENCHMARKS.md). Cutting the long lists short (prune.c) took it to .75. */
     {
         ann_build_opts bl = bo;
         bl.build_k = 1024;
-        bl.max_build_queries = N / 5;
+        bl.max_build_queries = N / 2;
         ann_index *gl = NULL;
         ann_build_stats bsl;
         int32_t *idl = malloc(sizeof(int32_t) * NT * K);
@@ -121,8 +122,9 @@ int main(void)
         CHECK(bsl.n_unreachable == 0);
         double sl, rl = run(gl, ctx, TQ, &p, truth, idl, scl, &sl);
         fprintf(stderr, "graph, build k 1024 over %d queries: build %.2f s, ef=320: recall@100 "
-                "%.4f, keys scanned %.2f%%\n", N / 5, bsl.total_s, rl, 100 * sl);
-        CHECK_MSG(rl >= rg - 0.005, "build k 1024: recall %.4f below the default's %.4f", rl, rg);
+                "%.4f, keys scanned %.2f%%\n", N / 2, bsl.total_s, rl, 100 * sl);
+        CHECK_MSG(rl >= rg - 0.02, "build k 1024: recall %.4f, the default graph's %.4f", rl,
+                  rg);
         ann_index_destroy(gl);
         free(idl);
         free(scl);
