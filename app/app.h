@@ -49,6 +49,7 @@ typedef struct {
     int search_group;       /* --search-group N (1): query heads of a KV group per search */
     int degree;             /* --degree M: graph out-degree cap; 0 = the runner's default (16) */
     int build_k;            /* --build-k N: exact top-k per build query; 0 = the default (64) */
+    int prune_nearest;      /* --prune-nearest N: lists cut to their N nearest (0: none) */
     int prune;              /* --prune l2|ip: the graph's pruning rule; -1 = the default (l2) */
     int prune_on;           /* --prune-on cpu|gpu: 0 cpu, 1 gpu; -1 = the runner's default */
     int host_kv;            /* --host-kv f32|bf16|int8: ann_key_type; -1 = the runner's default */

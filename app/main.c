@@ -33,9 +33,9 @@ static void print_help(FILE *f)
                "  --backend auto|cpu|cuda, --gpu-mem SIZE, --ctx N, --threads N, --seed N,\n"
                "  --attention auto|full|retrieval|flat|ivf, --topk N, --sinks N, --window N,\n"
                "  --ef N, --expand N, --margin X, --interleave N, --index-per kv|q,\n"
-               "  --search-group N, --degree M, --build-k N, --prune l2|ip, --prune-on cpu|gpu,\n"
-               "  --host-kv f32|bf16|int8, --temp T, --top-k N, --top-p P, --min-p P,\n"
-               "  --max-tokens N\n"
+               "  --search-group N, --degree M, --build-k N, --prune l2|ip, --prune-nearest N,\n"
+               "  --prune-on cpu|gpu, --host-kv f32|bf16|int8, --temp T, --top-k N, --top-p P,\n"
+               "  --min-p P, --max-tokens N\n"
                "exit codes: 0 ok, 1 failure, 2 usage error\n");
 }
 

@@ -224,6 +224,10 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
         if (r > 1) return r;
         if ((r = app_parse_i64(cmd, "--build-k", v, 1, 4096, &n))) return r;
         o->build_k = (int)n;
+    } else if (TRY("--prune-nearest")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--prune-nearest", v, 0, 1 << 20, &n))) return r;
+        o->prune_nearest = (int)n;
     } else if (TRY("--prune")) {
         if (r > 1) return r;
         if (strcmp(v, "l2") && strcmp(v, "ip"))
@@ -311,6 +315,7 @@ void app_runner_params(const app_opts *o, rt_runner_params *p)
         p->retrieval.degree = o->degree;
     if (o->build_k > 0)
         p->retrieval.build_k = o->build_k;
+    p->retrieval.prune_nearest = o->prune_nearest;
     if (o->prune >= 0)
         p->retrieval.prune = o->prune;
     if (o->prune_on >= 0)

@@ -967,6 +967,7 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
             bo.degree = r->p.degree;
         bo.build_k = r->p.build_k;
         bo.prune = (ann_prune_rule)r->p.prune;
+        bo.prune_nearest = r->p.prune_nearest;
         if (rt_cuda_available()) { /* the kNN and the pruning on the GPU when there is one */
             bo.knn = knn_on_gpu;
             bo.knn_user = r;
