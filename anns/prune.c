@@ -36,35 +36,41 @@ static inline void cand_swap(ann_prune_cand *x, ann_prune_cand *y)
     *y = t;
 }
 
+/* One Hoare partition of a[0 .. n) (n > 16) around the median of a[0], a[n/2], a[n-1]; returns
+ * nl with a[0 .. nl) <= the pivot <= a[nl .. n), both sides non-empty (ids are distinct). */
+static int cand_partition(ann_prune_cand *a, int n)
+{
+    int mid = n / 2;
+    if (cand_before(&a[mid], &a[0]))
+        cand_swap(&a[mid], &a[0]);
+    if (cand_before(&a[n - 1], &a[mid])) {
+        cand_swap(&a[n - 1], &a[mid]);
+        if (cand_before(&a[mid], &a[0]))
+            cand_swap(&a[mid], &a[0]);
+    }
+    ann_prune_cand p = a[mid];
+    int i = 0, j = n - 1;
+    for (;;) { /* a[0] <= p <= a[n-1], then each swap, bound the scans */
+        while (cand_before(&a[i], &p))
+            i++;
+        while (cand_before(&p, &a[j]))
+            j--;
+        if (i >= j)
+            break;
+        cand_swap(&a[i], &a[j]);
+        i++;
+        j--;
+    }
+    return j + 1; /* a[0..j] <= p <= a[j+1..n-1] */
+}
+
 /* Sorts candidates by cand_before: quicksort (median of three, the smaller side recursed so the
  * depth stays logarithmic), insertion sort below 16. Typed, unlike qsort, so the comparison
  * inlines: this sort was a third of a prune's time through qsort. */
 static void cand_sort(ann_prune_cand *a, int n)
 {
     while (n > 16) {
-        int mid = n / 2;
-        if (cand_before(&a[mid], &a[0]))
-            cand_swap(&a[mid], &a[0]);
-        if (cand_before(&a[n - 1], &a[mid])) {
-            cand_swap(&a[n - 1], &a[mid]);
-            if (cand_before(&a[mid], &a[0]))
-                cand_swap(&a[mid], &a[0]);
-        }
-        ann_prune_cand p = a[mid];
-        int i = 0, j = n - 1;
-        for (;;) { /* Hoare partition: a[0] <= p <= a[n-1], then each swap, bound the scans */
-            while (cand_before(&a[i], &p))
-                i++;
-            while (cand_before(&p, &a[j]))
-                j--;
-            if (i >= j)
-                break;
-            cand_swap(&a[i], &a[j]);
-            i++;
-            j--;
-        }
-        /* a[0..j] <= p <= a[j+1..n-1] */
-        int nl = j + 1;
+        int nl = cand_partition(a, n);
         if (nl < n - nl) {
             cand_sort(a, nl);
             a += nl;
@@ -99,28 +105,7 @@ static inline uint64_t cand_key(const ann_prune_cand *c)
 static void cand_select(ann_prune_cand *a, int n, int k)
 {
     while (n > 16 && k > 0 && k < n) {
-        int mid = n / 2;
-        if (cand_before(&a[mid], &a[0]))
-            cand_swap(&a[mid], &a[0]);
-        if (cand_before(&a[n - 1], &a[mid])) {
-            cand_swap(&a[n - 1], &a[mid]);
-            if (cand_before(&a[mid], &a[0]))
-                cand_swap(&a[mid], &a[0]);
-        }
-        ann_prune_cand p = a[mid];
-        int i = 0, j = n - 1;
-        for (;;) {
-            while (cand_before(&a[i], &p))
-                i++;
-            while (cand_before(&p, &a[j]))
-                j--;
-            if (i >= j)
-                break;
-            cand_swap(&a[i], &a[j]);
-            i++;
-            j--;
-        }
-        int nl = j + 1; /* a[0 .. nl) <= p <= a[nl ..) */
+        int nl = cand_partition(a, n);
         if (k <= nl) {
             n = nl;
         } else {
