@@ -20,6 +20,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "runtime/rt_cuda.h"
 #include "runtime/rt_gguf.h"
@@ -30,6 +31,88 @@ constexpr int WARP = 32;
 constexpr int UNIT = 32; /* elements per decoded unit */
 
 static inline unsigned ceil_div(size_t a, size_t b) { return (unsigned)((a + b - 1) / b); }
+
+/* Wall-clock seconds (monotonic), for a call's timings. */
+static inline double wall_s()
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* A CUDA error as loupe's status and sentence "<who>: <what>: <CUDA's words>"; out of device
+ * memory is LOUPE_ERR_GPU_MEMORY, anything else LOUPE_ERR_GPU. */
+static inline loupe_status cuda_fail(loupe_err *err, cudaError_t e, const char *who,
+                                     const char *what)
+{
+    return loupe_fail(err,
+                      e == cudaErrorMemoryAllocation ? LOUPE_ERR_GPU_MEMORY : LOUPE_ERR_GPU,
+                      "%s: %s: %s", who, what, cudaGetErrorString(e));
+}
+
+/* One host call's stream, events and device buffers (the graph build's GPU calls), allocated
+ * stream-ordered and freed the same way; `who` begins its error sentences. */
+struct CallBufs {
+    const char *who;
+    cudaStream_t stream = nullptr;
+    cudaEvent_t ev[4] = {};
+    void *buf[16] = {};
+    int nbuf = 0;
+    uint64_t bytes = 0; /* allocated so far */
+
+    explicit CallBufs(const char *w) : who(w) {}
+
+    template <typename T> loupe_status alloc(T **p, size_t count, loupe_err *err)
+    {
+        *p = nullptr;
+        if (nbuf == (int)(sizeof buf / sizeof buf[0]))
+            return loupe_fail(err, LOUPE_ERR_INTERNAL, "%s: too many device buffers", who);
+        const size_t b = (count ? count : 1) * sizeof(T);
+        const cudaError_t e = cudaMallocAsync(reinterpret_cast<void **>(p), b, stream);
+        if (e != cudaSuccess)
+            return cuda_fail(err, e, who, "device allocation");
+        buf[nbuf++] = *p;
+        bytes += b;
+        return LOUPE_OK;
+    }
+
+    /* alloc, then the host's count elements copied in. */
+    template <typename T> loupe_status upload(T **p, const T *src, size_t count, loupe_err *err)
+    {
+        loupe_status st = alloc(p, count, err);
+        if (st || count == 0)
+            return st;
+        const cudaError_t e =
+            cudaMemcpyAsync(*p, src, count * sizeof(T), cudaMemcpyHostToDevice, stream);
+        return e == cudaSuccess ? LOUPE_OK : cuda_fail(err, e, who, "upload");
+    }
+
+    /* Frees p now (it must be one of buf). */
+    void free_now(void *p)
+    {
+        for (int i = 0; i < nbuf; i++)
+            if (buf[i] == p) {
+                cudaFreeAsync(p, stream);
+                buf[i] = buf[--nbuf];
+                return;
+            }
+    }
+
+    /* Frees everything; errors here are not reported (the first error already was). */
+    void release()
+    {
+        if (stream) {
+            for (int i = 0; i < nbuf; i++)
+                cudaFreeAsync(buf[i], stream);
+            cudaStreamSynchronize(stream);
+            cudaStreamDestroy(stream);
+        }
+        for (cudaEvent_t e : ev)
+            if (e)
+                cudaEventDestroy(e);
+        cudaGetLastError();
+    }
+};
 
 /* Lets kern take as much dynamic shared memory as the current device allows (less its static
  * shared memory). Every call sets the same value, so host threads launching it at once with

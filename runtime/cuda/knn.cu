@@ -700,29 +700,15 @@ __global__ void __launch_bounds__(MW * 32) knn_merge(const MergeArgs a)
 
 /* ==== Host ================================================================================= */
 
-static double now_s()
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
 static double gamma_for(int dp) { return (double)dp * ldexp(1.0, -21); }
 
 static int dp_for(int dim) { return dim <= 64 ? 64 : dim <= 128 ? 128 : dim <= 256 ? 256 : 0; }
-
-static loupe_status cuda_fail(loupe_err *err, cudaError_t e, const char *what)
-{
-    return loupe_fail(err,
-                      e == cudaErrorMemoryAllocation ? LOUPE_ERR_GPU_MEMORY : LOUPE_ERR_GPU,
-                      "GPU kNN: %s: %s", what, cudaGetErrorString(e));
-}
 
 #define KNN_CUDA(call, what)                                                                   \
     do {                                                                                       \
         cudaError_t e_ = (call);                                                               \
         if (e_ != cudaSuccess)                                                                 \
-            return cuda_fail(err, e_, what);                                                   \
+            return rtc::cuda_fail(err, e_, "GPU kNN", what);                                   \
     } while (0)
 
 /* Launch configuration: everything that follows from the shape and the device. */
@@ -1168,11 +1154,11 @@ extern "C" loupe_status rt_cuda_knn_run(const rt_cuda_knn_opts *opts, const ann_
                           (long long)nq);
     }
     Call c;
-    const double t0 = now_s();
+    const double t0 = rtc::wall_s();
     loupe_status st =
         run_gpu(c, p, n_sm, keys, queries, nq, k, ids, scores, flags, best, inf, err);
     c.release();
-    inf->gpu_s = now_s() - t0;
+    inf->gpu_s = rtc::wall_s() - t0;
     if (st == LOUPE_OK && best)
         for (int64_t i = 0; i < n; i++)
             key_best_query[i] =

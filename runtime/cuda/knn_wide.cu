@@ -266,74 +266,14 @@ __global__ void __launch_bounds__(ST) select_topk(const float *S, int64_t n, int
         flag[blockIdx.x] = (uint8_t)(s_nan || s_cnt != keff);
 }
 
-double now_s()
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-loupe_status cuda_fail(loupe_err *err, cudaError_t e, const char *what)
-{
-    return loupe_fail(err,
-                      e == cudaErrorMemoryAllocation ? LOUPE_ERR_GPU_MEMORY : LOUPE_ERR_GPU,
-                      "GPU kNN (wide): %s: %s", what, cudaGetErrorString(e));
-}
-
 #define WIDE_CUDA(call, what)                                                                  \
     do {                                                                                       \
         cudaError_t e_ = (call);                                                               \
         if (e_ != cudaSuccess)                                                                 \
-            return cuda_fail(err, e_, what);                                                   \
+            return rtc::cuda_fail(err, e_, "GPU kNN (wide)", what);                            \
     } while (0)
 
-/* Device buffers of one call, allocated stream-ordered and freed the same way. */
-struct Call {
-    cudaStream_t stream = nullptr;
-    cudaEvent_t ev0 = nullptr, ev1 = nullptr;
-    void *buf[12] = {};
-    int nbuf = 0;
-    uint64_t bytes = 0;
-
-    template <typename T> loupe_status alloc(T **p, size_t count, loupe_err *err)
-    {
-        *p = nullptr;
-        if (nbuf == (int)(sizeof buf / sizeof buf[0]))
-            return loupe_fail(err, LOUPE_ERR_INTERNAL, "GPU kNN (wide): too many buffers");
-        const size_t b = (count ? count : 1) * sizeof(T);
-        WIDE_CUDA(cudaMallocAsync(reinterpret_cast<void **>(p), b, stream), "device allocation");
-        buf[nbuf++] = *p;
-        bytes += b;
-        return LOUPE_OK;
-    }
-
-    /* Frees p now (it must be one of buf). */
-    void free_now(void *p)
-    {
-        for (int i = 0; i < nbuf; i++)
-            if (buf[i] == p) {
-                cudaFreeAsync(p, stream);
-                buf[i] = buf[--nbuf];
-                return;
-            }
-    }
-
-    /* Frees everything; errors here are not reported (the first error already was). */
-    void release()
-    {
-        if (stream) {
-            for (int i = 0; i < nbuf; i++)
-                cudaFreeAsync(buf[i], stream);
-            cudaStreamSynchronize(stream);
-            cudaStreamDestroy(stream);
-        }
-        if (ev0)
-            cudaEventDestroy(ev0);
-        if (ev1)
-            cudaEventDestroy(ev1);
-        cudaGetLastError();
-    }
-};
+using Call = rtc::CallBufs;
 
 /* The GPU part; *any_flag tells whether a row held a NaN (the caller then redoes it all). */
 loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq, int k,
@@ -374,8 +314,8 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
                           (double)(fixed + per_q) / 1048576.0, free_b / 1048576.0);
 
     WIDE_CUDA(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "stream creation");
-    WIDE_CUDA(cudaEventCreate(&c.ev0), "event creation");
-    WIDE_CUDA(cudaEventCreate(&c.ev1), "event creation");
+    WIDE_CUDA(cudaEventCreate(&c.ev[0]), "event creation");
+    WIDE_CUDA(cudaEventCreate(&c.ev[1]), "event creation");
     unsigned char *stage = nullptr;
     float *kscale = nullptr, *kf = nullptr, *qf = nullptr, *S = nullptr, *d_sc = nullptr;
     int32_t *d_ids = nullptr;
@@ -428,7 +368,7 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
         cudaError_t e = cudaMemcpyAsync(qf, queries + q0 * dim, (size_t)nqc * dim * sizeof(float),
                                         cudaMemcpyHostToDevice, c.stream);
         if (e == cudaSuccess)
-            e = cudaEventRecord(c.ev0, c.stream);
+            e = cudaEventRecord(c.ev[0], c.stream);
         if (e == cudaSuccess && n > 0) {
             scores<<<dim3((unsigned)((n + BN - 1) / BN), (unsigned)((nqc + BM - 1) / BM)), ST, 0,
                      c.stream>>>(qf, kf, nqc, n, dim, S);
@@ -446,7 +386,7 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
             e = cudaGetLastError();
         }
         if (e == cudaSuccess)
-            e = cudaEventRecord(c.ev1, c.stream);
+            e = cudaEventRecord(c.ev[1], c.stream);
         if (e == cudaSuccess)
             e = cudaMemcpyAsync(ids + q0 * k, d_ids, (size_t)nqc * k * sizeof(int32_t),
                                 cudaMemcpyDeviceToHost, c.stream);
@@ -459,10 +399,10 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
             e = cudaStreamSynchronize(c.stream);
         float ms = 0.0f;
         if (e == cudaSuccess)
-            e = cudaEventElapsedTime(&ms, c.ev0, c.ev1);
+            e = cudaEventElapsedTime(&ms, c.ev[0], c.ev[1]);
         if (e != cudaSuccess) {
             free(flags_h);
-            return cuda_fail(err, e, "chunk of queries");
+            return rtc::cuda_fail(err, e, "GPU kNN (wide)", "chunk of queries");
         }
         kernel_s += 1e-3 * ms;
         for (int64_t i = 0; i < nqc; i++)
@@ -496,12 +436,12 @@ loupe_status knn_wide(int device, const ann_keys *keys, const float *queries, in
     if (key_best_query && !best)
         return loupe_fail(err, LOUPE_ERR_NOMEM, "GPU kNN (wide): no host memory for %lld keys",
                           (long long)n);
-    Call c;
+    Call c("GPU kNN (wide)");
     int any_flag = 0;
-    const double t0 = now_s();
+    const double t0 = rtc::wall_s();
     loupe_status st = run(c, keys, queries, nq, k, ids, scores, best, &any_flag, info, err);
     c.release();
-    info->gpu_s = now_s() - t0;
+    info->gpu_s = rtc::wall_s() - t0;
     if (st == LOUPE_OK && any_flag) { /* NaN somewhere: the CPU decides everything */
         info->n_fallback = nq;
         st = ann_knn_cpu(nullptr, keys, queries, nq, k, threads, ids, scores, key_best_query,

@@ -605,72 +605,14 @@ using namespace rtc_prune;
 
 namespace {
 
-double now_s()
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-loupe_status cuda_fail(loupe_err *err, cudaError_t e, const char *what)
-{
-    return loupe_fail(err,
-                      e == cudaErrorMemoryAllocation ? LOUPE_ERR_GPU_MEMORY : LOUPE_ERR_GPU,
-                      "GPU pruning: %s: %s", what, cudaGetErrorString(e));
-}
-
 #define PRUNE_CUDA(call, what)                                                                 \
     do {                                                                                       \
         cudaError_t e_ = (call);                                                               \
         if (e_ != cudaSuccess)                                                                 \
-            return cuda_fail(err, e_, what);                                                   \
+            return rtc::cuda_fail(err, e_, "GPU pruning", what);                               \
     } while (0)
 
-/* Device buffers of one call, allocated stream-ordered and freed the same way. */
-struct Call {
-    cudaStream_t stream = nullptr;
-    cudaEvent_t ev[4] = {}; /* before the uploads, the kernels, the downloads; after them */
-    void *buf[16] = {};
-    int nbuf = 0;
-
-    template <typename T> loupe_status alloc(T **p, size_t count, loupe_err *err)
-    {
-        *p = nullptr;
-        if (nbuf == (int)(sizeof buf / sizeof buf[0]))
-            return loupe_fail(err, LOUPE_ERR_INTERNAL, "GPU pruning: too many device buffers");
-        PRUNE_CUDA(cudaMallocAsync(reinterpret_cast<void **>(p), (count ? count : 1) * sizeof(T),
-                                   stream),
-                   "device allocation");
-        buf[nbuf++] = *p;
-        return LOUPE_OK;
-    }
-
-    template <typename T>
-    loupe_status upload(T **p, const T *src, size_t count, loupe_err *err)
-    {
-        loupe_status st = alloc(p, count, err);
-        if (st || count == 0)
-            return st;
-        PRUNE_CUDA(cudaMemcpyAsync(*p, src, count * sizeof(T), cudaMemcpyHostToDevice, stream),
-                   "upload");
-        return LOUPE_OK;
-    }
-
-    /* Frees everything; errors here are not reported (the first error already was). */
-    void release()
-    {
-        if (stream) {
-            for (int i = 0; i < nbuf; i++)
-                cudaFreeAsync(buf[i], stream);
-            cudaStreamSynchronize(stream);
-            cudaStreamDestroy(stream);
-        }
-        for (cudaEvent_t e : ev)
-            if (e)
-                cudaEventDestroy(e);
-        cudaGetLastError();
-    }
-};
+using Call = rtc::CallBufs;
 
 /* The keys as stored, dense on the device. */
 loupe_status upload_keys(Call &c, const ann_keys *keys, Keys *out, loupe_err *err)
@@ -982,7 +924,7 @@ extern "C" loupe_status rt_cuda_prune_run(int device, const ann_prune_job *j,
         memset(info, 0, sizeof *info);
     if (j->n_lists <= 0)
         return LOUPE_OK;
-    const double t0 = now_s();
+    const double t0 = rtc::wall_s();
     int n_dev = 0;
     if (cudaGetDeviceCount(&n_dev) != cudaSuccess || n_dev == 0) {
         cudaGetLastError();
@@ -1003,17 +945,17 @@ extern "C" loupe_status rt_cuda_prune_run(int device, const ann_prune_job *j,
                           "GPU pruning: no GPU path for dimension %d, %d kept, lists of %d%s",
                           j->dim, j->keep, j->shared ? j->K : 0,
                           j->nearest > 0 ? ", lists cut to their nearest" : "");
-    Call c;
+    Call c("GPU pruning");
     PRUNE_CUDA(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "stream creation");
     loupe_status st = LOUPE_OK;
     for (cudaEvent_t &e : c.ev)
         if (st == LOUPE_OK && cudaEventCreate(&e) != cudaSuccess)
-            st = cuda_fail(err, cudaGetLastError(), "event creation");
+            st = rtc::cuda_fail(err, cudaGetLastError(), "GPU pruning", "event creation");
     if (st == LOUPE_OK)
         st = run(c, j, smem_max, info, err);
     c.release();
     if (info)
-        info->wall_s = now_s() - t0;
+        info->wall_s = rtc::wall_s() - t0;
     return st;
 }
 
