@@ -571,44 +571,37 @@ static void case_threads(test_rng *r)
     }
 }
 
-static void case_large(test_rng *r)
+/* 131,072 bf16 keys and nq queries, top-k, against the CPU; info for the caller's checks. */
+static rt_cuda_knn_info run_131k(test_rng *r, const char *what, int64_t nq, int k)
 {
-    const int64_t n = 131072, nq = 300;
+    const int64_t n = 131072;
     const int dim = 128;
     float *K = gauss(r, n, dim, 1.0f, 0.5f, 1.5f), *Q = gauss(r, nq, dim, 0.0f, 0.5f, 2.0f);
     ann_keys *keys = NULL;
     loupe_err err;
     loupe_err_clear(&err);
     CHECK(ann_keys_create(K, n, dim, ANN_KEYS_BF16, &keys, &err) == LOUPE_OK);
-    run_case c = {.what = "large/bf16", .keys = keys, .Q = Q, .nq = nq, .k = 64, .want_best = 1};
+    run_case c = {.what = what, .keys = keys, .Q = Q, .nq = nq, .k = k, .want_best = 1};
     rt_cuda_knn_opts_init(&c.opts);
     run_one(&c);
     CHECK(c.st == LOUPE_OK && c.failures == 0);
-    CHECK_MSG(c.info.nsplit > 1, "large: expected several key splits for %lld queries",
-              (long long)nq);
     ann_keys_destroy(keys);
     free(K);
     free(Q);
+    return c.info;
 }
 
-/* The graph build's large build k: 131,072 bf16 keys, top-1024 (the wide path). */
+static void case_large(test_rng *r)
+{
+    rt_cuda_knn_info info = run_131k(r, "large/bf16", 300, 64);
+    CHECK_MSG(info.nsplit > 1, "large: expected several key splits for 300 queries");
+}
+
+/* The graph build's large build k: top-1024 (the wide path). */
 static void case_wide(test_rng *r)
 {
-    const int64_t n = 131072, nq = 512;
-    const int dim = 128;
-    float *K = gauss(r, n, dim, 1.0f, 0.5f, 1.5f), *Q = gauss(r, nq, dim, 0.0f, 0.5f, 2.0f);
-    ann_keys *keys = NULL;
-    loupe_err err;
-    loupe_err_clear(&err);
-    CHECK(ann_keys_create(K, n, dim, ANN_KEYS_BF16, &keys, &err) == LOUPE_OK);
-    run_case c = {.what = "wide/bf16", .keys = keys, .Q = Q, .nq = nq, .k = 1024, .want_best = 1};
-    rt_cuda_knn_opts_init(&c.opts);
-    run_one(&c);
-    CHECK(c.st == LOUPE_OK && c.failures == 0);
-    CHECK_MSG(path_of(&c.info) == WIDE, "wide: path %d", path_of(&c.info));
-    ann_keys_destroy(keys);
-    free(K);
-    free(Q);
+    rt_cuda_knn_info info = run_131k(r, "wide/bf16", 512, 1024);
+    CHECK_MSG(path_of(&info) == WIDE, "wide: path %d", path_of(&info));
 }
 
 int main(int argc, char **argv)
