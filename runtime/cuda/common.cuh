@@ -87,6 +87,34 @@ struct CallBufs {
         return e == cudaSuccess ? LOUPE_OK : cuda_fail(err, e, who, "upload");
     }
 
+    /* The keys as stored, dense on the device: rows (n, dim) of their type, and for int8 keys
+     * their scales (else *scales is NULL). */
+    loupe_status upload_keys(const ann_keys *keys, void **rows, float **scales, loupe_err *err)
+    {
+        const int64_t n = ann_keys_count(keys);
+        const int dim = ann_keys_dim(keys);
+        const ann_key_type kt = ann_keys_type(keys);
+        int64_t stride = 0;
+        const float *scales_h = nullptr;
+        const void *rows_h = ann_keys_data(keys, &stride, &scales_h);
+        const size_t esz = ann_key_type_bytes(kt);
+        unsigned char *d = nullptr;
+        *rows = nullptr;
+        *scales = nullptr;
+        loupe_status st = alloc(&d, (size_t)n * dim * esz, err);
+        if (st)
+            return st;
+        *rows = d;
+        if (n > 0) {
+            const cudaError_t e =
+                cudaMemcpy2DAsync(d, (size_t)dim * esz, rows_h, (size_t)stride * esz,
+                                  (size_t)dim * esz, (size_t)n, cudaMemcpyHostToDevice, stream);
+            if (e != cudaSuccess)
+                return cuda_fail(err, e, who, "key upload");
+        }
+        return kt == ANN_KEYS_INT8 ? upload(scales, scales_h, (size_t)n, err) : LOUPE_OK;
+    }
+
     /* Frees p now (it must be one of buf). */
     void free_now(void *p)
     {

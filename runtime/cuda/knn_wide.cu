@@ -283,10 +283,7 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
     const int64_t n = ann_keys_count(keys);
     const int dim = ann_keys_dim(keys);
     const ann_key_type kt = ann_keys_type(keys);
-    int64_t stride = 0;
-    const float *scales_h = nullptr;
-    const void *rows = ann_keys_data(keys, &stride, &scales_h);
-    const size_t esz = kt == ANN_KEYS_F32 ? 4 : kt == ANN_KEYS_BF16 ? 2 : 1;
+    const size_t esz = ann_key_type_bytes(kt);
     const int keff = (int64_t)k < n ? k : (int)n;
     int p2 = 2;
     while (p2 < keff)
@@ -316,26 +313,16 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
     WIDE_CUDA(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "stream creation");
     WIDE_CUDA(cudaEventCreate(&c.ev[0]), "event creation");
     WIDE_CUDA(cudaEventCreate(&c.ev[1]), "event creation");
-    unsigned char *stage = nullptr;
+    void *stage = nullptr;
     float *kscale = nullptr, *kf = nullptr, *qf = nullptr, *S = nullptr, *d_sc = nullptr;
     int32_t *d_ids = nullptr;
     uint8_t *d_flag = nullptr;
     unsigned long long *d_best = nullptr;
     loupe_status st;
-    if ((st = c.alloc(&stage, (size_t)n * dim * esz, err)) ||
-        (kt == ANN_KEYS_INT8 && (st = c.alloc(&kscale, (size_t)n, err))) ||
+    if ((st = c.upload_keys(keys, &stage, &kscale, err)) ||
         (st = c.alloc(&kf, (size_t)n * dim, err)) ||
         (best_h && (st = c.alloc(&d_best, (size_t)n, err))))
         return st;
-    if (n > 0)
-        WIDE_CUDA(cudaMemcpy2DAsync(stage, (size_t)dim * esz, rows, (size_t)stride * esz,
-                                    (size_t)dim * esz, (size_t)n, cudaMemcpyHostToDevice,
-                                    c.stream),
-                  "key upload");
-    if (kt == ANN_KEYS_INT8)
-        WIDE_CUDA(cudaMemcpyAsync(kscale, scales_h, (size_t)n * sizeof(float),
-                                  cudaMemcpyHostToDevice, c.stream),
-                  "key scale upload");
     if (d_best)
         WIDE_CUDA(cudaMemsetAsync(d_best, 0, (size_t)n * sizeof *d_best, c.stream), "memset");
     const unsigned wblocks = (unsigned)((n * dim + 255) / 256 < 4096 ? (n * dim + 255) / 256 : 4096);

@@ -617,29 +617,13 @@ using Call = rtc::CallBufs;
 /* The keys as stored, dense on the device. */
 loupe_status upload_keys(Call &c, const ann_keys *keys, Keys *out, loupe_err *err)
 {
-    const int64_t n = ann_keys_count(keys);
-    const int dim = ann_keys_dim(keys);
-    const ann_key_type kt = ann_keys_type(keys);
-    int64_t stride = 0;
-    const float *scales = nullptr;
-    const void *rows = ann_keys_data(keys, &stride, &scales);
-    const size_t esz = kt == ANN_KEYS_F32 ? 4 : kt == ANN_KEYS_BF16 ? 2 : 1;
-    unsigned char *d = nullptr;
-    float *ds = nullptr;
-    loupe_status st = c.alloc(&d, (size_t)n * dim * esz, err);
-    if (st)
-        return st;
-    if (n > 0)
-        PRUNE_CUDA(cudaMemcpy2DAsync(d, (size_t)dim * esz, rows, (size_t)stride * esz,
-                                     (size_t)dim * esz, (size_t)n, cudaMemcpyHostToDevice,
-                                     c.stream),
-                   "key upload");
-    if (kt == ANN_KEYS_INT8 && (st = c.upload(&ds, scales, (size_t)n, err)))
-        return st;
-    out->rows = d;
-    out->scale = ds;
-    out->dim = dim;
-    return LOUPE_OK;
+    void *rows = nullptr;
+    float *scale = nullptr;
+    loupe_status st = c.upload_keys(keys, &rows, &scale, err);
+    out->rows = rows;
+    out->scale = scale;
+    out->dim = ann_keys_dim(keys);
+    return st;
 }
 
 enum Kernel { K_SHARED, K_EXPLICIT, K_LONG };
