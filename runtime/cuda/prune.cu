@@ -534,40 +534,65 @@ template <int KT> __global__ void __launch_bounds__(NW * 32) prune_long(Args a)
     int p2 = 32;
     while (p2 < m)
         p2 <<= 1;
-    for (int x = lane; x < p2; x += 32) {
-        unsigned long long k = NONE;
+    /* Owner distances, four candidates at a time: eight lanes per candidate, each taking every
+     * eighth element, so a candidate's row is read in 16-byte runs (a lane per candidate read 32
+     * rows at once, an element each: 32 sectors per load). */
+    const int grp = lane >> 3, part = lane & 7;
+    for (int x0 = 0; x0 < p2; x0 += 4) {
+        const int x = x0 + grp;
         const int32_t cx = x < m ? c[x] : -1;
-        if (cx >= 0 && cx != u) {
-            float s;
-            if (cd) {
-                s = cd[x];
-            } else {
-                float p = 0.0f;
-                for (int t = 0; t < dim; t++) {
-                    const float kv = key_at<KT>(a.keys, cx, t);
-                    p = a.ip ? fmaf(orow[t], kv, p) : fmaf(orow[t] - kv, orow[t] - kv, p);
-                }
-                s = a.ip ? -p : p;
+        const bool valid = cx >= 0 && cx != u;
+        float p = 0.0f;
+        if (valid && !cd)
+            for (int t = part; t < dim; t += 8) {
+                const float kv = key_at<KT>(a.keys, cx, t);
+                p = a.ip ? fmaf(orow[t], kv, p) : fmaf(orow[t] - kv, orow[t] - kv, p);
             }
-            k = order_key(s, cx);
-        }
-        key[x] = k;
+        for (int o = 4; o > 0; o >>= 1) /* within the group of eight */
+            p += __shfl_xor_sync(FULL, p, o);
+        if (part == 0)
+            key[x] = valid ? order_key(cd ? cd[x] : a.ip ? -p : p, cx) : NONE;
     }
     __syncwarp();
     warp_bitonic(key, p2);
 
+    /* The greedy pass. The next candidate's row is loaded into registers while the current one
+     * is checked, so its memory latency hides behind the check. */
+    constexpr int PER = DIM_MAX / 32;
     const float al = a.ip ? 1.0f : a.alpha;
     int kept = 0, nd = 0;
-    for (int r = 0; r < p2 && kept < a.keep; r++) {
-        const unsigned long long kr = key[r];
-        if (kr == NONE)
-            break;
-        const int32_t id = (int32_t)(kr & 0xffffffffu);
-        if (r > 0 && (int32_t)(key[r - 1] & 0xffffffffu) == id)
-            continue;
-        load_row<KT>(a.keys, id, crow);
+    /* The first candidate at or after r: not padding, not a repeat of the one before it. */
+    auto next_at = [&](int r) {
+        for (; r < p2; r++) {
+            const unsigned long long kr = key[r];
+            if (kr == NONE)
+                return p2;
+            if (r == 0 || (int32_t)(key[r - 1] & 0xffffffffu) != (int32_t)(kr & 0xffffffffu))
+                return r;
+        }
+        return p2;
+    };
+    float nx[PER];
+    int r = next_at(0);
+    if (r < p2)
+        for (int j = 0; j < PER; j++) {
+            const int t = lane + 32 * j;
+            nx[j] = t < dim ? key_at<KT>(a.keys, (int32_t)(key[r] & 0xffffffffu), t) : 0.0f;
+        }
+    while (r < p2 && kept < a.keep) {
+        for (int j = 0; j < PER; j++) {
+            const int t = lane + 32 * j;
+            if (t < dim)
+                crow[t] = nx[j];
+        }
         __syncwarp();
-        if (pruned_by_kept(krows, ld, kept, crow, dim, a.ip, al, key_dist(kr))) {
+        const int rn = next_at(r + 1);
+        if (rn < p2)
+            for (int j = 0; j < PER; j++) {
+                const int t = lane + 32 * j;
+                nx[j] = t < dim ? key_at<KT>(a.keys, (int32_t)(key[rn] & 0xffffffffu), t) : 0.0f;
+            }
+        if (pruned_by_kept(krows, ld, kept, crow, dim, a.ip, al, key_dist(key[r]))) {
             if (nd < a.keep) {
                 if (lane == 0)
                     drop[nd] = r;
@@ -581,6 +606,7 @@ template <int KT> __global__ void __launch_bounds__(NW * 32) prune_long(Args a)
             kept++;
         }
         __syncwarp();
+        r = rn;
     }
     for (int x = 0; x < nd && kept < a.fill; x++) {
         if (lane == 0)
