@@ -100,7 +100,7 @@ typedef struct {
     int prune_nearest;      /* graph: each list cut to its N candidates nearest the owner before
                                pruning (ann_build_opts.prune_nearest; 0: none). With a large
                                build_k, 128 keeps the recall and cuts the CPU projection 2.4-3x;
-                               the GPU pruning does not cut yet, so such lists prune on the CPU */
+                               the GPU pruning cuts too (its greedy pass stops after N) */
     bool cpu_prune;         /* graph: prune on CPU threads even where a GPU could (false: the
                                GPU prunes where there is one, runtime/cuda/prune.cu; the graphs
                                differ only where distances tie within rounding) */

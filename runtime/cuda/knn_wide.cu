@@ -184,13 +184,25 @@ __global__ void __launch_bounds__(ST) select_topk(const float *S, int64_t n, int
             hist[b] = 0;
         __syncthreads();
         const unsigned long long pre = s_prefix, msk = s_mask;
-        for (int64_t x = t; x < n; x += ST) {
-            const float f = row[x];
-            if (hi == 63 && f != f)
-                s_nan = 1;
-            const unsigned long long w = word(f, x);
-            if ((w & msk) == pre)
-                atomicAdd(&hist[(w & dmask) >> lo], 1u);
+        /* The lanes of a warp whose words fall in one bin add to it once: a row's scores share a
+         * few exponents, so the first digits put most of a row in a handful of bins, and one
+         * atomic per word serialised there. The loop runs whole warps (x0) for the shuffles. */
+        for (int64_t x0 = t - lane; x0 < n; x0 += ST) {
+            const int64_t x = x0 + lane;
+            bool in = false;
+            unsigned bin = ~0u;
+            if (x < n) {
+                const float f = row[x];
+                if (hi == 63 && f != f)
+                    s_nan = 1;
+                const unsigned long long w = word(f, x);
+                in = (w & msk) == pre;
+                if (in)
+                    bin = (unsigned)((w & dmask) >> lo);
+            }
+            const unsigned peers = __match_any_sync(FULL, bin);
+            if (in && lane == __ffs(peers) - 1)
+                atomicAdd(&hist[bin], (unsigned)__popc(peers));
         }
         __syncthreads();
         if (t < 32) { /* the digit whose bucket holds the rem-th largest: lane l owns 64 bins */

@@ -27,6 +27,11 @@
  *                  once), the greedy rule with lanes splitting the kept rows' dimensions. Lists
  *                  longer still are pruned by ann_prune_cpu on the calling thread meanwhile.
  *
+ * A cut job (ann_prune_job.nearest: each list cut to its N candidates nearest the owner) runs
+ * the same kernels: the candidates are in (distance, id) order before the greedy pass, so the
+ * cut is the pass stopping after N of them (the owner distances and the order are still of the
+ * whole list).
+ *
  * The rule is the CPU's to the letter (prune.c): sorted by (distance, id), c dropped when some
  * kept r has alpha·d(r, c) < d(p, c) (alpha 1 for inner products), at most `keep`, then topped up
  * to `fill` with the first dropped ones. Only the distances' rounding differs (the CPU sums in
@@ -42,6 +47,7 @@
  * Cost at 131,072 keys (bench_anns_build, 4 builds at once): top-64 lists ~20 ms of kernels per
  * index; top-1024 ~385 ms, almost all prune_long, which is why the runtime keeps build k 64.
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -119,6 +125,8 @@ struct Args {
     bool ip;
     float alpha;
     int keep, fill;
+    int nearest;            /* lists cut to their `nearest` candidates nearest the owner (all:
+                               INT_MAX), as ann_prune_job.nearest */
     int n_lists;
     const int32_t *own;     /* (n_lists) */
     /* shared */
@@ -304,7 +312,7 @@ template <int KT> __global__ void __launch_bounds__(NW * 32) prune_shared(Args a
         __syncwarp();
         rank_sort(key, m, spos); /* spos[r]: the candidate (index into cpos, cs) of rank r */
         const int kept = greedy(
-            m, a.keep, a.fill, kidx, drop, [](int) {},
+            min(m, a.nearest), a.keep, a.fill, kidx, drop, [](int) {},
             [&](int r, int t) {
                 const int c = spos[r], k = spos[kidx[t]];
                 return al * pd[cpos[k] * K + cpos[c]] < cs[c];
@@ -392,7 +400,7 @@ template <int KT> __global__ void __launch_bounds__(NW * 32) prune_explicit(Args
     rank_sort(key, m, spos);
     const float al = a.ip ? 1.0f : a.alpha;
     const int kept = greedy(
-        m, a.keep, a.fill, kidx, drop,
+        min(m, a.nearest), a.keep, a.fill, kidx, drop,
         [&](int r) {
             load_row<KT>(a.keys, c[spos[r]], crow);
             __syncwarp();
@@ -560,7 +568,7 @@ template <int KT> __global__ void __launch_bounds__(NW * 32) prune_long(Args a)
      * is checked, so its memory latency hides behind the check. */
     constexpr int PER = DIM_MAX / 32;
     const float al = a.ip ? 1.0f : a.alpha;
-    int kept = 0, nd = 0;
+    int kept = 0, nd = 0, seen = 0; /* seen: candidates read, at most a.nearest */
     /* The first candidate at or after r: not padding, not a repeat of the one before it. */
     auto next_at = [&](int r) {
         for (; r < p2; r++) {
@@ -579,7 +587,7 @@ template <int KT> __global__ void __launch_bounds__(NW * 32) prune_long(Args a)
             const int t = lane + 32 * j;
             nx[j] = t < dim ? key_at<KT>(a.keys, (int32_t)(key[r] & 0xffffffffu), t) : 0.0f;
         }
-    while (r < p2 && kept < a.keep) {
+    while (r < p2 && kept < a.keep && seen++ < a.nearest) {
         for (int j = 0; j < PER; j++) {
             const int t = lane + 32 * j;
             if (t < dim)
@@ -736,6 +744,7 @@ loupe_status run(Call &c, const ann_prune_job *j, int smem_max, rt_cuda_prune_in
     a.alpha = j->alpha;
     a.keep = keep;
     a.fill = j->fill < keep ? j->fill : keep;
+    a.nearest = j->nearest > 0 ? j->nearest : INT_MAX;
     /* Lists [0, n_short) go to prune_shared or prune_explicit, [n_short, n_gpu) to prune_long,
      * n_cpu more to ann_prune_cpu on this thread. */
     int64_t n_gpu = 0, n_short = 0, n_cpu = 0, n_items = 0;
@@ -950,11 +959,10 @@ extern "C" loupe_status rt_cuda_prune_run(int device, const ann_prune_job *j,
     PRUNE_CUDA(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, device),
                "device query");
     if (!pools || j->dim <= 0 || j->dim > DIM_MAX || j->keep <= 0 || j->keep > KEEP_MAX ||
-        (j->shared && (j->K <= 0 || j->K > LONGEST)) || j->nearest > 0)
+        (j->shared && (j->K <= 0 || j->K > LONGEST)))
         return loupe_fail(err, LOUPE_ERR_UNSUPPORTED,
-                          "GPU pruning: no GPU path for dimension %d, %d kept, lists of %d%s",
-                          j->dim, j->keep, j->shared ? j->K : 0,
-                          j->nearest > 0 ? ", lists cut to their nearest" : "");
+                          "GPU pruning: no GPU path for dimension %d, %d kept, lists of %d",
+                          j->dim, j->keep, j->shared ? j->K : 0);
     Call c("GPU pruning");
     PRUNE_CUDA(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "stream creation");
     loupe_status st = LOUPE_OK;

@@ -8,9 +8,12 @@
  *                    [--concurrent N] [--time-limit S] [--datasets N] [--key-type T] [--k N]
  *                    [--recall-indexes N] [--ef LIST] [--test N] [--cpu-knn-queries N]
  *                    [--seed N] [--device N] [--no-knn-compare] [--cpu-prune] [--degree M]
+ *                    [--prune-nearest N]
  *
  * --cpu-prune prunes on the CPU (ann_prune_cpu) instead, for the A/B; --degree is the graphs'
- * out-degree (anns' default, 32, when absent; the runtime builds degree 16).
+ * out-degree (anns' default, 32, when absent; the runtime builds degree 16); --prune-nearest
+ * cuts each list to its N candidates nearest the owner before pruning
+ * (ann_build_opts.prune_nearest; 0, the default: no cut).
  *
  * Data: ann_synth_generate (RoPE'd out-of-distribution queries and keys, sinks). Generating 131K
  * keys and queries takes seconds on the CPU, so only --datasets distinct KV heads are generated
@@ -74,7 +77,8 @@ typedef struct {
     int64_t bq[MAX_LIST]; /* 0: all */
     int n_bq;
     int ef[MAX_LIST], n_ef;
-    int threads, concurrent, datasets, k, recall_indexes, device, knn_compare, cpu_prune, degree;
+    int threads, concurrent, datasets, k, recall_indexes, device, knn_compare, cpu_prune, degree,
+        nearest;
     double time_limit;
     uint64_t seed;
     ann_key_type type;
@@ -157,6 +161,8 @@ static void parse(int argc, char **argv, options *o)
             o->seed = (uint64_t)parse_i64(a, v);
         else if (!strcmp(a, "--degree"))
             o->degree = (int)parse_i64(a, v);
+        else if (!strcmp(a, "--prune-nearest"))
+            o->nearest = (int)parse_i64(a, v);
         else if (!strcmp(a, "--device"))
             o->device = (int)parse_i64(a, v);
         else if (!strcmp(a, "--ef")) {
@@ -409,6 +415,7 @@ static void *build_worker(void *arg)
         bo.threads = per;
         bo.seed = (uint64_t)i + 1;
         bo.build_k = o->k;
+        bo.prune_nearest = o->nearest;
         bo.max_build_queries = s->build_queries;
         bo.knn = knn_timed;
         bo.knn_user = &dev;

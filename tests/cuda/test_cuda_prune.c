@@ -5,10 +5,12 @@
  *             GPU takes: the CPU prunes those meanwhile) and shared lists (repeats, -1 entries,
  *             owners inside and outside their list), f32 / bf16 / int8 keys, dims 64 / 96 / 128,
  *             the L2 rule with and without relaxation and the inner-product rule, keep/fill
- *             16/16, 32/8, 64/64
+ *             16/16, 32/8, 64/64; some batches again with each list cut to its nearest
+ *             candidates (ann_prune_job.nearest)
  *   long      the long-list kernel: shared lists of 200 to 2048 (large build k; many repeats),
  *             explicit lists up to 5000 and a few over the GPU's longest (the CPU's meanwhile),
- *             every key type, the L2 and inner-product rules, keep 16 and 64
+ *             every key type, the L2 and inner-product rules, keep 16 and 64; the shared
+ *             lists and the explicit ones up to 5000 again cut to their nearest 128
  *   graph     a graph built over synthetic out-of-distribution keys with the GPU's pruning and
  *             with the CPU's: the same recall within 0.02, every key reachable
  *   threads   four host threads calling at once, each its own job
@@ -352,6 +354,9 @@ static int case_lists(void)
             char w2[128];
             snprintf(w2, sizeof w2, "explicit %s", what);
             compare(w2, &e, &ks);
+            e.j.nearest = 50;
+            snprintf(w2, sizeof w2, "explicit cut 50 %s", what);
+            compare(w2, &e, &ks);
             batch_free(&e);
             batch d = explicit_batch(&r, &ks, 3000, 80, 1, rules[x].rule, rules[x].alpha,
                                      rules[x].keep, rules[x].fill);
@@ -362,6 +367,9 @@ static int case_lists(void)
             batch s = shared_batch(&r, &ks, 400, K, 5000, rules[x].rule, rules[x].alpha,
                                    rules[x].keep, rules[x].fill);
             snprintf(w2, sizeof w2, "shared K %d %s", K, what);
+            compare(w2, &s, &ks);
+            s.j.nearest = K / 3; /* each list cut to its nearest third */
+            snprintf(w2, sizeof w2, "shared K %d cut %d %s", K, K / 3, what);
             compare(w2, &s, &ks);
             batch_free(&s);
         }
@@ -393,11 +401,17 @@ static int case_long(void)
                                        rules[x].keep, rules[x].fill);
                 snprintf(w2, sizeof w2, "shared K %d %s", Ks[k], what);
                 compare(w2, &s, &ks);
+                s.j.nearest = 128; /* the runtime's cut of large-k lists */
+                snprintf(w2, sizeof w2, "shared K %d cut 128 %s", Ks[k], what);
+                compare(w2, &s, &ks);
                 batch_free(&s);
             }
             batch e = explicit_batch(&r, &ks, 600, 5000, 0, rules[x].rule, rules[x].alpha,
                                      rules[x].keep, rules[x].fill);
             snprintf(w2, sizeof w2, "explicit up to 5000 %s", what);
+            compare(w2, &e, &ks);
+            e.j.nearest = 128;
+            snprintf(w2, sizeof w2, "explicit up to 5000 cut 128 %s", what);
             compare(w2, &e, &ks);
             batch_free(&e);
             batch d = explicit_batch(&r, &ks, 600, 2000, 1, rules[x].rule, rules[x].alpha,
