@@ -15,7 +15,7 @@
  * latency of the rows overlaps with the dot products. The next expansion's neighbour list is
  * asked for meanwhile too, its offset having been asked for when the key entered the pool: an
  * expansion otherwise began with two dependent misses (offset, then list) before its rows
- * could even be requested (+1-11% searches/s on dev-2c, 128K real and 1M synthetic keys).
+ * could even be requested (0-12% more searches/s on dev-2c, 128K real and 1M synthetic keys).
  *
  * Group search (ann_search_group): the query heads of a KV group search the same graph over the
  * same keys and visit overlapping regions, and a search's cost is the latency of loading random
