@@ -44,12 +44,15 @@ typedef struct {
     float margin;           /* --margin X: a graph search stops below the best by X logits */
     uint32_t interleave;    /* --interleave N: query heads one thread searches at once */
     int nprobe;             /* --nprobe: IVF lists probed (0: 16) */
-    int64_t build_queries;  /* --build-queries: prefill queries per index (16384) */
+    int64_t build_queries;  /* --build-queries: prefill queries per index (0: the runtime's
+                               choice, rt_retrieval_params.build_queries) */
     bool index_per_kv;      /* --index-per kv|q (kv): one index per KV head or per query head */
     int search_group;       /* --search-group N (1): query heads of a KV group per search */
     int degree;             /* --degree M: graph out-degree cap; 0 = the runner's default (16) */
-    int build_k;            /* --build-k N: exact top-k per build query; 0 = the default (64) */
-    int prune_nearest;      /* --prune-nearest N: lists cut to their N nearest (0: none) */
+    int build_k;            /* --build-k N: exact top-k per build query; 0 = the runtime's
+                               choice (rt_retrieval_params.build_k) */
+    int prune_nearest;      /* --prune-nearest N: lists cut to their N nearest; 0: the runtime's
+                               choice, -1: none (--prune-nearest 0) */
     int prune;              /* --prune l2|ip: the graph's pruning rule; -1 = the default (l2) */
     int prune_on;           /* --prune-on cpu|gpu: 0 cpu, 1 gpu; -1 = the runner's default */
     int host_kv;            /* --host-kv f32|bf16|int8: ann_key_type; -1 = the runner's default */

@@ -227,7 +227,7 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
     } else if (TRY("--prune-nearest")) {
         if (r > 1) return r;
         if ((r = app_parse_i64(cmd, "--prune-nearest", v, 0, 1 << 20, &n))) return r;
-        o->prune_nearest = (int)n;
+        o->prune_nearest = n > 0 ? (int)n : -1; /* 0 asks for no cut: the runtime's -1 */
     } else if (TRY("--prune")) {
         if (r > 1) return r;
         if (strcmp(v, "l2") && strcmp(v, "ip"))

@@ -615,11 +615,19 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->p.ef = beam_of(p->ef, p->topk, c->n_ctx);
     if (r->p.nprobe <= 0)
         r->p.nprobe = 16;
-    /* The graphs' build k and queries where not given (rt_runner.h says why 64). */
-    if (r->p.build_k <= 0)
-        r->p.build_k = 64;
+    /* The graphs' build k, queries and list cut where not given, by where they build
+     * (rt_runner.h says why). */
+    const bool gpu_build = rt_cuda_available();
+    if (r->p.build_k <= 0) /* on the CPU a 16th of the context within 64..1024: a short
+                              context's keys are few, and large lists only cost there */
+        r->p.build_k = gpu_build                ? 64
+                       : c->n_ctx / 16 < 64     ? 64
+                       : c->n_ctx / 16 > 1024   ? 1024
+                                                : (int)(c->n_ctx / 16);
     if (r->p.build_queries <= 0)
-        r->p.build_queries = 16384;
+        r->p.build_queries = gpu_build ? 16384 : 4096;
+    if (r->p.prune_nearest == 0)
+        r->p.prune_nearest = r->p.build_k > 128 ? 128 : -1;
     r->n_layer = hp->n_layer;
     r->n_head = hp->n_head;
     r->n_kv = hp->n_head_kv;
@@ -967,7 +975,7 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
             bo.degree = r->p.degree;
         bo.build_k = r->p.build_k;
         bo.prune = (ann_prune_rule)r->p.prune;
-        bo.prune_nearest = r->p.prune_nearest;
+        bo.prune_nearest = r->p.prune_nearest > 0 ? r->p.prune_nearest : 0;
         if (rt_cuda_available()) { /* the kNN and the pruning on the GPU when there is one */
             bo.knn = knn_on_gpu;
             bo.knn_user = r;

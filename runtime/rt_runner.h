@@ -86,21 +86,27 @@ typedef struct {
                                waits overlap the others' work (anns.h's ann_search_many; 0 or 1:
                                one at a time; at most 4); the same results */
     int nprobe;             /* IVF lists probed; 0: 16 */
-    int64_t build_queries;  /* prefill queries per index, sampled evenly (0: 16,384; a shared
-                               index takes its query heads' queries at a 1/group of that many
-                               positions). With a large build_k, 4,096 find as much */
+    int64_t build_queries;  /* prefill queries per index, sampled evenly (0: by where the graphs
+                               build, with build_k below: 16,384 on the GPU, 4,096 on the CPU; a
+                               shared index takes its query heads' queries at a 1/group of that
+                               many positions). With a large build_k, 4,096 find as much */
     int degree;             /* graph out-degree cap (16); 0: anns' default */
-    int build_k;            /* graph: exact top-k per build query (0: 64). On the bundled
-                               model's 128K vectors top-1024 lists found .77 of the decode
-                               steps' top-100 at 1.8% of the keys scanned, top-64 .54
-                               (docs/BENCHMARKS.md, "large build k"), but the GPU build of
-                               top-1024 lists still takes 2.4x the prefill at 128K, so 64 stays
-                               the default until it is faster */
+    int build_k;            /* graph: exact top-k per build query (0: by where the graphs
+                               build: on the CPU a 16th of the context within 64..1,024, 1,024
+                               from 16K on; 64 on the GPU). On the bundled model's
+                               real vectors top-1024 lists over 4,096 queries find .735 of a
+                               decode step's top-100 at 128K where top-64 over 16,384 find .540,
+                               at the same search time (docs/BENCHMARKS.md, "large build k and
+                               search groups at equal search time"), for ~20% more CPU build
+                               time. On the GPU the top-1024 build took 2.6x the top-64 one
+                               before the lists were cut (prune_nearest) and has not been
+                               measured since, so the GPU keeps 64 until it is */
     int prune;              /* graph: ann_prune_rule (ANN_PRUNE_L2, the default) */
     int prune_nearest;      /* graph: each list cut to its N candidates nearest the owner before
-                               pruning (ann_build_opts.prune_nearest; 0: none). With a large
-                               build_k, 128 keeps the recall and cuts the CPU projection 2.4-3x;
-                               the GPU pruning cuts too (its greedy pass stops after N) */
+                               pruning (ann_build_opts.prune_nearest; 0: 128 where build_k is
+                               larger, else none; < 0: none). With a large build_k, 128 keeps
+                               the recall and cuts the CPU projection 2.4-3x; the GPU pruning
+                               cuts too (its greedy pass stops after N) */
     bool cpu_prune;         /* graph: prune on CPU threads even where a GPU could (false: the
                                GPU prunes where there is one, runtime/cuda/prune.cu; the graphs
                                differ only where distances tie within rounding) */
