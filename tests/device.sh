@@ -25,10 +25,12 @@
 #              queries) with the pruning on the GPU and on the CPU, and with build k 1024 over
 #              4,096 queries on the GPU (carry build-devfull/tests/cuda/test_cuda_prune,
 #              bench_anns_build and test_cuda_knn too)
-#   largek     large build k on the GPU (issues 6, 7): test_cuda_prune long, bench_anns_build's
-#              32 indexes with top-1024 lists over 4,096 queries (the GPU calls' time split),
-#              then retr128k with the defaults and with --build-k 2048 --build-queries 4096,
-#              each decoded at ef 200 with search groups 1 and 4 (carry what prune carries)
+#   largek     large build k on the GPU (issues 6, 7): test_cuda_prune long and lists (the
+#              cut lists), test_cuda_knn wide, bench_anns_build's 32 indexes with top-1024
+#              lists over 4,096 queries uncut and cut to 128 (the GPU calls' time split), then
+#              retr128k with --build-k 1024 --build-queries 4096 (cut to 128 by default) and
+#              with the GPU's default top-64, each decoded under $SEARCH (default 200/0/1 and
+#              150/0/2: pairs) (carry what prune carries)
 #   sparsity   tests/models/run_on_device.sh sparsity: the bundled model's attention table (issue 5)
 #   probe      the host's memory facts (huge pages, NUMA, CPU) and one graph search's cost per key
 #              row on 131,072 synthetic keys, one thread and every thread (issues 6 and 7)
@@ -143,20 +145,29 @@ prune() {
 largek() {
     local o=$1 secs=$2 d=build-devfull/tests/cuda
     export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-    LOUPE_TEST_TMP=$o timeout 120 "$d/test_cuda_prune" long >"$o/test_long.txt" 2>&1
-    echo "test_cuda_prune long: rc $?" >>"$o/summary.txt"
-    awk '/differ/ {n++; if ($(NF-4) + 0 > m) m = $(NF-4) + 0} END {if (n) printf \
-        "  %d batches compared, at most %.2f%% of a batch'"'"'s lists differ\n", n, m}' \
-        "$o/test_long.txt" >>"$o/summary.txt"
-    timeout 120 "$d/bench_anns_build" --indexes 32 --degree 16 --build-queries 4096 --k 1024 \
-        --no-knn-compare --ef 128 >"$o/build_k1024.txt" 2>&1
-    echo "-- bench_anns_build, top-1024 over 4,096 queries (rc $?)" >>"$o/summary.txt"
-    sed -n '/== Index builds/,$p' "$o/build_k1024.txt" | head -n 4 >>"$o/summary.txt"
+    for c in long lists; do # the long-list kernel and the cut lists (ann_prune_job.nearest)
+        LOUPE_TEST_TMP=$o timeout 100 "$d/test_cuda_prune" $c >"$o/test_$c.txt" 2>&1
+        echo "test_cuda_prune $c: rc $?" >>"$o/summary.txt"
+        grep -E 'CHECK|malformed|error' "$o/test_$c.txt" | head -n 6 >>"$o/summary.txt"
+        awk '/differ/ {n++; if ($(NF-4) + 0 > m) m = $(NF-4) + 0} END {if (n) printf \
+            "  %d batches compared, at most %.2f%% of a batch'"'"'s lists differ\n", n, m}' \
+            "$o/test_$c.txt" >>"$o/summary.txt"
+    done
+    if [ -x "$d/test_cuda_knn" ]; then # the wide kNN's selection
+        LOUPE_TEST_TMP=$o timeout 60 "$d/test_cuda_knn" wide >"$o/knn_wide.txt" 2>&1
+        echo "test_cuda_knn wide: rc $?" >>"$o/summary.txt"
+    fi
+    for cut in 0 128; do
+        timeout 100 "$d/bench_anns_build" --indexes 32 --degree 16 --build-queries 4096 --k 1024 \
+            --no-knn-compare --ef 128 --prune-nearest $cut >"$o/build_k1024_cut$cut.txt" 2>&1
+        echo "-- bench_anns_build, top-1024 over 4,096 queries, cut $cut (rc $?)" >>"$o/summary.txt"
+        sed -n '/== Index builds/,$p' "$o/build_k1024_cut$cut.txt" | head -n 6 >>"$o/summary.txt"
+    done
     mkdir -p "$o/retr"
-    OUT=$o/retr BUDGET=$((secs - $(date +%s) + T_STAGE)) SEARCH=200/0/1,200/0/4 \
-        RVARIANTS=";--build-k 2048 --build-queries 4096" \
+    OUT=$o/retr BUDGET=$((secs - $(date +%s) + T_STAGE)) SEARCH=${SEARCH:-200/0/1,150/0/2} \
+        RVARIANTS="${RVARIANTS:---build-k 1024 --build-queries 4096;--build-k 64}" \
         bash tests/bench/run_device_retrieval.sh 8b128k_retr >"$o/retr/stdout.txt" 2>&1
-    grep -A4 '^model,' "$o/retr/summary.txt" >>"$o/summary.txt"
+    grep -A6 '^model,' "$o/retr/summary.txt" >>"$o/summary.txt"
 }
 
 # Transparent huge pages in use, sampled every 5 s while the stages run: the largest value is
