@@ -160,6 +160,27 @@ static inline void prefetch_list(const ann_index *ix, int32_t u)
     __builtin_prefetch(ix->adj + ix->adj_off[u + 1] - 1, 0, 3);
 }
 
+/* Asks for key v's list offset: v just entered a pool at position pos (capacity ef), so it is
+ * likely expanded later, and prefetch_list would otherwise wait for this offset first. */
+static inline void prefetch_offset(const ann_index *ix, int32_t v, int pos, int ef)
+{
+    if (pos < ef)
+        __builtin_prefetch(ix->adj_off + v, 0, 3);
+}
+
+/* Asks for the list of the first unexpanded pool entry at or after `from` (within n and
+ * expand): the one likely expanded next, unless a neighbour scored meanwhile displaces it. Its
+ * offset is in cache (prefetch_offset), so the list is requested at once. */
+static inline void prefetch_next_list(const ann_index *ix, const ann_cand *pool,
+                                      const uint8_t *expanded, int from, int n, int expand)
+{
+    for (int j = from; j < n && j < expand; j++)
+        if (!expanded[j]) {
+            prefetch_list(ix, pool[j].id);
+            return;
+        }
+}
+
 /* The neighbours of keys us (n) not visited yet into ctx->nbuf (see unvisited_neighbours),
  * their lists fetched together first; returns how many. */
 static int gather_neighbours(const ann_index *ix, ann_search_ctx *ctx, const int32_t *us, int n,
@@ -199,9 +220,7 @@ static int score_waiting(const ann_index *ix, ann_search_ctx *ctx, const float *
     for (int j = 0; j < m; j++) {
         int32_t v = ctx->nbuf[j];
         int pos = pool_insert(ctx, n, ef, score_key(ix->keys, q, g, v), v);
-        if (pos < ef) /* in the pool, so likely expanded later: its list's offset is then in
-                         cache (prefetch_list would wait for that offset here) */
-            __builtin_prefetch(ix->adj_off + v, 0, 3);
+        prefetch_offset(ix, v, pos, ef);
         lowest = pos < lowest ? pos : lowest;
     }
     int next = lowest < i ? lowest : i;
@@ -232,13 +251,7 @@ static int traverse(const ann_index *ix, ann_search_ctx *ctx, const float *q,
                 us[nu++] = ctx->pool[j].id;
             }
         int m = gather_neighbours(ix, ctx, us, nu, ep);
-        /* the entry likely expanded next (unless a neighbour scored now displaces it): its
-         * list is fetched while these rows are scored */
-        for (int j = i; j < n && j < expand; j++)
-            if (!ctx->expanded[j]) {
-                prefetch_list(ix, ctx->pool[j].id);
-                break;
-            }
+        prefetch_next_list(ix, ctx->pool, ctx->expanded, i, n, expand); /* while these score */
         i = score_waiting(ix, ctx, q, g, w->ef, &n, i, m);
     }
     return n;
@@ -339,16 +352,15 @@ void ann_graph_search_many(const ann_index *const *ix, ann_search_ctx *const *ct
 
 /* Scores key v for every query and offers it to every pool; lowest[j] tracks the best position
  * an insertion took in pool j (the next expansion restarts there). */
-static void offer_each(const ann_keys *keys, const uint32_t *ix_off, ann_search_ctx *ctx,
-                       const float *qs, int nq, int ef, int32_t v, int *n, int *lowest)
+static void offer_each(const ann_index *ix, ann_search_ctx *ctx, const float *qs, int nq,
+                       int ef, int32_t v, int *n, int *lowest)
 {
     const int stride = ctx->max_beam + 1;
     for (int j = 0; j < nq; j++) {
-        float s = ann_score(keys, qs + (int64_t)j * keys->dim, v);
+        float s = ann_score(ix->keys, qs + (int64_t)j * ix->keys->dim, v);
         int pos = pool_insert_in(ctx->gheap + (int64_t)j * stride,
                                  ctx->gexpanded + (int64_t)j * stride, &n[j], ef, s, v);
-        if (pos < ef) /* as in score_waiting */
-            __builtin_prefetch(ix_off + v, 0, 3);
+        prefetch_offset(ix, v, pos, ef);
         if (pos < lowest[j])
             lowest[j] = pos;
     }
@@ -357,7 +369,6 @@ static void offer_each(const ann_keys *keys, const uint32_t *ix_off, ann_search_
 static void traverse_each(const ann_index *ix, ann_search_ctx *ctx, const float *qs, int nq,
                           const ann_walk *w, int *n)
 {
-    const ann_keys *keys = ix->keys;
     const int stride = ctx->max_beam + 1, ef = w->ef;
     int expand, batch;
     limits(w, &expand, &batch);
@@ -367,7 +378,7 @@ static void traverse_each(const ann_index *ix, ann_search_ctx *ctx, const float 
         n[j] = cur[j] = lowest[j] = 0;
     const int m0 = start_keys(ix, ctx, ep, w->seeds, w->n_seeds);
     for (int j = 0; j < m0; j++)
-        offer_each(keys, ix->adj_off, ctx, qs, nq, ef, ctx->nbuf[j], n, lowest);
+        offer_each(ix, ctx, qs, nq, ef, ctx->nbuf[j], n, lowest);
     for (int busy = 1; busy;) {
         busy = 0;
         if (batch <= 1) {
@@ -385,15 +396,11 @@ static void traverse_each(const ann_index *ix, ann_search_ctx *ctx, const float 
                 int32_t u = pool[i].id;
                 ctx->xmark[u] = ep;
                 int m = unvisited_neighbours(ix, ctx, u, ep, ctx->nbuf);
-                for (int j = i + 1; j < n[q] && j < expand; j++) /* as in traverse */
-                    if (!done[j]) {
-                        prefetch_list(ix, pool[j].id);
-                        break;
-                    }
+                prefetch_next_list(ix, pool, done, i + 1, n[q], expand);
                 for (int j = 0; j < nq; j++)
                     lowest[j] = n[j];
                 for (int j = 0; j < m; j++)
-                    offer_each(keys, ix->adj_off, ctx, qs, nq, ef, ctx->nbuf[j], n, lowest);
+                    offer_each(ix, ctx, qs, nq, ef, ctx->nbuf[j], n, lowest);
                 for (int j = 0; j < nq; j++)
                     if (lowest[j] < cur[j])
                         cur[j] = lowest[j];
@@ -428,7 +435,7 @@ static void traverse_each(const ann_index *ix, ann_search_ctx *ctx, const float 
         for (int j = 0; j < nq; j++)
             lowest[j] = n[j];
         for (int j = 0; j < m; j++)
-            offer_each(keys, ix->adj_off, ctx, qs, nq, ef, ctx->nbuf[j], n, lowest);
+            offer_each(ix, ctx, qs, nq, ef, ctx->nbuf[j], n, lowest);
         for (int q = 0; q < nq; q++) {
             uint8_t *done = ctx->gexpanded + (int64_t)q * stride;
             int i = lowest[q] < cur[q] ? lowest[q] : cur[q];
