@@ -110,17 +110,24 @@ coexec() {
     rm -rf "$m"
 }
 
+# One case of test_cuda_prune (in $d) with a time limit, its rc, failures and how far its lists
+# differ from the CPU's into $o/summary.txt.
+prune_case() {
+    local o=$1 d=$2 c=$3 secs=$4
+    LOUPE_TEST_TMP=$o timeout "$secs" "$d/test_cuda_prune" "$c" >"$o/test_$c.txt" 2>&1
+    echo "test_cuda_prune $c: rc $?" >>"$o/summary.txt"
+    grep -E 'CHECK|graph,|malformed|error' "$o/test_$c.txt" | head -n 8 >>"$o/summary.txt"
+    awk '/differ/ {n++; if ($(NF-4) + 0 > m) m = $(NF-4) + 0} END {if (n) printf \
+        "  %d batches compared, at most %.2f%% of a batch'"'"'s lists differ\n", n, m}' \
+        "$o/test_$c.txt" >>"$o/summary.txt"
+}
+
 # The prune stage: the GPU pruning's tests, then the build A/B.
 prune() {
     local o=$1 secs=$2 d=build-devfull/tests/cuda
     export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     for c in lists long graph threads shapes; do
-        LOUPE_TEST_TMP=$o timeout 150 "$d/test_cuda_prune" $c >"$o/test_$c.txt" 2>&1
-        echo "test_cuda_prune $c: rc $?" >>"$o/summary.txt"
-        grep -E 'CHECK|graph,|malformed|error' "$o/test_$c.txt" | head -n 8 >>"$o/summary.txt"
-        awk '/differ/ {n++; if ($(NF-4) + 0 > m) m = $(NF-4) + 0} END {if (n) printf \
-            "  %d batches compared, at most %.2f%% of a batch'"'"'s lists differ\n", n, m}' \
-            "$o/test_$c.txt" >>"$o/summary.txt"
+        prune_case "$o" "$d" $c 150
     done
     if [ -x "$d/test_cuda_knn" ]; then # the wide kNN path (large build k)
         for c in wide shapes edges; do
@@ -146,12 +153,7 @@ largek() {
     local o=$1 secs=$2 d=build-devfull/tests/cuda
     export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
     for c in long lists; do # the long-list kernel and the cut lists (ann_prune_job.nearest)
-        LOUPE_TEST_TMP=$o timeout 100 "$d/test_cuda_prune" $c >"$o/test_$c.txt" 2>&1
-        echo "test_cuda_prune $c: rc $?" >>"$o/summary.txt"
-        grep -E 'CHECK|malformed|error' "$o/test_$c.txt" | head -n 6 >>"$o/summary.txt"
-        awk '/differ/ {n++; if ($(NF-4) + 0 > m) m = $(NF-4) + 0} END {if (n) printf \
-            "  %d batches compared, at most %.2f%% of a batch'"'"'s lists differ\n", n, m}' \
-            "$o/test_$c.txt" >>"$o/summary.txt"
+        prune_case "$o" "$d" $c 100
     done
     if [ -x "$d/test_cuda_knn" ]; then # the wide kNN's selection
         LOUPE_TEST_TMP=$o timeout 60 "$d/test_cuda_knn" wide >"$o/knn_wide.txt" 2>&1
