@@ -40,6 +40,22 @@ static double run(const ann_index *ix, ann_search_ctx **ctx, const float *tq,
     return recall(ids, truth);
 }
 
+/* A graph built over keys from the n build queries bq with o (its stats in *bs, the
+ * build asserted to succeed), searched as run() searches it, then destroyed; returns run()'s
+ * recall. */
+static double build_and_run(ann_keys *keys, const float *bq, int64_t n, const ann_build_opts *o,
+                            ann_build_stats *bs, ann_search_ctx **ctx, const float *tq,
+                            const ann_search_params *p, const int32_t *truth, int32_t *ids,
+                            float *sc, double *scanned)
+{
+    loupe_err err;
+    ann_index *g = NULL;
+    CHECK(ann_index_build(ANN_GRAPH, keys, bq, n, o, &g, bs, &err) == LOUPE_OK);
+    const double r = run(g, ctx, tq, p, truth, ids, sc, scanned);
+    ann_index_destroy(g);
+    return r;
+}
+
 int main(void)
 {
     uint64_t seed = test_seed();
@@ -83,25 +99,20 @@ int main(void)
     /* The build is deterministic for a seed whatever the thread count: the projection's shared
      * lists and the repair's searches run in parallel, their results are applied in key order.
      * Same edges, same repairs, and the same results for every test query. */
+    int32_t *ids2 = malloc(sizeof(int32_t) * NT * K); /* the variant graphs' results */
+    float *sc2 = malloc(sizeof(float) * NT * K);
+    CHECK(ids2 && sc2);
     {
         ann_build_opts b1 = bo;
         b1.threads = 1;
-        ann_index *g1 = NULL;
         ann_build_stats bs1;
-        int32_t *ids1 = malloc(sizeof(int32_t) * NT * K);
-        float *sc1 = malloc(sizeof(float) * NT * K);
-        CHECK(ids1 && sc1);
-        CHECK(ann_index_build(ANN_GRAPH, keys, BQ, N, &b1, &g1, &bs1, &err) == LOUPE_OK);
+        double s1;
+        build_and_run(keys, BQ, N, &b1, &bs1, ctx, TQ, &p, truth, ids2, sc2, &s1);
         CHECK(bs1.n_edges == bs.n_edges && bs1.n_repaired == bs.n_repaired &&
               bs1.n_untouched == bs.n_untouched && bs1.n_unreachable == 0);
-        double s1;
-        run(g1, ctx, TQ, &p, truth, ids1, sc1, &s1);
-        CHECK_MSG(memcmp(ids1, ids, sizeof(int32_t) * NT * K) == 0,
+        CHECK_MSG(memcmp(ids2, ids, sizeof(int32_t) * NT * K) == 0,
                   "1-thread and 2-thread builds answer differently");
         CHECK(s1 == scanned);
-        ann_index_destroy(g1);
-        free(ids1);
-        free(sc1);
     }
     /* A large build k (top-1024 lists over half the queries, past the pruning's pair cache):
      * every key reachable, and within 0.02 of the default graph's recall at the same beam. A
@@ -113,22 +124,16 @@ int main(void)
         ann_build_opts bl = bo;
         bl.build_k = 1024;
         bl.max_build_queries = N / 2;
-        ann_index *gl = NULL;
         ann_build_stats bsl;
-        int32_t *idl = malloc(sizeof(int32_t) * NT * K);
-        float *scl = malloc(sizeof(float) * NT * K);
-        CHECK(idl && scl);
-        CHECK(ann_index_build(ANN_GRAPH, keys, BQ, N, &bl, &gl, &bsl, &err) == LOUPE_OK);
+        double sl, rl = build_and_run(keys, BQ, N, &bl, &bsl, ctx, TQ, &p, truth, ids2, sc2, &sl);
         CHECK(bsl.n_unreachable == 0);
-        double sl, rl = run(gl, ctx, TQ, &p, truth, idl, scl, &sl);
         fprintf(stderr, "graph, build k 1024 over %d queries: build %.2f s, ef=320: recall@100 "
                 "%.4f, keys scanned %.2f%%\n", N / 2, bsl.total_s, rl, 100 * sl);
         CHECK_MSG(rl >= rg - 0.02, "build k 1024: recall %.4f, the default graph's %.4f", rl,
                   rg);
-        ann_index_destroy(gl);
-        free(idl);
-        free(scl);
     }
+    free(ids2);
+    free(sc2);
     /* Seeding with the previous result (the last token's top-k) costs no recall. */
     {
         int32_t id1[K];
