@@ -26,8 +26,11 @@
 #              4,096 queries on the GPU (carry build-devfull/tests/cuda/test_cuda_prune,
 #              bench_anns_build and test_cuda_knn too)
 #   largek     large build k on the GPU (issues 6, 7): test_cuda_prune long and lists (the
-#              cut lists), test_cuda_knn wide, bench_anns_build's 32 indexes with top-1024
-#              lists over 4,096 queries uncut and cut to 128 (the GPU calls' time split), then
+#              cut lists), test_cuda_knn wide, bench_anns_build's 32 indexes with top-64 lists
+#              over 16,384 queries and top-1024 over 4,096 cut to 128 (the GPU calls' time
+#              split), each under LARGEK_BASE (default build-devfull/head_bench.xz, an xz of
+#              another bench_anns_build; skipped when missing) and this tree's, and top-1024
+#              uncut under this tree's, then
 #              retr128k with --build-k 1024 --build-queries 4096 (cut to 128 by default) and
 #              with the GPU's default top-64, each decoded under $SEARCH (default 200/0/1 and
 #              150/0/2: pairs) (carry what prune carries)
@@ -159,11 +162,26 @@ largek() {
         LOUPE_TEST_TMP=$o timeout 60 "$d/test_cuda_knn" wide >"$o/knn_wide.txt" 2>&1
         echo "test_cuda_knn wide: rc $?" >>"$o/summary.txt"
     fi
-    for cut in 0 128; do
-        timeout 100 "$d/bench_anns_build" --indexes 32 --degree 16 --build-queries 4096 --k 1024 \
-            --no-knn-compare --ef 128 --prune-nearest $cut >"$o/build_k1024_cut$cut.txt" 2>&1
-        echo "-- bench_anns_build, top-1024 over 4,096 queries, cut $cut (rc $?)" >>"$o/summary.txt"
-        sed -n '/== Index builds/,$p' "$o/build_k1024_cut$cut.txt" | head -n 6 >>"$o/summary.txt"
+    # bench_anns_build's 32 indexes: top-64 over 16,384 queries and top-1024 over 4,096 cut to
+    # 128, under LARGEK_BASE (an xz of another bench_anns_build, when present) and this tree's,
+    # alternated on this machine; then this tree's top-1024 uncut.
+    local base=${LARGEK_BASE:-build-devfull/head_bench.xz} runs=()
+    if [ -f "$base" ] && xz -dc "$base" >/tmp/loupe-bench-base && chmod +x /tmp/loupe-bench-base
+    then
+        runs+=("base 16384 64 0" "this 16384 64 0" "base 4096 1024 128" "this 4096 1024 128")
+    else
+        runs+=("this 16384 64 0" "this 4096 1024 128")
+    fi
+    runs+=("this 4096 1024 0")
+    local r who nq k cut bin
+    for r in "${runs[@]}"; do
+        read -r who nq k cut <<<"$r"
+        bin=$d/bench_anns_build
+        [ "$who" = base ] && bin=/tmp/loupe-bench-base
+        timeout 100 "$bin" --indexes 32 --degree 16 --build-queries "$nq" --k "$k" \
+            --no-knn-compare --ef 128 --prune-nearest "$cut" >"$o/build_${who}_k${k}_cut$cut.txt" 2>&1
+        echo "-- bench_anns_build ($who), top-$k over $nq queries, cut $cut (rc $?)" >>"$o/summary.txt"
+        sed -n '/== Index builds/,$p' "$o/build_${who}_k${k}_cut$cut.txt" | head -n 6 >>"$o/summary.txt"
     done
     mkdir -p "$o/retr"
     OUT=$o/retr BUDGET=$((secs - $(date +%s) + T_STAGE)) SEARCH=${SEARCH:-200/0/1,150/0/2} \

@@ -22,6 +22,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "runtime/cuda/staging.cuh"
 #include "runtime/rt_cuda.h"
 #include "runtime/rt_gguf.h"
 
@@ -51,7 +52,8 @@ static inline loupe_status cuda_fail(loupe_err *err, cudaError_t e, const char *
 }
 
 /* One host call's stream, events and device buffers (the graph build's GPU calls), allocated
- * stream-ordered and freed the same way; `who` begins its error sentences. */
+ * stream-ordered and freed the same way, and its host copies staged through page-locked memory
+ * (staging.cuh); `who` begins its error sentences. */
 struct CallBufs {
     const char *who;
     cudaStream_t stream = nullptr;
@@ -59,6 +61,7 @@ struct CallBufs {
     void *buf[16] = {};
     int nbuf = 0;
     uint64_t bytes = 0; /* allocated so far */
+    HostStage stage;
 
     explicit CallBufs(const char *w) : who(w) {}
 
@@ -82,9 +85,27 @@ struct CallBufs {
         loupe_status st = alloc(p, count, err);
         if (st || count == 0)
             return st;
-        const cudaError_t e =
-            cudaMemcpyAsync(*p, src, count * sizeof(T), cudaMemcpyHostToDevice, stream);
+        const cudaError_t e = stage.upload(*p, src, count * sizeof(T), stream);
         return e == cudaSuccess ? LOUPE_OK : cuda_fail(err, e, who, "upload");
+    }
+
+    /* count elements of device src to host dst: there once sync() has returned. */
+    template <typename T>
+    loupe_status download(T *dst, const T *src, size_t count, const char *what, loupe_err *err)
+    {
+        const cudaError_t e = count ? stage.download(dst, src, count * sizeof(T), stream)
+                                    : cudaSuccess;
+        return e == cudaSuccess ? LOUPE_OK : cuda_fail(err, e, who, what);
+    }
+
+    /* Waits for the stream; the downloads so far reach their destinations. */
+    loupe_status sync(const char *what, loupe_err *err)
+    {
+        const cudaError_t e = cudaStreamSynchronize(stream);
+        if (e != cudaSuccess)
+            return cuda_fail(err, e, who, what);
+        stage.complete();
+        return LOUPE_OK;
     }
 
     /* The keys as stored, dense on the device: rows (n, dim) of their type, and for int8 keys
@@ -135,6 +156,7 @@ struct CallBufs {
             cudaStreamSynchronize(stream);
             cudaStreamDestroy(stream);
         }
+        stage.give_back(); /* nothing in flight: the stream is finished or never was */
         for (cudaEvent_t e : ev)
             if (e)
                 cudaEventDestroy(e);

@@ -795,6 +795,7 @@ struct Call {
     float *scores = nullptr;
     uint8_t *flag = nullptr;       /* (chunk) */
     uint64_t bytes = 0;
+    rtc::HostStage hs;             /* the queries' and results' copies (staging.cuh) */
 
     template <typename T> loupe_status alloc(T **p, size_t count, loupe_err *err)
     {
@@ -816,6 +817,7 @@ struct Call {
             cudaStreamSynchronize(stream);
             cudaStreamDestroy(stream);
         }
+        hs.give_back(); /* nothing in flight: the stream is finished or never was */
         if (ev0)
             cudaEventDestroy(ev0);
         if (ev1)
@@ -923,8 +925,8 @@ static loupe_status run_gpu(Call &c, const Plan &p, int n_sm, const ann_keys *ke
     for (int64_t q0 = 0; q0 < nq; q0 += p.chunk, n_chunks++) {
         const int64_t nqc = nq - q0 < p.chunk ? nq - q0 : p.chunk;
         const int64_t nqc_pad = (nqc + bq - 1) / bq * bq;
-        KNN_CUDA(cudaMemcpyAsync(c.qf, queries + q0 * dim, (size_t)nqc * dim * sizeof(float),
-                                 cudaMemcpyHostToDevice, c.stream),
+        KNN_CUDA(c.hs.upload(c.qf, queries + q0 * dim, (size_t)nqc * dim * sizeof(float),
+                             c.stream),
                  "query upload");
         KNN_CUDA(cudaEventRecord(c.ev0, c.stream), "event record");
         query_prep<<<(unsigned)((nqc_pad + 7) / 8), 256, 0, c.stream>>>(c.qf, nqc, nqc_pad, dim,
@@ -978,26 +980,25 @@ static loupe_status run_gpu(Call &c, const Plan &p, int n_sm, const ann_keys *ke
         KNN_CUDA(cudaGetLastError(), "merge kernel");
         KNN_CUDA(cudaEventRecord(c.ev1, c.stream), "event record");
 
-        KNN_CUDA(cudaMemcpyAsync(ids + q0 * k, c.ids, (size_t)nqc * k * sizeof(int32_t),
-                                 cudaMemcpyDeviceToHost, c.stream),
+        KNN_CUDA(c.hs.download(ids + q0 * k, c.ids, (size_t)nqc * k * sizeof(int32_t), c.stream),
                  "result download");
         if (scores)
-            KNN_CUDA(cudaMemcpyAsync(scores + q0 * k, c.scores, (size_t)nqc * k * sizeof(float),
-                                     cudaMemcpyDeviceToHost, c.stream),
+            KNN_CUDA(c.hs.download(scores + q0 * k, c.scores, (size_t)nqc * k * sizeof(float),
+                                   c.stream),
                      "result download");
-        KNN_CUDA(cudaMemcpyAsync(flags + q0, c.flag, (size_t)nqc, cudaMemcpyDeviceToHost,
-                                 c.stream),
-                 "result download");
+        KNN_CUDA(c.hs.download(flags + q0, c.flag, (size_t)nqc, c.stream), "result download");
         KNN_CUDA(cudaStreamSynchronize(c.stream), "kNN kernels");
+        c.hs.complete();
         float ms = 0.0f;
         KNN_CUDA(cudaEventElapsedTime(&ms, c.ev0, c.ev1), "event timing");
         kernel_s += 1e-3 * ms;
     }
     if (best_host) {
-        KNN_CUDA(cudaMemcpyAsync(best_host, c.best, (size_t)n * sizeof(unsigned long long),
-                                 cudaMemcpyDeviceToHost, c.stream),
+        KNN_CUDA(c.hs.download(best_host, c.best, (size_t)n * sizeof(unsigned long long),
+                               c.stream),
                  "best-query download");
         KNN_CUDA(cudaStreamSynchronize(c.stream), "kNN kernels");
+        c.hs.complete();
     }
     if (info) {
         info->kernel_s = kernel_s;

@@ -364,8 +364,8 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
     int64_t n_chunks = 0;
     for (int64_t q0 = 0; q0 < nq; q0 += chunk, n_chunks++) {
         const int64_t nqc = nq - q0 < chunk ? nq - q0 : chunk;
-        cudaError_t e = cudaMemcpyAsync(qf, queries + q0 * dim, (size_t)nqc * dim * sizeof(float),
-                                        cudaMemcpyHostToDevice, c.stream);
+        cudaError_t e = c.stage.upload(qf, queries + q0 * dim, (size_t)nqc * dim * sizeof(float),
+                                       c.stream);
         if (e == cudaSuccess)
             e = cudaEventRecord(c.ev[0], c.stream);
         if (e == cudaSuccess && n > 0) {
@@ -387,15 +387,16 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
         if (e == cudaSuccess)
             e = cudaEventRecord(c.ev[1], c.stream);
         if (e == cudaSuccess)
-            e = cudaMemcpyAsync(ids + q0 * k, d_ids, (size_t)nqc * k * sizeof(int32_t),
-                                cudaMemcpyDeviceToHost, c.stream);
+            e = c.stage.download(ids + q0 * k, d_ids, (size_t)nqc * k * sizeof(int32_t), c.stream);
         if (e == cudaSuccess && scores_h)
-            e = cudaMemcpyAsync(scores_h + q0 * k, d_sc, (size_t)nqc * k * sizeof(float),
-                                cudaMemcpyDeviceToHost, c.stream);
+            e = c.stage.download(scores_h + q0 * k, d_sc, (size_t)nqc * k * sizeof(float),
+                                 c.stream);
         if (e == cudaSuccess)
-            e = cudaMemcpyAsync(flags_h, d_flag, (size_t)nqc, cudaMemcpyDeviceToHost, c.stream);
+            e = c.stage.download(flags_h, d_flag, (size_t)nqc, c.stream);
         if (e == cudaSuccess)
             e = cudaStreamSynchronize(c.stream);
+        if (e == cudaSuccess)
+            c.stage.complete();
         float ms = 0.0f;
         if (e == cudaSuccess)
             e = cudaEventElapsedTime(&ms, c.ev[0], c.ev[1]);
@@ -409,10 +410,9 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
     }
     free(flags_h);
     if (best_h) {
-        WIDE_CUDA(cudaMemcpyAsync(best_h, d_best, (size_t)n * sizeof *best_h,
-                                  cudaMemcpyDeviceToHost, c.stream),
-                  "best-query download");
-        WIDE_CUDA(cudaStreamSynchronize(c.stream), "best-query download");
+        if ((st = c.download(best_h, d_best, (size_t)n, "best-query download", err)) ||
+            (st = c.sync("best-query download", err)))
+            return st;
     }
     info->kernel_s = kernel_s;
     info->n_chunks = n_chunks;

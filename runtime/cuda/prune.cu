@@ -911,17 +911,13 @@ loupe_status run(Call &c, const ann_prune_job *j, int smem_max, rt_cuda_prune_in
     h.cnt = static_cast<int32_t *>(malloc((size_t)n_gpu * sizeof(int32_t)));
     if (!h.ids || !h.s || !h.cnt)
         return loupe_fail(err, LOUPE_ERR_NOMEM, "GPU pruning: no host memory");
-    PRUNE_CUDA(cudaMemcpyAsync(h.ids, d_ids, (size_t)n_gpu * keep * sizeof(int32_t),
-                               cudaMemcpyDeviceToHost, c.stream),
-               "download");
-    PRUNE_CUDA(cudaMemcpyAsync(h.s, d_s, (size_t)n_gpu * keep * sizeof(float),
-                               cudaMemcpyDeviceToHost, c.stream),
-               "download");
-    PRUNE_CUDA(cudaMemcpyAsync(h.cnt, d_cnt, (size_t)n_gpu * sizeof(int32_t),
-                               cudaMemcpyDeviceToHost, c.stream),
-               "download");
+    if ((st = c.download(h.ids, d_ids, (size_t)n_gpu * keep, "download", err)) ||
+        (st = c.download(h.s, d_s, (size_t)n_gpu * keep, "download", err)) ||
+        (st = c.download(h.cnt, d_cnt, (size_t)n_gpu, "download", err)))
+        return st;
     PRUNE_CUDA(cudaEventRecord(c.ev[3], c.stream), "event record");
-    PRUNE_CUDA(cudaStreamSynchronize(c.stream), "pruning");
+    if ((st = c.sync("pruning", err)))
+        return st;
     if (info) {
         float ms[3] = {0, 0, 0};
         for (int e = 0; e < 3; e++)
