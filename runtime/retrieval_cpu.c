@@ -903,17 +903,32 @@ static loupe_status knn_on_gpu(void *user, const ann_keys *keys, const float *qu
     return st;
 }
 
-/* The projection's pruning on the GPU, one call at a time like the kNN (device memory outside
- * the engine's budget: the keys as stored and the lists, ~60 MB at 128K keys). */
+/* GPU pruning calls in flight at most. A call holds little device memory (the keys as stored and
+ * the lists, ~60 MB at 128K keys) but much host work around its kernels (the lists gathered and
+ * staged, the results scattered back), which one call at a time kept on the build's critical
+ * path: at 128K the calls' summed time was most of the build (docs/BENCHMARKS.md). */
+#define PRUNE_CALLS_MAX 4
+
+/* The projection's pruning on the GPU, at most PRUNE_CALLS_MAX calls at once. */
 static loupe_status prune_on_gpu(void *user, const ann_prune_job *job, loupe_err *err)
 {
-    static pthread_mutex_t one_at_a_time = PTHREAD_MUTEX_INITIALIZER;
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static pthread_cond_t freed = PTHREAD_COND_INITIALIZER;
+    static int in_flight = 0;
     rt_retr *r = user;
-    pthread_mutex_lock(&one_at_a_time);
+    pthread_mutex_lock(&mu);
+    while (in_flight == PRUNE_CALLS_MAX)
+        pthread_cond_wait(&freed, &mu);
+    in_flight++;
+    pthread_mutex_unlock(&mu);
     const double t0 = now_s();
     loupe_status st = rt_cuda_prune(NULL, job, err);
-    r->st.build_prune_gpu_s += now_s() - t0; /* under the lock: one writer at a time */
-    pthread_mutex_unlock(&one_at_a_time);
+    const double dt = now_s() - t0;
+    pthread_mutex_lock(&mu);
+    r->st.build_prune_gpu_s += dt;
+    in_flight--;
+    pthread_cond_signal(&freed);
+    pthread_mutex_unlock(&mu);
     return st;
 }
 

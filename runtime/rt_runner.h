@@ -161,7 +161,7 @@ typedef struct {
     double build_knn_gpu_s;   /* the GPU kNN calls' own time, one call at a time: near build_s,
                                  the build waits on the GPU; far below it, on the CPU steps */
     double build_prune_gpu_s; /* the GPU pruning calls' own time (the projection's pruning,
-                                 runtime/cuda/prune.cu), one call at a time */
+                                 runtime/cuda/prune.cu), summed: up to 4 calls run at once */
     double build_proj_s;      /* thread time of the graphs' projection (lists, pruning) */
     double build_repair_s;    /*   and of their entry points and reachability repair */
     double build_task_s;      /* thread time of the index builds, whole (gathering the queries,
