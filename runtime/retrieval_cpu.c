@@ -566,8 +566,9 @@ static uint32_t interleave_of(const rt_retr *r, uint32_t want)
  * set < n_ctx, and beams beyond n_ctx buy nothing. */
 static int beam_of(int ef, uint32_t topk, uint32_t n_ctx)
 {
-    if (ef <= 0)
-        ef = 2 * (int)(topk < n_ctx ? topk : n_ctx);
+    if (ef <= 0) /* the top-k itself: over graphs built from large build k lists, ef 100 found
+                    more than ef 200 did over top-64 lists, at half the rows (docs/BENCHMARKS.md) */
+        ef = (int)(topk < n_ctx ? topk : n_ctx);
     if (ef <= 0)
         ef = 1;
     return (int64_t)ef > (int64_t)n_ctx ? (int)n_ctx : ef;
@@ -615,17 +616,15 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->p.ef = beam_of(p->ef, p->topk, c->n_ctx);
     if (r->p.nprobe <= 0)
         r->p.nprobe = 16;
-    /* The graphs' build k, queries and list cut where not given, by where they build
-     * (rt_runner.h says why). */
-    const bool gpu_build = rt_cuda_available();
-    if (r->p.build_k <= 0) /* on the CPU a 16th of the context within 64..1024: a short
-                              context's keys are few, and large lists only cost there */
-        r->p.build_k = gpu_build                ? 64
-                       : c->n_ctx / 16 < 64     ? 64
-                       : c->n_ctx / 16 > 1024   ? 1024
-                                                : (int)(c->n_ctx / 16);
+    /* The graphs' build k, queries and list cut where not given (rt_runner.h says why): a
+     * 16th of the context within 64..1024 (a short context's keys are few, and large lists
+     * only cost there) over 4,096 queries. */
+    if (r->p.build_k <= 0)
+        r->p.build_k = c->n_ctx / 16 < 64     ? 64
+                       : c->n_ctx / 16 > 1024 ? 1024
+                                              : (int)(c->n_ctx / 16);
     if (r->p.build_queries <= 0)
-        r->p.build_queries = gpu_build ? 16384 : 4096;
+        r->p.build_queries = 4096;
     if (r->p.prune_nearest == 0)
         r->p.prune_nearest = r->p.build_k > 128 ? 128 : -1;
     r->n_layer = hp->n_layer;

@@ -69,7 +69,7 @@ typedef struct {
     uint32_t sinks;         /* first tokens kept static (128) */
     uint32_t window;        /* last tokens of the context kept static (512) */
     uint32_t static_max;    /* static tail that triggers a move to the host set (2048) */
-    int ef;                 /* graph beam; 0: 2·topk */
+    int ef;                 /* graph beam; 0: topk */
     int expand;             /* graph: a search stops once the best `expand` of its pool are
                                expanded (0: all ef); fewer keys scanned for the tail of the
                                top-k, which carries little attention weight */
@@ -86,21 +86,20 @@ typedef struct {
                                waits overlap the others' work (anns.h's ann_search_many; 0 or 1:
                                one at a time; at most 4); the same results */
     int nprobe;             /* IVF lists probed; 0: 16 */
-    int64_t build_queries;  /* prefill queries per index, sampled evenly (0: by where the graphs
-                               build, with build_k below: 16,384 on the GPU, 4,096 on the CPU; a
-                               shared index takes its query heads' queries at a 1/group of that
-                               many positions). With a large build_k, 4,096 find as much */
+    int64_t build_queries;  /* prefill queries per index, sampled evenly (0: 4,096; a shared
+                               index takes its query heads' queries at a 1/group of that many
+                               positions). With a large build_k, 4,096 find as much as 16,384
+                               with top-64 lists */
     int degree;             /* graph out-degree cap (16); 0: anns' default */
-    int build_k;            /* graph: exact top-k per build query (0: by where the graphs
-                               build: on the CPU a 16th of the context within 64..1,024, 1,024
-                               from 16K on; 64 on the GPU). On the bundled model's
+    int build_k;            /* graph: exact top-k per build query (0: a 16th of the context
+                               within 64..1,024, 1,024 from 16K on). On the bundled model's
                                real vectors top-1024 lists over 4,096 queries find .735 of a
                                decode step's top-100 at 128K where top-64 over 16,384 find .540,
                                at the same search time (docs/BENCHMARKS.md, "large build k and
-                               search groups at equal search time"), for ~20% more CPU build
-                               time. On the GPU the top-1024 build took 2.6x the top-64 one
-                               before the lists were cut (prune_nearest) and has not been
-                               measured since, so the GPU keeps 64 until it is */
+                               search groups at equal search time"), .586 at half the beam;
+                               ~20% more CPU build time, and on the GPU a 128K prefill of
+                               ~45 s instead of ~33 (the build's GPU calls; "the GPU build of
+                               large-k graphs") */
     int prune;              /* graph: ann_prune_rule (ANN_PRUNE_L2, the default) */
     int prune_nearest;      /* graph: each list cut to its N candidates nearest the owner before
                                pruning (ann_build_opts.prune_nearest; 0: 128 where build_k is
@@ -209,7 +208,7 @@ const float *rt_runner_logits(rt_runner *r, loupe_err *err);
 
 void rt_runner_stats_get(const rt_runner *r, rt_runner_stats *out);
 
-/* Changes how the steps that follow search (retrieval modes): the graph beam (ef, 0: 2·topk; at
+/* Changes how the steps that follow search (retrieval modes): the graph beam (ef, 0: topk; at
  * most the beam the runner was created for, or 4× it: its first-step beam), its expansion
  * (expand, 0: all), the entries expanded at a time (expand_batch), the margin (logits, 0: none),
  * the query heads per traversal (search_group, clamped to one index's heads) and the heads
