@@ -30,10 +30,12 @@
 #              over 16,384 queries and top-1024 over 4,096 cut to 128 (the GPU calls' time
 #              split), each under LARGEK_BASE (default build-devfull/head_bench.xz, an xz of
 #              another bench_anns_build; skipped when missing) and this tree's, and top-1024
-#              uncut under this tree's, then
-#              retr128k with --build-k 1024 --build-queries 4096 (cut to 128 by default) and
-#              with the GPU's default top-64, each decoded under $SEARCH (default 200/0/1 and
-#              150/0/2: pairs) (carry what prune carries)
+#              uncut under this tree's, then retr128k with the default build (top-1024 over
+#              4,096 queries, cut to 128) and with top-64 over 16,384 ($RVARIANTS), each
+#              decoded under $SEARCH (default 100/0/1 and 200/0/1) (carry what prune carries)
+#   builds     bench_anns_build's top-64 and cut top-1024 builds under BUILDS_BASE (default
+#              build-devfull/prev_bench.xz, an xz of another bench_anns_build) and this tree's,
+#              alternated (carry build-devfull/tests/cuda/bench_anns_build and the base)
 #   sparsity   tests/models/run_on_device.sh sparsity: the bundled model's attention table (issue 5)
 #   probe      the host's memory facts (huge pages, NUMA, CPU) and one graph search's cost per key
 #              row on 131,072 synthetic keys, one thread and every thread (issues 6 and 7)
@@ -151,6 +153,32 @@ prune() {
     done
 }
 
+# bench_anns_build's 32 indexes of 131,072 keys: the command line of one (run_build O BIN WHO
+# QUERIES K CUT), and build_ab O DIR BASE: top-64 over 16,384 queries and top-1024 over 4,096 cut
+# to 128, under BASE (an xz of another bench_anns_build, when present) and DIR's, alternated on
+# this machine. Each run's table and GPU split into $o/summary.txt.
+run_build() {
+    local o=$1 bin=$2 who=$3 nq=$4 k=$5 cut=$6
+    timeout 100 "$bin" --indexes 32 --degree 16 --build-queries "$nq" --k "$k" \
+        --no-knn-compare --ef 128 --prune-nearest "$cut" >"$o/build_${who}_k${k}_cut$cut.txt" 2>&1
+    echo "-- bench_anns_build ($who), top-$k over $nq queries, cut $cut (rc $?)" >>"$o/summary.txt"
+    sed -n '/== Index builds/,$p' "$o/build_${who}_k${k}_cut$cut.txt" | head -n 6 >>"$o/summary.txt"
+}
+build_ab() {
+    local o=$1 d=$2 base=$3 r who nq k cut bin
+    local runs=("this 16384 64 0" "this 4096 1024 128")
+    if [ -f "$base" ] && xz -dc "$base" >/tmp/loupe-bench-base && chmod +x /tmp/loupe-bench-base
+    then
+        runs=("base 16384 64 0" "this 16384 64 0" "base 4096 1024 128" "this 4096 1024 128")
+    fi
+    for r in "${runs[@]}"; do
+        read -r who nq k cut <<<"$r"
+        bin=$d/bench_anns_build
+        [ "$who" = base ] && bin=/tmp/loupe-bench-base
+        run_build "$o" "$bin" "$who" "$nq" "$k" "$cut"
+    done
+}
+
 # The largek stage: the large-k GPU build's correctness and cost, then what it buys the decode.
 largek() {
     local o=$1 secs=$2 d=build-devfull/tests/cuda
@@ -162,30 +190,11 @@ largek() {
         LOUPE_TEST_TMP=$o timeout 60 "$d/test_cuda_knn" wide >"$o/knn_wide.txt" 2>&1
         echo "test_cuda_knn wide: rc $?" >>"$o/summary.txt"
     fi
-    # bench_anns_build's 32 indexes: top-64 over 16,384 queries and top-1024 over 4,096 cut to
-    # 128, under LARGEK_BASE (an xz of another bench_anns_build, when present) and this tree's,
-    # alternated on this machine; then this tree's top-1024 uncut.
-    local base=${LARGEK_BASE:-build-devfull/head_bench.xz} runs=()
-    if [ -f "$base" ] && xz -dc "$base" >/tmp/loupe-bench-base && chmod +x /tmp/loupe-bench-base
-    then
-        runs+=("base 16384 64 0" "this 16384 64 0" "base 4096 1024 128" "this 4096 1024 128")
-    else
-        runs+=("this 16384 64 0" "this 4096 1024 128")
-    fi
-    runs+=("this 4096 1024 0")
-    local r who nq k cut bin
-    for r in "${runs[@]}"; do
-        read -r who nq k cut <<<"$r"
-        bin=$d/bench_anns_build
-        [ "$who" = base ] && bin=/tmp/loupe-bench-base
-        timeout 100 "$bin" --indexes 32 --degree 16 --build-queries "$nq" --k "$k" \
-            --no-knn-compare --ef 128 --prune-nearest "$cut" >"$o/build_${who}_k${k}_cut$cut.txt" 2>&1
-        echo "-- bench_anns_build ($who), top-$k over $nq queries, cut $cut (rc $?)" >>"$o/summary.txt"
-        sed -n '/== Index builds/,$p' "$o/build_${who}_k${k}_cut$cut.txt" | head -n 6 >>"$o/summary.txt"
-    done
+    build_ab "$o" build-devfull/tests/cuda "${LARGEK_BASE:-build-devfull/head_bench.xz}"
+    run_build "$o" build-devfull/tests/cuda/bench_anns_build this 4096 1024 0
     mkdir -p "$o/retr"
-    OUT=$o/retr BUDGET=$((secs - $(date +%s) + T_STAGE)) SEARCH=${SEARCH:-200/0/1,150/0/2} \
-        RVARIANTS="${RVARIANTS:---build-k 1024 --build-queries 4096;--build-k 64}" \
+    OUT=$o/retr BUDGET=$((secs - $(date +%s) + T_STAGE)) SEARCH=${SEARCH:-100/0/1,200/0/1} \
+        RVARIANTS="${RVARIANTS:-;--build-k 64 --build-queries 16384}" \
         bash tests/bench/run_device_retrieval.sh 8b128k_retr >"$o/retr/stdout.txt" 2>&1
     grep -A6 '^model,' "$o/retr/summary.txt" >>"$o/summary.txt"
 }
@@ -221,9 +230,12 @@ for arg in "$@"; do
     probe) probe "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     prune) prune "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     largek) largek "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
+    builds) LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} build_ab "$o" \
+        build-devfull/tests/cuda "${BUILDS_BASE:-build-devfull/prev_bench.xz}" \
+        >"$o/stdout.txt" 2>&1 ;;
     ab) ab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, retr128kall," \
-            "retr512k, retr1m, coexec, prune, largek, sparsity, probe, ab)" >&2
+            "retr512k, retr1m, coexec, prune, largek, builds, sparsity, probe, ab)" >&2
        exit 2 ;;
     esac
     echo "==== $stage: rc $?, $(($(date +%s) - t)) s of $secs" >>"$OUT/summary.txt"

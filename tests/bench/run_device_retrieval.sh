@@ -120,7 +120,7 @@ for stage in "$@"; do
                 --host-kv int8 --local-prefill "${RETR[@]}"
         rm -f "$W/loupe-8b-1m.gguf" ;;
     8b128k_retr) # retrieval alone at 128K, the graph's beam at each of $REFS (default: its
-                 # default 2·topk, then topk), or the --search settings of $SEARCH
+                 # 200, then the default beam: topk, 100), or the --search settings of $SEARCH
         if [ -n "${SEARCH:-}" ]; then
             IFS=';' read -r -a variants <<<"${RVARIANTS:-}"
             [ ${#variants[@]} = 0 ] && variants=("")
