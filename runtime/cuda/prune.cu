@@ -44,8 +44,9 @@
  *
  * Checked on an H100 (2026-12-07): test_cuda_prune's five cases (at most 0.10% of a batch's
  * lists differ from the CPU's), a graph built either way has the same edges' count and recall.
- * Cost at 131,072 keys (bench_anns_build, 4 builds at once): top-64 lists ~20 ms of kernels per
- * index; top-1024 ~385 ms, almost all prune_long, which is why the runtime keeps build k 64.
+ * Cost at 131,072 keys (bench_anns_build, 4 builds at once, 2026-12-07): top-64 lists ~21 ms
+ * of kernels per index; top-1024 cut to 128 (the runtime's default from 16K on) ~96 ms, uncut
+ * ~540 ms, almost all prune_long. The host copies go through page-locked staging (staging.cuh).
  */
 #include <limits.h>
 #include <stdlib.h>
