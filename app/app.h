@@ -42,7 +42,8 @@ typedef struct {
     int ef;                 /* --ef: graph search beam (0: topk) */
     int expand;             /* --expand N: pool entries a graph search expands (0: all) */
     float margin;           /* --margin X: a graph search stops below the best by X logits */
-    uint32_t interleave;    /* --interleave N: query heads one thread searches at once */
+    uint32_t interleave;    /* --interleave N: query heads one thread searches at once (0: the
+                               runtime's choice) */
     int nprobe;             /* --nprobe: IVF lists probed (0: 16) */
     int64_t build_queries;  /* --build-queries: prefill queries per index (0: the runtime's
                                choice, rt_retrieval_params.build_queries) */

@@ -88,8 +88,9 @@ static void usage(FILE *f)
             "  --search LIST         the retrieval mode decodes --gen tokens under each setting\n"
             "                        EF/EXPAND/GROUP[/BATCH[/MARGIN[/INTERLEAVE]]] of the comma-\n"
             "                        separated list (BATCH: pool entries expanded at a time, 1;\n"
-            "                        MARGIN: --margin, 0; INTERLEAVE: --interleave, 1), one row\n"
-            "                        each, after ONE prefill of L - gen·settings tokens (e.g.\n"
+            "                        MARGIN: --margin, 0; INTERLEAVE: --interleave, 0: the\n"
+            "                        runtime's choice), one row each, after ONE prefill of\n"
+            "                        L - gen·settings tokens (e.g.\n"
             "                        100/0/2,100/32/2,100/0/1; EF at most the first's 4×: the\n"
             "                        runner is created with the first). The first setting's\n"
             "                        first step is the cold one after the prefill\n"
@@ -141,7 +142,8 @@ static int parse_search(bench_opts *b, const char *s)
         size_t len = strcspn(s, ",");
         search_setting *x = &b->search[b->n_search];
         int used = 0, used4 = 0, used5 = 0, used6 = 0;
-        x->batch = x->ilv = 1;
+        x->batch = 1;
+        x->ilv = 0; /* the runtime's choice */
         x->margin = 0;
         if (b->n_search < MAX_SEARCH &&
             sscanf(s, "%d/%d/%d%n/%d%n/%f%n/%d%n", &x->ef, &x->expand, &x->group, &used,
@@ -149,7 +151,7 @@ static int parse_search(bench_opts *b, const char *s)
             used = used6 > used5 ? used6 : used5 > used4 ? used5 : used4;
         if (b->n_search == MAX_SEARCH || (size_t)used != len || x->ef < 1 || x->expand < 0 ||
             x->group < 1 || x->group > ANN_GROUP_MAX || x->batch < 1 ||
-            x->batch > ANN_BATCH_MAX || !(x->margin >= 0 && x->margin <= 1000) || x->ilv < 1 ||
+            x->batch > ANN_BATCH_MAX || !(x->margin >= 0 && x->margin <= 1000) || x->ilv < 0 ||
             x->ilv > ANN_INTERLEAVE_MAX)
             return app_usage(CMD,
                              "--search expects up to %d settings "
@@ -471,10 +473,10 @@ static int run_rows(bench *be, uint32_t L, bench_mode mode, const char *name, in
     out.topk = is_retrieval(mode) ? p.retrieval.topk : 0;
     if (mode == MODE_RETRIEVAL)
         out.search = (search_setting){
-            p.retrieval.ef > 0 ? p.retrieval.ef : 2 * (int)p.retrieval.topk,
+            p.retrieval.ef > 0 ? p.retrieval.ef : (int)p.retrieval.topk,
             p.retrieval.expand, (int)p.retrieval.search_group,
             p.retrieval.expand_batch > 1 ? p.retrieval.expand_batch : 1, p.retrieval.margin,
-            p.retrieval.interleave > 1 ? (int)p.retrieval.interleave : 1};
+            (int)p.retrieval.interleave};
 
     loupe_err err;
     loupe_err_clear(&err);
@@ -621,7 +623,7 @@ static void print_row(const bench_opts *b, const char *name, int threads, bool c
         char set[96] = "-";
         const search_setting *x = &w->search;
         if (x->ef > 0) { /* as --search takes it: the optional fields up to the last set one */
-            const int fields = x->ilv > 1 ? 6 : x->margin > 0 ? 5 : x->batch > 1 ? 4 : 3;
+            const int fields = x->ilv != 0 ? 6 : x->margin > 0 ? 5 : x->batch > 1 ? 4 : 3;
             int len = snprintf(set, sizeof set, "%d/%d/%d", x->ef, x->expand, x->group);
             if (fields >= 4)
                 len += snprintf(set + len, sizeof set - (size_t)len, "/%d", x->batch);

@@ -554,14 +554,17 @@ static uint32_t search_group_of(const rt_retr *r, uint32_t want)
 }
 
 /* Query heads searched interleaved per task for a requested count: within a KV group and
- * ANN_INTERLEAVE_MAX; 1 for 0. */
+ * ANN_INTERLEAVE_MAX. 0 is the runtime's choice: pairs where a layer still has a task for every
+ * thread with them (the 8B shape on 16 threads: 24.7 against 25.9 ms/token at 128K, the same
+ * results; docs/BENCHMARKS.md), else one at a time. */
 static uint32_t interleave_of(const rt_retr *r, uint32_t want)
 {
-    want = want > 1 ? want : 1;
+    if (want == 0)
+        want = (int64_t)(r->n_head / 2) >= (int64_t)r->n_threads ? 2 : 1;
     return want < r->ilv_max ? want : r->ilv_max;
 }
 
-/* The graph beam for a requested ef: 0 takes twice the keys wanted (the topk being at most the
+/* The graph beam for a requested ef: 0 takes the keys wanted (the topk being at most the
  * context), at least 1 (topk 0); at most n_ctx: a search happens only while topk < the host
  * set < n_ctx, and beams beyond n_ctx buy nothing. */
 static int beam_of(int ef, uint32_t topk, uint32_t n_ctx)

@@ -83,8 +83,9 @@ typedef struct {
                                seeds and keeps the whole beam */
     uint32_t interleave;    /* with search_group 1: query heads of a KV group one thread searches
                                at once, interleaved a step at a time so that one search's memory
-                               waits overlap the others' work (anns.h's ann_search_many; 0 or 1:
-                               one at a time; at most 4); the same results */
+                               waits overlap the others' work (anns.h's ann_search_many; 0: two
+                               where a layer has at least twice as many query heads as threads,
+                               else one; at most 4); the same results */
     int nprobe;             /* IVF lists probed; 0: 16 */
     int64_t build_queries;  /* prefill queries per index, sampled evenly (0: 4,096; a shared
                                index takes its query heads' queries at a 1/group of that many
