@@ -39,7 +39,7 @@ typedef struct {
     int sinks;              /* --sinks (128) */
     int window;             /* --window (512) */
     int static_max;         /* --static-max (2048): static tail that moves to the host set */
-    int ef;                 /* --ef: graph search beam (0: topk) */
+    int ef;                 /* --ef: graph search beam (0: topk, at least 100) */
     int expand;             /* --expand N: pool entries a graph search expands (0: all) */
     float margin;           /* --margin X: a graph search stops below the best by X logits */
     uint32_t interleave;    /* --interleave N: query heads one thread searches at once (0: the

@@ -62,7 +62,7 @@ uint32_t rt_retr_host_end(const rt_retr *r);
 loupe_status rt_retr_settle(rt_retr *r, loupe_err *err);
 void rt_retr_stats(const rt_retr *r, rt_runner_stats *out);
 /* Changes the search of the steps that follow (rt_runner_set_search has the why): the beam
- * (0: topk; at most what the state was created for, its cold beam), the expansion (0: all),
+ * (0: topk, at least 100; at most what the state was created for, its cold beam), the expansion (0: all),
  * the entries expanded at a time, the margin, the query heads per traversal and those searched
  * interleaved (clamped as at creation). */
 loupe_status rt_retr_set_search(rt_retr *r, int ef, int expand, int expand_batch, float margin,

@@ -69,7 +69,7 @@ typedef struct {
     uint32_t sinks;         /* first tokens kept static (128) */
     uint32_t window;        /* last tokens of the context kept static (512) */
     uint32_t static_max;    /* static tail that triggers a move to the host set (2048) */
-    int ef;                 /* graph beam; 0: topk */
+    int ef;                 /* graph beam; 0: topk, at least 100 */
     int expand;             /* graph: a search stops once the best `expand` of its pool are
                                expanded (0: all ef); fewer keys scanned for the tail of the
                                top-k, which carries little attention weight */
@@ -209,11 +209,11 @@ const float *rt_runner_logits(rt_runner *r, loupe_err *err);
 
 void rt_runner_stats_get(const rt_runner *r, rt_runner_stats *out);
 
-/* Changes how the steps that follow search (retrieval modes): the graph beam (ef, 0: topk; at
- * most the beam the runner was created for, or 4× it: its first-step beam), its expansion
- * (expand, 0: all), the entries expanded at a time (expand_batch), the margin (logits, 0: none),
- * the query heads per traversal (search_group, clamped to one index's heads) and the heads
- * searched interleaved (interleave, with search_group 1). For a benchmark that sweeps search
+/* Changes how the steps that follow search (retrieval modes): the graph beam (ef, 0: topk, at
+ * least 100; at most the beam the runner was created for, or 4× it: its first-step beam), its
+ * expansion (expand, 0: all), the entries expanded at a time (expand_batch), the margin
+ * (logits, 0: none), the query heads per traversal (search_group, clamped to one index's heads)
+ * and the heads searched interleaved (interleave, with search_group 1; 0: the runtime's choice). For a benchmark that sweeps search
  * settings over one prefill; the indexes stay. */
 loupe_status rt_runner_set_search(rt_runner *r, int ef, int expand, int expand_batch, float margin,
                                   uint32_t search_group, uint32_t interleave, loupe_err *err);
