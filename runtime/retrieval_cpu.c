@@ -887,9 +887,11 @@ static const float *gather_index(rt_retr *r, int t, const float *block, uint32_t
 }
 
 /* The GPU's exact kNN for builds that run at once, one call at a time: each call takes device
- * memory outside the engine's budget (about 0.35 GB at 128K keys, runtime/cuda/knn.cu), so
- * concurrent builds must not multiply it; a call fills the GPU alone, and the builds' CPU
- * steps still overlap. */
+ * memory outside the engine's budget (at 128K keys about 0.35 GB with top-64 lists, 0.6 GB with
+ * top-1024: the wide path's score rows; runtime/cuda/knn.cu, knn_wide.cu), so concurrent builds
+ * must not multiply it; a call fills the GPU alone, and the builds' CPU steps still overlap.
+ * Where the device has too little memory left for a call (another process took it), the CPU
+ * computes the same lists, slower, rather than failing the prefill. */
 static loupe_status knn_on_gpu(void *user, const ann_keys *keys, const float *queries,
                                int64_t nq, int k, int threads, int32_t *ids, float *scores,
                                int32_t *key_best_query, loupe_err *err)
@@ -902,6 +904,8 @@ static loupe_status knn_on_gpu(void *user, const ann_keys *keys, const float *qu
                                   key_best_query, err);
     r->st.build_knn_gpu_s += now_s() - t0; /* under the lock: one writer at a time */
     pthread_mutex_unlock(&one_at_a_time);
+    if (st == LOUPE_ERR_GPU_MEMORY)
+        st = ann_knn_cpu(NULL, keys, queries, nq, k, threads, ids, scores, key_best_query, err);
     return st;
 }
 
