@@ -8,7 +8,8 @@
  * prefill_s, which in a retrieval mode includes the index build that the runner's statistics
  * report apart (build_s; build_knn_s is the exact kNN's thread time, the indexes of a layer
  * building at once; build_knn_gpu_s and build_prune_gpu_s the GPU kNN and pruning calls' own
- * time, summed (kNN calls one at a time, pruning calls up to 4 at once);
+ * time, summed (kNN calls one at a time unless LOUPE_KNN_CALLS allows more, pruning calls up
+ * to 4 at once);
  * build_proj_s, build_repair_s and build_task_s the projection's, the repair's and the whole
  * builds' thread time) — then decodes gen more random ids one at a time with rt_runner_decode,
  * teacher-forced as in `bench decode`, each token timed up to its logits being readable (mean

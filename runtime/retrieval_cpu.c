@@ -886,24 +886,58 @@ static const float *gather_index(rt_retr *r, int t, const float *block, uint32_t
     return g;
 }
 
-/* The GPU's exact kNN for builds that run at once, one call at a time: each call takes device
- * memory outside the engine's budget (at 128K keys about 0.35 GB with top-64 lists, 0.6 GB with
- * top-1024: the wide path's score rows; runtime/cuda/knn.cu, knn_wide.cu), so concurrent builds
- * must not multiply it; a call fills the GPU alone, and the builds' CPU steps still overlap.
- * Where the device has too little memory left for a call (another process took it), the CPU
- * computes the same lists, slower, rather than failing the prefill. */
+/* At most `max` GPU calls of one kind in flight; the calls' summed seconds in *sum (under the
+ * gate's lock: one writer at a time). */
+typedef struct {
+    pthread_mutex_t mu;
+    pthread_cond_t freed;
+    int in_flight;
+} call_gate;
+
+static void gate_enter(call_gate *g, int max)
+{
+    pthread_mutex_lock(&g->mu);
+    while (g->in_flight >= max)
+        pthread_cond_wait(&g->freed, &g->mu);
+    g->in_flight++;
+    pthread_mutex_unlock(&g->mu);
+}
+
+static void gate_leave(call_gate *g, double seconds, double *sum)
+{
+    pthread_mutex_lock(&g->mu);
+    *sum += seconds;
+    g->in_flight--;
+    pthread_cond_signal(&g->freed);
+    pthread_mutex_unlock(&g->mu);
+}
+
+/* GPU kNN calls in flight at most: 1, or LOUPE_KNN_CALLS (1..4) to measure whether more pay.
+ * Each call takes device memory outside the engine's budget (at 128K keys about 0.35 GB with
+ * top-64 lists, 0.6 GB with top-1024: the wide path's score rows; runtime/cuda/knn.cu,
+ * knn_wide.cu), so concurrent builds must not multiply it by default; a call fills the GPU, and
+ * the builds' CPU steps still overlap. */
+static int knn_calls_max(void)
+{
+    const char *v = getenv("LOUPE_KNN_CALLS");
+    const int n = v ? atoi(v) : 1;
+    return n < 1 ? 1 : n > 4 ? 4 : n;
+}
+
+/* The GPU's exact kNN for builds that run at once (knn_calls_max at a time). Where the device
+ * has too little memory left for a call (another process took it), the CPU computes the same
+ * lists, slower, rather than failing the prefill. */
 static loupe_status knn_on_gpu(void *user, const ann_keys *keys, const float *queries,
                                int64_t nq, int k, int threads, int32_t *ids, float *scores,
                                int32_t *key_best_query, loupe_err *err)
 {
-    static pthread_mutex_t one_at_a_time = PTHREAD_MUTEX_INITIALIZER;
+    static call_gate gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
     rt_retr *r = user;
-    pthread_mutex_lock(&one_at_a_time);
+    gate_enter(&gate, knn_calls_max());
     const double t0 = now_s();
     loupe_status st = rt_cuda_knn(NULL, keys, queries, nq, k, threads, ids, scores,
                                   key_best_query, err);
-    r->st.build_knn_gpu_s += now_s() - t0; /* under the lock: one writer at a time */
-    pthread_mutex_unlock(&one_at_a_time);
+    gate_leave(&gate, now_s() - t0, &r->st.build_knn_gpu_s);
     if (st == LOUPE_ERR_GPU_MEMORY)
         st = ann_knn_cpu(NULL, keys, queries, nq, k, threads, ids, scores, key_best_query, err);
     return st;
@@ -919,23 +953,12 @@ static loupe_status knn_on_gpu(void *user, const ann_keys *keys, const float *qu
 /* The projection's pruning on the GPU, at most PRUNE_CALLS_MAX calls at once. */
 static loupe_status prune_on_gpu(void *user, const ann_prune_job *job, loupe_err *err)
 {
-    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
-    static pthread_cond_t freed = PTHREAD_COND_INITIALIZER;
-    static int in_flight = 0;
+    static call_gate gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
     rt_retr *r = user;
-    pthread_mutex_lock(&mu);
-    while (in_flight == PRUNE_CALLS_MAX)
-        pthread_cond_wait(&freed, &mu);
-    in_flight++;
-    pthread_mutex_unlock(&mu);
+    gate_enter(&gate, PRUNE_CALLS_MAX);
     const double t0 = now_s();
     loupe_status st = rt_cuda_prune(NULL, job, err);
-    const double dt = now_s() - t0;
-    pthread_mutex_lock(&mu);
-    r->st.build_prune_gpu_s += dt;
-    in_flight--;
-    pthread_cond_signal(&freed);
-    pthread_mutex_unlock(&mu);
+    gate_leave(&gate, now_s() - t0, &r->st.build_prune_gpu_s);
     return st;
 }
 

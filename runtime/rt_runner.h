@@ -155,11 +155,13 @@ typedef struct {
                                    attending (mean thread: static and host partials, merge), */
     double imbalance_s;       /*   and the rest, threads waiting for the layer's slowest task
                                    (or idle, with fewer tasks than threads) */
-    double build_s;           /* index building at the end of the prefill */
+    double build_s;           /* wall time of the index builds: rounds beside the prefill's
+                                 layers (runner.c's builder) and what is left after it */
     double build_knn_s;       /* the exact kNN steps' thread time (a layer's indexes build at
                                  once: this may exceed build_s; waits for the GPU included) */
-    double build_knn_gpu_s;   /* the GPU kNN calls' own time, one call at a time: near build_s,
-                                 the build waits on the GPU; far below it, on the CPU steps */
+    double build_knn_gpu_s;   /* the GPU kNN calls' own time, summed (one call at a time unless
+                                 LOUPE_KNN_CALLS allows more): near build_s, the build waits on
+                                 the GPU; far below it, on the CPU steps */
     double build_prune_gpu_s; /* the GPU pruning calls' own time (the projection's pruning,
                                  runtime/cuda/prune.cu), summed: up to 4 calls run at once */
     double build_proj_s;      /* thread time of the graphs' projection (lists, pruning) */

@@ -45,6 +45,9 @@
 #              an .xz is unpacked). Two binaries and .devlibs exceed the 64 MiB carry: carry
 #              .devlibs.tar.xz instead (devlibs.sh writes it; unpacked here when .devlibs is
 #              missing).
+#   envab      the retr128k stage with the environment setting AB_ENV (default
+#              LOUPE_KNN_CALLS=2: two GPU kNN calls of the graph build at once) and without,
+#              alternated on this tree's binary
 # Environment passes on to the scripts (RETR_ARGS, REFS, SEARCH, RVARIANTS, RLENGTHS, RDEPTHS,
 # RCASES, RMODES, RTASKS, RSECS, CASES, ...).
 # Only 8 files come back from a call: $OUT gets summary.txt (each stage's table) and logs.tgz
@@ -70,6 +73,23 @@ ab() {
         OUT=$o/$run BUDGET=$((secs / 3)) LOUPE_BIN=$bin \
             bash tests/bench/run_device_retrieval.sh 8b128k_retr >"$o/$run/stdout.txt" 2>&1
         { echo "-- $run: $bin"; grep -A12 '^model,' "$o/$run/summary.txt"; } >>"$o/summary.txt"
+    done
+}
+
+# The envab stage: retr128k with and without the environment setting AB_ENV (default
+# LOUPE_KNN_CALLS=2), alternated (with, without, with) on one binary.
+envab() {
+    local o=$1 secs=$2 set=${AB_ENV:-LOUPE_KNN_CALLS=2}
+    for run in with1 without with2; do
+        mkdir -p "$o/$run"
+        if [ $run = without ]; then
+            OUT=$o/$run BUDGET=$((secs / 3)) \
+                bash tests/bench/run_device_retrieval.sh 8b128k_retr >"$o/$run/stdout.txt" 2>&1
+        else
+            env "$set" OUT=$o/$run BUDGET=$((secs / 3)) \
+                bash tests/bench/run_device_retrieval.sh 8b128k_retr >"$o/$run/stdout.txt" 2>&1
+        fi
+        { echo "-- $run ($set)"; grep -A12 '^model,' "$o/$run/summary.txt"; } >>"$o/summary.txt"
     done
 }
 
@@ -234,8 +254,9 @@ for arg in "$@"; do
         build-devfull/tests/cuda "${BUILDS_BASE:-build-devfull/prev_bench.xz}" \
         >"$o/stdout.txt" 2>&1 ;;
     ab) ab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
+    envab) envab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, retr128kall," \
-            "retr512k, retr1m, coexec, prune, largek, builds, sparsity, probe, ab)" >&2
+            "retr512k, retr1m, coexec, prune, largek, builds, sparsity, probe, ab, envab)" >&2
        exit 2 ;;
     esac
     echo "==== $stage: rc $?, $(($(date +%s) - t)) s of $secs" >>"$OUT/summary.txt"
