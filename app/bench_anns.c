@@ -62,6 +62,8 @@ static const char usage_text[] =
     "                        together (1..8; 1, the classic order)\n"
     "  --interleave N        graphs: each thread runs N searches at once, interleaved a step\n"
     "                        at a time (1..4; the same results and rows; 1)\n"
+    "  --margin X            graphs: stop at the first unexpanded pool entry whose attention\n"
+    "                        logit q.k/sqrt(d) is below the best's by more than X (0: none)\n"
     "  --prev-seeds N        graphs: search the test queries in order on one thread, each\n"
     "                        seeded with the previous one's best N (decode steps; per file)\n"
     "  --recent-seeds N      graphs: also start every search at the last N indexed keys (the\n"
@@ -153,6 +155,7 @@ typedef struct {
     int expand_batch;         /* --expand-batch: graph pool entries expanded at a time */
     int interleave;           /* --interleave: searches per thread at once; ctxs holds nth of
                                  them per thread */
+    float margin;             /* --margin in logits, times sqrt(d): q·k units */
 } sweep_ctx;
 
 /* Softmax weight of key `id` for query q relative to the query's best true score `s1`. */
@@ -387,7 +390,7 @@ static int run_setting(sweep_ctx *s, const char *param, int value, int ef, int n
 {
     ann_search_params p = {.k = s->k, .ef = ef > s->k ? ef : s->k, .nprobe = nprobe,
                            .expand = ef, .group_mode = s->mix,
-                           .expand_batch = s->expand_batch};
+                           .expand_batch = s->expand_batch, .margin = s->margin};
     const int grouped = s->group > 1 && ann_index_type(s->ix) >= ANN_GRAPH;
     const char *name = ann_type_name(ann_index_type(s->ix));
     if (s->n_recent) { /* the same start keys for every query; the decode loop adds its own */
@@ -656,6 +659,7 @@ int bench_anns(int argc, char **argv)
     int64_t k = 100, threads = 0, n_test = 1000, seed = 1, v, ex_first = 0, ex_last = 0;
     int csv = 0, want[4] = {1, 1, 1, 1}, do_analyze = 0, prev_seeds = 0, oracle = 0;
     int per_file = 0, recent_seeds = 0, group = 1, expand_batch = 1, interleave = 1;
+    float margin = 0.0f;
     ann_group_mode mix = ANN_GROUP_EACH;
     ann_key_type storage = ANN_KEYS_BF16;
     ann_build_opts bo;
@@ -710,6 +714,14 @@ int bench_anns(int argc, char **argv)
             if (app_parse_i64(cmd, "--interleave", val, 1, ANN_INTERLEAVE_MAX, &v))
                 return APP_EXIT_USAGE;
             interleave = (int)v;
+        } else if ((r = app_opt_value(cmd, "--margin", argc, argv, &i, &val))) {
+            if (r != 1)
+                return r;
+            if (app_parse_f32(cmd, "--margin", val, &margin))
+                return APP_EXIT_USAGE;
+            if (!(margin >= 0 && margin <= 1000))
+                return app_usage(cmd, "--margin must be between 0 and 1000 (attention logits), "
+                                 "got %s", val);
         } else if ((r = app_opt_value(cmd, "--prev-seeds", argc, argv, &i, &val))) {
             if (r != 1)
                 return r;
@@ -1060,7 +1072,8 @@ int bench_anns(int argc, char **argv)
         sweep_ctx s = {ix, ctxs, nth, TQ, nt, truth, truth_d, (int)k, n, csv, bs.total_s, &bs,
                        ids, scores, KM, d, truth_mass, prev_seeds, seq_len, oracle,
                        per_file, n_files, file_n, recent, recent_seeds, seed_buf,
-                       group, mix, gq, gids, gsc, expand_batch, interleave};
+                       group, mix, gq, gids, gsc, expand_batch, interleave,
+                       margin * sqrtf((float)d)};
         int r = 0;
         if (ty == ANN_FLAT) {
             r = run_setting(&s, "-", 0, (int)k, 1);
