@@ -50,6 +50,21 @@ if ! "$loupe" bench anns --keys "$out/L1.kvh0.keys.fbin" --build-queries "$out/L
     echo "FAIL: bench anns on dump-qk files: $(cat "$dir/anns.csv")"; fail=1
 fi
 
+# --margin: a gap no score reaches changes no result (recall, mass, rows: columns 4-6 and 13);
+# a negative margin is a usage error.
+anns_graph() {
+    "$loupe" bench anns --keys "$out/L1.kvh0.keys.fbin" --build-queries "$out/L1.qh0.queries.fbin" \
+        --queries "$out/L1.qh0.decode.fbin" --k 10 --index graph --ef 16 --threads 1 --csv "$@" \
+        2>&1 | tail -n 1 | cut -d, -f4-6,13
+}
+plain=$(anns_graph) wide=$(anns_graph --margin 1000)
+if [ -z "$plain" ] || [ "$plain" != "$wide" ]; then
+    echo "FAIL: bench anns --margin 1000 changed the search: '$plain' vs '$wide'"; fail=1
+fi
+"$loupe" bench anns --synthetic 500,16 --index graph --margin -1 >/dev/null 2>&1
+rc=$?
+[ $rc = 2 ] || { echo "FAIL: bench anns --margin -1: exit $rc, want 2"; fail=1; }
+
 # Usage errors.
 for bad in "--layer 9" "--query-positions some:3" "--decode 5000" "--depth 2"; do
     # shellcheck disable=SC2086
