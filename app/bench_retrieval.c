@@ -474,8 +474,7 @@ static int run_rows(bench *be, uint32_t L, bench_mode mode, const char *name, in
     out.topk = is_retrieval(mode) ? p.retrieval.topk : 0;
     if (mode == MODE_RETRIEVAL)
         out.search = (search_setting){
-            p.retrieval.ef > 0 ? p.retrieval.ef
-            : p.retrieval.topk > 100 ? (int)p.retrieval.topk : 100, /* the runtime's default */
+            p.retrieval.ef > 0 ? p.retrieval.ef : rt_retrieval_beam(0, p.retrieval.topk, L),
             p.retrieval.expand, (int)p.retrieval.search_group,
             p.retrieval.expand_batch > 1 ? p.retrieval.expand_batch : 1, p.retrieval.margin,
             (int)p.retrieval.interleave};

@@ -570,7 +570,7 @@ static uint32_t interleave_of(const rt_retr *r, uint32_t want)
  * top-k was never measured); at most n_ctx: a search happens only while topk < the host set <
  * n_ctx, and beams beyond n_ctx buy nothing. */
 enum { DEFAULT_BEAM = 100 };
-static int beam_of(int ef, uint32_t topk, uint32_t n_ctx)
+int rt_retrieval_beam(int ef, uint32_t topk, uint32_t n_ctx)
 {
     if (ef <= 0)
         ef = topk > DEFAULT_BEAM ? (int)(topk < n_ctx ? topk : n_ctx) : DEFAULT_BEAM;
@@ -580,7 +580,7 @@ static int beam_of(int ef, uint32_t topk, uint32_t n_ctx)
 loupe_status rt_retr_set_search(rt_retr *r, int ef, int expand, int expand_batch, float margin,
                                 uint32_t search_group, uint32_t interleave, loupe_err *err)
 {
-    ef = beam_of(ef, r->p.topk, r->n_ctx);
+    ef = rt_retrieval_beam(ef, r->p.topk, r->n_ctx);
     if (ef > r->max_beam)
         return loupe_fail(err, LOUPE_ERR_INVALID,
                           "a search beam of %d exceeds the %d this retrieval state was created "
@@ -616,7 +616,7 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->c = c;
     r->mode = mode;
     r->p = *p;
-    r->p.ef = beam_of(p->ef, p->topk, c->n_ctx);
+    r->p.ef = rt_retrieval_beam(p->ef, p->topk, c->n_ctx);
     if (r->p.nprobe <= 0)
         r->p.nprobe = 16;
     /* The graphs' build k, queries and list cut where not given (rt_runner.h says why): a
@@ -920,8 +920,8 @@ static void gate_leave(call_gate *g, double seconds, double *sum)
 static int knn_calls_max(void)
 {
     const char *v = getenv("LOUPE_KNN_CALLS");
-    const int n = v ? atoi(v) : 1;
-    return n < 1 ? 1 : n > 4 ? 4 : n;
+    const long n = v ? strtol(v, NULL, 10) : 1;
+    return n < 1 ? 1 : n > 4 ? 4 : (int)n;
 }
 
 /* The GPU's exact kNN for builds that run at once (knn_calls_max at a time). Where the device

@@ -142,6 +142,10 @@ typedef struct {
 
 void rt_runner_params_init(rt_runner_params *p);
 
+/* The graph beam a retrieval state searches with for a requested ef (rt_retrieval_params.ef)
+ * at a top-k and context: 0 takes the top-k, at least 100; at most n_ctx. */
+int rt_retrieval_beam(int ef, uint32_t topk, uint32_t n_ctx);
+
 /* Totals since the last rt_runner_reset, for the UI, `bench` and tests. */
 typedef struct {
     uint32_t n_static;        /* tokens in the static set now (sinks + tail) */
