@@ -59,6 +59,17 @@ mkdir -p "$OUT"
 trap 'tar -C "$W" -czf "$OUT/logs.tgz" . 2>/dev/null; rm -rf "$W"' EXIT
 [ -d .devlibs ] || { [ -f .devlibs.tar.xz ] && tar -xJf .devlibs.tar.xz; }
 
+# One retr128k run of an alternation: retr_run O RUN SECONDS LABEL [NAME=VALUE...], the
+# assignments in its environment, its table into $O/summary.txt under "-- RUN: LABEL".
+retr_run() {
+    local o=$1 run=$2 secs=$3 label=$4
+    shift 4
+    mkdir -p "$o/$run"
+    env "$@" OUT="$o/$run" BUDGET="$secs" \
+        bash tests/bench/run_device_retrieval.sh 8b128k_retr >"$o/$run/stdout.txt" 2>&1
+    { echo "-- $run: $label"; grep -A12 '^model,' "$o/$run/summary.txt"; } >>"$o/summary.txt"
+}
+
 # The ab stage: retr128k under two binaries, alternated, each run's table in the summary.
 ab() {
     local o=$1 secs=$2 other=${AB_BIN:-build-cmp/base.xz}
@@ -66,31 +77,20 @@ ab() {
         xz -dc "$other" >/tmp/loupe-ab-other && chmod +x /tmp/loupe-ab-other || return 1
         other=/tmp/loupe-ab-other
     fi
-    for run in this1 other this2; do
-        local bin=$PWD/build-devfull/app/loupe
-        [ $run = other ] && bin=$(realpath "$other")
-        mkdir -p "$o/$run"
-        OUT=$o/$run BUDGET=$((secs / 3)) LOUPE_BIN=$bin \
-            bash tests/bench/run_device_retrieval.sh 8b128k_retr >"$o/$run/stdout.txt" 2>&1
-        { echo "-- $run: $bin"; grep -A12 '^model,' "$o/$run/summary.txt"; } >>"$o/summary.txt"
-    done
+    local this=$PWD/build-devfull/app/loupe
+    other=$(realpath "$other")
+    retr_run "$o" this1 $((secs / 3)) "$this" LOUPE_BIN="$this"
+    retr_run "$o" other $((secs / 3)) "$other" LOUPE_BIN="$other"
+    retr_run "$o" this2 $((secs / 3)) "$this" LOUPE_BIN="$this"
 }
 
 # The envab stage: retr128k with and without the environment setting AB_ENV (default
 # LOUPE_KNN_CALLS=2), alternated (with, without, with) on one binary.
 envab() {
     local o=$1 secs=$2 set=${AB_ENV:-LOUPE_KNN_CALLS=2}
-    for run in with1 without with2; do
-        mkdir -p "$o/$run"
-        if [ $run = without ]; then
-            OUT=$o/$run BUDGET=$((secs / 3)) \
-                bash tests/bench/run_device_retrieval.sh 8b128k_retr >"$o/$run/stdout.txt" 2>&1
-        else
-            env "$set" OUT=$o/$run BUDGET=$((secs / 3)) \
-                bash tests/bench/run_device_retrieval.sh 8b128k_retr >"$o/$run/stdout.txt" 2>&1
-        fi
-        { echo "-- $run ($set)"; grep -A12 '^model,' "$o/$run/summary.txt"; } >>"$o/summary.txt"
-    done
+    retr_run "$o" with1 $((secs / 3)) "$set" "$set"
+    retr_run "$o" without $((secs / 3)) "without $set"
+    retr_run "$o" with2 $((secs / 3)) "$set" "$set"
 }
 
 # The probe stage: what decides a graph search's cost on this host.
