@@ -28,7 +28,8 @@ struct ann_keys {
     int dim;
     int64_t stride;       /* elements between rows */
     const void *data;     /* (n, stride) of f32 / uint16 bf16 / int8 */
-    const float *scales;  /* (n) int8 only */
+    const float *scales;  /* (n) int8: the rows'; (dim) int8c: the channels' */
+    int64_t room;         /* rows owned_data holds (a search copy's room to grow); else n */
     void *owned_data;     /* non-NULL when we allocated data (and scales) */
     float *owned_scales;
 };
@@ -81,6 +82,8 @@ typedef struct {
 struct ann_index {
     ann_type type;
     const ann_keys *keys;
+    const ann_keys *skeys;      /* what graph searches score, when not NULL: a narrower copy of
+                                   keys (ann_index_set_search_keys) */
     int64_t n;
     int dim;
     /* graph / keygraph */
@@ -102,6 +105,12 @@ struct ann_index {
     void *map_base;             /* munmap on destroy when non-NULL */
     size_t map_size;
 };
+
+/* The keys a graph search scores: the search copy when the index has one. */
+static inline const ann_keys *ann_search_keys(const ann_index *ix)
+{
+    return ix->skeys ? ix->skeys : ix->keys;
+}
 
 /* Beam pool entry; `flag` marks a node already expanded. */
 typedef struct {
@@ -242,6 +251,7 @@ static inline float ann_lanes_sum(const ann_lanes8 *lo, const ann_lanes8 *hi, fl
 float ann_dot_f32(const float *a, const float *b, int d);
 float ann_dot_bf16(const float *q, const uint16_t *k, int d);
 float ann_dot_i8(const float *q, const int8_t *k, int d);
+float ann_dot_i8c(const float *q, const float *scale, const int8_t *k, int d);
 float ann_l2sq_f32(const float *a, const float *b, int d);
 
 static inline const void *ann_keys_rowptr(const ann_keys *k, int64_t id)
@@ -259,6 +269,8 @@ static inline float ann_score(const ann_keys *k, const float *q, int64_t id)
     case ANN_KEYS_F32: return ann_dot_f32(q, (const float *)k->data + id * k->stride, k->dim);
     case ANN_KEYS_BF16:
         return ann_dot_bf16(q, (const uint16_t *)k->data + id * k->stride, k->dim);
+    case ANN_KEYS_INT8C:
+        return ann_dot_i8c(q, k->scales, (const int8_t *)k->data + id * k->stride, k->dim);
     default:
         return k->scales[id] * ann_dot_i8(q, (const int8_t *)k->data + id * k->stride, k->dim);
     }

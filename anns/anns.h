@@ -97,7 +97,11 @@ const char *loupe_err_message(const loupe_err *err);
 typedef enum {
     ANN_KEYS_F32 = 0,
     ANN_KEYS_BF16 = 1,  /* default: round-to-nearest-even, |error| <= 2^-9 |k_i| per element */
-    ANN_KEYS_INT8 = 2   /* k_i ~ scale_row * q_i, scale_row = max|k_row| / 127, |error| <= scale/2 */
+    ANN_KEYS_INT8 = 2,  /* k_i ~ scale_row * q_i, scale_row = max|k_row| / 127, |error| <= scale/2 */
+    ANN_KEYS_INT8C = 3  /* k_i ~ scale_i * c_i, one scale per channel (max|k_i| over the rows /
+                           127, |error| <= scale_i/2): a row is its int8 lanes alone, half a bf16
+                           row's lines and no scale to fetch; the form of a search copy
+                           (ann_keys_search_copy) */
 } ann_key_type;
 
 typedef struct ann_keys ann_keys;
@@ -106,7 +110,8 @@ typedef struct ann_keys ann_keys;
 loupe_status ann_keys_create(const float *keys, int64_t n, int dim, ann_key_type type,
                              ann_keys **out, loupe_err *err);
 /* A view over rows the caller owns and keeps alive: `data` is (n, row_stride) elements of `type`
- * (f32, bf16 as uint16, int8); `scales` (n) only for int8, else NULL. Nothing is copied. */
+ * (f32, bf16 as uint16, int8); `scales` (n) for int8, (dim) for int8c, else NULL. Nothing is
+ * copied. */
 loupe_status ann_keys_view(ann_key_type type, const void *data, const float *scales, int64_t n,
                            int dim, int64_t row_stride, ann_keys **out, loupe_err *err);
 void ann_keys_destroy(ann_keys *keys);
@@ -114,7 +119,7 @@ void ann_keys_destroy(ann_keys *keys);
 int64_t ann_keys_count(const ann_keys *keys);
 int ann_keys_dim(const ann_keys *keys);
 ann_key_type ann_keys_type(const ann_keys *keys);
-const char *ann_key_type_name(ann_key_type type); /* "f32", "bf16", "int8" */
+const char *ann_key_type_name(ann_key_type type); /* "f32", "bf16", "int8", "int8c" */
 /* Bytes of one stored element (4, 2, 1). */
 static inline size_t ann_key_type_bytes(ann_key_type type)
 {
@@ -136,13 +141,25 @@ void ann_rows_free(void *p);
 const void *ann_keys_data(const ann_keys *keys, int64_t *row_stride, const float **scales);
 /* Bytes held by the key rows (+ scales). */
 size_t ann_keys_bytes(const ann_keys *keys);
+/* A copy of src's rows in int8c (ANN_KEYS_INT8C), its channel scales from those rows, with room
+ * for `cap` rows (>= src's count; committed as they are written): what a graph searches instead
+ * of src when the search's time is the bytes of the rows it reads (ann_index_set_search_keys).
+ * Caller destroys. */
+loupe_status ann_keys_search_copy(const ann_keys *src, int64_t cap, ann_keys **out,
+                                  loupe_err *err);
+/* Encodes src's rows from the copy's count up to src's count into the copy and sets its count to
+ * src's; where a new row exceeds a channel's range, that channel's scale widens and every row is
+ * encoded again (never saturated). src must have the copy's dimension and no more rows than its
+ * room. */
+loupe_status ann_keys_search_copy_sync(ann_keys *copy, const ann_keys *src, loupe_err *err);
 /* q·k_id from the stored representation; q is (dim). */
 float ann_keys_score(const ann_keys *keys, const float *q, int64_t id);
 /* Widens row `id` to f32 into out (dim). */
 void ann_keys_row(const ann_keys *keys, int64_t id, float *out);
 /* One row (dim) of f32 into `type`'s stored form at dst (dim elements of f32, bf16 as uint16 or
  * int8): exactly what ann_keys_create stores; int8 also writes the row's scale (else `scale` is
- * unused and may be NULL). For storage that keys are viewed over later (a host KV cache). */
+ * unused and may be NULL). For storage that keys are viewed over later (a host KV cache). Not for
+ * int8c, whose scales belong to all the rows (ann_keys_search_copy). */
 void ann_keys_encode_row(ann_key_type type, const float *src, int dim, void *dst, float *scale);
 
 /* ---- Exact query→key top-k (the build's kNN step; pluggable) ---------------------------- */
@@ -279,6 +296,14 @@ void ann_index_destroy(ann_index *index);
 
 ann_type ann_index_type(const ann_index *index);
 const ann_keys *ann_index_keys(const ann_index *index);
+/* Graph searches (graph, keygraph) walk by the scores of `search` (referenced; must outlive its
+ * use) instead of the index's keys: a copy of the same rows in a narrower form
+ * (ann_keys_search_copy), for when a search's time is the bytes of the rows it reads. The beam's
+ * final candidates are then re-scored against the keys, and the top-k chosen and returned by
+ * those scores (exact, as always; the rows of a beam of ef are read once more). It must hold as
+ * many rows as the index (ann_index_add checks). NULL: back to the keys. Flat and IVF searches
+ * always score the keys. */
+loupe_status ann_index_set_search_keys(ann_index *index, const ann_keys *search, loupe_err *err);
 /* Bytes of the index's own arrays (not the keys): graph ids, offsets, lists, centroids; after
  * ann_index_reserve, at capacity and including growth's scratch. */
 size_t ann_index_bytes(const ann_index *index);

@@ -118,7 +118,7 @@ static int unvisited_neighbours(const ann_index *ix, ann_search_ctx *ctx, int32_
         ctx->visited[v] = (uint8_t)ep;
     }
     for (int j = 0; j < m; j++)
-        ann_prefetch_row(ix->keys, out[j]);
+        ann_prefetch_row(ann_search_keys(ix), out[j]);
     ctx->scanned += m;
     return m;
 }
@@ -146,7 +146,7 @@ static int start_keys(const ann_index *ix, ann_search_ctx *ctx, uint32_t ep, con
         int32_t id = i < n_seeds ? seeds[i] : ix->entry[i - n_seeds];
         if (first_start(ix, ctx, ep, id)) {
             ctx->nbuf[m++] = id;
-            ann_prefetch_row(ix->keys, id);
+            ann_prefetch_row(ann_search_keys(ix), id);
         }
     }
     return m;
@@ -219,7 +219,7 @@ static int score_waiting(const ann_index *ix, ann_search_ctx *ctx, const float *
     int lowest = *n;
     for (int j = 0; j < m; j++) {
         int32_t v = ctx->nbuf[j];
-        int pos = pool_insert(ctx, n, ef, score_key(ix->keys, q, g, v), v);
+        int pos = pool_insert(ctx, n, ef, score_key(ann_search_keys(ix), q, g, v), v);
         prefetch_offset(ix, v, pos, ef);
         lowest = pos < lowest ? pos : lowest;
     }
@@ -357,7 +357,7 @@ static void offer_each(const ann_index *ix, ann_search_ctx *ctx, const float *qs
 {
     const int stride = ctx->max_beam + 1;
     for (int j = 0; j < nq; j++) {
-        float s = ann_score(ix->keys, qs + (int64_t)j * ix->keys->dim, v);
+        float s = ann_score(ann_search_keys(ix), qs + (int64_t)j * ix->dim, v);
         int pos = pool_insert_in(ctx->gheap + (int64_t)j * stride,
                                  ctx->gexpanded + (int64_t)j * stride, &n[j], ef, s, v);
         prefetch_offset(ix, v, pos, ef);

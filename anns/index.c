@@ -130,6 +130,16 @@ void ann_index_destroy(ann_index *ix)
 
 ann_type ann_index_type(const ann_index *ix) { return ix->type; }
 const ann_keys *ann_index_keys(const ann_index *ix) { return ix->keys; }
+
+loupe_status ann_index_set_search_keys(ann_index *ix, const ann_keys *search, loupe_err *err)
+{
+    if (search && (search->dim != ix->dim || search->n < ix->n))
+        return loupe_fail(err, LOUPE_ERR_INVALID,
+                          "search keys of %lld rows × %d for an index of %lld keys × %d",
+                          (long long)search->n, search->dim, (long long)ix->n, ix->dim);
+    ix->skeys = search;
+    return LOUPE_OK;
+}
 const ann_build_stats *ann_index_build_stats(const ann_index *ix) { return &ix->stats; }
 
 size_t ann_index_bytes(const ann_index *ix)
@@ -248,8 +258,24 @@ static ann_walk walk_of(const ann_search_params *p, int ef)
                       .n_seeds = p->n_seeds};
 }
 
-/* Writes a query's m candidates res (best first by stored score) as its result: re-scored
- * against p->rerank_keys and re-sorted first when given, then the best k, padded. */
+/* res (m) by score, best first, where it is nearly so already (insertion sort). */
+static void sort_nearly_sorted(ann_cand *res, int m)
+{
+    for (int i = 1; i < m; i++) {
+        ann_cand c = res[i];
+        int j = i;
+        for (; j > 0 && cmp_cand_desc(&res[j - 1], &c) > 0; j--)
+            res[j] = res[j - 1];
+        res[j] = c;
+    }
+}
+
+/* Writes a query's m candidates res (best first by the search's score) as its result:
+ * re-scored against p->rerank_keys and re-sorted first when given, or, where a graph searched a
+ * copy of its keys (ix->skeys), against the keys as stored — the copy steered the walk; what a
+ * search returns is chosen and scored by the keys (the rows are asked for together first: the
+ * caller of a search usually reads the same rows next, the runtime's attention does) — then
+ * the best k, padded. */
 static void emit(const ann_index *ix, const ann_search_params *p, const float *q, ann_cand *res,
                  int m, int32_t *ids, float *scores, int *n_found)
 {
@@ -258,6 +284,12 @@ static void emit(const ann_index *ix, const ann_search_params *p, const float *q
         for (int i = 0; i < m; i++)
             res[i].s = ann_dot_f32(q, p->rerank_keys + (int64_t)res[i].id * ix->dim, ix->dim);
         qsort(res, (size_t)m, sizeof *res, cmp_cand_desc);
+    } else if (ix->skeys && ix->type != ANN_FLAT && ix->type != ANN_IVF) {
+        for (int i = 0; i < m; i++)
+            ann_prefetch_row(ix->keys, res[i].id);
+        for (int i = 0; i < m; i++)
+            res[i].s = ann_score(ix->keys, q, res[i].id);
+        sort_nearly_sorted(res, m);
     }
     if (m > k)
         m = k;

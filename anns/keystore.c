@@ -1,15 +1,18 @@
 /*
- * Key storage: one head's keys as f32, bf16 or int8 with a per-row scale, and the dot products
- * every index scores them with.
+ * Key storage: one head's keys as f32, bf16, int8 with a per-row scale or int8 with a per-channel
+ * scale (int8c), and the dot products every index scores them with.
  *
  * Invariants: rows are `stride` elements apart (a view can walk a wider KV row); int8 rows carry
  * scale = max|k| / 127 (0 for an all-zero row), so k ≈ scale · k8 with |error| <= scale / 2 per
- * element; bf16 is round-to-nearest-even of the f32 (NaN kept NaN). The dot kernels are compiled
+ * element; int8c rows share one scale per channel, max over the rows / 127 (the same bound; a
+ * search copy widens a scale when a new row needs it); bf16 is
+ * round-to-nearest-even of the f32 (NaN kept NaN). The dot kernels are compiled
  * once per ISA (target_clones) and picked at load time, because the build's flags target the
  * baseline x86-64 and the search is bound by these loops.
  */
 #include "anns/ann_impl.h"
 
+#include <stdbool.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -84,6 +87,24 @@ ANN_CLONES float ann_dot_i8(const float *q, const int8_t *k, int d)
     float s = 0;
     for (; i < d; i++)
         s += q[i] * (float)k[i];
+    ann_lanes8 lo, hi;
+    memcpy(&lo, acc, sizeof lo);
+    memcpy(&hi, acc + 8, sizeof hi);
+    return ann_lanes_sum(&lo, &hi, s);
+}
+
+/* int8c: q_i · scale_i · c_i, the channel scales applied lane by lane (they and q stay in L1
+ * through a search; the row is the one memory access). */
+ANN_CLONES float ann_dot_i8c(const float *q, const float *scale, const int8_t *k, int d)
+{
+    float acc[ANN_LANES] = {0};
+    int i = 0;
+    for (; i + ANN_LANES <= d; i += ANN_LANES)
+        for (int j = 0; j < ANN_LANES; j++)
+            acc[j] += q[i + j] * scale[i + j] * (float)k[i + j];
+    float s = 0;
+    for (; i < d; i++)
+        s += q[i] * scale[i] * (float)k[i];
     ann_lanes8 lo, hi;
     memcpy(&lo, acc, sizeof lo);
     memcpy(&hi, acc + 8, sizeof hi);
@@ -205,6 +226,46 @@ void ann_keys_encode_row(ann_key_type type, const float *src, int dim, void *dst
     }
 }
 
+static bool known_type(ann_key_type type)
+{
+    return type == ANN_KEYS_F32 || type == ANN_KEYS_BF16 || type == ANN_KEYS_INT8 ||
+           type == ANN_KEYS_INT8C;
+}
+
+/* A new ann_keys of `type` owning room for `room` rows (n of them counted) and its scales (per
+ * row for int8, per channel for int8c, zeroed). */
+static loupe_status alloc_owned(ann_key_type type, int64_t n, int64_t room, int dim,
+                                ann_keys **out, loupe_err *err)
+{
+    ann_keys *k = calloc(1, sizeof *k);
+    const size_t n_scales = type == ANN_KEYS_INT8 ? (size_t)room : type == ANN_KEYS_INT8C ? (size_t)dim : 0;
+    if (!k || !(k->owned_data = ann_rows_alloc((size_t)room * (size_t)dim *
+                                               ann_key_type_bytes(type))) ||
+        (n_scales && !(k->owned_scales = calloc(n_scales, sizeof(float))))) {
+        ann_keys_destroy(k);
+        return loupe_fail(err, LOUPE_ERR_NOMEM, "no memory for %lld keys of dimension %d",
+                          (long long)room, dim);
+    }
+    k->type = type;
+    k->n = n;
+    k->room = room;
+    k->dim = dim;
+    k->stride = dim;
+    k->data = k->owned_data;
+    k->scales = k->owned_scales;
+    *out = k;
+    return LOUPE_OK;
+}
+
+/* One f32 row into int8c lanes under the channel scales (a channel of scale 0 stores 0). */
+static void encode_channels(const float *src, int dim, const float *scale, int8_t *dst)
+{
+    for (int i = 0; i < dim; i++) {
+        float v = scale[i] > 0 ? nearbyintf(src[i] / scale[i]) : 0.0f;
+        dst[i] = (int8_t)(v > 127 ? 127 : v < -127 ? -127 : v);
+    }
+}
+
 loupe_status ann_keys_create(const float *keys, int64_t n, int dim, ann_key_type type,
                              ann_keys **out, loupe_err *err)
 {
@@ -213,29 +274,30 @@ loupe_status ann_keys_create(const float *keys, int64_t n, int dim, ann_key_type
     *out = NULL;
     if ((rc = check_shape(n, dim, err)) != LOUPE_OK)
         goto done;
-    if (type != ANN_KEYS_F32 && type != ANN_KEYS_BF16 && type != ANN_KEYS_INT8) {
+    if (!known_type(type)) {
         rc = loupe_fail(err, LOUPE_ERR_INVALID, "unknown key storage type %d", (int)type);
         goto done;
     }
-    k = calloc(1, sizeof *k);
-    size_t esz = ann_key_type_bytes(type);
-    if (!k || !(k->owned_data = ann_rows_alloc((size_t)n * (size_t)dim * esz)) ||
-        (type == ANN_KEYS_INT8 && !(k->owned_scales = malloc((size_t)n * sizeof(float))))) {
-        rc = loupe_fail(err, LOUPE_ERR_NOMEM, "no memory for %lld keys of dimension %d",
-                        (long long)n, dim);
+    if ((rc = alloc_owned(type, n, n, dim, &k, err)) != LOUPE_OK)
         goto done;
+    if (type == ANN_KEYS_INT8C) {
+        float *amax = k->owned_scales; /* the channels' max |k|, then their scales */
+        for (int64_t r = 0; r < n; r++)
+            for (int i = 0; i < dim; i++)
+                amax[i] = fmaxf(amax[i], fabsf(keys[r * dim + i]));
+        for (int i = 0; i < dim; i++)
+            amax[i] /= 127.0f;
     }
-    k->type = type;
-    k->n = n;
-    k->dim = dim;
-    k->stride = dim;
-    k->data = k->owned_data;
-    k->scales = k->owned_scales;
-    const size_t row_bytes = (size_t)dim * esz;
+    const size_t row_bytes = (size_t)dim * ann_key_type_bytes(type);
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < n; r++)
-        ann_keys_encode_row(type, keys + r * dim, dim, (char *)k->owned_data + r * row_bytes,
-                            type == ANN_KEYS_INT8 ? &k->owned_scales[r] : NULL);
+    for (int64_t r = 0; r < n; r++) {
+        char *dst = (char *)k->owned_data + r * row_bytes;
+        if (type == ANN_KEYS_INT8C)
+            encode_channels(keys + r * dim, dim, k->scales, (int8_t *)dst);
+        else
+            ann_keys_encode_row(type, keys + r * dim, dim, dst,
+                                type == ANN_KEYS_INT8 ? &k->owned_scales[r] : NULL);
+    }
     *out = k;
     k = NULL;
 done:
@@ -250,17 +312,17 @@ loupe_status ann_keys_view(ann_key_type type, const void *data, const float *sca
     loupe_status rc = check_shape(n, dim, err);
     if (rc != LOUPE_OK)
         return rc;
-    if (!data || row_stride < dim || (type == ANN_KEYS_INT8) != (scales != NULL) ||
-        (type != ANN_KEYS_F32 && type != ANN_KEYS_BF16 && type != ANN_KEYS_INT8))
+    const bool scaled = type == ANN_KEYS_INT8 || type == ANN_KEYS_INT8C;
+    if (!data || row_stride < dim || scaled != (scales != NULL) || !known_type(type))
         return loupe_fail(err, LOUPE_ERR_INVALID,
                           "key view: need rows, a stride >= dimension %d (got %lld), and scales "
-                          "exactly for int8",
+                          "exactly for int8 and int8c",
                           dim, (long long)row_stride);
     ann_keys *k = calloc(1, sizeof *k);
     if (!k)
         return loupe_fail(err, LOUPE_ERR_NOMEM, "no memory for a key view");
     k->type = type;
-    k->n = n;
+    k->n = k->room = n;
     k->dim = dim;
     k->stride = row_stride;
     k->data = data;
@@ -300,6 +362,7 @@ const char *ann_key_type_name(ann_key_type type)
     case ANN_KEYS_F32: return "f32";
     case ANN_KEYS_BF16: return "bf16";
     case ANN_KEYS_INT8: return "int8";
+    case ANN_KEYS_INT8C: return "int8c";
     }
     return "?";
 }
@@ -317,7 +380,77 @@ size_t ann_keys_bytes(const ann_keys *keys)
 {
     size_t esz = ann_key_type_bytes(keys->type);
     return (size_t)keys->n * (size_t)keys->dim * esz +
-           (keys->type == ANN_KEYS_INT8 ? (size_t)keys->n * sizeof(float) : 0);
+           (keys->type == ANN_KEYS_INT8    ? (size_t)keys->n * sizeof(float)
+            : keys->type == ANN_KEYS_INT8C ? (size_t)keys->dim * sizeof(float)
+                                           : 0);
+}
+
+loupe_status ann_keys_search_copy(const ann_keys *src, int64_t cap, ann_keys **out,
+                                  loupe_err *err)
+{
+    *out = NULL;
+    if (cap < src->n)
+        return loupe_fail(err, LOUPE_ERR_INVALID,
+                          "search copy: room for %lld rows is less than the %lld keys",
+                          (long long)cap, (long long)src->n);
+    ann_keys *k = NULL;
+    loupe_status rc = alloc_owned(ANN_KEYS_INT8C, 0, cap, src->dim, &k, err);
+    if (!rc && (rc = ann_keys_search_copy_sync(k, src, err)) != LOUPE_OK) /* scales from 0 */
+        ann_keys_destroy(k);
+    else if (!rc)
+        *out = k;
+    return rc;
+}
+
+loupe_status ann_keys_search_copy_sync(ann_keys *copy, const ann_keys *src, loupe_err *err)
+{
+    if (copy->type != ANN_KEYS_INT8C || !copy->owned_data || src->dim != copy->dim ||
+        src->n > copy->room || src->n < copy->n)
+        return loupe_fail(err, LOUPE_ERR_INVALID,
+                          "search copy of %lld rows (room %lld, dimension %d) cannot follow %lld "
+                          "keys of dimension %d",
+                          (long long)copy->n, (long long)copy->room, copy->dim,
+                          (long long)src->n, src->dim);
+    const int d = copy->dim;
+    int64_t from = copy->n;
+    const int64_t to = src->n;
+    /* A new row past a channel's range widens that channel's scale, and every row is encoded
+     * again: saturating instead cost RoPE'd synthetic keys 1-2.5 points of recall (keys at new
+     * positions turn some channel pairs further than the copied rows did). */
+    float *amax = calloc((size_t)d * 2, sizeof *amax), *wide = amax + d;
+    if (!amax)
+        return loupe_fail(err, LOUPE_ERR_NOMEM, "no memory to encode a search copy's rows");
+    for (int64_t r = from; r < to; r++) {
+        ann_keys_row(src, r, wide);
+        for (int i = 0; i < d; i++)
+            amax[i] = fmaxf(amax[i], fabsf(wide[i]));
+    }
+    for (int i = 0; i < d; i++)
+        if (amax[i] / 127.0f > copy->owned_scales[i]) {
+            copy->owned_scales[i] = amax[i] / 127.0f;
+            from = 0;
+        }
+    free(amax);
+    bool failed = false;
+#pragma omp parallel if (to - from > 4096)
+    {
+        float *row = malloc((size_t)d * sizeof *row);
+        if (!row) {
+#pragma omp atomic write
+            failed = true;
+        }
+#pragma omp for schedule(static)
+        for (int64_t r = from; r < to; r++)
+            if (row) {
+                ann_keys_row(src, r, row);
+                encode_channels(row, d, copy->scales, (int8_t *)copy->owned_data + r * d);
+            }
+        free(row);
+    }
+    if (failed)
+        return loupe_fail(err, LOUPE_ERR_NOMEM, "no memory to encode a search copy's rows");
+    copy->n = to;
+    return LOUPE_OK;
 }
 
 float ann_keys_score(const ann_keys *keys, const float *q, int64_t id)
@@ -332,6 +465,7 @@ void ann_keys_row(const ann_keys *keys, int64_t id, float *out)
         switch (keys->type) {
         case ANN_KEYS_F32: out[i] = ((const float *)p)[i]; break;
         case ANN_KEYS_BF16: out[i] = ann_bf16_to_f32(((const uint16_t *)p)[i]); break;
+        case ANN_KEYS_INT8C: out[i] = keys->scales[i] * (float)((const int8_t *)p)[i]; break;
         default: out[i] = keys->scales[id] * (float)((const int8_t *)p)[i]; break;
         }
     }

@@ -23,6 +23,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,7 +38,10 @@ static const char usage_text[] =
     "  --k N                 results per query (100)\n"
     "  --index LIST          comma-separated: flat,ivf,graph,keygraph (all)\n"
     "  --threads N           search and build threads (all cores)\n"
-    "  --storage T           key storage: bf16 (default), int8, f32\n"
+    "  --storage T           key storage: bf16 (default), int8, f32, int8c (int8 with a\n"
+    "                        scale per channel)\n"
+    "  --search-keys int8c   graphs search an int8c copy of the keys (the runtime's default\n"
+    "                        with bf16 host K/V), built over the keys as stored\n"
     "  --n-test N            synthetic test queries (1000)\n"
     "  --sample N            build queries sampled for the graph (all)\n"
     "  --degree M            graph out-degree cap (32)\n"
@@ -662,6 +666,8 @@ int bench_anns(int argc, char **argv)
     float margin = 0.0f;
     ann_group_mode mix = ANN_GROUP_EACH;
     ann_key_type storage = ANN_KEYS_BF16;
+    bool search_copy = false; /* --search-keys int8c */
+    ann_keys *skeys = NULL;
     ann_build_opts bo;
     ann_build_opts_init(&bo);
     int_list efs = {{100, 128, 160, 200, 256, 320, 400, 512, 768}, 9};
@@ -834,8 +840,17 @@ int bench_anns(int argc, char **argv)
                 storage = ANN_KEYS_INT8;
             else if (!strcmp(val, "f32"))
                 storage = ANN_KEYS_F32;
+            else if (!strcmp(val, "int8c"))
+                storage = ANN_KEYS_INT8C;
             else
-                return app_usage(cmd, "--storage expects bf16, int8 or f32, got '%s'", val);
+                return app_usage(cmd, "--storage expects bf16, int8, f32 or int8c, got '%s'",
+                                 val);
+        } else if ((r = app_opt_value(cmd, "--search-keys", argc, argv, &i, &val))) {
+            if (r != 1)
+                return r;
+            if (strcmp(val, "int8c"))
+                return app_usage(cmd, "--search-keys expects int8c, got '%s'", val);
+            search_copy = true;
         } else if ((r = app_opt_value(cmd, "--ef", argc, argv, &i, &val))) {
             if (r != 1)
                 return r;
@@ -1035,8 +1050,9 @@ int bench_anns(int argc, char **argv)
         }
 
     if (!csv) {
-        printf("# %lld keys × %d (%s), %lld build queries, %lld test queries, k=%lld, "
-               "%d threads\n", (long long)n, d, ann_key_type_name(storage), (long long)nbq,
+        printf("# %lld keys × %d (%s%s), %lld build queries, %lld test queries, k=%lld, "
+               "%d threads\n", (long long)n, d, ann_key_type_name(storage),
+               search_copy ? ", graphs search an int8c copy" : "", (long long)nbq,
                (long long)nt, (long long)k, nth);
         if (n != n_all)
             printf("# middle keys only: positions %lld..%lld of %lld (first %lld and last %lld "
@@ -1061,6 +1077,13 @@ int bench_anns(int argc, char **argv)
         ann_build_stats bs;
         if (ann_index_build((ann_type)ty, keys, BQ, nbq, &bo, &ix, &bs, &err)) {
             rc = app_fail("bench anns: build", &err);
+            goto done;
+        }
+        if (search_copy && (ty == ANN_GRAPH || ty == ANN_KEYGRAPH) &&
+            ((!skeys && ann_keys_search_copy(keys, n, &skeys, &err)) ||
+             ann_index_set_search_keys(ix, skeys, &err))) {
+            ann_index_destroy(ix);
+            rc = app_fail("bench anns: search keys", &err);
             goto done;
         }
         if (!csv && (ty == ANN_GRAPH || ty == ANN_KEYGRAPH))
@@ -1094,6 +1117,7 @@ int bench_anns(int argc, char **argv)
 done:
     for (int t = 0; t < 1024 * ANN_INTERLEAVE_MAX; t++)
         ann_search_ctx_destroy(ctxs[t]);
+    ann_keys_destroy(skeys);
     ann_keys_destroy(keys);
     ann_keys_destroy(keys_f32);
     free(K);

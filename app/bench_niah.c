@@ -40,7 +40,7 @@ static const char usage_text[] =
     "                        --sinks, --window, --ef, --expand, --margin, --interleave,\n"
     "                        --nprobe, --build-queries, --static-max, --index-per,\n"
     "                        --search-group, --degree, --build-k, --prune,\n"
-    "                        --prune-nearest, --prune-on, --host-kv\n"
+    "                        --prune-nearest, --prune-on, --host-kv, --search-keys\n"
     "  --backend auto|cpu|cuda  --ctx N, --threads N, --gpu-mem SIZE\n"
     "  --list                print each case (tokens, needle position, depth, answer), run nothing\n"
     "  --show-prompts        with --list: also print each case's user turn\n"

@@ -98,7 +98,7 @@ static void usage(FILE *f)
             "  --backend, --gpu-mem, --topk, --sinks, --window, --ef, --expand, --margin,\n"
             "  --interleave, --nprobe, --build-queries,\n"
             "  --static-max, --index-per, --search-group, --degree, --build-k, --prune,\n"
-            "  --prune-nearest, --prune-on, --host-kv, --threads, --seed\n"
+            "  --prune-nearest, --prune-on, --host-kv, --search-keys, --threads, --seed\n"
             "                        as for every command\n"
             "  --local-prefill       TIMING ONLY, CUDA backend: each prefill chunk attends to\n"
             "                        itself alone, so the prefill's cost is linear in L (K/V\n"

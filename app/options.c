@@ -125,6 +125,7 @@ void app_opts_init(app_opts *o)
     o->index_per_kv = true;
     o->search_group = 1;
     o->host_kv = -1;
+    o->search_copy = -1;
     o->prune = -1;
     o->prune_on = -1;
     o->temp = 0.8f;
@@ -251,6 +252,12 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
         else
             return app_usage(cmd, "--host-kv expects f32, bf16 or int8 (how the host set's keys "
                                   "and values are stored), got '%s'", v);
+    } else if (TRY("--search-keys")) {
+        if (r > 1) return r;
+        if (strcmp(v, "int8c") && strcmp(v, "host"))
+            return app_usage(cmd, "--search-keys expects int8c (graphs search an int8 copy of "
+                                  "the host keys) or host (the host keys as stored), got '%s'", v);
+        o->search_copy = !strcmp(v, "int8c");
     } else if (TRY("--threads")) {
         if (r > 1) return r;
         if ((r = app_parse_i64(cmd, "--threads", v, 0, 4096, &n))) return r;
@@ -321,6 +328,7 @@ void app_runner_params(const app_opts *o, rt_runner_params *p)
     if (o->prune_on >= 0)
         p->retrieval.cpu_prune = o->prune_on == 0;
     p->retrieval.host_kv = o->host_kv;
+    p->retrieval.search_copy = o->search_copy;
 }
 
 const char *app_model_path(const app_opts *o)

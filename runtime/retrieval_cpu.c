@@ -77,6 +77,9 @@ struct rt_retr {
     uint32_t gather_max; /* rows one partial attends at most: topk (at least 1), or a block
                             when topk covers the context (see the creation) */
     ann_keys **keys;     /* (n_layer · n_kv), NULL while the host set is empty */
+    ann_keys **skeys;    /* (n_layer · n_kv) the graphs' search copies of keys (int8c), or NULL
+                            each where the searches score the host keys (use_copy) */
+    bool use_copy;       /* graphs search int8c copies (rt_retrieval_params.search_copy) */
     ann_index **index;   /* (n_layer · n_index): per query head, or per KV head (index_per_kv) */
     uint32_t *todo;      /* (n_layer) scratch of build_layers: the layers it builds */
     uint32_t n_index, heads_per_index; /* per layer; query heads sharing one index */
@@ -679,6 +682,7 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->gather = malloc((size_t)r->n_threads * gmax * r->heads_per_index * r->hd *
                        sizeof *r->gather);
     r->keys = calloc((size_t)r->n_layer * r->n_kv, sizeof *r->keys);
+    r->skeys = calloc((size_t)r->n_layer * r->n_kv, sizeof *r->skeys);
     r->index = calloc((size_t)r->n_layer * r->n_index, sizeof *r->index);
     r->todo = malloc((size_t)r->n_layer * sizeof *r->todo);
     r->sctx = calloc((size_t)r->n_threads * r->ilv_max, sizeof *r->sctx);
@@ -703,7 +707,8 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->hlse = malloc((size_t)r->n_head * sizeof *r->hlse);
     r->gk = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gk);
     r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
-    if (!r->cap || !r->log || !r->gather || !r->keys || !r->index || !r->todo || !r->sctx ||
+    if (!r->cap || !r->log || !r->gather || !r->keys || !r->skeys || !r->index || !r->todo ||
+        !r->sctx ||
         !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv ||
         !r->spart || !r->slse || !r->hout || !r->hlse || !r->scores || !r->tmp ||
         !r->search_t || !r->busy_t || !r->task_order || !r->task_s) {
@@ -745,6 +750,8 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
             r->k_pinned = rt_cuda_host_pin(r->hkv.k, (size_t)r->n_layer * r->n_kv * r->n_ctx *
                                                          r->hd * ann_key_type_bytes(r->hkv.type));
     }
+    r->use_copy = mode == RT_ATTN_RETRIEVAL &&
+                  (p->search_copy > 0 || (p->search_copy < 0 && type != ANN_KEYS_INT8));
     *out = r;
     return LOUPE_OK;
 }
@@ -781,7 +788,8 @@ static void drop_indexes(rt_retr *r)
     }
     for (size_t i = 0; i < (size_t)r->n_layer * r->n_kv; i++) {
         ann_keys_destroy(r->keys[i]);
-        r->keys[i] = NULL;
+        ann_keys_destroy(r->skeys[i]);
+        r->keys[i] = r->skeys[i] = NULL;
     }
 }
 
@@ -811,6 +819,7 @@ void rt_retr_destroy(rt_retr *r)
     free(r->log);
     free(r->gather);
     free(r->keys);
+    free(r->skeys);
     free(r->index);
     free(r->todo);
     free(r->sctx);
@@ -962,6 +971,36 @@ static loupe_status prune_on_gpu(void *user, const ann_prune_job *job, loupe_err
     return st;
 }
 
+/* The int8c search copies of the n_todo layers' keys (use_copy), with room for cap rows, one
+ * (layer, KV head) per thread; their bytes count as the indexes'. */
+static loupe_status search_copies(rt_retr *r, const uint32_t *todo, uint32_t n_todo, int64_t cap,
+                                  loupe_err *err)
+{
+    if (!r->use_copy)
+        return LOUPE_OK;
+    const long work = (long)n_todo * r->n_kv;
+    loupe_status first = LOUPE_OK;
+    uint64_t bytes = 0;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(r->n_threads) reduction(+ : bytes)
+    for (long w = 0; w < work; w++) {
+        const size_t i = (size_t)todo[w / r->n_kv] * r->n_kv + (size_t)(w % r->n_kv);
+        loupe_err e;
+        loupe_status st = ann_keys_search_copy(r->keys[i], cap, &r->skeys[i], &e);
+        if (st) {
+#pragma omp critical(rt_retr_build)
+            if (!first) {
+                first = st;
+                if (err)
+                    *err = e;
+            }
+            continue;
+        }
+        bytes += ann_keys_bytes(r->skeys[i]);
+    }
+    r->st.index_bytes += bytes;
+    return first;
+}
+
 /* Builds the indexes of layers [l0, l1) not built yet over host positions [sinks, host_end),
  * from `rows` queries per query head of `qsrc` (layer stride qstride rows) and, after a
  * prefill, the queries of the static tail's positions (the log's first prefill_n − host_end
@@ -999,6 +1038,9 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
     const long work = (long)n_todo * r->n_index;
     if (work == 0)
         return LOUPE_OK;
+    loupe_status copied = search_copies(r, todo, n_todo, cap, err);
+    if (copied)
+        return copied;
     const int conc = work < r->n_threads ? (int)work : r->n_threads;
     const int inner = r->n_threads / conc > 0 ? r->n_threads / conc : 1;
     const int levels = omp_get_max_active_levels();
@@ -1040,6 +1082,8 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
                                           &bs, &e);
         if (!st)
             st = ann_index_reserve(*ix, cap, &e);
+        if (!st && r->skeys[(size_t)l * r->n_kv + g])
+            st = ann_index_set_search_keys(*ix, r->skeys[(size_t)l * r->n_kv + g], &e);
         if (st) {
 #pragma omp critical(rt_retr_build)
             if (!first) {
@@ -1143,6 +1187,11 @@ loupe_status rt_retr_settle(rt_retr *r, loupe_err *err)
             copy_rows(r, l, r->host_end, r->host_end + moved);
         for (size_t i = 0; i < (size_t)r->n_layer * r->n_kv; i++) {
             loupe_status st = ann_keys_set_count(r->keys[i], n_host, err);
+            if (!st && r->skeys[i]) {
+                const size_t before = ann_keys_bytes(r->skeys[i]);
+                st = ann_keys_search_copy_sync(r->skeys[i], r->keys[i], err);
+                r->st.index_bytes += ann_keys_bytes(r->skeys[i]) - before;
+            }
             if (st)
                 return st;
         }

@@ -125,6 +125,13 @@ typedef struct {
                                the CPU context's own float32 cache on the CPU backend, bf16
                                co-executed with the GPU. int8 (a scale per row) halves bf16:
                                what 1M tokens of an 8B model need on a 125 GB machine */
+    int search_copy;        /* graph: searches score an int8 copy of the host keys with one
+                               scale per channel (ann_keys_search_copy: half a bf16 row's
+                               bytes, no per-row scale) while attention reads the host K/V as
+                               stored: 1 on, 0 off, -1 (default) on where the host keys are
+                               f32 or bf16. A decode step's searches read ~0.5 GB of key rows
+                               at 128K on the 8B shape, near the host's memory bandwidth;
+                               +128 bytes per key and KV head of host memory */
 } rt_retrieval_params;
 
 typedef struct {
@@ -172,7 +179,8 @@ typedef struct {
     double build_repair_s;    /*   and of their entry points and reachability repair */
     double build_task_s;      /* thread time of the index builds, whole (gathering the queries,
                                  kNN, projection, repair, reserving room to grow) */
-    uint64_t index_bytes;     /* the indexes' own arrays, at their reserved capacity */
+    uint64_t index_bytes;     /* the indexes' own arrays, at their reserved capacity, and the
+                                 rows their search copies hold */
     uint64_t moves;           /* static → host moves (index growth) */
     /* The co-executed decode (CUDA backend, retrieval modes), per token summed: */
     uint64_t coexec_tokens;

@@ -37,6 +37,10 @@
 #              build-devfull/prev_bench.xz, an xz of another bench_anns_build) and this tree's,
 #              alternated (carry build-devfull/tests/cuda/bench_anns_build and the base)
 #   sparsity   tests/models/run_on_device.sh sparsity: the bundled model's attention table (issue 5)
+#   storage    one graph search's cost per key row by key storage (STORAGES, default f32 bf16
+#              int8) on STORAGE_KEYS (default 1,048,576) synthetic keys, one thread and every
+#              thread: whether 16 threads' searches are bound by the bytes of the rows they read
+#              (issues 6 and 7)
 #   probe      the host's memory facts (huge pages, NUMA, CPU) and one graph search's cost per key
 #              row on 131,072 synthetic keys, one thread and every thread (issues 6 and 7)
 #   ab         the retr128k stage with another loupe and with this tree's, alternated (this,
@@ -112,6 +116,32 @@ probe() {
         echo "-- threads $t (rc $?)" >>"$o/summary.txt"
         grep -E '^(index|graph|keygraph) ' "$o/anns_t$t.txt" >>"$o/summary.txt"
     done
+}
+
+# The storage stage: searches/s and rows per search by key storage, $(nproc) threads and 1, one
+# synthetic key set (written once, so every storage searches the same keys and queries).
+storage() {
+    local o=$1 secs=$2 n=${STORAGE_KEYS:-1048576} bin=build-devfull/app/loupe
+    export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+    local t0=$SECONDS d=/dev/shm/loupe-storage st th left
+    mkdir -p $d
+    "$bin" bench anns --synthetic "$n,128" --write-synthetic $d/syn --index flat --n-test 8000 \
+        --threads "$(nproc)" --k 1 >"$o/write.txt" 2>&1
+    ls -la $d >>"$o/write.txt"
+    : >"$o/summary.txt"
+    for st in ${STORAGES:-f32 bf16 int8}; do
+        for th in $(nproc) 1; do
+            local left=$((secs - SECONDS + t0))
+            [ $left -gt 10 ] || break 2
+            timeout $left "$bin" bench anns --keys $d/syn.keys.fbin \
+                --build-queries $d/syn.build.fbin --queries $d/syn.test.fbin --index graph \
+                --degree 16 --sample 8192 --ef 100 --threads $th \
+                --n-test $((th == 1 ? 1000 : 8000)) --storage $st >"$o/anns_${st}_t$th.txt" 2>&1
+            echo "-- $st, threads $th (rc $?)" >>"$o/summary.txt"
+            grep -E '^(index|graph) ' "$o/anns_${st}_t$th.txt" >>"$o/summary.txt"
+        done
+    done
+    rm -rf $d
 }
 
 # The coexec stage: the ctest models made with this loupe, then test_cuda_coexec's four cases.
@@ -248,6 +278,7 @@ for arg in "$@"; do
     coexec) coexec "$o" >"$o/stdout.txt" 2>&1 ;;
     sparsity) OUT=$o bash tests/models/run_on_device.sh sparsity >"$o/stdout.txt" 2>&1 ;;
     probe) probe "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
+    storage) storage "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     prune) prune "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     largek) largek "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     builds) LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} build_ab "$o" \

@@ -123,13 +123,17 @@ int main(int argc, char **argv)
         rt_ctx_destroy(c);
     }
 
-    /* 3. exhaustive graph search == exact top-k, through the moves. */
+    /* 3. exhaustive graph search == exact top-k, through the moves, whether the graphs walk an
+     * int8c copy of the host keys (the default; the beam re-scored against the keys) or the
+     * keys; the copy's bytes (n_host rows of head_dim + its scales, per layer and KV head, grown
+     * with the moves) count as the indexes'. */
     {
-        rt_runner_stats st = {0};
+        rt_runner_stats st = {0}, st_host = {0};
         script_params(&p, RT_ATTN_FLAT, 9);
         CHECK_MSG(!script_run(m, &p, ids, flat, NULL, &err), "flat: %s", loupe_err_message(&err));
         script_params(&p, RT_ATTN_RETRIEVAL, 9);
         p.retrieval.ef = (int)p.n_ctx;
+        CHECK(p.retrieval.search_copy < 0); /* the default: a copy, the host keys being f32 */
         loupe_status s = script_run(m, &p, ids, got, &st, &err);
         CHECK_MSG(!s, "retrieval: %s", loupe_err_message(&err));
         int worst = 0;
@@ -137,6 +141,19 @@ int main(int argc, char **argv)
         CHECK_MSG(d <= 1e-5, "exhaustive graph search vs flat: relative error %.3g at row %d", d,
                   worst);
         CHECK(!s && st.searches > 0 && st.keys_attended == st.searches * 9);
+        p.retrieval.search_copy = 0;
+        s = script_run(m, &p, ids, got, &st_host, &err);
+        CHECK_MSG(!s, "retrieval without a search copy: %s", loupe_err_message(&err));
+        d = s ? INFINITY : script_max_row_diff(got, flat, nv, &worst);
+        CHECK_MSG(d <= 1e-5, "exhaustive search of the host keys vs flat: relative error %.3g "
+                  "at row %d", d, worst);
+        const rt_hparams *hp = rt_model_hparams(m);
+        const uint64_t copies = (uint64_t)hp->n_layer * hp->n_head_kv *
+                                ((uint64_t)st.n_host * hp->head_dim + hp->head_dim * 4);
+        CHECK_MSG(!s && st.index_bytes == st_host.index_bytes + copies,
+                  "index bytes %llu with the search copies, %llu without (copies: %llu)",
+                  (unsigned long long)st.index_bytes, (unsigned long long)st_host.index_bytes,
+                  (unsigned long long)copies);
         /* two sparse results agreeing means something only if sparse differs from full */
         int w2 = 0;
         CHECK_MSG(script_max_row_diff(flat, full, nv, &w2) > 1e-4,
