@@ -57,7 +57,7 @@ typedef struct {
     int prune;              /* --prune l2|ip: the graph's pruning rule; -1 = the default (l2) */
     int prune_on;           /* --prune-on cpu|gpu: 0 cpu, 1 gpu; -1 = the runner's default */
     int host_kv;            /* --host-kv f32|bf16|int8: ann_key_type; -1 = the runner's default */
-    int search_copy;        /* --search-keys int8c|host: 1, 0; -1 = the runner's default */
+    int search_copy;        /* --search-keys int8c|host: 1, 0; -1 = the runner's default (host) */
     int threads;            /* --threads, 0 = all cores */
     uint64_t seed;          /* --seed */
     bool seed_set;

@@ -34,7 +34,7 @@ static void print_help(FILE *f)
                "  --attention auto|full|retrieval|flat|ivf, --topk N, --sinks N, --window N,\n"
                "  --ef N, --expand N, --margin X, --interleave N, --index-per kv|q,\n"
                "  --search-group N, --degree M, --build-k N, --prune l2|ip, --prune-nearest N,\n"
-               "  --prune-on cpu|gpu, --host-kv f32|bf16|int8, --search-keys int8c|host,\n"
+               "  --prune-on cpu|gpu, --host-kv f32|bf16|int8, --search-keys host|int8c,\n"
                "  --temp T, --top-k N, --top-p P, --min-p P, --max-tokens N\n"
                "exit codes: 0 ok, 1 failure, 2 usage error\n");
 }

@@ -255,8 +255,8 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
     } else if (TRY("--search-keys")) {
         if (r > 1) return r;
         if (strcmp(v, "int8c") && strcmp(v, "host"))
-            return app_usage(cmd, "--search-keys expects int8c (graphs search an int8 copy of "
-                                  "the host keys) or host (the host keys as stored), got '%s'", v);
+            return app_usage(cmd, "--search-keys expects host (graphs search the host keys as "
+                                  "stored) or int8c (an int8 copy of them), got '%s'", v);
         o->search_copy = !strcmp(v, "int8c");
     } else if (TRY("--threads")) {
         if (r > 1) return r;

@@ -750,8 +750,7 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
             r->k_pinned = rt_cuda_host_pin(r->hkv.k, (size_t)r->n_layer * r->n_kv * r->n_ctx *
                                                          r->hd * ann_key_type_bytes(r->hkv.type));
     }
-    r->use_copy = mode == RT_ATTN_RETRIEVAL &&
-                  (p->search_copy > 0 || (p->search_copy < 0 && type != ANN_KEYS_INT8));
+    r->use_copy = mode == RT_ATTN_RETRIEVAL && p->search_copy > 0;
     *out = r;
     return LOUPE_OK;
 }

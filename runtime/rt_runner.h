@@ -125,13 +125,14 @@ typedef struct {
                                the CPU context's own float32 cache on the CPU backend, bf16
                                co-executed with the GPU. int8 (a scale per row) halves bf16:
                                what 1M tokens of an 8B model need on a 125 GB machine */
-    int search_copy;        /* graph: searches score an int8 copy of the host keys with one
+    int search_copy;        /* graph: the walk scores an int8 copy of the host keys with one
                                scale per channel (ann_keys_search_copy: half a bf16 row's
-                               bytes, no per-row scale) while attention reads the host K/V as
-                               stored: 1 on, 0 off, -1 (default) on where the host keys are
-                               f32 or bf16. A decode step's searches read ~0.5 GB of key rows
-                               at 128K on the 8B shape, near the host's memory bandwidth;
-                               +128 bytes per key and KV head of host memory */
+                               bytes, no per-row scale), the beam re-scored against the host
+                               keys: 1 on, 0 off (the default). Off because the bytes are not
+                               what a search waits for: at 128K on the 8B shape (16 threads,
+                               ~0.5 GB of bf16 rows per token) the copy searched in 14.1-16.0
+                               ms/token against 13.4 without, for 4.3 GB more host memory
+                               and ~10 s more index build (docs/BENCHMARKS.md) */
 } rt_retrieval_params;
 
 typedef struct {

@@ -58,7 +58,7 @@ void rt_runner_params_init(rt_runner_params *p)
     p->retrieval.degree = 16;
     p->retrieval.cpu_prune = false; /* rt_retrieval_params.cpu_prune */
     p->retrieval.host_kv = -1; /* f32 in the CPU context's cache; bf16 co-executed */
-    p->retrieval.search_copy = -1; /* where the host keys are wider than int8 */
+    p->retrieval.search_copy = 0; /* measured no faster at 128K (rt_retrieval_params) */
 }
 
 static loupe_status host_attn(void *user, uint32_t layer, uint32_t pos, const float *q,

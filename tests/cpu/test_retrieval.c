@@ -123,17 +123,18 @@ int main(int argc, char **argv)
         rt_ctx_destroy(c);
     }
 
-    /* 3. exhaustive graph search == exact top-k, through the moves, whether the graphs walk an
-     * int8c copy of the host keys (the default; the beam re-scored against the keys) or the
-     * keys; the copy's bytes (n_host rows of head_dim + its scales, per layer and KV head, grown
-     * with the moves) count as the indexes'. */
+    /* 3. exhaustive graph search == exact top-k, through the moves, whether the graphs walk the
+     * host keys (the default) or an int8c copy of them (the beam re-scored against the keys);
+     * the copy's bytes (n_host rows of head_dim + its scales, per layer and KV head, grown with
+     * the moves) count as the indexes'. */
     {
         rt_runner_stats st = {0}, st_host = {0};
         script_params(&p, RT_ATTN_FLAT, 9);
         CHECK_MSG(!script_run(m, &p, ids, flat, NULL, &err), "flat: %s", loupe_err_message(&err));
         script_params(&p, RT_ATTN_RETRIEVAL, 9);
         p.retrieval.ef = (int)p.n_ctx;
-        CHECK(p.retrieval.search_copy < 0); /* the default: a copy, the host keys being f32 */
+        CHECK(p.retrieval.search_copy == 0); /* the default: the host keys */
+        p.retrieval.search_copy = 1;
         loupe_status s = script_run(m, &p, ids, got, &st, &err);
         CHECK_MSG(!s, "retrieval: %s", loupe_err_message(&err));
         int worst = 0;
