@@ -38,9 +38,9 @@
 #              alternated (carry build-devfull/tests/cuda/bench_anns_build and the base)
 #   sparsity   tests/models/run_on_device.sh sparsity: the bundled model's attention table (issue 5)
 #   storage    one graph search's cost per key row by key storage (STORAGES, default f32 bf16
-#              int8) on STORAGE_KEYS (default 1,048,576) synthetic keys, one thread and every
-#              thread: whether 16 threads' searches are bound by the bytes of the rows they read
-#              (issues 6 and 7)
+#              int8 int8c) on STORAGE_KEYS (default 1,048,576) synthetic keys, every thread:
+#              whether 16 threads' searches are bound by the bytes of the rows they read
+#              (issues 6 and 7; a thread alone is probe's)
 #   probe      the host's memory facts (huge pages, NUMA, CPU) and one graph search's cost per key
 #              row on 131,072 synthetic keys, one thread and every thread (issues 6 and 7)
 #   ab         the retr128k stage with another loupe and with this tree's, alternated (this,
@@ -118,28 +118,26 @@ probe() {
     done
 }
 
-# The storage stage: searches/s and rows per search by key storage, $(nproc) threads and 1, one
+# The storage stage: searches/s and rows per search by key storage on every thread, one
 # synthetic key set (written once, so every storage searches the same keys and queries).
 storage() {
     local o=$1 secs=$2 n=${STORAGE_KEYS:-1048576} bin=build-devfull/app/loupe
     export LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-    local t0=$SECONDS d=/dev/shm/loupe-storage st th left
+    local t0=$SECONDS d=/dev/shm/loupe-storage st left
     mkdir -p $d
     "$bin" bench anns --synthetic "$n,128" --write-synthetic $d/syn --index flat --n-test 8000 \
         --threads "$(nproc)" --k 1 >"$o/write.txt" 2>&1
     ls -la $d >>"$o/write.txt"
     : >"$o/summary.txt"
-    for st in ${STORAGES:-f32 bf16 int8}; do
-        for th in $(nproc) 1; do
-            local left=$((secs - SECONDS + t0))
-            [ $left -gt 10 ] || break 2
-            timeout $left "$bin" bench anns --keys $d/syn.keys.fbin \
-                --build-queries $d/syn.build.fbin --queries $d/syn.test.fbin --index graph \
-                --degree 16 --sample 8192 --ef 100 --threads $th \
-                --n-test $((th == 1 ? 1000 : 8000)) --storage $st >"$o/anns_${st}_t$th.txt" 2>&1
-            echo "-- $st, threads $th (rc $?)" >>"$o/summary.txt"
-            grep -E '^(index|graph) ' "$o/anns_${st}_t$th.txt" >>"$o/summary.txt"
-        done
+    for st in ${STORAGES:-f32 bf16 int8 int8c}; do
+        left=$((secs - SECONDS + t0))
+        [ $left -gt 10 ] || break
+        timeout $left "$bin" bench anns --keys $d/syn.keys.fbin \
+            --build-queries $d/syn.build.fbin --queries $d/syn.test.fbin --index graph \
+            --degree 16 --sample 8192 --ef 100 --threads "$(nproc)" --n-test 8000 \
+            --storage $st >"$o/anns_$st.txt" 2>&1
+        echo "-- $st, threads $(nproc) (rc $?)" >>"$o/summary.txt"
+        grep -E '^(index|graph) ' "$o/anns_$st.txt" >>"$o/summary.txt"
     done
     rm -rf $d
 }
