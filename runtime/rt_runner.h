@@ -71,8 +71,10 @@ typedef struct {
     uint32_t static_max;    /* static tail that triggers a move to the host set (2048) */
     int ef;                 /* graph beam; 0: topk, at least 100 */
     int expand;             /* graph: a search stops once the best `expand` of its pool are
-                               expanded (0: all ef); fewer keys scanned for the tail of the
-                               top-k, which carries little attention weight */
+                               expanded (0: the runtime's choice, rt_retrieval_expand: 64 of
+                               the default beam of 100; ef or more: all); fewer keys scanned
+                               for the tail of the top-k, which carries little attention
+                               weight */
     int expand_batch;       /* graph: pool entries expanded at a time, their key rows fetched
                                together (0 or 1: one; anns.h's ann_search_params) */
     float margin;           /* graph: a search stops at the first unexpanded pool entry whose
@@ -153,6 +155,9 @@ void rt_runner_params_init(rt_runner_params *p);
 /* The graph beam a retrieval state searches with for a requested ef (rt_retrieval_params.ef)
  * at a top-k and context: 0 takes the top-k, at least 100; at most n_ctx. */
 int rt_retrieval_beam(int ef, uint32_t topk, uint32_t n_ctx);
+/* The expansion of a seeded decode step for a requested expand (rt_retrieval_params.expand) at
+ * beam ef: 0 takes 16/25 of ef (64 of 100); at most ef. */
+int rt_retrieval_expand(int expand, int ef);
 
 /* Totals since the last rt_runner_reset, for the UI, `bench` and tests. */
 typedef struct {
@@ -226,7 +231,7 @@ void rt_runner_stats_get(const rt_runner *r, rt_runner_stats *out);
 
 /* Changes how the steps that follow search (retrieval modes): the graph beam (ef, 0: topk, at
  * least 100; at most the beam the runner was created for, or 4× it: its first-step beam), its
- * expansion (expand, 0: all), the entries expanded at a time (expand_batch), the margin
+ * expansion (expand, 0: the runtime's choice, rt_retrieval_expand; ef: all), the entries expanded at a time (expand_batch), the margin
  * (logits, 0: none), the query heads per traversal (search_group, clamped to one index's heads)
  * and the heads searched interleaved (interleave, with search_group 1; 0: the runtime's
  * choice). For a benchmark that sweeps search settings over one prefill; the indexes stay. */

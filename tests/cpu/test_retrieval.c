@@ -133,6 +133,7 @@ int main(int argc, char **argv)
         CHECK_MSG(!script_run(m, &p, ids, flat, NULL, &err), "flat: %s", loupe_err_message(&err));
         script_params(&p, RT_ATTN_RETRIEVAL, 9);
         p.retrieval.ef = (int)p.n_ctx;
+        p.retrieval.expand = (int)p.n_ctx; /* the whole beam: exhaustive */
         CHECK(p.retrieval.search_copy == 0); /* the default: the host keys */
         p.retrieval.search_copy = 1;
         loupe_status s = script_run(m, &p, ids, got, &st, &err);
@@ -171,6 +172,7 @@ int main(int argc, char **argv)
             script_params(&p, shared_modes[i], 9);
             p.retrieval.index_per_kv = true;
             p.retrieval.ef = (int)p.n_ctx;
+            p.retrieval.expand = (int)p.n_ctx; /* the whole beam: exhaustive */
             loupe_status s = script_run(m, &p, ids, got, &st, &err);
             CHECK_MSG(!s, "%s per KV head: %s", rt_attn_mode_name(shared_modes[i]),
                       loupe_err_message(&err));

@@ -90,6 +90,7 @@ int main(int argc, char **argv)
         /* 2. Exhaustive beam: every head's exact top-k, as searched alone. */
         params(&p, RT_ATTN_RETRIEVAL, TOPK, 1);
         p.retrieval.ef = (int)p.n_ctx;
+        p.retrieval.expand = (int)p.n_ctx; /* the whole beam: exhaustive */
         CHECK_MSG(!script_run(m, &p, ids, one, NULL, &err), "exhaustive: %s",
                   loupe_err_message(&err));
         p.retrieval.search_group = grp;
