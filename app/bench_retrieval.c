@@ -508,6 +508,10 @@ static int run_rows(bench *be, uint32_t L, bench_mode mode, const char *name, in
         out.build_repair_s = a.build_repair_s;
         out.build_task_s = a.build_task_s;
         out.rss_prefill = proc_status_bytes("VmRSS");
+        if (a.build_knn_cpu_calls > 0)
+            fprintf(stderr, "loupe: %s: ctx %u %s: %llu of the build's kNN calls ran on the CPU "
+                    "(the GPU had too little memory left for them)\n", CMD, L, mode_names[mode],
+                    (unsigned long long)a.build_knn_cpu_calls);
         if (out.prefill_s > 1.0 && builds)
             fprintf(stderr, "loupe: %s: ctx %u %s: prefill %.1f s, of which index build %.1f s\n",
                     CMD, L, mode_names[mode], out.prefill_s, out.build_s);

@@ -958,8 +958,11 @@ static loupe_status knn_on_gpu(void *user, const ann_keys *keys, const float *qu
     loupe_status st = rt_cuda_knn(NULL, keys, queries, nq, k, threads, ids, scores,
                                   key_best_query, err);
     gate_leave(&gate, now_s() - t0, &r->st.build_knn_gpu_s);
-    if (st == LOUPE_ERR_GPU_MEMORY)
+    if (st == LOUPE_ERR_GPU_MEMORY) {
+#pragma omp atomic
+        r->st.build_knn_cpu_calls++;
         st = ann_knn_cpu(NULL, keys, queries, nq, k, threads, ids, scores, key_best_query, err);
+    }
     return st;
 }
 

@@ -179,6 +179,8 @@ typedef struct {
     double build_knn_gpu_s;   /* the GPU kNN calls' own time, summed (one call at a time unless
                                  LOUPE_KNN_CALLS allows more): near build_s, the build waits on
                                  the GPU; far below it, on the CPU steps */
+    uint64_t build_knn_cpu_calls; /* GPU kNN calls refused for want of GPU memory and computed
+                                 on CPU threads instead (the same lists, slower) */
     double build_prune_gpu_s; /* the GPU pruning calls' own time (the projection's pruning,
                                  runtime/cuda/prune.cu), summed: up to 4 calls run at once */
     double build_proj_s;      /* thread time of the graphs' projection (lists, pruning) */
