@@ -142,9 +142,9 @@ const void *ann_keys_data(const ann_keys *keys, int64_t *row_stride, const float
 /* Bytes held by the key rows (+ scales). */
 size_t ann_keys_bytes(const ann_keys *keys);
 /* A copy of src's rows in int8c (ANN_KEYS_INT8C), its channel scales from those rows, with room
- * for `cap` rows (>= src's count; committed as they are written): what a graph searches instead
- * of src when the search's time is the bytes of the rows it reads (ann_index_set_search_keys).
- * Caller destroys. */
+ * for `cap` rows (>= src's count; committed as they are written): what a graph can walk instead
+ * of src where a search's time is the bytes of the rows it reads (ann_index_set_search_keys; on
+ * the GPU machine's host at 128K it was not: docs/BENCHMARKS.md). Caller destroys. */
 loupe_status ann_keys_search_copy(const ann_keys *src, int64_t cap, ann_keys **out,
                                   loupe_err *err);
 /* Encodes src's rows from the copy's count up to src's count into the copy and sets its count to

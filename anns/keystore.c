@@ -5,10 +5,10 @@
  * Invariants: rows are `stride` elements apart (a view can walk a wider KV row); int8 rows carry
  * scale = max|k| / 127 (0 for an all-zero row), so k ≈ scale · k8 with |error| <= scale / 2 per
  * element; int8c rows share one scale per channel, max over the rows / 127 (the same bound; a
- * search copy widens a scale when a new row needs it); bf16 is
- * round-to-nearest-even of the f32 (NaN kept NaN). The dot kernels are compiled
- * once per ISA (target_clones) and picked at load time, because the build's flags target the
- * baseline x86-64 and the search is bound by these loops.
+ * search copy widens a scale when a new row needs it); bf16 is round-to-nearest-even of the f32
+ * (NaN kept NaN). The dot kernels are compiled once per ISA (target_clones) and picked at load
+ * time, because the build's flags target the baseline x86-64 and the search is bound by these
+ * loops.
  */
 #include "anns/ann_impl.h"
 
@@ -238,7 +238,9 @@ static loupe_status alloc_owned(ann_key_type type, int64_t n, int64_t room, int 
                                 ann_keys **out, loupe_err *err)
 {
     ann_keys *k = calloc(1, sizeof *k);
-    const size_t n_scales = type == ANN_KEYS_INT8 ? (size_t)room : type == ANN_KEYS_INT8C ? (size_t)dim : 0;
+    const size_t n_scales = type == ANN_KEYS_INT8    ? (size_t)room
+                            : type == ANN_KEYS_INT8C ? (size_t)dim
+                                                     : 0;
     if (!k || !(k->owned_data = ann_rows_alloc((size_t)room * (size_t)dim *
                                                ann_key_type_bytes(type))) ||
         (n_scales && !(k->owned_scales = calloc(n_scales, sizeof(float))))) {

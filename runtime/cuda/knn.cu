@@ -1120,6 +1120,11 @@ extern "C" loupe_status rt_cuda_knn_run(const rt_cuda_knn_opts *opts, const ann_
              "device query");
     KNN_CUDA(cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, o->device),
              "device query");
+    if (ann_keys_type(keys) == ANN_KEYS_INT8C) { /* a search copy: no kernel reads its form */
+        inf->cpu_only = 1;
+        return ann_knn_cpu(nullptr, keys, queries, nq, k, threads, ids, scores, key_best_query,
+                           err);
+    }
     Plan p;
     if (cc < 8 || !pools || !make_plan(o, n, dim, nq, k, n_sm, smem_max, &p)) {
         if (pools && k <= WIDE_K_MAX) /* k or dim beyond the fused scan's buffers */

@@ -39,8 +39,8 @@
  * candidates' distances are within a few ulp: tests/cuda/test_cuda_prune.c counts such lists.
  *
  * Shapes without a GPU path — dim > DIM_MAX, keep > KEEP_MAX, shared lists longer than
- * LONGEST, too little shared memory, no device — answer LOUPE_ERR_UNSUPPORTED, and the build
- * prunes on the CPU instead.
+ * LONGEST, too little shared memory, int8c keys, no device — answer LOUPE_ERR_UNSUPPORTED, and
+ * the build prunes on the CPU instead.
  *
  * Checked on an H100 (2026-12-07): test_cuda_prune's five cases (at most 0.10% of a batch's
  * lists differ from the CPU's), a graph built either way has the same edges' count and recall.
@@ -752,6 +752,9 @@ loupe_status run(Call &c, const ann_prune_job *j, int smem_max, rt_cuda_prune_in
     size_t smem = 0, lsmem = 0;
     int lnw = 0;
     loupe_status st;
+    if (kt == ANN_KEYS_INT8C)
+        return loupe_fail(err, LOUPE_ERR_UNSUPPORTED,
+                          "GPU pruning: int8c keys (a search copy) are not read on the GPU");
     PRUNE_CUDA(cudaEventRecord(c.ev[0], c.stream), "event record");
     if (shared && j->K > SHARED_K_MAX) {
         long_shape(j->K, dim, keep, smem_max, &a.pmax, &lnw);
