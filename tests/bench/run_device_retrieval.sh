@@ -22,7 +22,9 @@
 #            (f32, 16 KiB a token) and one layer's K/V on the GPU, 10 GiB beside the weights;
 #   8b1m     retrieval alone at 1M with int8 host K/V, TIMING ONLY: --local-prefill (each chunk
 #            attends to itself alone, so the prefill is linear; K/V and queries are the
-#            model's), --gpu-mem 48G for the same reason (20 GiB of prefill buffers);
+#            model's), --gpu-mem 48G for the same reason (20 GiB of prefill buffers); with
+#            $SEARCH set, decoded under each of its settings after the one prefill (e.g.
+#            0/0/1,0/0/1: the second row without the cold step);
 #   8b128k_retr  retrieval alone at 128K with the graph's beam (--ef) at each of $REFS (200 100);
 #            with $SEARCH set instead, one prefill per entry of $RVARIANTS (';'-separated extra
 #            options, default one empty entry), each decoded under every setting of
@@ -117,7 +119,7 @@ for stage in "$@"; do
         [ -f "$W/loupe-8b-1m.gguf" ] &&
             run retr_8b_1m 570 "$L" bench retrieval --model "$W/loupe-8b-1m.gguf" \
                 --backend cuda --gpu-mem 48G --ctx 1048576 --gen 16 --csv --modes retrieval \
-                --host-kv int8 --local-prefill "${RETR[@]}"
+                --host-kv int8 --local-prefill ${SEARCH:+--search "$SEARCH"} "${RETR[@]}"
         rm -f "$W/loupe-8b-1m.gguf" ;;
     8b128k_retr) # retrieval alone at 128K, the graph's beam at each of $REFS (default: its
                  # 200, then the default beam: topk, 100), or the --search settings of $SEARCH
