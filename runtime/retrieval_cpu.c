@@ -720,8 +720,7 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->gk = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gk);
     r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
     if (!r->cap || !r->log || !r->gather || !r->keys || !r->skeys || !r->index || !r->todo ||
-        !r->sctx ||
-        !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv ||
+        !r->sctx || !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv ||
         !r->spart || !r->slse || !r->hout || !r->hlse || !r->scores || !r->tmp ||
         !r->search_t || !r->busy_t || !r->task_order || !r->task_s) {
         rt_retr_destroy(r);
