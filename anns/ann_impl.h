@@ -82,8 +82,8 @@ typedef struct {
 struct ann_index {
     ann_type type;
     const ann_keys *keys;
-    const ann_keys *skeys;      /* what graph searches score, when not NULL: a narrower copy of
-                                   keys (ann_index_set_search_keys) */
+    const ann_keys *skeys;      /* graph / keygraph: what searches score, when not NULL: a
+                                   narrower copy of keys (ann_index_set_search_keys) */
     int64_t n;
     int dim;
     /* graph / keygraph */

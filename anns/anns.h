@@ -301,8 +301,8 @@ const ann_keys *ann_index_keys(const ann_index *index);
  * (ann_keys_search_copy), for when a search's time is the bytes of the rows it reads. The beam's
  * final candidates are then re-scored against the keys, and the top-k chosen and returned by
  * those scores (exact, as always; the rows of a beam of ef are read once more). It must hold as
- * many rows as the index (ann_index_add checks). NULL: back to the keys. Flat and IVF searches
- * always score the keys. */
+ * many rows as the index (ann_index_add checks). NULL: back to the keys. Flat and IVF indexes,
+ * which always score the keys, refuse one (LOUPE_ERR_INVALID). */
 loupe_status ann_index_set_search_keys(ann_index *index, const ann_keys *search, loupe_err *err);
 /* Bytes of the index's own arrays (not the keys): graph ids, offsets, lists, centroids; after
  * ann_index_reserve, at capacity and including growth's scratch. */

@@ -563,7 +563,7 @@ loupe_status ann_index_add(ann_index *ix, const float *queries, int64_t nq, ann_
                           "index add: needs a search context over at least the %lld keys "
                           "reserved (has %lld)",
                           (long long)cap, ctx ? (long long)ctx->max_keys : 0LL);
-    if (ix->skeys && ix->skeys->n < n_new && ix->type != ANN_FLAT && ix->type != ANN_IVF)
+    if (ix->skeys && ix->skeys->n < n_new) /* a graph's walk scores its search copy */
         return loupe_fail(err, LOUPE_ERR_INVALID,
                           "index add: the search copy holds %lld of the %lld keys "
                           "(ann_keys_search_copy_sync first)",

@@ -133,6 +133,10 @@ const ann_keys *ann_index_keys(const ann_index *ix) { return ix->keys; }
 
 loupe_status ann_index_set_search_keys(ann_index *ix, const ann_keys *search, loupe_err *err)
 {
+    if (search && (ix->type == ANN_FLAT || ix->type == ANN_IVF))
+        return loupe_fail(err, LOUPE_ERR_INVALID,
+                          "search keys for a %s index: only graphs walk a search copy",
+                          ann_type_name(ix->type));
     if (search && (search->dim != ix->dim || search->n < ix->n))
         return loupe_fail(err, LOUPE_ERR_INVALID,
                           "search keys of %lld rows × %d for an index of %lld keys × %d",
@@ -284,7 +288,7 @@ static void emit(const ann_index *ix, const ann_search_params *p, const float *q
         for (int i = 0; i < m; i++)
             res[i].s = ann_dot_f32(q, p->rerank_keys + (int64_t)res[i].id * ix->dim, ix->dim);
         qsort(res, (size_t)m, sizeof *res, cmp_cand_desc);
-    } else if (ix->skeys && ix->type != ANN_FLAT && ix->type != ANN_IVF) {
+    } else if (ix->skeys) { /* a graph's (ann_index_set_search_keys) */
         for (int i = 0; i < m; i++)
             ann_prefetch_row(ix->keys, res[i].id);
         for (int i = 0; i < m; i++)

@@ -294,6 +294,9 @@ int main(void)
         CHECK(ann_index_build(ANN_FLAT, vf, NULL, 0, &bo, &flat, NULL, &err) == LOUPE_OK);
         CHECK(ann_index_build(ANN_IVF, vf, NULL, 0, &bo, &ivf, NULL, &err) == LOUPE_OK);
         CHECK(ann_index_build(ANN_FLAT, all, NULL, 0, &bo, &flat_all, NULL, &err) == LOUPE_OK);
+        CHECK(ann_index_set_search_keys(flat, all, &err) == LOUPE_ERR_INVALID); /* graphs only */
+        CHECK(ann_index_set_search_keys(ivf, all, &err) == LOUPE_ERR_INVALID);
+        CHECK(strstr(err.msg, "only graphs") != NULL);
         CHECK(ann_index_reserve(flat, N, &err) == LOUPE_OK);
         CHECK(ann_index_reserve(ivf, N, &err) == LOUPE_OK);
         for (int s = 1; s <= STEPS; s++) {
