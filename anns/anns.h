@@ -267,6 +267,14 @@ typedef struct {
     ann_prune_fn prune_lists; /* NULL: ann_prune_cpu; one that answers LOUPE_ERR_UNSUPPORTED
                                  hands the batch to ann_prune_cpu */
     void *prune_user;
+    /* graph: the exact top-keep_k keys of the build queries keep_row[0 .. n_keep) (rows of the
+     * given queries), best first, copied out of the kNN step into kept (n_keep, keep_k); the
+     * rest of a row -1 where the build's lists are shorter or the row was not sampled. A
+     * decoder starts its first search from the last prompt position's lists, an exact answer
+     * the build computed anyway. n_keep 0: nothing kept. */
+    int n_keep, keep_k;
+    const int64_t *keep_row;
+    int32_t *kept;
 } ann_build_opts;
 
 void ann_build_opts_init(ann_build_opts *opts);

@@ -784,6 +784,26 @@ static int choose_entries(const ann_index *ix, const float *Q, int64_t nq, const
     return ne;
 }
 
+/* ann_build_opts' kept lists out of the kNN lists L (use, K) of the build queries; pick
+ * (non-NULL when sampled) maps a used query to its row among the given ones. */
+static void keep_lists(const ann_build_opts *o, const int32_t *L, int64_t use, int K,
+                       const int64_t *pick)
+{
+    for (int r = 0; r < o->n_keep; r++) {
+        int32_t *dst = o->kept + (size_t)r * (size_t)o->keep_k;
+        int64_t at = pick ? -1 : o->keep_row[r] < use ? o->keep_row[r] : -1;
+        for (int64_t i = 0; pick && i < use && at < 0; i++)
+            if (pick[i] == o->keep_row[r])
+                at = i;
+        int c = 0;
+        if (at >= 0)
+            for (; c < o->keep_k && c < K; c++)
+                dst[c] = L[at * K + c];
+        for (; c < o->keep_k; c++)
+            dst[c] = -1;
+    }
+}
+
 /* Owner of each query's list: the key graph's own key; else the pivot, the query's best key,
  * unless that key already owns `cap` lists (a hub: every query's best key may be the same sink),
  * then the next best key that has room; queries taken in a seeded random order. */
@@ -917,6 +937,8 @@ loupe_status ann_graph_build(ann_index *ix, const float *queries, int64_t nq,
     /* Only the ids: no scores (a GPU kNN then downloads half as much). */
     if ((rc = knn(opts->knn_user, ix->keys, Q, use, Kq, nth, L, NULL, best_q, err)) != LOUPE_OK)
         goto done;
+    if (!keygraph)
+        keep_lists(opts, L, use, Kq, use < total ? pick : NULL);
     if ((rc = choose_owners(L, use, Kq, keygraph ? pick : NULL, n, opts->pivot_cap, opts->seed,
                             owner, err)) != LOUPE_OK)
         goto done;

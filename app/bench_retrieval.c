@@ -95,7 +95,9 @@ static void usage(FILE *f)
             "                        L - gen·settings tokens (e.g.\n"
             "                        100/0/2,100/32/2,100/0/1; EF at most the first's 4×: the\n"
             "                        runner is created with the first). The first setting's\n"
-            "                        first step is the cold one after the prefill\n"
+            "                        first step starts from the lists the build kept for the\n"
+            "                        prefill's last position (cold_searches counts any that\n"
+            "                        started from nothing)\n"
             "  --backend, --gpu-mem, --topk, --sinks, --window, --ef, --expand, --margin,\n"
             "  --interleave, --nprobe, --build-queries,\n"
             "  --static-max, --index-per, --search-group, --degree, --build-k, --prune,\n"
@@ -332,7 +334,7 @@ typedef struct {
     uint64_t coexec_tokens;
     double step_ms, wait_ms, host_ms, tail_ms, idle_ms; /* per co-executed token */
     uint32_t n_host;
-    uint64_t searches, scanned, attended;
+    uint64_t searches, scanned, attended, cold; /* cold: searches with nothing to start from */
     double scanned_pct, attended_pct;
     uint64_t gpu_bytes, host_kv_bytes, index_bytes, rss_prefill, rss_peak;
 } row;
@@ -432,6 +434,7 @@ static void breakdown(const rt_runner_stats *a, const rt_runner_stats *z, const 
     out->searches = z->searches - a->searches;
     out->scanned = z->keys_scanned - a->keys_scanned;
     out->attended = z->keys_attended - a->keys_attended;
+    out->cold = z->cold_searches - a->cold_searches;
     double host = (double)a->n_host;
     out->scanned_pct = out->searches && host > 0 ? 100.0 * out->scanned / (out->searches * host)
                                                  : 0;
@@ -567,7 +570,7 @@ static void print_header(const bench_opts *b, const char *name, const rt_model *
                "coexec_tokens,step_ms,gpu_wait_ms,host_ms,tail_ms,idle_ms,n_host,searches,"
                "keys_scanned,keys_attended,scanned_pct,attended_pct,gpu_bytes,host_kv_bytes,"
                "index_bytes,rss_prefill_bytes,peak_rss_bytes,ef,expand,search_group,"
-               "expand_batch,margin,interleave,status\n");
+               "expand_batch,margin,interleave,cold_searches,status\n");
         return;
     }
     printf("model %s: %.1fM params, %u layers, %u/%u heads; backend %s, %d threads\n"
@@ -603,7 +606,7 @@ static void print_row(const bench_opts *b, const char *name, int threads, bool c
     if (b->csv) {
         printf("%s,%s,%d,%u,%s,%s,%u,%u,%u,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.3f,%.4f,"
                "%.4f,%.4f,%llu,%.4f,%.4f,%.4f,%.4f,%.4f,%u,%llu,%llu,%llu,%.3f,%.3f,%llu,%llu,"
-               "%llu,%llu,%llu,%d,%d,%d,%d,%g,%d,",
+               "%llu,%llu,%llu,%d,%d,%d,%d,%g,%d,%llu,",
                name, w->ok ? rt_backend_name(w->backend) : rt_backend_name(b->o.backend),
                threads, w->ctx, mode, w->ok ? rt_attn_mode_name(w->attention) : "", w->topk,
                w->n_pre, w->n_gen, w->prefill_s, w->build_s, w->build_knn_s,
@@ -618,7 +621,8 @@ static void print_row(const bench_opts *b, const char *name, int threads, bool c
                (unsigned long long)w->gpu_bytes, (unsigned long long)w->host_kv_bytes,
                (unsigned long long)w->index_bytes, (unsigned long long)w->rss_prefill,
                (unsigned long long)w->rss_peak, w->search.ef, w->search.expand,
-               w->search.group, w->search.batch, (double)w->search.margin, w->search.ilv);
+               w->search.group, w->search.batch, (double)w->search.margin, w->search.ilv,
+               (unsigned long long)w->cold);
         if (w->ok)
             printf("ok\n");
         else

@@ -94,7 +94,8 @@ struct rt_retr {
     int32_t *ids;        /* (n_threads, task_max, topk) */
     int32_t *seeds;      /* (n_threads, task_max · 2 · topk) a task's seeds: its heads' previous
                             ids and the ids after them (a group's: their union) */
-    /* the previous one-token step's results per (layer, query head), index ids: the next step's
+    /* the previous one-token step's results per (layer, query head), index ids (or a batch's
+     * last token's, or after a build the exact top-k of the newest query): the next step's
      * search starts from them (consecutive tokens' queries attend to much the same keys) */
     int32_t *prev_ids;   /* (n_layer · n_head, topk) */
     int *prev_n;         /* (n_layer · n_head) */
@@ -178,10 +179,10 @@ static ann_index *index_of(const rt_retr *r, uint32_t il, uint32_t h)
  * than topk takes host_whole_attend instead); out (nh, hd) = 0 and lse (nh) = −∞ when nothing
  * is attended (topk 0, no host set). qs (nh, hd): their queries. The rows come from the host K/V
  * of their KV head, widened to float32. Seeded, the search starts from the heads' previous
- * results (a group's: their union). A failed search attends nothing and is recorded for settle()
- * to report. */
+ * results (a group's: their union); with keep, its results become the heads' previous ones. A
+ * failed search attends nothing and is recorded for settle() to report. */
 static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_t nh,
-                          const float *qs, bool seeded, float *out, float *lse)
+                          const float *qs, bool seeded, bool keep, float *out, float *lse)
 {
     const uint32_t hd = r->hd, n_host = r->host_end - r->sinks, topk = r->p.topk;
     const uint32_t g = h0 / r->group;
@@ -212,6 +213,7 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
     const bool apart = nh > 1 && r->sgroup == 1;
     ann_search_params one[ANN_INTERLEAVE_MAX];
     const int n_par = apart ? (int)nh : 1;
+    uint64_t cold = 0;
     int32_t *seeds = r->seeds + (size_t)tid * r->task_max * topk * 2;
     for (int x = 0; x < n_par; x++) {
         ann_search_params *px = &one[x];
@@ -235,14 +237,21 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
         }
         if (px->n_seeds == 0) {
             /* Nothing to start near: a batch of extension tokens (a question) or a cold
-             * one-token step (the first after a prefill). The narrowing (--expand, --margin),
+             * one-token step (one whose heads kept nothing: a build keeps the newest query's
+             * exact lists, so rarely). The narrowing (--expand, --margin),
              * a seeded decode step's economy, would leave keys these tokens read unfound; they
              * are few and searched once. The cold step also takes the wide beam. */
             px->expand = 0;
             px->margin = 0;
-            if (seeded)
+            if (seeded) {
                 px->ef = r->ef_cold;
+                cold++;
+            }
         }
+    }
+    if (cold) {
+#pragma omp atomic
+        r->st.cold_searches += cold;
     }
     loupe_err e;
     double ts = now_s();
@@ -263,7 +272,7 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
                      : ann_search_group(ix, ctx, qs, (int)nh, one, ids, sc, nf, &e);
     }
     r->search_t[tid] += now_s() - ts;
-    if (seeded && !st)
+    if (keep && !st)
         for (uint32_t j = 0; j < nh; j++) {
             memcpy(prev + (size_t)j * topk, ids + (size_t)j * topk, (size_t)nf[j] * sizeof *ids);
             r->prev_n[slot + j] = nf[j];
@@ -472,7 +481,8 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
         for (uint32_t j = 0; j < nh; j++)
             static_partial(r, K, V, q + (size_t)j * hd, pos, tmp, out + (size_t)j * hd,
                            &l_out[j]);
-        host_partials(r, tid, il, h0, nh, q, B == 1, tmp, l_tmp); /* one token: seeded */
+        /* one token: seeded; a batch's last token leaves its results to the next step */
+        host_partials(r, tid, il, h0, nh, q, B == 1, t + 1 == B, tmp, l_tmp);
         for (uint32_t j = 0; j < nh; j++)
             if (l_tmp[j] != -INFINITY)
                 rt_attn_merge(out + (size_t)j * hd, l_out[j], tmp + (size_t)j * hd, l_tmp[j], hd,
@@ -522,7 +532,7 @@ loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const fl
         double ts = now_s();
         const long w = order[i];
         uint32_t nh, h0 = task_heads(r, w, &nh);
-        host_partials(r, tid, il, h0, nh, q + (size_t)h0 * hd, true, out + (size_t)h0 * hd,
+        host_partials(r, tid, il, h0, nh, q + (size_t)h0 * hd, true, true, out + (size_t)h0 * hd,
                       &lse[h0]);
         double dt = now_s() - ts;
         took[w] = (float)dt;
@@ -669,9 +679,10 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->log_max = r->p.static_max + c->n_batch;
     if (r->p.nprobe > (int)r->n_ctx)
         r->p.nprobe = (int)r->n_ctx;
-    /* A one-token step with no previous results to start from (the first after a prefill)
-     * searches with COLD_BEAM times the beam: on the bundled model at 16K that step was where
-     * passkey answers were lost, and it is one step of many. (A batch of extension tokens is
+    /* A one-token step with no previous results to start from (before builds kept the newest
+     * query's exact lists, the first after a prefill) searches with COLD_BEAM times the beam:
+     * on the bundled model at 16K that step was where passkey answers were lost, and it is one
+     * step of many. (A batch of extension tokens is
      * searched unseeded, at the plain beam: it would cost COLD_BEAM times for every token.) */
     enum { COLD_BEAM = 4 };
     r->ef_cold = r->p.ef;
@@ -1059,6 +1070,20 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
     const int levels = omp_get_max_active_levels();
     if (inner > 1 && levels < 2)
         omp_set_max_active_levels(2);
+    /* The graphs keep each query head's exact top-k for its last query (the newest position:
+     * the prefill's last, or the tail's when settle builds the first indexes), and the next
+     * one-token step starts from them as from a previous step's results — not from nothing
+     * with COLD_BEAM times the beam (~0.1 s a turn at 1M tokens). */
+    const uint32_t per_head = rows + tail;
+    int64_t *keep_rows = NULL;
+    if (index_type(r->mode) == ANN_GRAPH && r->p.topk < n_host && per_head > 0 &&
+        (tail > 0 || !with_tail)) {
+        keep_rows = malloc(r->heads_per_index * sizeof *keep_rows);
+        if (!keep_rows)
+            return loupe_fail(err, LOUPE_ERR_NOMEM, "no memory for the index builds' seeds");
+        for (uint32_t j = 0; j < r->heads_per_index; j++)
+            keep_rows[j] = (int64_t)j * per_head + per_head - 1;
+    }
     loupe_status first = LOUPE_OK;
     double knn_s = 0, proj_s = 0, repair_s = 0, task_s = 0;
     uint64_t bytes = 0;
@@ -1084,6 +1109,13 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
                 bo.prune_user = r;
             }
         }
+        const size_t slot = (size_t)l * r->n_head + (size_t)x * r->heads_per_index;
+        if (keep_rows) {
+            bo.n_keep = (int)r->heads_per_index;
+            bo.keep_k = (int)r->p.topk;
+            bo.keep_row = keep_rows;
+            bo.kept = r->prev_ids + slot * r->p.topk;
+        }
         const float *q = gather_index(r, t, qsrc + (size_t)l * qstride * r->nq, rows,
                                       r->log + (size_t)l * r->log_max * r->nq, tail, x);
         const uint32_t g = x * r->heads_per_index / r->group;
@@ -1108,6 +1140,13 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
             }
             continue;
         }
+        for (uint32_t j = 0; keep_rows && j < r->heads_per_index; j++) {
+            const int32_t *kept = r->prev_ids + (slot + j) * r->p.topk;
+            int n = 0;
+            while (n < (int)r->p.topk && kept[n] >= 0)
+                n++;
+            r->prev_n[slot + j] = n;
+        }
         knn_s += bs.knn_s;
         proj_s += bs.projection_s;
         repair_s += bs.repair_s;
@@ -1116,6 +1155,7 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
     }
     if (inner > 1 && levels < 2)
         omp_set_max_active_levels(levels);
+    free(keep_rows);
     r->st.build_knn_s += knn_s; /* thread time, waits for the GPU included: builds overlap */
     r->st.build_proj_s += proj_s;
     r->st.build_repair_s += repair_s;

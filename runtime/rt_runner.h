@@ -167,6 +167,8 @@ typedef struct {
     uint64_t searches;        /* index searches (tokens × layers × query heads) */
     uint64_t keys_scanned;    /* key rows the searches scored */
     uint64_t keys_attended;   /* host keys attended (≤ searches × topk) */
+    uint64_t cold_searches;   /* one-token searches with nothing to start from (no previous
+                                 results kept): the whole, widened beam */
     double search_s;          /* wall time of retrieval attention, per layer call, summed, */
     double attend_s;          /*   split by the threads' own clocks: searching (mean thread),
                                    attending (mean thread: static and host partials, merge), */

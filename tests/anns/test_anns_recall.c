@@ -3,8 +3,9 @@
  * test queries whose top keys lie where no build query was sampled; seeding from a previous
  * result does not hurt; IVF recall rises with nprobe and is exact at nprobe = nlist; and two
  * indexes share one key array (GQA); a narrower expansion (expand < k) scans fewer keys and still
- * returns k sorted results; the build does not depend on the thread count. Keys scanned and the
- * key-only baseline are printed. */
+ * returns k sorted results; the build does not depend on the thread count; the lists a build
+ * keeps for chosen queries are their exact top-k. Keys scanned and the key-only baseline are
+ * printed. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -54,6 +55,25 @@ static double build_and_run(ann_keys *keys, const float *bq, int64_t n, const an
     const double r = run(g, ctx, tq, p, truth, ids, sc, scanned);
     ann_index_destroy(g);
     return r;
+}
+
+/* kept (n, stride): each row's first k ids are the exact top-k of build query rows[i] over keys
+ * (what the build's kNN computed), the rest -1. */
+static void check_kept(const ann_keys *keys, const float *bq, const int64_t *rows, int n, int k,
+                       const int32_t *kept, int stride)
+{
+    int32_t *want = malloc(sizeof(int32_t) * (size_t)k);
+    loupe_err err;
+    for (int i = 0; i < n && want; i++) {
+        CHECK(ann_knn_cpu(NULL, keys, bq + rows[i] * D, 1, k, 1, want, NULL, NULL, &err) ==
+              LOUPE_OK);
+        CHECK_MSG(memcmp(want, kept + (size_t)i * stride, sizeof(int32_t) * (size_t)k) == 0,
+                  "kept list of build query %lld differs from its exact top-%d",
+                  (long long)rows[i], k);
+        for (int c = k; c < stride; c++)
+            CHECK(kept[(size_t)i * stride + c] == -1);
+    }
+    free(want);
 }
 
 int main(void)
@@ -237,7 +257,20 @@ int main(void)
     CHECK(ann_synth_generate(&so2, &K2, &BQ2, &TQ2, &err) == LOUPE_OK);
     CHECK(ann_knn_cpu(NULL, exact, TQ2, NT, K, 2, truth, sc, NULL, &err) == LOUPE_OK);
     bo.max_build_queries = 0;
+    /* ... keeping three build queries' exact lists (the last, one inside, one past the end) */
+    const int64_t keep_row[3] = {N / 2 - 1, 7, N / 2};
+    int32_t *kept = malloc(sizeof(int32_t) * 3 * (K + 8));
+    CHECK(kept != NULL);
+    bo.n_keep = 3;
+    bo.keep_k = K + 8; /* more than the build's lists: the rest -1 */
+    bo.keep_row = keep_row;
+    bo.kept = kept;
     CHECK(ann_index_build(ANN_GRAPH, keys, BQ, N / 2, &bo, &g, &bs, &err) == LOUPE_OK);
+    bo.n_keep = 0;
+    check_kept(keys, BQ, keep_row, 2, bo.build_k, kept, K + 8);
+    for (int c = 0; c < K + 8; c++)
+        CHECK(kept[2 * (K + 8) + c] == -1);
+    free(kept);
     p.ef = 800; /* at 400 recall spans 0.88-0.94 across seeds, at 512 0.90-0.95: too close */
     double rh = run(g, ctx, TQ2, &p, truth, ids, sc, &scanned);
     fprintf(stderr, "graph from the first half's queries, tests on the second half, ef=800: "
@@ -248,6 +281,44 @@ int main(void)
      * (recall collapsing), not a target the index already meets with margin. */
     CHECK_MSG(rh >= 0.85, "uncovered recall %.4f < 0.85", rh);
     ann_index_destroy(g);
+
+    /* Kept lists of a sampled build: a row's list is its exact one when the row was sampled,
+     * else all -1; of 64 rows at a quarter sampled, some of each. */
+    {
+        enum { NS = 2000, NK = 64, KK = 16 };
+        ann_keys *few = NULL;
+        CHECK(ann_keys_create(K32, NS, D, ANN_KEYS_F32, &few, &err) == LOUPE_OK);
+        int64_t rows_k[NK];
+        for (int i = 0; i < NK; i++)
+            rows_k[i] = i * 31;
+        int32_t *kl = malloc(sizeof(int32_t) * NK * KK);
+        ann_build_opts bs2;
+        ann_build_opts_init(&bs2);
+        bs2.threads = 2;
+        bs2.seed = seed;
+        bs2.build_k = KK;
+        bs2.max_build_queries = NS / 4;
+        bs2.n_keep = NK;
+        bs2.keep_k = KK;
+        bs2.keep_row = rows_k;
+        bs2.kept = kl;
+        ann_index *gs = NULL;
+        CHECK(kl && ann_index_build(ANN_GRAPH, few, BQ, NS, &bs2, &gs, NULL, &err) == LOUPE_OK);
+        int sampled = 0;
+        for (int i = 0; i < NK && kl; i++) {
+            if (kl[i * KK] < 0) {
+                for (int c = 0; c < KK; c++)
+                    CHECK(kl[i * KK + c] == -1);
+                continue;
+            }
+            sampled++;
+            check_kept(few, BQ, &rows_k[i], 1, KK, kl + i * KK, KK);
+        }
+        CHECK_MSG(sampled > 0 && sampled < NK, "%d of %d kept rows sampled", sampled, NK);
+        ann_index_destroy(gs);
+        ann_keys_destroy(few);
+        free(kl);
+    }
 
     ann_search_ctx_destroy(ctx[0]);
     ann_search_ctx_destroy(ctx[1]);

@@ -43,6 +43,8 @@ function want(cond, what) { if (!cond) { print "FAIL: " v("mode") ": " what ": "
     if (m == "retrieval")
         want(v("searches") > 0 && v("keys_scanned") > 0 && v("keys_attended") > 0 && v("build_s") > 0, "graph searched")
     if (m == "retrieval")
+        want(v("cold_searches") == 0, "decode started from the lists the build kept, none cold")
+    if (m == "retrieval")
         want(v("build_proj_s") > 0 && v("build_task_s") + 0.002 >= v("build_knn_s") + v("build_proj_s") + v("build_repair_s"), "build split (CSV rounding aside): the tasks hold kNN, projection and repair")
     want(v("search_ms_tok") >= 0 && v("attend_ms_tok") >= 0 && v("imbalance_ms_tok") >= 0, "host time split")
 }
