@@ -238,9 +238,9 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
         if (px->n_seeds == 0) {
             /* Nothing to start near: a batch of extension tokens (a question) or a cold
              * one-token step (one whose heads kept nothing: a build keeps the newest query's
-             * exact lists, so rarely). The narrowing (--expand, --margin),
-             * a seeded decode step's economy, would leave keys these tokens read unfound; they
-             * are few and searched once. The cold step also takes the wide beam. */
+             * exact lists, so rarely). The narrowing (--expand, --margin), a seeded decode
+             * step's economy, would leave keys these tokens read unfound; they are few and
+             * searched once. The cold step also takes the wide beam. */
             px->expand = 0;
             px->margin = 0;
             if (seeded) {
@@ -682,8 +682,8 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     /* A one-token step with no previous results to start from (before builds kept the newest
      * query's exact lists, the first after a prefill) searches with COLD_BEAM times the beam:
      * on the bundled model at 16K that step was where passkey answers were lost, and it is one
-     * step of many. (A batch of extension tokens is
-     * searched unseeded, at the plain beam: it would cost COLD_BEAM times for every token.) */
+     * step of many. (A batch of extension tokens is searched unseeded, at the plain beam: it
+     * would cost COLD_BEAM times for every token.) */
     enum { COLD_BEAM = 4 };
     r->ef_cold = r->p.ef;
     if (r->mode == RT_ATTN_RETRIEVAL)
