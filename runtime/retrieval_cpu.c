@@ -99,6 +99,8 @@ struct rt_retr {
      * search starts from them (consecutive tokens' queries attend to much the same keys) */
     int32_t *prev_ids;   /* (n_layer · n_head, topk) */
     int *prev_n;         /* (n_layer · n_head) */
+    bool *build_seeds;   /* (n_layer) the layer's previous results are a build's exact lists,
+                            not a step's yet: its next one-token step expands its whole beam */
     float *scores;       /* (n_threads, task_max, topk) */
     float *tmp;          /* (n_threads, task_max, hd) */
     double *search_t;    /* (n_threads) thread-seconds in search, this hook call */
@@ -225,6 +227,8 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
              * position after the one it read at the last, which need not be a graph neighbour
              * of it. */
             int32_t *mine = seeds + (size_t)x * topk * 2;
+            if (r->build_seeds[il]) /* the first step from a build's lists: all of the beam */
+                px->expand = 0;
             const uint32_t j0 = apart ? (uint32_t)x : 0, j1 = apart ? j0 + 1 : nh; /* heads */
             px->seeds = mine;
             for (uint32_t j = j0; j < j1; j++)
@@ -489,6 +493,7 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
                               out + (size_t)j * hd, &l_out[j]);
         r->busy_t[tid] += now_s() - ts;
     }
+    r->build_seeds[il] = false;
     account(r, il, B, now_s() - t0);
 }
 
@@ -539,6 +544,7 @@ loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const fl
         r->busy_t[tid] += dt;
     }
     sort_longest_first(order, took, work);
+    r->build_seeds[il] = false;
     account(r, il, 1, now_s() - t0);
     return take_hook_failure(r, err);
 }
@@ -713,6 +719,7 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->seeds = malloc((size_t)r->n_threads * r->task_max * topk * 2 * sizeof *r->seeds);
     r->prev_ids = malloc((size_t)r->n_layer * r->n_head * topk * sizeof *r->prev_ids);
     r->prev_n = calloc((size_t)r->n_layer * r->n_head, sizeof *r->prev_n);
+    r->build_seeds = calloc(r->n_layer, sizeof *r->build_seeds);
     r->scores = malloc((size_t)r->n_threads * r->task_max * topk * sizeof *r->scores);
     r->tmp = malloc((size_t)r->n_threads * r->task_max * r->hd * sizeof *r->tmp);
     r->search_t = calloc((size_t)r->n_threads, sizeof *r->search_t);
@@ -731,8 +738,8 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->gk = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gk);
     r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
     if (!r->cap || !r->log || !r->gather || !r->keys || !r->skeys || !r->index || !r->todo ||
-        !r->sctx || !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->gk || !r->gv ||
-        !r->spart || !r->slse || !r->hout || !r->hlse || !r->scores || !r->tmp ||
+        !r->sctx || !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->build_seeds ||
+        !r->gk || !r->gv || !r->spart || !r->slse || !r->hout || !r->hlse || !r->scores || !r->tmp ||
         !r->search_t || !r->busy_t || !r->task_order || !r->task_s) {
         rt_retr_destroy(r);
         return loupe_fail(err, LOUPE_ERR_NOMEM,
@@ -825,6 +832,7 @@ void rt_retr_reset(rt_retr *r)
     r->hook_status = LOUPE_OK;
     memset(&r->st, 0, sizeof r->st);
     memset(r->prev_n, 0, (size_t)r->n_layer * r->n_head * sizeof *r->prev_n);
+    memset(r->build_seeds, 0, r->n_layer * sizeof *r->build_seeds);
     reset_task_order(r);
 }
 
@@ -857,6 +865,7 @@ void rt_retr_destroy(rt_retr *r)
     rt_host_kv_free(&r->hkv);
     free(r->prev_ids);
     free(r->prev_n);
+    free(r->build_seeds);
     free(r->scores);
     free(r->tmp);
     free(r->search_t);
@@ -1073,7 +1082,9 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
     /* The graphs keep each query head's exact top-k for its last query (the newest position:
      * the prefill's last, or the tail's when settle builds the first indexes), and the next
      * one-token step starts from them as from a previous step's results — not from nothing
-     * with COLD_BEAM times the beam (~0.1 s a turn at 1M tokens). */
+     * with COLD_BEAM times the beam (~0.1 s a turn at 1M tokens). That step expands its whole
+     * beam, as the cold one did (the narrowing is for steps that follow a step: the first
+     * token of an answer is where the cold step once lost passkey answers). */
     const uint32_t per_head = rows + tail;
     int64_t *keep_rows = NULL;
     if (index_type(r->mode) == ANN_GRAPH && r->p.topk < n_host && per_head > 0 &&
@@ -1155,6 +1166,8 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
     }
     if (inner > 1 && levels < 2)
         omp_set_max_active_levels(levels);
+    for (uint32_t i = 0; keep_rows && i < n_todo; i++)
+        r->build_seeds[todo[i]] = true;
     free(keep_rows);
     r->st.build_knn_s += knn_s; /* thread time, waits for the GPU included: builds overlap */
     r->st.build_proj_s += proj_s;

@@ -191,26 +191,37 @@ int main(int argc, char **argv)
     }
 
     /* 3c. a one-token step right after the prefill starts from the lists the build kept (the
-     * last prompt position's exact top-k), not from nothing with the cold beam. (Whether it then
-     * finds the same keys is the beam's business: at ef 100 of ~270 host keys on this random
-     * model it misses one now and then, where the cold beam, 4× wider, saw every key.) */
+     * last prompt position's exact top-k), not from nothing with the cold beam, and expands its
+     * whole beam: it scans what a runner that never narrows scans. (Whether it then finds the
+     * same keys as an exhaustive search is the beam's business: at ef 100 of ~270 host keys on
+     * this random model it misses one now and then, where the cold beam, 4× wider, saw all.) */
     {
-        script_params(&p, RT_ATTN_RETRIEVAL, 9);
-        rt_runner *r = NULL;
-        rt_runner_stats st = {0};
-        loupe_status s = rt_runner_create(m, &p, &r, &err);
-        if (!s)
-            s = rt_runner_prefill(r, ids, N0, NULL, &err);
-        if (!s)
-            s = rt_runner_decode(r, ids[N0], &err);
-        CHECK_MSG(!s, "decode after the prefill: %s", loupe_err_message(&err));
-        if (!s) {
-            rt_runner_stats_get(r, &st);
-            CHECK_MSG(st.searches > 0 && st.cold_searches == 0,
-                      "%llu of %llu searches cold after the prefill",
-                      (unsigned long long)st.cold_searches, (unsigned long long)st.searches);
+        uint64_t scanned[2] = {0, 0};
+        for (int pass = 0; pass < 2; pass++) {
+            script_params(&p, RT_ATTN_RETRIEVAL, 9);
+            if (pass == 1)
+                p.retrieval.expand = (int)p.n_ctx; /* never narrowed */
+            rt_runner *r = NULL;
+            rt_runner_stats st = {0};
+            loupe_status s = rt_runner_create(m, &p, &r, &err);
+            if (!s)
+                s = rt_runner_prefill(r, ids, N0, NULL, &err);
+            if (!s)
+                s = rt_runner_decode(r, ids[N0], &err);
+            CHECK_MSG(!s, "decode after the prefill: %s", loupe_err_message(&err));
+            if (!s) {
+                rt_runner_stats_get(r, &st);
+                CHECK_MSG(st.searches > 0 && st.cold_searches == 0,
+                          "%llu of %llu searches cold after the prefill",
+                          (unsigned long long)st.cold_searches,
+                          (unsigned long long)st.searches);
+                scanned[pass] = st.keys_scanned;
+            }
+            rt_runner_destroy(r);
         }
-        rt_runner_destroy(r);
+        CHECK_MSG(scanned[0] > 0 && scanned[0] == scanned[1],
+                  "first step after the prefill scanned %llu keys, %llu never narrowed",
+                  (unsigned long long)scanned[0], (unsigned long long)scanned[1]);
     }
 
     /* 4. static set only: visibly different. */
