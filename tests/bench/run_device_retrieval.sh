@@ -24,7 +24,8 @@
 #            attends to itself alone, so the prefill is linear; K/V and queries are the
 #            model's), --gpu-mem 48G for the same reason (20 GiB of prefill buffers); with
 #            $SEARCH set, decoded under each of its settings after the one prefill (e.g.
-#            0/0/1,0/0/1: the second row without the cold step);
+#            0/0/1,0/0/1: the second row without the first step after the prefill, which
+#            expands its whole beam);
 #   8b128k_retr  retrieval alone at 128K with the graph's beam (--ef) at each of $REFS (200 100);
 #            with $SEARCH set instead, one prefill per entry of $RVARIANTS (';'-separated extra
 #            options, default one empty entry), each decoded under every setting of
