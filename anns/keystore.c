@@ -280,26 +280,20 @@ loupe_status ann_keys_create(const float *keys, int64_t n, int dim, ann_key_type
         rc = loupe_fail(err, LOUPE_ERR_INVALID, "unknown key storage type %d", (int)type);
         goto done;
     }
+    if (type == ANN_KEYS_INT8C) { /* channel scales from every row: a search copy of them */
+        ann_keys *f32 = NULL;
+        if ((rc = ann_keys_view(ANN_KEYS_F32, keys, NULL, n, dim, dim, &f32, err)) == LOUPE_OK)
+            rc = ann_keys_search_copy(f32, n, out, err);
+        ann_keys_destroy(f32);
+        return rc;
+    }
     if ((rc = alloc_owned(type, n, n, dim, &k, err)) != LOUPE_OK)
         goto done;
-    if (type == ANN_KEYS_INT8C) {
-        float *amax = k->owned_scales; /* the channels' max |k|, then their scales */
-        for (int64_t r = 0; r < n; r++)
-            for (int i = 0; i < dim; i++)
-                amax[i] = fmaxf(amax[i], fabsf(keys[r * dim + i]));
-        for (int i = 0; i < dim; i++)
-            amax[i] /= 127.0f;
-    }
     const size_t row_bytes = (size_t)dim * ann_key_type_bytes(type);
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < n; r++) {
-        char *dst = (char *)k->owned_data + r * row_bytes;
-        if (type == ANN_KEYS_INT8C)
-            encode_channels(keys + r * dim, dim, k->scales, (int8_t *)dst);
-        else
-            ann_keys_encode_row(type, keys + r * dim, dim, dst,
-                                type == ANN_KEYS_INT8 ? &k->owned_scales[r] : NULL);
-    }
+    for (int64_t r = 0; r < n; r++)
+        ann_keys_encode_row(type, keys + r * dim, dim, (char *)k->owned_data + r * row_bytes,
+                            type == ANN_KEYS_INT8 ? &k->owned_scales[r] : NULL);
     *out = k;
     k = NULL;
 done:
