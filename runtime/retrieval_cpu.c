@@ -739,8 +739,8 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
     if (!r->cap || !r->log || !r->gather || !r->keys || !r->skeys || !r->index || !r->todo ||
         !r->sctx || !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->build_seeds ||
-        !r->gk || !r->gv || !r->spart || !r->slse || !r->hout || !r->hlse || !r->scores || !r->tmp ||
-        !r->search_t || !r->busy_t || !r->task_order || !r->task_s) {
+        !r->gk || !r->gv || !r->spart || !r->slse || !r->hout || !r->hlse || !r->scores ||
+        !r->tmp || !r->search_t || !r->busy_t || !r->task_order || !r->task_s) {
         rt_retr_destroy(r);
         return loupe_fail(err, LOUPE_ERR_NOMEM,
                           "out of memory for the retrieval state (%.1f MiB of query buffers)",
@@ -1074,11 +1074,6 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
     loupe_status copied = search_copies(r, todo, n_todo, cap, err);
     if (copied)
         return copied;
-    const int conc = work < r->n_threads ? (int)work : r->n_threads;
-    const int inner = r->n_threads / conc > 0 ? r->n_threads / conc : 1;
-    const int levels = omp_get_max_active_levels();
-    if (inner > 1 && levels < 2)
-        omp_set_max_active_levels(2);
     /* The graphs keep each query head's exact top-k for its last query (the newest position:
      * the prefill's last, or the tail's when settle builds the first indexes), and the next
      * one-token step starts from them as from a previous step's results — not from nothing
@@ -1095,6 +1090,11 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
         for (uint32_t j = 0; j < r->heads_per_index; j++)
             keep_rows[j] = (int64_t)j * per_head + per_head - 1;
     }
+    const int conc = work < r->n_threads ? (int)work : r->n_threads;
+    const int inner = r->n_threads / conc > 0 ? r->n_threads / conc : 1;
+    const int levels = omp_get_max_active_levels();
+    if (inner > 1 && levels < 2)
+        omp_set_max_active_levels(2);
     loupe_status first = LOUPE_OK;
     double knn_s = 0, proj_s = 0, repair_s = 0, task_s = 0;
     uint64_t bytes = 0;

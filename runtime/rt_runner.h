@@ -235,10 +235,11 @@ void rt_runner_stats_get(const rt_runner *r, rt_runner_stats *out);
 
 /* Changes how the steps that follow search (retrieval modes): the graph beam (ef, 0: topk, at
  * least 100; at most the beam the runner was created for, or 4× it: its first-step beam), its
- * expansion (expand, 0: the runtime's choice, rt_retrieval_expand; ef: all), the entries expanded at a time (expand_batch), the margin
- * (logits, 0: none), the query heads per traversal (search_group, clamped to one index's heads)
- * and the heads searched interleaved (interleave, with search_group 1; 0: the runtime's
- * choice). For a benchmark that sweeps search settings over one prefill; the indexes stay. */
+ * expansion (expand, 0: the runtime's choice, rt_retrieval_expand; ef: all), the entries
+ * expanded at a time (expand_batch), the margin (logits, 0: none), the query heads per
+ * traversal (search_group, clamped to one index's heads) and the heads searched interleaved
+ * (interleave, with search_group 1; 0: the runtime's choice). For a benchmark that sweeps
+ * search settings over one prefill; the indexes stay. */
 loupe_status rt_runner_set_search(rt_runner *r, int ef, int expand, int expand_batch, float margin,
                                   uint32_t search_group, uint32_t interleave, loupe_err *err);
 
