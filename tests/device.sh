@@ -24,7 +24,7 @@
 #              then bench_anns_build's 64 indexes of 131,072 keys (degree 16, 16,384 build
 #              queries) with the pruning on the GPU and on the CPU, and with build k 1024 over
 #              4,096 queries on the GPU (carry build-devfull/tests/cuda/test_cuda_prune,
-#              bench_anns_build and test_cuda_knn too)
+#              bench_anns_build and test_cuda_knn too; PRUNE_BENCH=0: the tests alone)
 #   largek     large build k on the GPU (issues 6, 7): test_cuda_prune long and lists (the
 #              cut lists), test_cuda_knn wide, bench_anns_build's 32 indexes with top-64 lists
 #              over 16,384 queries and top-1024 over 4,096 cut to 128 (the GPU calls' time
@@ -189,6 +189,7 @@ prune() {
             grep -E 'CHECK|wide|rt_cuda_knn_run' "$o/knn_$c.txt" | head -n 6 >>"$o/summary.txt"
         done
     fi
+    [ "${PRUNE_BENCH:-1}" = 0 ] && return 0 # the tests alone (the builds stage times them)
     for p in gpu cpu gpu-k1024; do
         local extra=(--build-queries 16384)
         [ $p = cpu ] && extra+=(--cpu-prune)

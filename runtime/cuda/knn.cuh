@@ -28,6 +28,10 @@ typedef struct {
                               k above 8192) and ann_knn_cpu computed everything */
     int wide;              /* 1: k (or dim) too large for the fused scan's buffers: the wide
                               path (knn_wide.cu) computed it */
+    int wide_sampled;      /* 1: the wide path selected by a sampled threshold (rows long
+                              against k) */
+    int64_t wide_redo;     /* queries the sampled threshold left undecided (the radix selection
+                              took them) */
     int64_t n_fallback;    /* queries whose GPU result could not be certified exact and were
                               recomputed with ann_knn_cpu */
     int nsplit;            /* key splits used */

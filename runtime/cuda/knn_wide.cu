@@ -16,19 +16,22 @@
  *              radix passes of DIGIT bits from the top, each a pass over the row that counts the
  *              words still matching the chosen prefix; it stops at the first digit whose bucket
  *              is taken whole. Then the k words at or above the prefix are collected and sorted
- *              (bitonic, shared memory), best first.
+ *              (bitonic, shared memory), best first. Where a row is long against k (at least
+ *              32 k and SAMPLE scores) a sampled threshold decides it first, from one read of
+ *              the row (select_sampled); the rows it cannot decide go to the radix passes.
  * Scores are fp32 dot products summed in another order than ann_knn_cpu's, so a result differs
  * from the CPU's only where two keys' scores tie within a few ulp (as on the fused path). A row
  * with a NaN score (NaN or Inf in the inputs) is flagged, and then ann_knn_cpu redoes the whole
  * call, best queries included.
  *
  * Device memory: the keys as stored (freed once widened), n·dim·4 widened, 8n (best), and per
- * query of a chunk dim·4 + n·4 + k·8 + 1. At 131,072 keys a chunk is 1,024 queries (512 MiB
+ * query of a chunk dim·4 + n·4 + k·8 + 2. At 131,072 keys a chunk is 1,024 queries (512 MiB
  * of scores); at 1M keys 128.
  *
- * Checked on an H100 (2026-12-07): test_cuda_knn wide, shapes and edges; 131,072 bf16 keys ×
- * 512 queries × top-1024 took 1.5 ms of kernels. In the graph build a call's copies and
- * allocations still take more than its kernels (docs/BENCHMARKS.md).
+ * Checked on an H100 (2026-12-07): test_cuda_knn wide (the sampled selection, and its
+ * fallback on tied keys), shapes and edges; 131,072 bf16 keys × 512 queries × top-1024 took
+ * 1.34 ms of kernels (1.5–2.7 ms with the radix selection alone). In the graph build a call
+ * still takes several times its kernels (docs/BENCHMARKS.md).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -157,10 +160,14 @@ __global__ void best_of_chunk(const float *S, int64_t nqc, int64_t n, int64_t q_
 
 /* A block per query row of n scores: its top k (k_out slots; keff = min(k_out, n) filled, the
  * rest -1 / -inf), best first, into ids and sc; flag = 1 when the row holds a NaN. buf: p2
- * words of dynamic shared memory, p2 a power of two >= keff. */
+ * words of dynamic shared memory, p2 a power of two >= keff. only: when not null, the rows it
+ * marks alone (those select_sampled left undecided). */
 __global__ void __launch_bounds__(ST) select_topk(const float *S, int64_t n, int k_out, int p2,
-                                                  int32_t *ids, float *sc, uint8_t *flag)
+                                                  int32_t *ids, float *sc, uint8_t *flag,
+                                                  const uint8_t *only)
 {
+    if (only && !only[blockIdx.x])
+        return;
     extern __shared__ __align__(16) unsigned long long buf[];
     __shared__ unsigned hist[BINS];
     __shared__ unsigned long long s_prefix, s_mask;
@@ -278,6 +285,131 @@ __global__ void __launch_bounds__(ST) select_topk(const float *S, int64_t n, int
         flag[blockIdx.x] = (uint8_t)(s_nan || s_cnt != keff);
 }
 
+/* The sampled selection, for rows much longer than k: select_topk reads the whole row once per
+ * radix digit (4-5 times at 131,072 keys and top-1,024); here the row is read once and a
+ * sample of it once more:
+ *   1. threshold  SAMPLE scores in SAMPLE / 128 evenly spaced runs of 128 (whole sectors), and
+ *                 the r-th largest of them, thr (r: the sample's share of about 1.5 keff);
+ *   2. filter     every word whose score is at least thr goes to shared memory (at most CAP);
+ *   3. rank       if at least keff and at most CAP did, they hold the row's top keff words (there
+ *                 are keff scores >= thr, so the keff-th best score is >= thr): a bitonic sort
+ *                 of them, best first, and the same output as select_topk. Otherwise the row is
+ *                 marked in redo and select_topk decides it; a NaN flags the row as there.
+ * The same words and order as select_topk, so the same result. Dynamic shared memory: CAP words
+ * (the sample's SAMPLE scores live in the same bytes first). */
+constexpr int SAMPLE = 8192, SRUN = 128, CAP = 4096;
+
+__global__ void __launch_bounds__(ST) select_sampled(const float *S, int64_t n, int k_out, int r,
+                                                     int32_t *ids, float *sc, uint8_t *flag,
+                                                     uint8_t *redo)
+{
+    extern __shared__ __align__(16) unsigned long long buf[];
+    uint32_t *smp = reinterpret_cast<uint32_t *>(buf);
+    __shared__ unsigned hist[256];
+    __shared__ uint32_t s_prefix;
+    __shared__ int s_rem, s_cnt, s_nan;
+    const int t = threadIdx.x, lane = t & 31;
+    const float *row = S + (int64_t)blockIdx.x * n;
+    const int keff = (int64_t)k_out < n ? k_out : (int)n;
+    for (int x = t; x < SAMPLE; x += ST) {
+        const int run = x / SRUN;
+        const int64_t at = (int64_t)run * (n - SRUN) / (SAMPLE / SRUN - 1) + x % SRUN;
+        smp[x] = ord32(row[at]);
+    }
+    if (t == 0) {
+        s_prefix = 0;
+        s_rem = r;
+        s_cnt = 0;
+        s_nan = 0;
+    }
+    __syncthreads();
+    for (int shift = 24; shift >= 0; shift -= 8) { /* the r-th largest sample, 8 bits a pass */
+        for (int b = t; b < 256; b += ST)
+            hist[b] = 0;
+        __syncthreads();
+        const uint32_t pre = s_prefix, hmask = shift == 24 ? 0u : ~0u << (shift + 8);
+        for (int x = t; x < SAMPLE; x += ST)
+            if ((smp[x] & hmask) == pre)
+                atomicAdd(&hist[(smp[x] >> shift) & 255u], 1u);
+        __syncthreads();
+        if (t == 0) {
+            int rem = s_rem, b = 255;
+            while (b > 0 && (int)hist[b] < rem)
+                rem -= (int)hist[b--];
+            s_prefix = pre | (uint32_t)b << shift;
+            s_rem = rem;
+        }
+        __syncthreads();
+    }
+    const uint32_t thr = s_prefix;
+    __syncthreads(); /* the sample's bytes become buf */
+    for (int64_t x0 = t - lane; x0 < n; x0 += ST) {
+        const int64_t x = x0 + lane;
+        bool in = false;
+        unsigned long long w = 0;
+        if (x < n) {
+            const float f = row[x];
+            if (f != f)
+                s_nan = 1;
+            w = word(f, x);
+            in = (uint32_t)(w >> 32) >= thr;
+        }
+        const unsigned m = __ballot_sync(FULL, in);
+        if (m) {
+            int base = 0;
+            if (lane == 0)
+                base = atomicAdd(&s_cnt, __popc(m));
+            base = __shfl_sync(FULL, base, 0);
+            const int at = base + __popc(m & ((1u << lane) - 1u));
+            if (in && at < CAP)
+                buf[at] = w;
+        }
+    }
+    __syncthreads();
+    const int cnt = s_cnt;
+    if (s_nan || cnt < keff || cnt > CAP) {
+        if (t == 0) {
+            flag[blockIdx.x] = (uint8_t)(s_nan != 0);
+            redo[blockIdx.x] = (uint8_t)!s_nan;
+        }
+        return;
+    }
+    int p2 = 2;
+    while (p2 < cnt)
+        p2 <<= 1;
+    for (int x = cnt + t; x < p2; x += ST)
+        buf[x] = 0;
+    __syncthreads();
+    for (int size = 2; size <= p2; size <<= 1) /* descending */
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int e = t; e < p2 / 2; e += ST) {
+                const int a = 2 * e - (e & (stride - 1)), b = a + stride;
+                const bool down = (a & size) == 0;
+                const unsigned long long x = buf[a], y = buf[b];
+                if ((x < y) == down) {
+                    buf[a] = y;
+                    buf[b] = x;
+                }
+            }
+            __syncthreads();
+        }
+    int32_t *oi = ids + (int64_t)blockIdx.x * k_out;
+    float *os = sc + (int64_t)blockIdx.x * k_out;
+    for (int x = t; x < k_out; x += ST) {
+        if (x < keff) {
+            oi[x] = (int32_t)(FULL - (uint32_t)(buf[x] & FULL));
+            os[x] = val32((uint32_t)(buf[x] >> 32));
+        } else {
+            oi[x] = -1;
+            os[x] = -INFINITY;
+        }
+    }
+    if (t == 0) {
+        flag[blockIdx.x] = 0;
+        redo[blockIdx.x] = 0;
+    }
+}
+
 #define WIDE_CUDA(call, what)                                                                  \
     do {                                                                                       \
         cudaError_t e_ = (call);                                                               \
@@ -300,12 +432,16 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
     int p2 = 2;
     while (p2 < keff)
         p2 <<= 1;
+    /* The sampled selection where a row is long against k (its filter then keeps ~1.5 keff of
+     * CAP words); sample_r: the sample's rank whose score about 1.5 keff of the row reach. */
+    const bool sampled = n >= SAMPLE && n >= 32 * (int64_t)keff && keff > 0 && 2 * keff <= CAP;
+    const int sample_r = sampled ? (int)((3 * (int64_t)keff * SAMPLE + 2 * n - 1) / (2 * n)) : 0;
 
     /* The chunk: within BUDGET and within what is free after the keys. */
     size_t free_b = 0, total_b = 0;
     WIDE_CUDA(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo");
     const uint64_t fixed = (uint64_t)n * dim * (esz + 4) + 8 * (uint64_t)n + 4 * (uint64_t)n;
-    const uint64_t per_q = 4 * (uint64_t)dim + 4 * (uint64_t)n + 8 * (uint64_t)k + 1;
+    const uint64_t per_q = 4 * (uint64_t)dim + 4 * (uint64_t)n + 8 * (uint64_t)k + 2;
     int64_t chunk = BUDGET / (4 * (n > 0 ? n : 1));
     if (free_b > fixed + (64u << 20)) {
         const int64_t fit = (int64_t)((free_b - fixed - (64u << 20)) / per_q);
@@ -328,7 +464,7 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
     void *stage = nullptr;
     float *kscale = nullptr, *kf = nullptr, *qf = nullptr, *S = nullptr, *d_sc = nullptr;
     int32_t *d_ids = nullptr;
-    uint8_t *d_flag = nullptr;
+    uint8_t *d_flag = nullptr, *d_redo = nullptr;
     unsigned long long *d_best = nullptr;
     loupe_status st;
     if ((st = c.upload_keys(keys, &stage, &kscale, err)) ||
@@ -352,12 +488,17 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
         (st = c.alloc(&S, (size_t)chunk * n, err)) ||
         (st = c.alloc(&d_ids, (size_t)chunk * k, err)) ||
         (st = c.alloc(&d_sc, (size_t)chunk * k, err)) ||
-        (st = c.alloc(&d_flag, (size_t)chunk, err)))
+        (st = c.alloc(&d_flag, (size_t)chunk, err)) ||
+        (sampled && (st = c.alloc(&d_redo, (size_t)chunk, err))))
         return st;
     info->device_bytes = c.bytes;
     const size_t sel_smem = (size_t)p2 * sizeof(unsigned long long);
     WIDE_CUDA(rtc::allow_max_dyn_smem(select_topk), "select kernel attribute");
-    uint8_t *flags_h = static_cast<uint8_t *>(malloc((size_t)chunk));
+    const size_t smp_smem = (size_t)CAP * sizeof(unsigned long long);
+    if (sampled)
+        WIDE_CUDA(rtc::allow_max_dyn_smem(select_sampled), "select kernel attribute");
+    uint8_t *flags_h = static_cast<uint8_t *>(malloc(2 * (size_t)chunk)), *redo_h = flags_h + chunk;
+    info->wide_sampled = sampled;
     if (!flags_h)
         return loupe_fail(err, LOUPE_ERR_NOMEM, "GPU kNN (wide): no host memory");
     double kernel_s = 0.0;
@@ -380,9 +521,17 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
             }
         }
         if (e == cudaSuccess) {
-            select_topk<<<(unsigned)nqc, ST, sel_smem, c.stream>>>(S, n, k, p2, d_ids, d_sc,
-                                                                 d_flag);
-            e = cudaGetLastError();
+            if (sampled) {
+                select_sampled<<<(unsigned)nqc, ST, smp_smem, c.stream>>>(S, n, k, sample_r,
+                                                                        d_ids, d_sc, d_flag,
+                                                                        d_redo);
+                e = cudaGetLastError();
+            }
+            if (e == cudaSuccess) {
+                select_topk<<<(unsigned)nqc, ST, sel_smem, c.stream>>>(S, n, k, p2, d_ids, d_sc,
+                                                                     d_flag, d_redo);
+                e = cudaGetLastError();
+            }
         }
         if (e == cudaSuccess)
             e = cudaEventRecord(c.ev[1], c.stream);
@@ -393,6 +542,8 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
                                  c.stream);
         if (e == cudaSuccess)
             e = c.stage.download(flags_h, d_flag, (size_t)nqc, c.stream);
+        if (e == cudaSuccess && sampled)
+            e = c.stage.download(redo_h, d_redo, (size_t)nqc, c.stream);
         if (e == cudaSuccess)
             e = cudaStreamSynchronize(c.stream);
         if (e == cudaSuccess)
@@ -405,8 +556,10 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
             return rtc::cuda_fail(err, e, "GPU kNN (wide)", "chunk of queries");
         }
         kernel_s += 1e-3 * ms;
-        for (int64_t i = 0; i < nqc; i++)
+        for (int64_t i = 0; i < nqc; i++) {
             *any_flag |= flags_h[i];
+            info->wide_redo += sampled && redo_h[i];
+        }
     }
     free(flags_h);
     if (best_h) {

@@ -10,7 +10,8 @@
  *   fallback  duplicated keys with margin 0: certificates fail, the CPU redoes those queries
  *   threads   four host threads calling at once, each its own data and key type
  *   large     131072 keys, few queries: the planner's many key splits
- *   wide      131072 keys, k 1024: the graph build's large build k on the wide path
+ *   wide      131072 keys, k 1024: the graph build's large build k on the wide path (its
+ *             sampled selection, and keys tied so often that the radix selection decides)
  * Exits 77 when no CUDA device is usable.
  *
  * What "the same as the CPU" means (knn.cu, "Exactness"): both return fp32 scores summed in
@@ -597,11 +598,40 @@ static void case_large(test_rng *r)
     CHECK_MSG(info.nsplit > 1, "large: expected several key splits for 300 queries");
 }
 
-/* The graph build's large build k: top-1024 (the wide path). */
+/* The graph build's large build k: top-1024 (the wide path), selected by the sampled
+ * threshold; then keys of 16 distinct rows, each 8,192 times: every threshold then passes at
+ * least 8,192 keys, more than the filter holds, so each row falls back to the radix selection
+ * (exact ties broken by the lower key id). */
 static void case_wide(test_rng *r)
 {
     rt_cuda_knn_info info = run_131k(r, "wide/bf16", 512, 1024);
     CHECK_MSG(path_of(&info) == WIDE, "wide: path %d", path_of(&info));
+    CHECK_MSG(info.wide_sampled && info.wide_redo < 512 / 8,
+              "wide: sampled %d, %lld of 512 rows left to the radix selection",
+              info.wide_sampled, (long long)info.wide_redo);
+
+    const int64_t n = 131072, nq = 64, distinct = 16;
+    const int dim = 128;
+    float *B = gauss(r, distinct, dim, 1.0f, 0.5f, 1.5f), *Q = gauss(r, nq, dim, 0.0f, 0.5f, 2.0f);
+    float *K = malloc((size_t)n * dim * sizeof *K);
+    for (int64_t i = 0; i < n; i++)
+        memcpy(K + i * dim, B + (i % distinct) * dim, (size_t)dim * sizeof *K);
+    ann_keys *keys = NULL;
+    loupe_err err;
+    loupe_err_clear(&err);
+    CHECK(ann_keys_create(K, n, dim, ANN_KEYS_BF16, &keys, &err) == LOUPE_OK);
+    run_case c = {.what = "wide/ties", .keys = keys, .Q = Q, .nq = nq, .k = 1024,
+                  .want_best = 1};
+    rt_cuda_knn_opts_init(&c.opts);
+    run_one(&c);
+    CHECK(c.st == LOUPE_OK && c.failures == 0);
+    CHECK_MSG(c.info.wide_sampled && c.info.wide_redo == nq,
+              "wide/ties: sampled %d, %lld of %lld rows left to the radix selection",
+              c.info.wide_sampled, (long long)c.info.wide_redo, (long long)nq);
+    ann_keys_destroy(keys);
+    free(B);
+    free(K);
+    free(Q);
 }
 
 int main(int argc, char **argv)
