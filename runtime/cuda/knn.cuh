@@ -42,6 +42,8 @@ typedef struct {
     uint64_t device_bytes; /* device memory the call allocated (peak) */
     double gpu_s;          /* seconds from the first upload to the last download */
     double kernel_s;       /* seconds of the kernels (CUDA events), summed over chunks */
+    double prep_s;         /* wide path: seconds (CUDA events) of the keys' upload and widening,
+                              from the call's first copy to its first chunk's kernels */
 } rt_cuda_knn_info;
 
 /* rt_cuda_knn with options (NULL: defaults) and a report (info may be NULL). Same contract. */

@@ -461,6 +461,8 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
     WIDE_CUDA(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "stream creation");
     WIDE_CUDA(cudaEventCreate(&c.ev[0]), "event creation");
     WIDE_CUDA(cudaEventCreate(&c.ev[1]), "event creation");
+    WIDE_CUDA(cudaEventCreate(&c.ev[2]), "event creation");
+    WIDE_CUDA(cudaEventRecord(c.ev[2], c.stream), "event record");
     void *stage = nullptr;
     float *kscale = nullptr, *kf = nullptr, *qf = nullptr, *S = nullptr, *d_sc = nullptr;
     int32_t *d_ids = nullptr;
@@ -548,9 +550,13 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
             e = cudaStreamSynchronize(c.stream);
         if (e == cudaSuccess)
             c.stage.complete();
-        float ms = 0.0f;
+        float ms = 0.0f, prep_ms = 0.0f;
         if (e == cudaSuccess)
             e = cudaEventElapsedTime(&ms, c.ev[0], c.ev[1]);
+        if (e == cudaSuccess && n_chunks == 0) {
+            e = cudaEventElapsedTime(&prep_ms, c.ev[2], c.ev[0]);
+            info->prep_s = 1e-3 * prep_ms;
+        }
         if (e != cudaSuccess) {
             free(flags_h);
             return rtc::cuda_fail(err, e, "GPU kNN (wide)", "chunk of queries");
