@@ -15,6 +15,8 @@
 #   retr32k    tests/bench/run_device_retrieval.sh 8b32k (issue 7)
 #   retr128kall  tests/bench/run_device_retrieval.sh 8b128k: every mode at 128K (issue 7)
 #   retr512k   tests/bench/run_device_retrieval.sh 8b512k: retrieval at 512K (issue 7)
+#   retr512kall  tests/bench/run_device_retrieval.sh 8b512kall: retrieval, flat and hostfull at
+#              512K, timing-only local prefills (issue 7; R512_IVF=1 adds ivf)
 #   retr1m     tests/bench/run_device_retrieval.sh 8b1m: retrieval at 1M, int8 host K/V, the
 #              timing-only local prefill (issue 7)
 #   coexec     test_cuda_coexec on its two ctest models, f32 and bf16 engines (carry
@@ -272,6 +274,8 @@ for arg in "$@"; do
         >"$o/stdout.txt" 2>&1 ;;
     retr512k) OUT=$o BUDGET=$secs bash tests/bench/run_device_retrieval.sh 8b512k \
         >"$o/stdout.txt" 2>&1 ;;
+    retr512kall) OUT=$o BUDGET=$secs bash tests/bench/run_device_retrieval.sh 8b512kall \
+        >"$o/stdout.txt" 2>&1 ;;
     retr1m) OUT=$o BUDGET=$secs bash tests/bench/run_device_retrieval.sh 8b1m \
         >"$o/stdout.txt" 2>&1 ;;
     coexec) coexec "$o" >"$o/stdout.txt" 2>&1 ;;
@@ -286,7 +290,8 @@ for arg in "$@"; do
     ab) ab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     envab) envab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, retr128kall," \
-            "retr512k, retr1m, coexec, prune, largek, builds, sparsity, probe, ab, envab)" >&2
+            "retr512k, retr512kall, retr1m, coexec, prune, largek, builds, sparsity, probe, ab," \
+            "envab)" >&2
        exit 2 ;;
     esac
     echo "==== $stage: rc $?, $(($(date +%s) - t)) s of $secs" >>"$OUT/summary.txt"

@@ -20,6 +20,11 @@
 #            takes most of a call, and every other mode would need one of its own), under
 #            --gpu-mem 32G: the retrieval layout's prefill keeps the whole residual stream
 #            (f32, 16 KiB a token) and one layer's K/V on the GPU, 10 GiB beside the weights;
+#   8b512kall  issue 7's 512K row, TIMING ONLY (--local-prefill, as 8b1m; one prefill per mode
+#            then fits a call): retrieval and flat over 16 tokens, hostfull over 4 (each of its
+#            tokens attends to 512K keys on the CPU, ~4× the 128K one's 4.4 s), ivf as well
+#            when R512_IVF=1 (its CPU k-means took 81 s at 128K). Full attention on the GPU
+#            does not fit an 80 GB card at 512K (64 GiB of K/V beside 15 GiB of weights);
 #   8b1m     retrieval alone at 1M with int8 host K/V, TIMING ONLY: --local-prefill (each chunk
 #            attends to itself alone, so the prefill is linear; K/V and queries are the
 #            model's), --gpu-mem 48G for the same reason (20 GiB of prefill buffers); with
@@ -113,6 +118,19 @@ for stage in "$@"; do
                 --backend cuda --gpu-mem 32G --ctx 524288 --gen 16 --csv --modes retrieval \
                 "${RETR[@]}"
         rm -f "$W/loupe-8b-512k.gguf" ;;
+    8b512kall) # issue 7's 512K row, TIMING ONLY (see the header)
+        rm -f "$MD/loupe-8b.gguf"
+        run mkmodel_8b_512k 150 "$L" mkmodel --preset llama3-8b --ctx 528384 --type bf16 \
+            --out "$W/loupe-8b-512k.gguf"
+        # a run per mode: one killed at its time limit loses its own row alone
+        for m in retrieval:16:280 flat:16:120 hostfull:4:150 ${R512_IVF:+ivf:16:450}; do
+            IFS=: read -r r_mode r_gen r_secs <<<"$m"
+            [ -f "$W/loupe-8b-512k.gguf" ] &&
+                run "retr_8b_512k_$r_mode" "$r_secs" "$L" bench retrieval \
+                    --model "$W/loupe-8b-512k.gguf" --backend cuda --gpu-mem 32G --ctx 524288 \
+                    --gen "$r_gen" --csv --local-prefill --modes "$r_mode" "${RETR[@]}"
+        done
+        rm -f "$W/loupe-8b-512k.gguf" ;;
     8b1m) # the model on disk, not in /dev/shm: its 15 GiB of RAM are needed (K/V 66, indexes 18)
         rm -f "$MD/loupe-8b.gguf"
         run mkmodel_8b_1m 150 "$L" mkmodel --preset llama3-8b --ctx 1052672 --type bf16 \
@@ -144,7 +162,7 @@ for stage in "$@"; do
                     --ef "$ef" "${RETR[@]}"
         done ;;
     *)
-        echo "unknown stage $stage (niah, 8b32k, 8b128k, 8b128k_retr, 8b512k, 8b1m)" >&2
+        echo "unknown stage $stage (niah, 8b32k, 8b128k, 8b128k_retr, 8b512k, 8b512kall, 8b1m)" >&2
         exit 2 ;;
     esac
 done
