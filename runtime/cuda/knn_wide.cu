@@ -499,10 +499,11 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
     const size_t smp_smem = (size_t)CAP * sizeof(unsigned long long);
     if (sampled)
         WIDE_CUDA(rtc::allow_max_dyn_smem(select_sampled), "select kernel attribute");
-    uint8_t *flags_h = static_cast<uint8_t *>(malloc(2 * (size_t)chunk)), *redo_h = flags_h + chunk;
-    info->wide_sampled = sampled;
+    uint8_t *flags_h = static_cast<uint8_t *>(malloc(2 * (size_t)chunk)); /* flags, then redo */
     if (!flags_h)
         return loupe_fail(err, LOUPE_ERR_NOMEM, "GPU kNN (wide): no host memory");
+    uint8_t *redo_h = flags_h + chunk;
+    info->wide_sampled = sampled;
     double kernel_s = 0.0;
     int64_t n_chunks = 0;
     for (int64_t q0 = 0; q0 < nq; q0 += chunk, n_chunks++) {
