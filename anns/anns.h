@@ -246,6 +246,9 @@ typedef struct {
     int nlist;               /* lists; 0: 2·sqrt(n) */
     int kmeans_iters;        /* Lloyd iterations (8) */
     int64_t kmeans_sample;   /* keys sampled for training (0: min(n, 64·nlist)) */
+    int kmeans_knn;          /* 1: the k-means assignments go through `knn` (below) as top-1
+                                searches over the centroids (a GPU's, where the runtime plugs
+                                one in); 0: on the build's threads */
     /* graph / keygraph */
     int degree;              /* M, the out-degree cap (32) */
     int build_k;             /* exact top-k per build query (64) */

@@ -42,6 +42,47 @@ void ann_ivf_half_norms(const float *cent, int nlist, int d, float *out)
         out[c] = 0.5f * ann_dot_f32(cent + (int64_t)c * d, cent + (int64_t)c * d, d);
 }
 
+/* Rows assigned by the build's kNN hook (the GPU's, in the runtime) at a time: their widened
+ * copies, (d + 1) floats each, are the only memory the assignment takes. */
+enum { HOOK_ROWS = 65536 };
+
+/* The nearest centroid of each of m rows, through opts->knn: argmin |x − c|² is the top-1
+ * inner product of x' = (x, 1) with c' = (c, −|c|²/2), a search over nlist keys of d + 1
+ * dimensions. row(i, dst) writes row i's d floats; xa holds min(m, HOOK_ROWS) widened rows.
+ * Differs from nearest_centroid only where two centroids tie within rounding. */
+static loupe_status assign_by_hook(const ann_build_opts *opts, int nth, const float *cent,
+                                   const float *half_norm, int nlist, int d, int64_t m,
+                                   const ann_keys *keys, const float *rows, float *xa,
+                                   int32_t *assign, loupe_err *err)
+{
+    const int da = d + 1;
+    float *ca = malloc((size_t)nlist * (size_t)da * sizeof *ca);
+    if (!ca)
+        return loupe_fail(err, LOUPE_ERR_NOMEM, "IVF: no memory for %d centroids", nlist);
+    for (int c = 0; c < nlist; c++) {
+        memcpy(ca + (int64_t)c * da, cent + (int64_t)c * d, (size_t)d * sizeof *ca);
+        ca[(int64_t)c * da + d] = -half_norm[c];
+    }
+    ann_keys *ck = NULL;
+    loupe_status rc = ann_keys_create(ca, nlist, da, ANN_KEYS_F32, &ck, err);
+    free(ca);
+    for (int64_t i0 = 0; rc == LOUPE_OK && i0 < m; i0 += HOOK_ROWS) {
+        const int64_t mc = m - i0 < HOOK_ROWS ? m - i0 : HOOK_ROWS;
+#pragma omp parallel for num_threads(nth) schedule(static)
+        for (int64_t i = 0; i < mc; i++) {
+            float *x = xa + i * da;
+            if (rows)
+                memcpy(x, rows + (i0 + i) * d, (size_t)d * sizeof *x);
+            else
+                ann_keys_row(keys, i0 + i, x);
+            x[d] = 1.0f;
+        }
+        rc = opts->knn(opts->knn_user, ck, xa, mc, 1, nth, assign + i0, NULL, NULL, err);
+    }
+    ann_keys_destroy(ck);
+    return rc;
+}
+
 loupe_status ann_ivf_build(ann_index *ix, const ann_build_opts *opts, loupe_err *err)
 {
     loupe_status rc = LOUPE_OK;
@@ -69,8 +110,15 @@ loupe_status ann_ivf_build(ann_index *ix, const ann_build_opts *opts, loupe_err 
     int64_t *perm = malloc((size_t)n * sizeof(int64_t));
     uint32_t *off = calloc((size_t)nlist + 1, sizeof(uint32_t));
     int32_t *ids = malloc((size_t)n * sizeof(int32_t));
+    /* With opts->kmeans_knn the assignments, nearly all of the training's arithmetic, go
+     * through the kNN hook (assign_by_hook; a GPU's): on CPU threads they took ~80 s for the 8B
+     * shape's 256 indexes at 128K (docs/BENCHMARKS.md). */
+    const int64_t xrows = n < HOOK_ROWS ? n : HOOK_ROWS;
+    const bool hook = opts->kmeans_knn && opts->knn;
+    float *xa = hook ? malloc((size_t)xrows * (size_t)(d + 1) * sizeof(float)) : NULL;
     double t0 = ann_now();
-    if (!sample || !cent || !hn || !sum || !cnt || !assign || !perm || !off || !ids) {
+    if (!sample || !cent || !hn || !sum || !cnt || !assign || !perm || !off || !ids ||
+        (hook && !xa)) {
         rc = loupe_fail(err, LOUPE_ERR_NOMEM, "IVF: no memory for %d lists over %lld keys",
                         nlist, (long long)n);
         goto done;
@@ -89,9 +137,15 @@ loupe_status ann_ivf_build(ann_index *ix, const ann_build_opts *opts, loupe_err 
         memcpy(cent + (int64_t)c * d, sample + (int64_t)c * d, (size_t)d * sizeof(float));
     for (int it = 0; it < iters; it++) {
         ann_ivf_half_norms(cent, nlist, d, hn);
+        if (xa) {
+            rc = assign_by_hook(opts, nth, cent, hn, nlist, d, ns, NULL, sample, xa, assign, err);
+            if (rc != LOUPE_OK)
+                goto done;
+        } else {
 #pragma omp parallel for num_threads(nth) schedule(static)
-        for (int64_t i = 0; i < ns; i++)
-            assign[i] = nearest_centroid(sample + i * d, cent, hn, nlist, d);
+            for (int64_t i = 0; i < ns; i++)
+                assign[i] = nearest_centroid(sample + i * d, cent, hn, nlist, d);
+        }
         memset(sum, 0, (size_t)nlist * (size_t)d * sizeof(double));
         memset(cnt, 0, (size_t)nlist * sizeof(int64_t));
         for (int64_t i = 0; i < ns; i++) {
@@ -112,26 +166,32 @@ loupe_status ann_ivf_build(ann_index *ix, const ann_build_opts *opts, loupe_err 
         }
     }
     ann_ivf_half_norms(cent, nlist, d, hn);
+    if (xa) {
+        rc = assign_by_hook(opts, nth, cent, hn, nlist, d, n, ix->keys, NULL, xa, assign, err);
+        if (rc != LOUPE_OK)
+            goto done;
+    } else {
 #pragma omp parallel num_threads(nth)
-    {
-        float *row = malloc((size_t)d * sizeof(float));
+        {
+            float *row = malloc((size_t)d * sizeof(float));
 #pragma omp for schedule(static)
-        for (int64_t i = 0; i < n; i++) {
-            if (!row) {
-                assign[i] = 0;
-                continue;
+            for (int64_t i = 0; i < n; i++) {
+                if (!row) {
+                    assign[i] = 0;
+                    continue;
+                }
+                ann_keys_row(ix->keys, i, row);
+                assign[i] = nearest_centroid(row, cent, hn, nlist, d);
             }
-            ann_keys_row(ix->keys, i, row);
-            assign[i] = nearest_centroid(row, cent, hn, nlist, d);
-        }
-        if (!row)
+            if (!row)
 #pragma omp atomic write
-            rc = LOUPE_ERR_NOMEM;
-        free(row);
-    }
-    if (rc != LOUPE_OK) {
-        rc = loupe_fail(err, rc, "IVF: no memory for a key row");
-        goto done;
+                rc = LOUPE_ERR_NOMEM;
+            free(row);
+        }
+        if (rc != LOUPE_OK) {
+            rc = loupe_fail(err, rc, "IVF: no memory for a key row");
+            goto done;
+        }
     }
     for (int64_t i = 0; i < n; i++)
         off[assign[i] + 1]++;
@@ -162,6 +222,7 @@ loupe_status ann_ivf_build(ann_index *ix, const ann_build_opts *opts, loupe_err 
     }
     ix->stats.knn_s = ann_now() - t0;
 done:
+    free(xa);
     free(sample);
     free(cent);
     free(hn);

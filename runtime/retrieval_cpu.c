@@ -963,6 +963,16 @@ static int knn_calls_max(void)
     return n < 1 ? 1 : n > 4 ? 4 : (int)n;
 }
 
+/* LOUPE_IVF_GPU=1: the IVF builds' k-means assignments go through knn_on_gpu as top-1 searches
+ * (ann_build_opts.kmeans_knn) instead of the build's threads (~80 s of the 8B shape's 128K ivf
+ * prefill). Off by default until measured: the ~2,300 calls of a 128K build pass the same
+ * one-at-a-time gate, and a GPU kNN call has cost ~79 ms where its kernels take ~16. */
+static bool ivf_kmeans_on_gpu(void)
+{
+    const char *v = getenv("LOUPE_IVF_GPU");
+    return v && !strcmp(v, "1");
+}
+
 /* The GPU's exact kNN for builds that run at once (knn_calls_max at a time). Where the device
  * has too little memory left for a call (another process took it), the CPU computes the same
  * lists, slower, rather than failing the prefill. */
@@ -1115,6 +1125,7 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
         if (rt_cuda_available()) { /* the kNN and the pruning on the GPU when there is one */
             bo.knn = knn_on_gpu;
             bo.knn_user = r;
+            bo.kmeans_knn = ivf_kmeans_on_gpu();
             if (!r->p.cpu_prune) {
                 bo.prune_lists = prune_on_gpu;
                 bo.prune_user = r;

@@ -76,6 +76,15 @@ static void check_kept(const ann_keys *keys, const float *bq, const int64_t *row
     free(want);
 }
 
+/* ann_knn_cpu, counting its calls in *user (an int64_t). */
+static loupe_status counting_knn(void *user, const ann_keys *keys, const float *queries,
+                                 int64_t nq, int k, int threads, int32_t *ids, float *scores,
+                                 int32_t *key_best_query, loupe_err *err)
+{
+    (*(int64_t *)user)++;
+    return ann_knn_cpu(NULL, keys, queries, nq, k, threads, ids, scores, key_best_query, err);
+}
+
 int main(void)
 {
     uint64_t seed = test_seed();
@@ -224,6 +233,29 @@ int main(void)
         prev = ri;
     }
     ann_search_params pall = {.k = K, .nprobe = 512};
+    CHECK(run(ivf, ctx, TQ, &pall, truth, ids, sc, &scanned) >= 0.99);
+    ann_search_params p16 = {.k = K, .nprobe = 16};
+    const double r16 = run(ivf, ctx, TQ, &p16, truth, ids, sc, &scanned);
+    ann_index_destroy(ivf);
+
+    /* IVF with a kNN hook (the runtime plugs in the GPU's): the k-means assignments go through
+     * it as top-1 searches over the widened centroids, and the index is as good. */
+    ann_build_opts hooked = bo;
+    int64_t hook_calls = 0;
+    hooked.knn = counting_knn;
+    hooked.knn_user = &hook_calls;
+    CHECK(ann_index_build(ANN_IVF, keys, NULL, 0, &hooked, &ivf, NULL, &err) == LOUPE_OK);
+    CHECK_MSG(hook_calls == 0, "the hook ran %lld times without kmeans_knn",
+              (long long)hook_calls);
+    ann_index_destroy(ivf);
+    hooked.kmeans_knn = 1;
+    CHECK(ann_index_build(ANN_IVF, keys, NULL, 0, &hooked, &ivf, NULL, &err) == LOUPE_OK);
+    const double h16 = run(ivf, ctx, TQ, &p16, truth, ids, sc, &scanned);
+    fprintf(stderr, "ivf nprobe=16 with the kNN hook: recall@100 %.4f (%.4f without), %lld "
+            "hook calls\n", h16, r16, (long long)hook_calls);
+    CHECK_MSG(hook_calls >= 9, "the k-means took %lld hook calls, not its 8 + 1",
+              (long long)hook_calls);
+    CHECK_MSG(fabs(h16 - r16) <= 0.03, "recall %.4f with the hook, %.4f without", h16, r16);
     CHECK(run(ivf, ctx, TQ, &pall, truth, ids, sc, &scanned) >= 0.99);
     ann_index_destroy(ivf);
 
