@@ -8,8 +8,8 @@
  * prefill_s, which in a retrieval mode includes the index build that the runner's statistics
  * report apart (build_s; build_knn_s is the exact kNN's thread time, the indexes of a layer
  * building at once; build_knn_gpu_s and build_prune_gpu_s the GPU kNN and pruning calls' own
- * time, summed (kNN calls one at a time unless LOUPE_KNN_CALLS allows more, pruning calls up
- * to 4 at once);
+ * time, summed (kNN calls one at a time, pruning calls up to 4 at once, unless the switches
+ * below say otherwise);
  * build_proj_s, build_repair_s and build_task_s the projection's, the repair's and the whole
  * builds' thread time) — then decodes gen more random ids one at a time with rt_runner_decode,
  * teacher-forced as in `bench decode`, each token timed up to its logits being readable (mean
@@ -38,6 +38,13 @@
  * Memory: the runner's gpu_bytes, host_kv_bytes and index_bytes after the decode, the process
  * RSS after the prefill, and the row's peak RSS (VmHWM, reset through /proc/self/clear_refs
  * before each row where the kernel allows; otherwise the process peak so far).
+ *
+ * Measurement switches of the CUDA build (environment; each off, or at its default, unless set),
+ * for alternated runs such as tests/device.sh envab: LOUPE_BUILD_OVERLAP=0 builds every index
+ * after the prefill instead of beside it; LOUPE_KNN_CALLS=N (1..4, default 1) and
+ * LOUPE_PRUNE_CALLS=N (1..8, default 4) bound the build's GPU kNN and pruning calls in flight;
+ * LOUPE_KNN_PRIORITY=1 gives the kNN calls' streams the device's greatest priority;
+ * LOUPE_IVF_GPU=1 runs the IVF builds' k-means assignments as GPU kNN calls.
  */
 #include "app/app.h"
 

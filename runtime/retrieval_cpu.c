@@ -995,19 +995,25 @@ static loupe_status knn_on_gpu(void *user, const ann_keys *keys, const float *qu
     return st;
 }
 
-/* GPU pruning calls in flight at most. A call holds little device memory (the keys as stored and
- * the lists, ~60 MB at 128K keys) but much host work around its kernels (the lists gathered and
- * staged, the results scattered back), which one call at a time kept on the build's critical
- * path. Four at once: the 128K build 36.9 → 32.5-33.0 s; the prefill, bound by the GPU that the
- * build's calls share with it, did not move (docs/BENCHMARKS.md). */
-#define PRUNE_CALLS_MAX 4
+/* GPU pruning calls in flight at most: 4, or LOUPE_PRUNE_CALLS (1..8) to measure another. A
+ * call holds little device memory (the keys as stored and the lists, ~60 MB at 128K keys) but
+ * much host work around its kernels (the lists gathered and staged, the results scattered
+ * back), which one call at a time kept on the build's critical path. Four at once: the 128K
+ * build 36.9 → 32.5-33.0 s; the prefill, bound by the GPU that the build's calls share with
+ * it, did not move (docs/BENCHMARKS.md). */
+static int prune_calls_max(void)
+{
+    const char *v = getenv("LOUPE_PRUNE_CALLS");
+    const long n = v ? strtol(v, NULL, 10) : 4;
+    return n < 1 ? 1 : n > 8 ? 8 : (int)n;
+}
 
-/* The projection's pruning on the GPU, at most PRUNE_CALLS_MAX calls at once. */
+/* The projection's pruning on the GPU, at most prune_calls_max() calls at once. */
 static loupe_status prune_on_gpu(void *user, const ann_prune_job *job, loupe_err *err)
 {
     static call_gate gate = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
     rt_retr *r = user;
-    gate_enter(&gate, PRUNE_CALLS_MAX);
+    gate_enter(&gate, prune_calls_max());
     const double t0 = now_s();
     loupe_status st = rt_cuda_prune(NULL, job, err);
     gate_leave(&gate, now_s() - t0, &r->st.build_prune_gpu_s);

@@ -184,7 +184,8 @@ typedef struct {
     uint64_t build_knn_cpu_calls; /* GPU kNN calls refused for want of GPU memory and computed
                                  on CPU threads instead (the same lists, slower) */
     double build_prune_gpu_s; /* the GPU pruning calls' own time (the projection's pruning,
-                                 runtime/cuda/prune.cu), summed: up to 4 calls run at once */
+                                 runtime/cuda/prune.cu), summed: up to 4 calls run at once
+                                 unless LOUPE_PRUNE_CALLS says otherwise */
     double build_proj_s;      /* thread time of the graphs' projection (lists, pruning) */
     double build_repair_s;    /*   and of their entry points and reachability repair */
     double build_task_s;      /* thread time of the index builds, whole (gathering the queries,

@@ -54,6 +54,8 @@
 #   envab      the retr128k stage with the environment setting AB_ENV (default
 #              LOUPE_KNN_CALLS=2: two GPU kNN calls of the graph build at once) and without,
 #              alternated on this tree's binary
+#   envs       the retr128k stage once under each entry of ENVS (';'-separated settings, - for
+#              none; bench_retrieval.c lists the switches), in order, on this tree's binary
 # Environment passes on to the scripts (RETR_ARGS, REFS, SEARCH, RVARIANTS, RLENGTHS, RDEPTHS,
 # RCASES, RMODES, RTASKS, RSECS, CASES, ...).
 # Only 8 files come back from a call: $OUT gets summary.txt (each stage's table) and logs.tgz
@@ -97,6 +99,24 @@ envab() {
     retr_run "$o" with1 $((secs / 3)) "$set" "$set"
     retr_run "$o" without $((secs / 3)) "without $set"
     retr_run "$o" with2 $((secs / 3)) "$set" "$set"
+}
+
+# The envs stage: the retr128k stage once under each entry of ENVS, in order (';'-separated;
+# an entry is space-separated NAME=VALUE assignments, or - for none), e.g.
+# ENVS="-;LOUPE_KNN_PRIORITY=1;LOUPE_PRUNE_CALLS=8;-": the same binary, one machine.
+envs() {
+    local o=$1 secs=$2 i=0 e
+    local list assigns
+    IFS=';' read -r -a list <<<"${ENVS:--}"
+    for e in "${list[@]}"; do
+        i=$((i + 1))
+        if [ "$e" = - ]; then
+            retr_run "$o" "run$i" $((secs / ${#list[@]})) "defaults"
+        else
+            read -r -a assigns <<<"$e"
+            retr_run "$o" "run$i" $((secs / ${#list[@]})) "$e" "${assigns[@]}"
+        fi
+    done
 }
 
 # The probe stage: what decides a graph search's cost on this host.
@@ -289,9 +309,10 @@ for arg in "$@"; do
         >"$o/stdout.txt" 2>&1 ;;
     ab) ab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     envab) envab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
+    envs) envs "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, retr128kall," \
             "retr512k, retr512kall, retr1m, coexec, prune, largek, builds, sparsity, probe, ab," \
-            "envab)" >&2
+            "envab, envs)" >&2
        exit 2 ;;
     esac
     echo "==== $stage: rc $?, $(($(date +%s) - t)) s of $secs" >>"$OUT/summary.txt"
