@@ -54,6 +54,9 @@
 #   envab      the retr128k stage with the environment setting AB_ENV (default
 #              LOUPE_KNN_CALLS=2: two GPU kNN calls of the graph build at once) and without,
 #              alternated on this tree's binary
+#   buildsplit bench_anns_build's 16 indexes as the runtime builds them at 128K (top-1,024 over
+#              6,144 queries, cut to 128), one build at a time (each GPU call's own wall, keys'
+#              upload and kernels), then four (carry build-devfull/tests/cuda/bench_anns_build)
 #   envs       the retr128k stage once under each entry of ENVS (';'-separated settings, - for
 #              none; bench_retrieval.c lists the switches), in order, on this tree's binary
 # Environment passes on to the scripts (RETR_ARGS, REFS, SEARCH, RVARIANTS, RLENGTHS, RDEPTHS,
@@ -250,6 +253,21 @@ build_ab() {
     done
 }
 
+# The buildsplit stage: the default 128K build's GPU calls (top-1,024 over 6,144 queries, cut to
+# 128, degree 16: the runtime's per index) with one build at a time, where no call shares the GPU
+# and each call's wall, keys' upload and kernels are its own, then with four at once.
+buildsplit() {
+    local o=$1 secs=$2 c
+    for c in 1 4; do
+        timeout $((secs / 2)) build-devfull/tests/cuda/bench_anns_build --indexes 16 \
+            --concurrent "$c" --datasets 2 --degree 16 --build-queries 6144 --k 1024 \
+            --prune-nearest 128 --no-knn-compare --ef 128 --recall-indexes 1 --test 100 \
+            >"$o/split_c$c.txt" 2>&1
+        echo "-- bench_anns_build, $c build(s) at once (rc $?)" >>"$o/summary.txt"
+        sed -n '/== Index builds/,$p' "$o/split_c$c.txt" | head -n 5 >>"$o/summary.txt"
+    done
+}
+
 # The largek stage: the large-k GPU build's correctness and cost, then what it buys the decode.
 largek() {
     local o=$1 secs=$2 d=build-devfull/tests/cuda
@@ -310,9 +328,11 @@ for arg in "$@"; do
     ab) ab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     envab) envab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     envs) envs "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
+    buildsplit) LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+        buildsplit "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, retr128kall," \
             "retr512k, retr512kall, retr1m, coexec, prune, largek, builds, sparsity, probe, ab," \
-            "envab, envs)" >&2
+            "envab, envs, buildsplit)" >&2
        exit 2 ;;
     esac
     echo "==== $stage: rc $?, $(($(date +%s) - t)) s of $secs" >>"$OUT/summary.txt"
