@@ -48,8 +48,9 @@ enum { HOOK_ROWS = 65536 };
 
 /* The nearest centroid of each of m rows, through opts->knn: argmin |x − c|² is the top-1
  * inner product of x' = (x, 1) with c' = (c, −|c|²/2), a search over nlist keys of d + 1
- * dimensions. row(i, dst) writes row i's d floats; xa holds min(m, HOOK_ROWS) widened rows.
- * Differs from nearest_centroid only where two centroids tie within rounding. */
+ * dimensions. The rows are rows (m, d) when given, else the keys' (widened by ann_keys_row);
+ * xa holds min(m, HOOK_ROWS) widened rows. Differs from nearest_centroid only where two
+ * centroids tie within rounding. */
 static loupe_status assign_by_hook(const ann_build_opts *opts, int nth, const float *cent,
                                    const float *half_norm, int nlist, int d, int64_t m,
                                    const ann_keys *keys, const float *rows, float *xa,
