@@ -158,6 +158,42 @@ __global__ void best_of_chunk(const float *S, int64_t nqc, int64_t n, int64_t q_
     }
 }
 
+/* By the whole block, for this block's row: the `filled` words of buf (zeros up to p2, a power
+ * of two), sorted best first, give the row's keff best ids and scores in its k_out slots of ids
+ * and sc (the rest -1 / -inf). */
+__device__ void rank_out(unsigned long long *buf, int filled, int p2, int keff, int k_out,
+                         int32_t *ids, float *sc)
+{
+    const int t = threadIdx.x;
+    for (int x = filled + t; x < p2; x += ST)
+        buf[x] = 0;
+    __syncthreads();
+    for (int size = 2; size <= p2; size <<= 1) /* descending */
+        for (int stride = size >> 1; stride > 0; stride >>= 1) {
+            for (int e = t; e < p2 / 2; e += ST) {
+                const int a = 2 * e - (e & (stride - 1)), b = a + stride;
+                const bool down = (a & size) == 0;
+                const unsigned long long x = buf[a], y = buf[b];
+                if ((x < y) == down) {
+                    buf[a] = y;
+                    buf[b] = x;
+                }
+            }
+            __syncthreads();
+        }
+    int32_t *oi = ids + (int64_t)blockIdx.x * k_out;
+    float *os = sc + (int64_t)blockIdx.x * k_out;
+    for (int x = t; x < k_out; x += ST) {
+        if (x < keff) {
+            oi[x] = (int32_t)(FULL - (uint32_t)(buf[x] & FULL));
+            os[x] = val32((uint32_t)(buf[x] >> 32));
+        } else {
+            oi[x] = -1;
+            os[x] = -INFINITY;
+        }
+    }
+}
+
 /* A block per query row of n scores: its top k (k_out slots; keff = min(k_out, n) filled, the
  * rest -1 / -inf), best first, into ids and sc; flag = 1 when the row holds a NaN. buf: p2
  * words of dynamic shared memory, p2 a power of two >= keff. only: when not null, the rows it
@@ -254,33 +290,7 @@ __global__ void __launch_bounds__(ST) select_topk(const float *S, int64_t n, int
         }
     }
     __syncthreads();
-    for (int x = (s_cnt < p2 ? s_cnt : p2) + t; x < p2; x += ST)
-        buf[x] = 0;
-    __syncthreads();
-    for (int size = 2; size <= p2; size <<= 1) /* descending */
-        for (int stride = size >> 1; stride > 0; stride >>= 1) {
-            for (int e = t; e < p2 / 2; e += ST) {
-                const int a = 2 * e - (e & (stride - 1)), b = a + stride;
-                const bool down = (a & size) == 0;
-                const unsigned long long x = buf[a], y = buf[b];
-                if ((x < y) == down) {
-                    buf[a] = y;
-                    buf[b] = x;
-                }
-            }
-            __syncthreads();
-        }
-    int32_t *oi = ids + (int64_t)blockIdx.x * k_out;
-    float *os = sc + (int64_t)blockIdx.x * k_out;
-    for (int x = t; x < k_out; x += ST) {
-        if (x < keff) {
-            oi[x] = (int32_t)(FULL - (uint32_t)(buf[x] & FULL));
-            os[x] = val32((uint32_t)(buf[x] >> 32));
-        } else {
-            oi[x] = -1;
-            os[x] = -INFINITY;
-        }
-    }
+    rank_out(buf, s_cnt < p2 ? s_cnt : p2, p2, keff, k_out, ids, sc);
     if (t == 0)
         flag[blockIdx.x] = (uint8_t)(s_nan || s_cnt != keff);
 }
@@ -377,33 +387,7 @@ __global__ void __launch_bounds__(ST) select_sampled(const float *S, int64_t n, 
     int p2 = 2;
     while (p2 < cnt)
         p2 <<= 1;
-    for (int x = cnt + t; x < p2; x += ST)
-        buf[x] = 0;
-    __syncthreads();
-    for (int size = 2; size <= p2; size <<= 1) /* descending */
-        for (int stride = size >> 1; stride > 0; stride >>= 1) {
-            for (int e = t; e < p2 / 2; e += ST) {
-                const int a = 2 * e - (e & (stride - 1)), b = a + stride;
-                const bool down = (a & size) == 0;
-                const unsigned long long x = buf[a], y = buf[b];
-                if ((x < y) == down) {
-                    buf[a] = y;
-                    buf[b] = x;
-                }
-            }
-            __syncthreads();
-        }
-    int32_t *oi = ids + (int64_t)blockIdx.x * k_out;
-    float *os = sc + (int64_t)blockIdx.x * k_out;
-    for (int x = t; x < k_out; x += ST) {
-        if (x < keff) {
-            oi[x] = (int32_t)(FULL - (uint32_t)(buf[x] & FULL));
-            os[x] = val32((uint32_t)(buf[x] >> 32));
-        } else {
-            oi[x] = -1;
-            os[x] = -INFINITY;
-        }
-    }
+    rank_out(buf, cnt, p2, keff, k_out, ids, sc);
     if (t == 0) {
         flag[blockIdx.x] = 0;
         redo[blockIdx.x] = 0;
