@@ -951,6 +951,15 @@ static void gate_leave(call_gate *g, double seconds, double *sum)
     pthread_mutex_unlock(&g->mu);
 }
 
+/* A measurement switch's count of calls in flight: the environment's `name` within 1..most, or
+ * dflt when it is not set. */
+static int calls_from_env(const char *name, int dflt, int most)
+{
+    const char *v = getenv(name);
+    const long n = v ? strtol(v, NULL, 10) : dflt;
+    return n < 1 ? 1 : n > most ? most : (int)n;
+}
+
 /* GPU kNN calls in flight at most: 1, or LOUPE_KNN_CALLS (1..4) to measure whether more pay.
  * Each call takes device memory outside the engine's budget (at 128K keys about 0.35 GB with
  * top-64 lists, 0.6 GB with top-1024: the wide path's score rows; runtime/cuda/knn.cu,
@@ -958,9 +967,7 @@ static void gate_leave(call_gate *g, double seconds, double *sum)
  * the builds' CPU steps still overlap. */
 static int knn_calls_max(void)
 {
-    const char *v = getenv("LOUPE_KNN_CALLS");
-    const long n = v ? strtol(v, NULL, 10) : 1;
-    return n < 1 ? 1 : n > 4 ? 4 : (int)n;
+    return calls_from_env("LOUPE_KNN_CALLS", 1, 4);
 }
 
 /* LOUPE_IVF_GPU=1: the IVF builds' k-means assignments go through knn_on_gpu as top-1 searches
@@ -1003,9 +1010,7 @@ static loupe_status knn_on_gpu(void *user, const ann_keys *keys, const float *qu
  * it, did not move (docs/BENCHMARKS.md). */
 static int prune_calls_max(void)
 {
-    const char *v = getenv("LOUPE_PRUNE_CALLS");
-    const long n = v ? strtol(v, NULL, 10) : 4;
-    return n < 1 ? 1 : n > 8 ? 8 : (int)n;
+    return calls_from_env("LOUPE_PRUNE_CALLS", 4, 8);
 }
 
 /* The projection's pruning on the GPU, at most prune_calls_max() calls at once. */
