@@ -98,10 +98,8 @@ ab() {
 # The envab stage: retr128k with and without the environment setting AB_ENV (default
 # LOUPE_KNN_CALLS=2), alternated (with, without, with) on one binary.
 envab() {
-    local o=$1 secs=$2 set=${AB_ENV:-LOUPE_KNN_CALLS=2}
-    retr_run "$o" with1 $((secs / 3)) "$set" "$set"
-    retr_run "$o" without $((secs / 3)) "without $set"
-    retr_run "$o" with2 $((secs / 3)) "$set" "$set"
+    local set=${AB_ENV:-LOUPE_KNN_CALLS=2}
+    ENVS="$set;-;$set" envs "$1" "$2"
 }
 
 # The envs stage: the retr128k stage once under each entry of ENVS, in order (';'-separated;
