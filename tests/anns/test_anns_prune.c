@@ -26,6 +26,13 @@ static float dist(int64_t a, int64_t b, int ip)
     return (float)(ip ? -s : s);
 }
 
+/* The prune's own distance between rows a and b (prune.c computes it bit for bit as
+ * ann_l2sq_f32 / ann_dot_f32 do): what ann_prune_list would compute for itself. */
+static float prune_dist(int64_t a, int64_t b, int ip)
+{
+    return ip ? -ann_dot_f32(F + a * D, F + b * D, D) : ann_l2sq_f32(F + a * D, F + b * D, D);
+}
+
 /* ann_prune_list over ids (m) for owner u: the reference. */
 static int reference(ann_prune_rule rule, float alpha, int fill, int32_t u, const int32_t *ids,
                      int m, int32_t *out)
@@ -149,7 +156,7 @@ static void lists(test_rng *r, ann_prune_rule rule, float alpha, int fill)
                     rep = cid[at + y] == v;
             } while (rep);
             cid[at + x] = v;
-            cdist[at + x] = dist(own[i], v, rule == ANN_PRUNE_IP);
+            cdist[at + x] = prune_dist(own[i], v, rule == ANN_PRUNE_IP);
         }
         at += len[i];
     }
