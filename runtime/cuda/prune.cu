@@ -26,6 +26,10 @@
  *                  (distance, id) keys in shared memory (repeats land side by side and count
  *                  once), the greedy rule with lanes splitting the kept rows' dimensions. Lists
  *                  longer still are pruned by ann_prune_cpu on the calling thread meanwhile.
+ *                  A cut shared list (the runtime's top-1,024 cut to 128) is not sorted whole:
+ *                  a radix selection finds its cut and only the candidates within it are sorted
+ *                  (warp_select_sort); and at the runtime's degree 16 and head dim 128 the kept
+ *                  rows live in registers (greedy_regs).
  *
  * A cut job (ann_prune_job.nearest: each list cut to its N candidates nearest the owner) runs
  * the same kernels: the candidates are in (distance, id) order before the greedy pass, so the
@@ -48,8 +52,12 @@
  * of kernels per index; top-1024 cut to 128 (the runtime's default from 16K on) ~96 ms, uncut
  * ~540 ms, almost all prune_long; with prune_long's owner distances read as 16-byte words and
  * four candidates' rows ahead in its greedy pass, 81 ms against 92 in the same run (the
- * kernels' time summed over calls that overlap). The host copies go through page-locked
- * staging (staging.cuh).
+ * kernels' time summed over calls that overlap). ncu (2026-12-07, one build alone, 6,144
+ * queries' top-1,024 cut to 128): prune_long was issue-bound at 12 warps an SM; the
+ * selection and the registers' greedy pass took its main launch 43.0 → 25.9 ms (119K
+ * instructions a list), the distance form as a template argument and 32 elements a lane in
+ * owner_dists to 14.7 ms (69K); an index's pruning kernels 54 → 22 ms.
+ * The host copies go through page-locked staging (staging.cuh).
  */
 #include <limits.h>
 #include <stdlib.h>
@@ -503,90 +511,334 @@ __device__ __forceinline__ bool pruned_by_kept(const float *krows, int ld, int k
     return __any_sync(FULL, pr);
 }
 
-/* The owner's distances to list c's m candidates as sort keys key[0 .. p2) (NONE for -1, the
- * owner and padding), by one warp; cd: the distances given, or null. A candidate's row is read
- * as 16-byte words, `lpr` lanes to a row, and UNROLL rows per lane are requested before any is
- * used: the rows are random, so the time is their memory latency. (The loop for shapes the
- * words do not fit reads four rows at a time, an element per load, as the kernel once did.) */
-template <int KT>
-__device__ __forceinline__ void owner_dists(const Keys &k, const int32_t *c, int m, int p2,
-                                            int32_t u, const float *orow, const float *cd,
-                                            bool ip, unsigned long long *key)
+/* owner_dists' loop over 16-byte words: `lpr` lanes to a row, each lane WPL consecutive words
+ * of it (its WPL · EPV elements' products summed in order, then the row's lanes by shuffles),
+ * UNROLL rows per lane requested before any is used: the rows are random, so the time is their
+ * memory latency. */
+template <int KT, bool IP, int WPL, int UNROLL>
+__device__ __forceinline__ void owner_dists_words(const Keys &k, const int32_t *c, int m,
+                                                  int p2, int32_t u, const float *orow,
+                                                  int lpr, unsigned long long *key)
 {
     constexpr unsigned long long NONE = ~0ull;
     constexpr int ESZ = KT == ANN_KEYS_F32 ? 4 : KT == ANN_KEYS_BF16 ? 2 : 1;
     constexpr int EPV = 16 / ESZ; /* elements per 16-byte word */
-    constexpr int UNROLL = 4;
-    const int lane = threadIdx.x & 31, dim = k.dim, lpr = dim / EPV;
-    if (cd || dim % EPV || lpr > 32 || (lpr & (lpr - 1))) {
-        /* eight lanes per candidate, each taking every eighth element */
-        const int grp = lane >> 3, part = lane & 7;
-        for (int x0 = 0; x0 < p2; x0 += 4) {
-            const int x = x0 + grp;
-            const int32_t cx = x < m ? c[x] : -1;
-            const bool valid = cx >= 0 && cx != u;
-            float p = 0.0f;
-            if (valid && !cd)
-                for (int t = part; t < dim; t += 8) {
-                    const float kv = key_at<KT>(k, cx, t);
-                    p = ip ? fmaf(orow[t], kv, p) : fmaf(orow[t] - kv, orow[t] - kv, p);
-                }
-            for (int o = 4; o > 0; o >>= 1) /* within the group of eight */
-                p += __shfl_xor_sync(FULL, p, o);
-            if (part == 0)
-                key[x] = valid ? order_key(cd ? cd[x] : ip ? -p : p, cx) : NONE;
-        }
-        return;
-    }
+    const int lane = threadIdx.x & 31, dim = k.dim;
     const int rpp = 32 / lpr, grp = lane / lpr, part = lane % lpr;
-    const float *o = orow + part * EPV;
+    float o[WPL * EPV]; /* in registers: the keys' stores would make the compiler read them again */
+#pragma unroll
+    for (int e = 0; e < WPL * EPV; e++)
+        o[e] = orow[part * WPL * EPV + e];
     for (int x0 = 0; x0 < p2; x0 += rpp * UNROLL) {
-        uint4 w[UNROLL];
+        uint4 w[UNROLL][WPL];
         int32_t cx[UNROLL];
 #pragma unroll
         for (int j = 0; j < UNROLL; j++) {
             const int x = x0 + j * rpp + grp;
             cx[j] = x < m ? c[x] : -1;
-            w[j] = cx[j] >= 0 && cx[j] != u
-                       ? reinterpret_cast<const uint4 *>(
-                             static_cast<const unsigned char *>(k.rows) +
-                             (int64_t)cx[j] * dim * ESZ)[part]
-                       : make_uint4(0, 0, 0, 0);
+            const uint4 *row = reinterpret_cast<const uint4 *>(
+                static_cast<const unsigned char *>(k.rows) + (int64_t)cx[j] * dim * ESZ);
+#pragma unroll
+            for (int q = 0; q < WPL; q++)
+                w[j][q] = cx[j] >= 0 && cx[j] != u ? row[part * WPL + q] : make_uint4(0, 0, 0, 0);
         }
 #pragma unroll
         for (int j = 0; j < UNROLL; j++) {
-            float v[EPV];
-            if constexpr (KT == ANN_KEYS_F32) {
-                v[0] = __uint_as_float(w[j].x);
-                v[1] = __uint_as_float(w[j].y);
-                v[2] = __uint_as_float(w[j].z);
-                v[3] = __uint_as_float(w[j].w);
-            } else if constexpr (KT == ANN_KEYS_BF16) {
-                const unsigned ws[4] = {w[j].x, w[j].y, w[j].z, w[j].w};
-#pragma unroll
-                for (int e = 0; e < 4; e++) {
-                    v[2 * e] = __uint_as_float(ws[e] << 16);
-                    v[2 * e + 1] = __uint_as_float(ws[e] & 0xffff0000u);
-                }
-            } else {
-                const unsigned ws[4] = {w[j].x, w[j].y, w[j].z, w[j].w};
-                const float sc = cx[j] >= 0 ? k.scale[cx[j]] : 0.0f;
-#pragma unroll
-                for (int e = 0; e < 16; e++)
-                    v[e] = sc * (float)(int8_t)(ws[e / 4] >> (8 * (e % 4)));
-            }
+            const float sc = KT == ANN_KEYS_INT8 && cx[j] >= 0 ? k.scale[cx[j]] : 0.0f;
             float p = 0.0f;
 #pragma unroll
-            for (int e = 0; e < EPV; e++)
-                p = ip ? fmaf(o[e], v[e], p) : fmaf(o[e] - v[e], o[e] - v[e], p);
+            for (int q = 0; q < WPL; q++) {
+                const unsigned ws[4] = {w[j][q].x, w[j][q].y, w[j][q].z, w[j][q].w};
+                float v[EPV];
+                if constexpr (KT == ANN_KEYS_F32) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++)
+                        v[e] = __uint_as_float(ws[e]);
+                } else if constexpr (KT == ANN_KEYS_BF16) {
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        v[2 * e] = __uint_as_float(ws[e] << 16);
+                        v[2 * e + 1] = __uint_as_float(ws[e] & 0xffff0000u);
+                    }
+                } else {
+#pragma unroll
+                    for (int e = 0; e < 16; e++)
+                        v[e] = sc * (float)(int8_t)(ws[e / 4] >> (8 * (e % 4)));
+                }
+#pragma unroll
+                for (int e = 0; e < EPV; e++) {
+                    const float ov = o[q * EPV + e];
+                    p = IP ? fmaf(ov, v[e], p) : fmaf(ov - v[e], ov - v[e], p);
+                }
+            }
             for (int s = lpr >> 1; s > 0; s >>= 1) /* within the row's aligned lanes */
                 p += __shfl_xor_sync(FULL, p, s);
             const int x = x0 + j * rpp + grp;
             const bool valid = cx[j] >= 0 && cx[j] != u;
             if (part == 0 && x < p2)
-                key[x] = valid ? order_key(ip ? -p : p, cx[j]) : NONE;
+                key[x] = valid ? order_key(IP ? -p : p, cx[j]) : NONE;
         }
     }
+}
+
+/* The owner's distances to list c's m candidates as sort keys key[0 .. p2) (NONE for -1, the
+ * owner and padding), by one warp; cd: the distances given, or null. Rows are read as 16-byte
+ * words (owner_dists_words): 32 elements a lane where the head dimension is a multiple of 32
+ * (4 lanes to a row at 128: a quarter of the shuffles and loop work of one word a lane), else
+ * one word a lane. (The loop for shapes the words do not fit reads four rows at a time, an
+ * element per load, as the kernel once did.) IP is a template argument: as a run-time flag
+ * both forms of every product were computed (ncu, 2026-12-07). */
+template <int KT, bool IP>
+__device__ __forceinline__ void owner_dists(const Keys &k, const int32_t *c, int m, int p2,
+                                            int32_t u, const float *orow, const float *cd,
+                                            unsigned long long *key)
+{
+    constexpr unsigned long long NONE = ~0ull;
+    constexpr int ESZ = KT == ANN_KEYS_F32 ? 4 : KT == ANN_KEYS_BF16 ? 2 : 1;
+    constexpr int EPV = 16 / ESZ;
+    const int lane = threadIdx.x & 31, dim = k.dim, words = dim / EPV;
+    const int lanes32 = dim / 32; /* lanes to a row at 32 elements a lane: a power of two */
+    if (!cd && dim % 32 == 0 && lanes32 <= 32 && (lanes32 & (lanes32 - 1)) == 0) {
+        owner_dists_words<KT, IP, 32 / EPV, 2>(k, c, m, p2, u, orow, lanes32, key);
+        return;
+    }
+    if (!cd && dim % EPV == 0 && words <= 32 && (words & (words - 1)) == 0) {
+        owner_dists_words<KT, IP, 1, 4>(k, c, m, p2, u, orow, words, key);
+        return;
+    }
+    /* eight lanes per candidate, each taking every eighth element */
+    const int grp = lane >> 3, part = lane & 7;
+    for (int x0 = 0; x0 < p2; x0 += 4) {
+        const int x = x0 + grp;
+        const int32_t cx = x < m ? c[x] : -1;
+        const bool valid = cx >= 0 && cx != u;
+        float p = 0.0f;
+        if (valid && !cd)
+            for (int t = part; t < dim; t += 8) {
+                const float kv = key_at<KT>(k, cx, t);
+                p = IP ? fmaf(orow[t], kv, p) : fmaf(orow[t] - kv, orow[t] - kv, p);
+            }
+        for (int o = 4; o > 0; o >>= 1) /* within the group of eight */
+            p += __shfl_xor_sync(FULL, p, o);
+        if (part == 0)
+            key[x] = valid ? order_key(cd ? cd[x] : IP ? -p : p, cx) : NONE;
+    }
+}
+
+/* A shared list cut to its `want` candidates nearest the owner needs those in order, not all
+ * p2 keys: a radix selection of the want-th smallest distance T (four 8-bit digits of the
+ * key's upper word, counted in hist: 256 words), then the keys whose distance is at most T
+ * moved to the front in place and sorted there: a prefix of the whole sort, ties at T
+ * included. The pass wants `want` distinct candidates; a list with repeats (two entries of one
+ * key sort side by side and count once) may have fewer in the prefix. Returns the prefix's
+ * length (a power of two, its tail NONE); 0 when more than `cap` keys are at most T (key
+ * untouched: the caller sorts all); -1 when the prefix has fewer than `want` distinct keys
+ * (key overwritten: the caller computes it again and sorts all). By one warp; ~2K
+ * instructions against the whole bitonic sort's ~13K at p2 1,024. */
+__device__ int warp_select_sort(unsigned long long *key, int p2, int want, int cap,
+                                unsigned *hist)
+{
+    constexpr unsigned long long NONE = ~0ull;
+    const int lane = threadIdx.x & 31;
+    unsigned prefix = 0, mask = 0, rem = (unsigned)want, ties = 0;
+    for (int shift = 24; shift >= 0; shift -= 8) {
+        for (int b = lane; b < 256; b += 32)
+            hist[b] = 0;
+        __syncwarp();
+        for (int x = lane; x < p2; x += 32) {
+            const unsigned h = (unsigned)(key[x] >> 32);
+            if ((h & mask) == prefix)
+                atomicAdd(&hist[(h >> shift) & 255u], 1u);
+        }
+        __syncwarp();
+        unsigned c[8], sum = 0;
+#pragma unroll
+        for (int j = 0; j < 8; j++) {
+            c[j] = hist[8 * lane + j];
+            sum += c[j];
+        }
+        unsigned inc = sum;
+        for (int o = 1; o < 32; o <<= 1) {
+            const unsigned t = __shfl_up_sync(FULL, inc, o);
+            if (lane >= o)
+                inc += t;
+        }
+        const unsigned exc = inc - sum;
+        const unsigned hit = __ballot_sync(FULL, exc < rem && rem <= inc);
+        const int src = hit ? __ffs(hit) - 1 : 31;
+        unsigned digit = 0, below = exc, here = 0;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            if (here == 0 && below + c[j] >= rem) {
+                digit = 8 * lane + j;
+                here = c[j];
+            } else if (here == 0) {
+                below += c[j];
+            }
+        digit = __shfl_sync(FULL, digit, src);
+        below = __shfl_sync(FULL, below, src);
+        ties = __shfl_sync(FULL, here, src);
+        prefix |= digit << shift;
+        mask |= 255u << shift;
+        rem -= below;
+        __syncwarp();
+    }
+    /* rem − 1 keys below T at the last digit's level: want − rem in all, and `ties` at T. */
+    const int count = (int)((unsigned)want - rem + ties);
+    if (count > cap)
+        return 0;
+    int at = 0;
+    for (int x0 = 0; x0 < p2; x0 += 32) {
+        const unsigned long long kx = key[x0 + lane];
+        const bool in = (unsigned)(kx >> 32) <= prefix;
+        const unsigned b = __ballot_sync(FULL, in);
+        __syncwarp(); /* every lane has read its key before any is overwritten */
+        if (in)
+            key[at + __popc(b & ((1u << lane) - 1u))] = kx;
+        at += __popc(b);
+        __syncwarp();
+    }
+    int c2 = 32;
+    while (c2 < at)
+        c2 <<= 1;
+    for (int x = at + lane; x < c2; x += 32)
+        key[x] = NONE;
+    __syncwarp();
+    warp_bitonic(key, c2);
+    int distinct = 0;
+    for (int x0 = 0; x0 < at; x0 += 32) {
+        const int x = x0 + lane;
+        const bool first = x < at && key[x] != NONE &&
+                           (x == 0 || (uint32_t)key[x - 1] != (uint32_t)key[x]);
+        distinct += __popc(__ballot_sync(FULL, first));
+    }
+    return distinct >= want ? c2 : -1;
+}
+
+/* prune_long's greedy pass for keep <= GR_KEEP and dim <= 32 * GR_PER, the kept rows in
+ * registers: lane l holds elements l, l + 32, l + 64, l + 96 of the current candidate and of
+ * every kept row, so a candidate's distances to all kept rows are GR_PER FMAs a row and one
+ * butterfly that leaves row (l >> 1) & 15's sum in lanes l and l ^ 1 (~130 instructions a
+ * candidate, where the shared-memory form took ~600 at 16 kept rows: ncu found prune_long
+ * issue-bound, 2026-12-07). The order, the rule, the cut (`nearest`) and the top-up are
+ * those of the general pass in prune_long. Returns the count; kidx gets the kept keys'
+ * positions. */
+constexpr int GR_KEEP = 16, GR_PER = 4;
+
+template <int KT, bool IP>
+__device__ int greedy_regs(const Args &a, const unsigned long long *key, int p2, int32_t *kidx,
+                           int32_t *drop)
+{
+    constexpr unsigned long long NONE = ~0ull;
+    constexpr int AHEAD = 4;
+    const int lane = threadIdx.x & 31, dim = a.keys.dim;
+    const float al = IP ? 1.0f : a.alpha;
+    auto next_at = [&](int r) {
+        for (; r < p2; r++) {
+            const unsigned long long kr = key[r];
+            if (kr == NONE)
+                return p2;
+            if (r == 0 || (int32_t)(key[r - 1] & 0xffffffffu) != (int32_t)(kr & 0xffffffffu))
+                return r;
+        }
+        return p2;
+    };
+    auto load = [&](int r, float *dst) {
+#pragma unroll
+        for (int j = 0; j < GR_PER; j++) {
+            const int t = lane + 32 * j;
+            dst[j] = r < p2 && t < dim ? key_at<KT>(a.keys, (int32_t)(key[r] & 0xffffffffu), t)
+                                       : 0.0f;
+        }
+    };
+    float kr[GR_KEEP][GR_PER];
+#pragma unroll
+    for (int t = 0; t < GR_KEEP; t++)
+#pragma unroll
+        for (int j = 0; j < GR_PER; j++)
+            kr[t][j] = 0.0f;
+    float nx[AHEAD][GR_PER];
+    int at[AHEAD];
+#pragma unroll
+    for (int d = 0; d < AHEAD; d++) {
+        at[d] = d == 0 ? next_at(0) : at[d - 1] < p2 ? next_at(at[d - 1] + 1) : p2;
+        load(at[d], nx[d]);
+    }
+    const int row = (lane >> 1) & 15;
+    int kept = 0, nd = 0, seen = 0;
+    while (at[0] < p2 && kept < a.keep && seen++ < a.nearest) {
+        const int r = at[0];
+        float c[GR_PER];
+#pragma unroll
+        for (int j = 0; j < GR_PER; j++)
+            c[j] = nx[0][j];
+#pragma unroll
+        for (int d = 0; d + 1 < AHEAD; d++) {
+            at[d] = at[d + 1];
+#pragma unroll
+            for (int j = 0; j < GR_PER; j++)
+                nx[d][j] = nx[d + 1][j];
+        }
+        at[AHEAD - 1] = at[AHEAD - 2] < p2 ? next_at(at[AHEAD - 2] + 1) : p2;
+        load(at[AHEAD - 1], nx[AHEAD - 1]);
+        bool pr = false;
+        if (kept > 0) {
+            float p[GR_KEEP];
+#pragma unroll
+            for (int t = 0; t < GR_KEEP; t++) {
+                p[t] = 0.0f;
+                if (IP) {
+#pragma unroll
+                    for (int j = 0; j < GR_PER; j++)
+                        p[t] = fmaf(kr[t][j], c[j], p[t]);
+                } else {
+#pragma unroll
+                    for (int j = 0; j < GR_PER; j++)
+                        p[t] = fmaf(kr[t][j] - c[j], kr[t][j] - c[j], p[t]);
+                }
+            }
+            /* Reduce-scatter: each step keeps the half of the rows this lane's bit picks and
+             * adds the partner's partial sums of the same rows. */
+            float q8[8], q4[4], q2[2];
+            const bool b4 = lane & 16, b3 = lane & 8, b2 = lane & 4, b1 = lane & 2;
+#pragma unroll
+            for (int i = 0; i < 8; i++)
+                q8[i] = (b4 ? p[i + 8] : p[i]) + __shfl_xor_sync(FULL, b4 ? p[i] : p[i + 8], 16);
+#pragma unroll
+            for (int i = 0; i < 4; i++)
+                q4[i] = (b3 ? q8[i + 4] : q8[i]) + __shfl_xor_sync(FULL, b3 ? q8[i] : q8[i + 4], 8);
+#pragma unroll
+            for (int i = 0; i < 2; i++)
+                q2[i] = (b2 ? q4[i + 2] : q4[i]) + __shfl_xor_sync(FULL, b2 ? q4[i] : q4[i + 2], 4);
+            float q = (b1 ? q2[1] : q2[0]) + __shfl_xor_sync(FULL, b1 ? q2[0] : q2[1], 2);
+            q += __shfl_xor_sync(FULL, q, 1);
+            pr = row < kept && al * (IP ? -q : q) < key_dist(key[r]);
+        }
+        if (__any_sync(FULL, pr)) {
+            if (nd < a.keep) {
+                if (lane == 0)
+                    drop[nd] = r;
+                nd++;
+            }
+        } else {
+            if (lane == 0)
+                kidx[kept] = r;
+#pragma unroll
+            for (int t = 0; t < GR_KEEP; t++)
+                if (t == kept)
+#pragma unroll
+                    for (int j = 0; j < GR_PER; j++)
+                        kr[t][j] = c[j];
+            kept++;
+        }
+    }
+    for (int x = 0; x < nd && kept < a.fill; x++) {
+        if (lane == 0)
+            kidx[kept] = drop[x];
+        kept++;
+    }
+    __syncwarp();
+    return kept;
 }
 
 /* A warp per list of up to pmax candidates, explicit (cid) or a shared list's K entries (when
@@ -594,7 +846,9 @@ __device__ __forceinline__ void owner_dists(const Keys &k, const int32_t *c, int
  * keys by a bitonic sort (-1, the owner and padding as the largest key; a repeat lands next to
  * its first occurrence and is skipped), then the greedy rule with each kept row in shared
  * memory. */
-template <int KT> __global__ void __launch_bounds__(NW * 32) prune_long(Args a)
+/* Three blocks an SM: what its shared memory allows at 1,024 slots a warp; the registers that
+ * leaves (~170 a thread) keep greedy_regs' rows without spilling. */
+template <int KT> __global__ void __launch_bounds__(NW * 32, 3) prune_long(Args a)
 {
     extern __shared__ __align__(16) unsigned char smem[];
     const int dim = a.keys.dim, ld = dim + 1;
@@ -632,9 +886,40 @@ template <int KT> __global__ void __launch_bounds__(NW * 32) prune_long(Args a)
     int p2 = 32;
     while (p2 < m)
         p2 <<= 1;
-    owner_dists<KT>(a.keys, c, m, p2, u, orow, cd, a.ip, key);
-    __syncwarp();
-    warp_bitonic(key, p2);
+    auto dists = [&] {
+        if (a.ip)
+            owner_dists<KT, true>(a.keys, c, m, p2, u, orow, cd, key);
+        else
+            owner_dists<KT, false>(a.keys, c, m, p2, u, orow, cd, key);
+        __syncwarp();
+    };
+    dists();
+    /* A cut shared list: only its nearest candidates in order (the histogram in krows, unused until
+     * the greedy pass); where repeats leave too few, the whole sort after all. */
+    int sorted = 0;
+    if (a.shared && a.nearest <= p2 / 4 && (size_t)a.keep * ld >= 256)
+        sorted = warp_select_sort(key, p2, a.nearest, p2 / 2, reinterpret_cast<unsigned *>(krows));
+    if (sorted < 0) {
+        dists();
+        sorted = 0;
+    }
+    if (sorted == 0)
+        warp_bitonic(key, p2);
+    else
+        p2 = sorted;
+
+    if (a.keep <= GR_KEEP && dim <= 32 * GR_PER) {
+        const int kept = a.ip ? greedy_regs<KT, true>(a, key, p2, kidx, drop)
+                              : greedy_regs<KT, false>(a, key, p2, kidx, drop);
+        for (int t = lane; t < kept; t += 32) {
+            const unsigned long long k = key[kidx[t]];
+            a.out_id[(int64_t)i * a.keep + t] = (int32_t)(k & 0xffffffffu);
+            a.out_s[(int64_t)i * a.keep + t] = key_dist(k);
+        }
+        if (lane == 0)
+            a.out_n[i] = kept;
+        return;
+    }
 
     /* The greedy pass. The rows of the next AHEAD candidates are in registers while the current
      * one is checked: the order is known before the pass, whatever it keeps, and each step's
