@@ -500,6 +500,16 @@ static void case_edges(test_rng *r)
     free(Q);
 }
 
+/* n rows of dim floats: row i is B's row i mod distinct (keys tied distinct-fold). */
+static float *repeated_rows(const float *B, int64_t distinct, int64_t n, int dim)
+{
+    float *K = malloc((size_t)n * dim * sizeof *K);
+    CHECK(K != NULL);
+    for (int64_t i = 0; K && i < n; i++)
+        memcpy(K + i * dim, B + (i % distinct) * dim, (size_t)dim * sizeof *K);
+    return K;
+}
+
 static void case_fallback(test_rng *r)
 {
     /* With no margin and one key split, a query's candidate cut is its own k-th approximate
@@ -508,9 +518,7 @@ static void case_fallback(test_rng *r)
     const int64_t base = 1000, n = 3 * base, nq = 500;
     const int dim = 128, k = 20;
     float *B = gauss(r, base, dim, 1.0f, 0.5f, 1.5f), *Q = gauss(r, nq, dim, 0.0f, 0.5f, 2.0f);
-    float *K = malloc((size_t)n * dim * sizeof *K);
-    for (int64_t i = 0; i < n; i++)
-        memcpy(K + i * dim, B + (i % base) * dim, (size_t)dim * sizeof *K);
+    float *K = repeated_rows(B, base, n, dim);
     rt_cuda_knn_opts o;
     rt_cuda_knn_opts_init(&o);
     o.margin = 0;
@@ -613,9 +621,7 @@ static void case_wide(test_rng *r)
     const int64_t n = 131072, nq = 64, distinct = 16;
     const int dim = 128;
     float *B = gauss(r, distinct, dim, 1.0f, 0.5f, 1.5f), *Q = gauss(r, nq, dim, 0.0f, 0.5f, 2.0f);
-    float *K = malloc((size_t)n * dim * sizeof *K);
-    for (int64_t i = 0; i < n; i++)
-        memcpy(K + i * dim, B + (i % distinct) * dim, (size_t)dim * sizeof *K);
+    float *K = repeated_rows(B, distinct, n, dim);
     ann_keys *keys = NULL;
     loupe_err err;
     loupe_err_clear(&err);
