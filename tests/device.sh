@@ -57,6 +57,9 @@
 #   buildsplit bench_anns_build's 16 indexes as the runtime builds them at 128K (top-1,024 over
 #              6,144 queries, cut to 128), one build at a time (each GPU call's own wall, keys'
 #              upload and kernels), then four (carry build-devfull/tests/cuda/bench_anns_build)
+#   kprofile   Nsight Compute (ncu --clock-control none) over bench_anns_build's 2 indexes as the
+#              runtime builds them at 128K: the pruning kernels' and the wide kNN's launches, with
+#              their speed-of-light, occupancy and warp-state sections (carry bench_anns_build)
 #   envs       the retr128k stage once under each entry of ENVS (';'-separated settings, - for
 #              none; bench_retrieval.c lists the switches), in order, on this tree's binary
 # Environment passes on to the scripts (RETR_ARGS, REFS, SEARCH, RVARIANTS, RLENGTHS, RDEPTHS,
@@ -266,6 +269,24 @@ buildsplit() {
     done
 }
 
+# The kprofile stage: each build kernel's own counters (ncu), its launches in one build.
+kprofile() {
+    local o=$1 secs=$2 re ncu
+    local keep='^  [a-z_]+[<(]|Duration|Occupancy|Registers Per|Dynamic Shared|Block Limit'
+    keep+='|Throughput|L2 Hit|Warp Cycles Per Issued|Executed Instructions  '
+    ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
+    local -a args=(--indexes 2 --concurrent 1 --datasets 1 --degree 16 --build-queries 6144
+        --k 1024 --prune-nearest 128 --no-knn-compare --ef 128 --recall-indexes 1 --test 10)
+    for re in 'prune_long|prune_shared|prune_explicit' 'scores|select_sampled|select_topk|widen'; do
+        timeout $((secs / 2)) "$ncu" --clock-control none --kernel-name "regex:$re" --launch-count 6 \
+            --section SpeedOfLight --section Occupancy --section LaunchStats \
+            --section WarpStateStats --section MemoryWorkloadAnalysis --section InstructionStats \
+            build-devfull/tests/cuda/bench_anns_build "${args[@]}" >"$o/ncu_${re%%|*}.txt" 2>&1
+        echo "-- ncu $re (rc $?)" >>"$o/summary.txt"
+        grep -E "$keep" "$o/ncu_${re%%|*}.txt" | head -n 60 >>"$o/summary.txt"
+    done
+}
+
 # The largek stage: the large-k GPU build's correctness and cost, then what it buys the decode.
 largek() {
     local o=$1 secs=$2 d=build-devfull/tests/cuda
@@ -326,11 +347,13 @@ for arg in "$@"; do
     ab) ab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     envab) envab "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     envs) envs "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
+    kprofile) LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
+        kprofile "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     buildsplit) LD_LIBRARY_PATH=$PWD/.devlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH} \
         buildsplit "$o" "$secs" >"$o/stdout.txt" 2>&1 ;;
     *) echo "unknown stage $stage (decode, niah, hybrid, retr128k, retr32k, retr128kall," \
             "retr512k, retr512kall, retr1m, coexec, prune, largek, builds, sparsity, probe, ab," \
-            "envab, envs, buildsplit)" >&2
+            "envab, envs, buildsplit, kprofile)" >&2
        exit 2 ;;
     esac
     echo "==== $stage: rc $?, $(($(date +%s) - t)) s of $secs" >>"$OUT/summary.txt"
