@@ -683,7 +683,7 @@ __device__ int warp_select_sort(unsigned long long *key, int p2, int want, int c
         rem -= below;
         __syncwarp();
     }
-    /* rem − 1 keys below T at the last digit's level: want − rem in all, and `ties` at T. */
+    /* want − rem keys lie below T (every round's `below`), `ties` keys at T. */
     const int count = (int)((unsigned)want - rem + ties);
     if (count > cap)
         return 0;
