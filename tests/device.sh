@@ -277,8 +277,10 @@ kprofile() {
     ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
     local -a args=(--indexes 2 --concurrent 1 --datasets 1 --degree 16 --build-queries 6144
         --k 1024 --prune-nearest 128 --no-knn-compare --ef 128 --recall-indexes 1 --test 10)
-    for re in 'prune_long|prune_shared|prune_explicit' 'scores|select_sampled|select_topk|widen'; do
-        timeout $((secs / 2)) "$ncu" --clock-control none --kernel-name "regex:$re" --launch-count 6 \
+    local knn='scores|best_of_chunk|select_sampled|select_topk|widen'
+    for re in 'prune_long|prune_shared|prune_explicit' "$knn"; do
+        timeout $((secs / 2)) "$ncu" --clock-control none --kernel-name "regex:$re" \
+            --launch-count 6 \
             --section SpeedOfLight --section Occupancy --section LaunchStats \
             --section WarpStateStats --section MemoryWorkloadAnalysis --section InstructionStats \
             build-devfull/tests/cuda/bench_anns_build "${args[@]}" >"$o/ncu_${re%%|*}.txt" 2>&1
