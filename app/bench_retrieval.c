@@ -43,8 +43,9 @@
  * for alternated runs such as tests/device.sh envab: LOUPE_BUILD_OVERLAP=0 builds every index
  * after the prefill instead of beside it; LOUPE_KNN_CALLS=N (1..4, default 1) and
  * LOUPE_PRUNE_CALLS=N (1..8, default 4) bound the build's GPU kNN and pruning calls in flight;
- * LOUPE_KNN_PRIORITY=1 gives the kNN calls' streams the device's greatest priority;
- * LOUPE_IVF_GPU=1 runs the IVF builds' k-means assignments as GPU kNN calls.
+ * LOUPE_IVF_GPU=1 runs the IVF builds' k-means assignments as GPU kNN calls. (A kNN stream at
+ * the device's greatest priority was tried and removed: the 128K prefill did not move,
+ * docs/BENCHMARKS.md.)
  */
 #include "app/app.h"
 

@@ -107,7 +107,7 @@ envab() {
 
 # The envs stage: the retr128k stage once under each entry of ENVS, in order (';'-separated;
 # an entry is space-separated NAME=VALUE assignments, or - for none), e.g.
-# ENVS="-;LOUPE_KNN_PRIORITY=1;LOUPE_PRUNE_CALLS=8;-": the same binary, one machine.
+# ENVS="-;LOUPE_KNN_CALLS=2;LOUPE_PRUNE_CALLS=8;-": the same binary, one machine.
 envs() {
     local o=$1 secs=$2 i=0 e
     local list assigns

@@ -52,23 +52,6 @@ static inline loupe_status cuda_fail(loupe_err *err, cudaError_t e, const char *
                       "%s: %s: %s", who, what, cudaGetErrorString(e));
 }
 
-/* A kNN call's stream (non-blocking). With LOUPE_KNN_PRIORITY=1 it gets the device's greatest
- * priority, so its blocks are scheduled before the pruning's and the prefill's: at 128K the
- * build waits on a chain of kNN calls, one at a time, while pruning calls share the GPU
- * (docs/BENCHMARKS.md). A measurement switch, off until a device run says it pays. */
-static inline cudaError_t knn_stream(cudaStream_t *s)
-{
-    const char *v = getenv("LOUPE_KNN_PRIORITY");
-    if (v && v[0] == '1' && !v[1]) {
-        int least = 0, greatest = 0;
-        const cudaError_t e = cudaDeviceGetStreamPriorityRange(&least, &greatest);
-        if (e != cudaSuccess)
-            return e;
-        return cudaStreamCreateWithPriority(s, cudaStreamNonBlocking, greatest);
-    }
-    return cudaStreamCreateWithFlags(s, cudaStreamNonBlocking);
-}
-
 /* One host call's stream, events and device buffers (the graph build's GPU calls), allocated
  * stream-ordered and freed the same way, and its host copies staged through page-locked memory
  * (staging.cuh); `who` begins its error sentences. */

@@ -881,7 +881,7 @@ static loupe_status run_gpu(Call &c, const Plan &p, int n_sm, const ann_keys *ke
     const int bq = NW * 16 * p.mt;
     const int64_t chunk_pad = (p.chunk + bq - 1) / bq * bq;
 
-    KNN_CUDA(rtc::knn_stream(&c.stream), "stream creation");
+    KNN_CUDA(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "stream creation");
     KNN_CUDA(cudaEventCreate(&c.ev0), "event creation");
     KNN_CUDA(cudaEventCreate(&c.ev1), "event creation");
     loupe_status st;

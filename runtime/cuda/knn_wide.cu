@@ -442,7 +442,7 @@ loupe_status run(Call &c, const ann_keys *keys, const float *queries, int64_t nq
                           (long long)n, dim, (long long)n,
                           (double)(fixed + per_q) / 1048576.0, free_b / 1048576.0);
 
-    WIDE_CUDA(rtc::knn_stream(&c.stream), "stream creation");
+    WIDE_CUDA(cudaStreamCreateWithFlags(&c.stream, cudaStreamNonBlocking), "stream creation");
     WIDE_CUDA(cudaEventCreate(&c.ev[0]), "event creation");
     WIDE_CUDA(cudaEventCreate(&c.ev[1]), "event creation");
     WIDE_CUDA(cudaEventCreate(&c.ev[2]), "event creation");
