@@ -356,6 +356,8 @@ typedef struct {
 static struct {
     pthread_mutex_t mu;
     int64_t knn_calls, prune_calls, lists_gpu, lists_long, lists_cpu;
+    int64_t knn_queries, knn_redo; /* the wide path's queries and those its sampled threshold
+                                      left to the radix selection */
     double knn_wall, knn_prep, knn_kernel, prune_wall, prune_upload, prune_kernel, prune_download;
 } g_gpu = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
@@ -374,6 +376,8 @@ static loupe_status knn_timed(void *user, const ann_keys *keys, const float *que
     g_gpu.knn_wall += info.gpu_s;
     g_gpu.knn_prep += info.prep_s;
     g_gpu.knn_kernel += info.kernel_s;
+    g_gpu.knn_queries += info.wide ? nq : 0;
+    g_gpu.knn_redo += info.wide_redo;
     pthread_mutex_unlock(&g_gpu.mu);
     return st;
 }
@@ -569,6 +573,11 @@ static void run_sweep(const options *o, dataset *ds)
                (long long)g_gpu.prune_calls, g_gpu.prune_wall, g_gpu.prune_upload,
                g_gpu.prune_kernel, g_gpu.prune_download, (long long)g_gpu.lists_gpu,
                (long long)g_gpu.lists_long, (long long)g_gpu.lists_cpu);
+        if (g_gpu.knn_queries > 0)
+            printf("  wide kNN: %lld of %lld queries left by the sampled threshold to the radix "
+                   "selection\n",
+                   (long long)g_gpu.knn_redo, (long long)g_gpu.knn_queries);
+        g_gpu.knn_queries = g_gpu.knn_redo = 0;
         g_gpu.knn_calls = g_gpu.prune_calls = g_gpu.lists_gpu = g_gpu.lists_long = 0;
         g_gpu.lists_cpu = 0;
         g_gpu.knn_wall = g_gpu.knn_prep = g_gpu.knn_kernel = g_gpu.prune_wall = 0;
