@@ -1,6 +1,7 @@
 /* Exactness: the CPU kNN and the flat index return exactly the brute-force top-k (ids in order,
- * scores equal to the stored-key score), every key's best query is right, and an f32 re-rank
- * turns bf16 results into the f32 top-k. Uneven sizes exercise the tiles' edges. */
+ * scores equal to the stored-key score), with a small k and a large one (ties in id order),
+ * every key's best query is right, and an f32 re-rank turns bf16 results into the f32 top-k.
+ * Uneven sizes exercise the tiles' edges. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,25 +11,64 @@
 
 enum { N = 1237, D = 72, NQ = 131, K = 20 };
 
-/* Brute force top-K by stored score, ties by id. */
-static void brute(const ann_keys *keys, const float *q, int32_t *ids, float *sc)
+/* Brute force top-k of n keys by stored score, ties by id. */
+static void brute_k(const ann_keys *keys, int n, const float *q, int k, int32_t *ids, float *sc)
 {
-    for (int j = 0; j < K; j++) {
+    for (int j = 0; j < k; j++) {
         ids[j] = -1;
         sc[j] = -INFINITY;
     }
-    for (int i = 0; i < N; i++) {
+    for (int i = 0; i < n; i++) {
         float s = ann_keys_score(keys, q, i);
-        int p = K;
+        int p = k;
         while (p > 0 && s > sc[p - 1])
             p--;
-        if (p == K)
+        if (p == k)
             continue;
-        memmove(ids + p + 1, ids + p, sizeof(int32_t) * (K - 1 - p));
-        memmove(sc + p + 1, sc + p, sizeof(float) * (K - 1 - p));
+        memmove(ids + p + 1, ids + p, sizeof(int32_t) * (k - 1 - p));
+        memmove(sc + p + 1, sc + p, sizeof(float) * (k - 1 - p));
         ids[p] = i;
         sc[p] = s;
     }
+}
+
+static void brute(const ann_keys *keys, const float *q, int32_t *ids, float *sc)
+{
+    brute_k(keys, N, q, K, ids, sc);
+}
+
+/* A k large against the keys (the graph build's top-512/1024 over a short context: the kNN's
+ * score-row path) gives the brute-force top-k as well; keys 1000..1099 repeat keys 0..99, so
+ * their scores tie exactly, and tied keys come lower id first. */
+static void check_large_k(const float *k, const float *q)
+{
+    enum { K2 = 300 };
+    float *kd = malloc(sizeof(float) * N * D);
+    memcpy(kd, k, sizeof(float) * N * D);
+    for (int i = 1000; i < 1100; i++)
+        memcpy(kd + i * D, k + (i - 1000) * D, sizeof(float) * D);
+    loupe_err err;
+    ann_keys *keys = NULL;
+    CHECK(ann_keys_create(kd, N, D, ANN_KEYS_BF16, &keys, &err) == LOUPE_OK);
+    int32_t *ids = malloc(sizeof(int32_t) * NQ * K2), bid[K2];
+    float *sc = malloc(sizeof(float) * NQ * K2), bsc[K2];
+    CHECK(ann_knn_cpu(NULL, keys, q, NQ, K2, 2, ids, sc, NULL, &err) == LOUPE_OK);
+    int mism = 0, order = 0;
+    for (int t = 0; t < NQ; t++) {
+        brute_k(keys, N, q + t * D, K2, bid, bsc);
+        for (int j = 0; j < K2; j++) {
+            const int64_t x = (int64_t)t * K2 + j;
+            mism += ids[x] != bid[j] && fabsf(sc[x] - bsc[j]) > 1e-4f * (1 + fabsf(bsc[j]));
+            CHECK(fabsf(sc[x] - bsc[j]) <= 1e-4f * (1 + fabsf(bsc[j])));
+            order += j > 0 && (sc[x] > sc[x - 1] || (sc[x] == sc[x - 1] && ids[x] < ids[x - 1]));
+        }
+    }
+    CHECK_MSG(mism == 0, "top-%d: %d kNN ids differ from brute force", K2, mism);
+    CHECK_MSG(order == 0, "top-%d: %d entries out of (score, id) order", K2, order);
+    ann_keys_destroy(keys);
+    free(kd);
+    free(ids);
+    free(sc);
 }
 
 int main(void)
@@ -71,6 +111,7 @@ int main(void)
         CHECK(best[i] >= 0 && best[i] < NQ);
         CHECK(fabsf(ann_keys_score(f32, q + best[i] * D, i) - bs) <= 1e-4f * (1 + fabsf(bs)));
     }
+    check_large_k(k, q);
     /* k larger than the key count pads with -1. */
     {
         int32_t id2[8];
