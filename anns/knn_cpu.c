@@ -10,14 +10,14 @@
  *
  * A large k against the keys (the graph build's top-512/1024 lists over a short context's few
  * thousand keys) made the heaps the cost: each of the ~k·(1 + ln(n/k)) entries a query's heap
- * takes costs log k of scattered compares (the 8K build on the CPU ran its kNN at 13 GFLOP/s a
- * thread with k = 512, 55 with k = 8). There, when a block's scores fit SCORE_BUF_MAX, the
- * block's queries' score rows are written whole and each row's top k is taken from the keys at
- * or above a threshold read off a sample of the row (select_row), sorted by a stable radix
- * sort: the same set (scores tied at the k-th go to the lower ids, as the heaps keep the first
- * they see) and the same order (score, then id). One thread, 1,024 queries (dev-2c,
- * 2026-12-07): 7,500 keys top-256 0.113 → 0.080 s, top-512 0.155 → 0.094 s; 15,000 keys
- * top-1,024 0.382 → 0.143 s; 30,000 keys top-1,024 (512 queries) 0.278 → 0.140 s.
+ * takes costs log k of scattered compares (one thread over 7,500 keys: 13 GFLOP/s with k =
+ * 512, 55 with k = 8; at 8K the kNN was 78% of the build). There, when a block's scores fit
+ * SCORE_BUF_MAX, the block's queries' score rows are written whole and each row's top k is
+ * taken from the keys at or above a threshold read off a sample of the row (select_row), sorted
+ * by a stable radix sort: the same set (scores tied at the k-th go to the lower ids, as the
+ * heaps keep the first they see) and the same order (score, then id). One thread, 1,024
+ * queries (dev-2c, 2026-12-07): 7,500 keys top-256 0.113 → 0.080 s, top-512 0.155 → 0.094 s;
+ * 15,000 keys top-1,024 0.382 → 0.143 s; 30,000 keys top-1,024 (512 queries) 0.278 → 0.140 s.
  */
 #include "anns/ann_impl.h"
 
@@ -88,7 +88,7 @@ static void select_row(const float *row, int64_t n, int k, int32_t *ids, float *
         m = 0;
         for (int64_t j = 0; j < n; j++) {
             const uint32_t u = score_word(row[j]);
-            if (u >= t0) /* taken for about 1.25 k of n: predicted well */
+            if (u >= t0) /* taken for about 1.5 k of n: predicted well */
                 cand[m++] = (uint64_t)u << 32 | (uint32_t)(UINT32_MAX - (uint32_t)j);
         }
         if (m >= k)
