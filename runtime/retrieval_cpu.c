@@ -972,8 +972,9 @@ static int knn_calls_max(void)
 
 /* LOUPE_IVF_GPU=1: the IVF builds' k-means assignments go through knn_on_gpu as top-1 searches
  * (ann_build_opts.kmeans_knn) instead of the build's threads (~80 s of the 8B shape's 128K ivf
- * prefill). Off by default until measured: the ~2,300 calls of a 128K build pass the same
- * one-at-a-time gate, and a GPU kNN call has cost ~79 ms where its kernels take ~16. */
+ * prefill with a dot product a centroid; since 2026-12-07 the threads run ann_knn_cpu's blocked
+ * products, 2.1-2.4x as fast on dev-2c, not yet measured there). Off by default until
+ * measured: the ~2,300 calls of a 128K build pass the same one-at-a-time gate as the graphs'. */
 static bool ivf_kmeans_on_gpu(void)
 {
     const char *v = getenv("LOUPE_IVF_GPU");
