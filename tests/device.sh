@@ -59,7 +59,8 @@
 #              upload and kernels), then four (carry build-devfull/tests/cuda/bench_anns_build)
 #   kprofile   Nsight Compute (ncu --clock-control none) over bench_anns_build's 2 indexes as the
 #              runtime builds them at 128K: the pruning kernels' and the wide kNN's launches, with
-#              their speed-of-light, occupancy and warp-state sections (carry bench_anns_build)
+#              their speed-of-light, occupancy, warp-state, memory and instruction-count sections
+#              (carry build-devfull/tests/cuda/bench_anns_build)
 #   envs       the retr128k stage once under each entry of ENVS (';'-separated settings, - for
 #              none; bench_retrieval.c lists the switches), in order, on this tree's binary
 # Environment passes on to the scripts (RETR_ARGS, REFS, SEARCH, RVARIANTS, RLENGTHS, RDEPTHS,
