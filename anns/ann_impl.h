@@ -159,6 +159,17 @@ static inline float ann_bf16_to_f32(uint16_t h)
     return f;
 }
 
+/* A float as a word whose unsigned order is the floats' order, -0 as +0 (they compare equal):
+ * the sort keys of the pruning's candidates and of the kNN's score rows. */
+static inline uint32_t ann_float_order(float s)
+{
+    if (s == 0)
+        s = 0.0f;
+    uint32_t u;
+    memcpy(&u, &s, sizeof u);
+    return u >> 31 ? ~u : u | 0x80000000u;
+}
+
 /* Min-heap of candidates on score: heap[0] is the worst kept. */
 static inline void ann_heap_sift_down(ann_cand *h, int n, int i)
 {

@@ -33,14 +33,10 @@ enum { ANN_KT = 32, ANN_QG = 8, ANN_QBLOCK = 64 };
 enum { ROWS_MIN_K = 256 };
 #define SCORE_BUF_MAX ((size_t)8 << 20)
 
-/* A score as a word whose unsigned order is the scores' (NaN below everything). */
+/* A score as a word whose unsigned order is the scores' (ann_float_order; NaN below all). */
 static inline uint32_t score_word(float f)
 {
-    if (f != f)
-        return 0;
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+    return f != f ? 0 : ann_float_order(f);
 }
 
 /* Sorts n 64-bit words descending by their upper 32 bits, stably (LSD radix, a byte a pass; a

@@ -89,15 +89,11 @@ static void cand_sort(ann_prune_cand *a, int n)
     }
 }
 
-/* The candidate order as one integer: s mapped so that unsigned order is float order (-0 as +0,
- * which compare equal), then the id, so key order is exactly cand_before's order. */
+/* The candidate order as one integer: s mapped so that unsigned order is float order
+ * (ann_float_order), then the id, so key order is exactly cand_before's order. */
 static inline uint64_t cand_key(const ann_prune_cand *c)
 {
-    float s = c->s == 0 ? 0.0f : c->s;
-    uint32_t u;
-    memcpy(&u, &s, sizeof u);
-    u = u >> 31 ? ~u : u | 0x80000000u;
-    return (uint64_t)u << 32 | (uint32_t)c->id;
+    return (uint64_t)ann_float_order(c->s) << 32 | (uint32_t)c->id;
 }
 
 /* Moves the k candidates first by cand_before into a[0 .. k), in no order (quickselect: median
