@@ -115,7 +115,7 @@ loupe_status ann_ivf_build(ann_index *ix, const ann_build_opts *opts, loupe_err 
     /* The assignments, nearly all of the training's arithmetic, are top-1 kNN searches
      * (assign_by_knn): through the build's hook with opts->kmeans_knn (a GPU's), else through
      * ann_knn_cpu's blocked products, 2.1-2.4x as fast as a dot product a centroid
-     * (nearest_centroid; 131,072 keys on 2 threads 2.14 → 0.88 s), which took ~80 s of the 8B
+     * (nearest_centroid; 131,072 keys on 2 threads 2.14 → 0.90 s), which took ~80 s of the 8B
      * shape's 256 indexes at 128K on 16 threads (docs/BENCHMARKS.md). */
     const bool hook = opts->kmeans_knn && opts->knn;
     ann_knn_fn knn = hook ? opts->knn : ann_knn_cpu;
