@@ -18,6 +18,7 @@
 #include "anns/anns.h"
 
 #include <math.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
 #include <time.h>
@@ -170,14 +171,24 @@ static inline uint32_t ann_float_order(float s)
     return u >> 31 ? ~u : u | 0x80000000u;
 }
 
-/* Min-heap of candidates on score: heap[0] is the worst kept. */
+/* Whether candidate (s, id) ranks below (ts, tid): a lower score, or the same score and a
+ * higher id. Every result is the top k in this order — heaps, pools and sorts alike — so that
+ * scores tied at the k-th (repeated tokens make exactly equal keys) resolve the same way in
+ * every index type: an exhaustive graph search returns flat's keys, not the tied key it happened
+ * to reach first. */
+static inline bool ann_ranks_below(float s, int32_t id, float ts, int32_t tid)
+{
+    return s < ts || (s == ts && id > tid);
+}
+
+/* Min-heap of candidates in ann_ranks_below's order: heap[0] is the worst kept. */
 static inline void ann_heap_sift_down(ann_cand *h, int n, int i)
 {
     for (;;) {
         int l = 2 * i + 1, m = i;
-        if (l < n && h[l].s < h[m].s)
+        if (l < n && ann_ranks_below(h[l].s, h[l].id, h[m].s, h[m].id))
             m = l;
-        if (l + 1 < n && h[l + 1].s < h[m].s)
+        if (l + 1 < n && ann_ranks_below(h[l + 1].s, h[l + 1].id, h[m].s, h[m].id))
             m = l + 1;
         if (m == i)
             return;
@@ -197,14 +208,14 @@ static inline void ann_heap_push(ann_cand *h, int *n, int cap, float s, int32_t 
         h[i].id = id;
         while (i > 0) {
             int p = (i - 1) / 2;
-            if (h[p].s <= h[i].s)
+            if (!ann_ranks_below(h[i].s, h[i].id, h[p].s, h[p].id))
                 break;
             ann_cand t = h[p];
             h[p] = h[i];
             h[i] = t;
             i = p;
         }
-    } else if (s > h[0].s) {
+    } else if (s > h[0].s || (s == h[0].s && id < h[0].id)) {
         h[0].s = s;
         h[0].id = id;
         ann_heap_sift_down(h, *n, 0);

@@ -230,10 +230,12 @@ int ann_flat_search(const ann_index *ix, ann_search_ctx *ctx, const float *q, in
 
 /* ---- Search dispatch ---------------------------------------------------------------------- */
 
+/* Best first in ann_ranks_below's order (score, then the lower id). */
 static int cmp_cand_desc(const void *a, const void *b)
 {
-    float x = ((const ann_cand *)a)->s, y = ((const ann_cand *)b)->s;
-    return x > y ? -1 : x < y ? 1 : 0;
+    const ann_cand *x = a, *y = b;
+    return ann_ranks_below(y->s, y->id, x->s, x->id) ? -1
+         : ann_ranks_below(x->s, x->id, y->s, y->id) ? 1 : 0;
 }
 
 /* The beam a search keeps (ef, at least k), after checking p against what ctx was made for. */

@@ -1,5 +1,6 @@
 /* Exactness: the CPU kNN and the flat index return exactly the brute-force top-k (ids in order,
- * scores equal to the stored-key score), with a small k and a large one (ties in id order),
+ * scores equal to the stored-key score), with a small k and a large one (ties in id order, in
+ * every index type's results),
  * every key's best query is right, and an f32 re-rank turns bf16 results into the f32 top-k.
  * Uneven sizes exercise the tiles' edges. */
 #include <math.h>
@@ -71,6 +72,74 @@ static void check_large_k(const float *k, const float *q)
     free(sc);
 }
 
+/* Scores tied at the k-th (keys 1000..1099 repeat keys 0..99: a repeated token's key) resolve
+ * as in flat, lower id first, whichever index returns them: each query's k cuts its first tied
+ * pair, and flat, an exhaustive graph search (beam of every key), the graph searched
+ * interleaved (ann_search_many) and in a group of two (ann_search_group) all keep the lower id
+ * and order the pairs above the cut by id. A graph pool that kept the tied key it reached first
+ * fails this. */
+static void check_ties(const float *k, const float *q)
+{
+    float *kd = malloc(sizeof(float) * N * D);
+    memcpy(kd, k, sizeof(float) * N * D);
+    for (int i = 1000; i < 1100; i++)
+        memcpy(kd + i * D, k + (i - 1000) * D, sizeof(float) * D);
+    loupe_err err;
+    ann_keys *keys = NULL;
+    ann_index *flat = NULL, *graph = NULL;
+    ann_search_ctx *ctx = NULL, *ctx2 = NULL;
+    ann_build_opts bo;
+    ann_build_opts_init(&bo);
+    CHECK(ann_keys_create(kd, N, D, ANN_KEYS_F32, &keys, &err) == LOUPE_OK);
+    CHECK(ann_index_build(ANN_FLAT, keys, NULL, 0, &bo, &flat, NULL, &err) == LOUPE_OK);
+    CHECK(ann_index_build(ANN_GRAPH, keys, q, NQ, &bo, &graph, NULL, &err) == LOUPE_OK);
+    CHECK(ann_search_ctx_create(N, N, &ctx, &err) == LOUPE_OK);
+    CHECK(ann_search_ctx_create(N, N, &ctx2, &err) == LOUPE_OK);
+    enum { KT = 40 };
+    int32_t bid[KT], got[2 * KT];
+    float bsc[KT], gsc[2 * KT];
+    int cut_pairs = 0, wrong = 0;
+    for (int t = 0; t + 1 < NQ && keys && flat && graph && ctx && ctx2; t++) {
+        brute_k(keys, N, q + t * D, KT, bid, bsc);
+        int kt = 0; /* the first tied pair's first member, kept alone */
+        for (int j = 1; j < KT && !kt; j++)
+            if (bsc[j] == bsc[j - 1])
+                kt = j;
+        if (!kt)
+            continue;
+        cut_pairs++;
+        const ann_search_params pf = {.k = kt};
+        const ann_search_params pg[2] = {{.k = kt, .ef = N}, {.k = kt, .ef = N}};
+        const ann_index *gs[2] = {graph, graph};
+        ann_search_ctx *cs[2] = {ctx, ctx2};
+        const float *qs[2] = {q + t * D, q + (t + 1) * D};
+        int nf[2] = {0, 0};
+        for (int way = 0; way < 4; way++) {
+            loupe_status st;
+            if (way == 0)
+                st = ann_search(flat, ctx, q + t * D, &pf, got, gsc, nf, &err);
+            else if (way == 1)
+                st = ann_search(graph, ctx, q + t * D, &pg[0], got, gsc, nf, &err);
+            else if (way == 2)
+                st = ann_search_many(gs, cs, qs, pg, 2, got, gsc, nf, &err);
+            else
+                st = ann_search_group(graph, ctx, q + t * D, 2, &pg[0], got, gsc, nf, &err);
+            CHECK(st == LOUPE_OK && nf[0] == kt);
+            wrong += st != LOUPE_OK || memcmp(got, bid, sizeof(int32_t) * (size_t)kt) != 0;
+        }
+    }
+    CHECK_MSG(cut_pairs >= 10, "only %d queries cut a tied pair: the check below is idle",
+              cut_pairs);
+    CHECK_MSG(wrong == 0, "%d searches (of 4 per query) returned other tied keys or order than "
+              "brute force's lower id first", wrong);
+    ann_index_destroy(flat);
+    ann_index_destroy(graph);
+    ann_search_ctx_destroy(ctx);
+    ann_search_ctx_destroy(ctx2);
+    ann_keys_destroy(keys);
+    free(kd);
+}
+
 int main(void)
 {
     test_rng r;
@@ -112,6 +181,7 @@ int main(void)
         CHECK(fabsf(ann_keys_score(f32, q + best[i] * D, i) - bs) <= 1e-4f * (1 + fabsf(bs)));
     }
     check_large_k(k, q);
+    check_ties(k, q);
     /* k larger than the key count pads with -1. */
     {
         int32_t id2[8];
