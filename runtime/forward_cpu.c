@@ -17,6 +17,7 @@
 
 #include <math.h>
 #include <omp.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* ==== Small kernels ======================================================================= */
@@ -90,8 +91,16 @@ static void attend_full(rt_ctx *c, uint32_t il, size_t B)
     }
 }
 
+static int cmp_pos(const void *a, const void *b)
+{
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
 /* Moves the k largest scores of idx[0..n) (scores indexed by position) to the front, in any
- * order: quickselect with a three-way partition, so runs of equal scores cannot degrade it. */
+ * order: quickselect with a three-way partition, so runs of equal scores cannot degrade it.
+ * Scores tied at the k-th go to the lower positions, as in the indexes (anns' lower id), so
+ * that the exact sparse decode and the retrieval runner's flat search pick the same keys. */
 static void select_topk(int32_t *idx, size_t n, size_t k, const float *score)
 {
     size_t lo = 0, hi = n; /* the boundary k lies in [lo, hi] */
@@ -111,12 +120,15 @@ static void select_topk(int32_t *idx, size_t n, size_t k, const float *score)
                 i++;
             }
         }
-        if (k < gt)
+        if (k < gt) {
             hi = gt;
-        else if (k > lt)
+        } else if (k > lt) {
             lo = lt;
-        else
+        } else {
+            if (gt < k && k < lt) /* a tie group cut by the boundary: its lower positions */
+                qsort(idx + gt, lt - gt, sizeof *idx, cmp_pos);
             return;
+        }
     }
 }
 
