@@ -20,7 +20,7 @@ static const app_command commands[] = {
     {"model-info", cmd_model_info, "print a GGUF model's hyperparameters and tensors"},
     {"mkmodel", cmd_mkmodel, "write a GGUF model with random weights of a given shape"},
     {"dump-qk", cmd_dump_qk, "write one layer's post-RoPE query and key vectors as .fbin files"},
-    {"bench", cmd_bench, "benchmarks: tokenize, decode, ingest, anns"},
+    {"bench", cmd_bench, "benchmarks: tokenize, decode, ingest, niah, anns, retrieval"},
 };
 
 static void print_help(FILE *f)
