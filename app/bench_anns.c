@@ -68,10 +68,14 @@ static const char usage_text[] =
     "                        at a time (1..4; the same results and rows; 1)\n"
     "  --margin X            graphs: stop at the first unexpanded pool entry whose attention\n"
     "                        logit q.k/sqrt(d) is below the best's by more than X (0: none)\n"
+    "  --expand-frac F       graphs: a beam above k stops once its best F·ef entries are\n"
+    "                        expanded (the runtime's default is 0.64; 1, all)\n"
     "  --prev-seeds N        graphs: search the test queries in order on one thread, each\n"
     "                        seeded with the previous one's best N (decode steps; per file)\n"
     "  --recent-seeds N      graphs: also start every search at the last N indexed keys (the\n"
     "                        ones just before the recent window: decode queries attend near)\n"
+    "  --next-seeds          with --prev-seeds: also the key after each previous result, as\n"
+    "                        the runtime seeds a decode step\n"
     "  --oracle-seeds        diagnostic: seed with the TRUE best N (--prev-seeds N) keys, to\n"
     "                        tell entry problems from graph-structure ones\n"
     "  --per-file            after each setting's row over all test queries, one row per\n"
@@ -144,13 +148,14 @@ typedef struct {
     int prev_seeds;           /* > 0: search in order, seeded by the previous query's best */
     int64_t seq_len;          /* queries per decode sequence (one file); seeds stay within one */
     int oracle;               /* seeds are the true best prev_seeds keys instead (diagnostic) */
+    int next_seeds;           /* --next-seeds: and the key after each previous result */
     int per_file;             /* also one row per --queries file (--per-file) */
     int n_files;              /* --queries files, their query counts in file_n */
     const int64_t *file_n;
     const int32_t *recent;    /* (n_recent) the last keys before the window (--recent-seeds) */
     int n_recent;
-    int32_t *seed_buf;        /* (group·k + n_recent) one decode step's seeds: previous +
-                                 recent */
+    int32_t *seed_buf;        /* (2·group·k + n_recent) one decode step's seeds: previous,
+                                 the keys after them, recent */
     int group;                /* --group: query files searched together, 1: alone */
     ann_group_mode mix;        /* --group-mode */
     float *gq;                /* (nth, group, d) per thread, one group's queries */
@@ -160,6 +165,7 @@ typedef struct {
     int interleave;           /* --interleave: searches per thread at once; ctxs holds nth of
                                  them per thread */
     float margin;             /* --margin in logits, times sqrt(d): q·k units */
+    float expand_frac;        /* --expand-frac: beams above k expand their best share, 0: all */
 } sweep_ctx;
 
 /* Softmax weight of key `id` for query q relative to the query's best true score `s1`. */
@@ -210,6 +216,19 @@ static void evaluate(const sweep_ctx *s, int64_t q0, int64_t nq, sweep_row *out)
 /* Group gi's queries of decode step i (--group): file f's step i is test query f·seq_len + i.
  * Gathers them into thread t's buffer, searches them with one traversal and scatters the
  * results to their rows of s->ids / s->scores. */
+/* --next-seeds: the key after each of the n previous results (ids in index order are
+ * positions), as the runtime seeds a decode step (retrieval_cpu.c: a model copying from the
+ * context reads, at this step, the position after the one it read at the last), into out;
+ * returns how many (at most n). */
+static int next_keys(const sweep_ctx *s, const int32_t *prev, int n, int32_t *out)
+{
+    int m = 0;
+    for (int x = 0; x < n; x++)
+        if (prev[x] >= 0 && prev[x] + 1 < s->n)
+            out[m++] = prev[x] + 1;
+    return m;
+}
+
 static loupe_status search_group_step(sweep_ctx *s, const ann_search_params *p, int t, int gi,
                                       int64_t i, loupe_err *err)
 {
@@ -251,6 +270,8 @@ static int search_grouped(sweep_ctx *s, ann_search_params p)
                                                     : s->ids + (q - 1) * s->k;
                     memcpy(s->seed_buf + n_seeds, prev, (size_t)per * sizeof *prev);
                     n_seeds += per;
+                    if (s->next_seeds && !s->oracle)
+                        n_seeds += next_keys(s, prev, per, s->seed_buf + n_seeds);
                 }
                 if (s->n_recent)
                     memcpy(s->seed_buf + n_seeds, s->recent,
@@ -345,6 +366,8 @@ static int measure(sweep_ctx *s, ann_search_params p, int64_t q0, int64_t nq, sw
             }
             if (n_prev)
                 memcpy(s->seed_buf, prev, (size_t)n_prev * sizeof *prev);
+            if (n_prev && s->next_seeds && !s->oracle)
+                n_prev += next_keys(s, prev, n_prev, s->seed_buf + n_prev);
             if (s->n_recent)
                 memcpy(s->seed_buf + n_prev, s->recent, (size_t)s->n_recent * sizeof *prev);
             p.seeds = s->seed_buf;
@@ -392,8 +415,11 @@ static void print_row(const sweep_ctx *s, const char *name, const char *param, i
  * head tested on each of its query heads' decode queries). */
 static int run_setting(sweep_ctx *s, const char *param, int value, int ef, int nprobe)
 {
+    int expand = ef;
+    if (s->expand_frac > 0 && ef > s->k) /* the best share of a wide beam */
+        expand = (int)(s->expand_frac * (float)ef) > 0 ? (int)(s->expand_frac * (float)ef) : 1;
     ann_search_params p = {.k = s->k, .ef = ef > s->k ? ef : s->k, .nprobe = nprobe,
-                           .expand = ef, .group_mode = s->mix,
+                           .expand = expand, .group_mode = s->mix,
                            .expand_batch = s->expand_batch, .margin = s->margin};
     const int grouped = s->group > 1 && ann_index_type(s->ix) >= ANN_GRAPH;
     const char *name = ann_type_name(ann_index_type(s->ix));
@@ -662,6 +688,8 @@ int bench_anns(int argc, char **argv)
     const char *synthetic = NULL, *write_syn = NULL;
     int64_t k = 100, threads = 0, n_test = 1000, seed = 1, v, ex_first = 0, ex_last = 0;
     int csv = 0, want[4] = {1, 1, 1, 1}, do_analyze = 0, prev_seeds = 0, oracle = 0;
+    int next_seeds = 0;
+    float expand_frac = 0;
     int per_file = 0, recent_seeds = 0, group = 1, expand_batch = 1, interleave = 1;
     float margin = 0.0f;
     ann_group_mode mix = ANN_GROUP_EACH;
@@ -687,6 +715,8 @@ int bench_anns(int argc, char **argv)
             do_analyze = 1;
         } else if (!strcmp(a, "--oracle-seeds")) {
             oracle = 1;
+        } else if (!strcmp(a, "--next-seeds")) {
+            next_seeds = 1;
         } else if (!strcmp(a, "--per-file")) {
             per_file = 1;
         } else if ((r = app_opt_value(cmd, "--recent-seeds", argc, argv, &i, &val))) {
@@ -728,6 +758,13 @@ int bench_anns(int argc, char **argv)
             if (!(margin >= 0 && margin <= 1000))
                 return app_usage(cmd, "--margin must be between 0 and 1000 (attention logits), "
                                  "got %s", val);
+        } else if ((r = app_opt_value(cmd, "--expand-frac", argc, argv, &i, &val))) {
+            if (r != 1)
+                return r;
+            if (app_parse_f32(cmd, "--expand-frac", val, &expand_frac))
+                return APP_EXIT_USAGE;
+            if (!(expand_frac > 0 && expand_frac <= 1))
+                return app_usage(cmd, "--expand-frac must be in (0, 1], got %s", val);
         } else if ((r = app_opt_value(cmd, "--prev-seeds", argc, argv, &i, &val))) {
             if (r != 1)
                 return r;
@@ -999,7 +1036,7 @@ int bench_anns(int argc, char **argv)
     if (recent_seeds > n)
         recent_seeds = (int)n;
     recent = malloc((size_t)(recent_seeds ? recent_seeds : 1) * sizeof *recent);
-    seed_buf = malloc((size_t)(group * k + recent_seeds) * sizeof *seed_buf);
+    seed_buf = malloc((size_t)(2 * group * k + recent_seeds) * sizeof *seed_buf);
     for (int i = 0; recent && i < recent_seeds; i++)
         recent[i] = (int32_t)(n - recent_seeds + i);
     if (!ids || !scores || !truth_mass || !recent || !seed_buf) {
@@ -1094,9 +1131,9 @@ int bench_anns(int argc, char **argv)
                    (double)bs.n_edges / (double)n);
         sweep_ctx s = {ix, ctxs, nth, TQ, nt, truth, truth_d, (int)k, n, csv, bs.total_s, &bs,
                        ids, scores, KM, d, truth_mass, prev_seeds, seq_len, oracle,
-                       per_file, n_files, file_n, recent, recent_seeds, seed_buf,
+                       next_seeds, per_file, n_files, file_n, recent, recent_seeds, seed_buf,
                        group, mix, gq, gids, gsc, expand_batch, interleave,
-                       margin * sqrtf((float)d)};
+                       margin * sqrtf((float)d), expand_frac};
         int r = 0;
         if (ty == ANN_FLAT) {
             r = run_setting(&s, "-", 0, (int)k, 1);
