@@ -38,16 +38,24 @@ static void brute(const ann_keys *keys, const float *q, int32_t *ids, float *sc)
     brute_k(keys, N, q, K, ids, sc);
 }
 
+/* A copy of the N keys k whose keys 1000..1099 repeat keys 0..99: their scores tie exactly.
+ * Caller frees. */
+static float *with_repeats(const float *k)
+{
+    float *kd = malloc(sizeof(float) * N * D);
+    memcpy(kd, k, sizeof(float) * N * D);
+    for (int i = 1000; i < 1100; i++)
+        memcpy(kd + i * D, k + (i - 1000) * D, sizeof(float) * D);
+    return kd;
+}
+
 /* A k large against the keys (the graph build's top-512/1024 over a short context: the kNN's
  * score-row path) gives the brute-force top-k as well; keys 1000..1099 repeat keys 0..99, so
  * their scores tie exactly, and tied keys come lower id first. */
 static void check_large_k(const float *k, const float *q)
 {
     enum { K2 = 300 };
-    float *kd = malloc(sizeof(float) * N * D);
-    memcpy(kd, k, sizeof(float) * N * D);
-    for (int i = 1000; i < 1100; i++)
-        memcpy(kd + i * D, k + (i - 1000) * D, sizeof(float) * D);
+    float *kd = with_repeats(k);
     loupe_err err;
     ann_keys *keys = NULL;
     CHECK(ann_keys_create(kd, N, D, ANN_KEYS_BF16, &keys, &err) == LOUPE_OK);
@@ -80,10 +88,7 @@ static void check_large_k(const float *k, const float *q)
  * fails this. */
 static void check_ties(const float *k, const float *q)
 {
-    float *kd = malloc(sizeof(float) * N * D);
-    memcpy(kd, k, sizeof(float) * N * D);
-    for (int i = 1000; i < 1100; i++)
-        memcpy(kd + i * D, k + (i - 1000) * D, sizeof(float) * D);
+    float *kd = with_repeats(k);
     loupe_err err;
     ann_keys *keys = NULL;
     ann_index *flat = NULL, *graph = NULL;
