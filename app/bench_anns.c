@@ -919,6 +919,8 @@ int bench_anns(int argc, char **argv)
     }
     if (!synthetic && (!keys_path || !bq_path || !tq_path))
         return app_usage(cmd, "give --keys, --build-queries and --queries, or --synthetic N,D");
+    if (next_seeds && !prev_seeds)
+        return app_usage(cmd, "--next-seeds adds to --prev-seeds N: give both");
 
     int rc = APP_EXIT_FAIL;
     loupe_err err;

@@ -66,7 +66,8 @@ rc=$?
 [ $rc = 2 ] || { echo "FAIL: bench anns --margin -1: exit $rc, want 2"; fail=1; }
 
 # --expand-frac 1 expands the whole beam, as without it; a narrower share scans fewer rows
-# (column 13, rows a query); 0 is a usage error. --next-seeds (the runtime's seeding) runs.
+# (column 13, rows a query); 0 is a usage error. --next-seeds (the runtime's seeding) runs, and
+# alone, without --prev-seeds, is a usage error.
 whole=$(anns_graph --expand-frac 1) narrow=$(anns_graph --expand-frac 0.2)
 if [ -z "$whole" ] || [ "$plain" != "$whole" ]; then
     echo "FAIL: bench anns --expand-frac 1 changed the search: '$plain' vs '$whole'"; fail=1
@@ -80,6 +81,9 @@ rc=$?
 [ $rc = 2 ] || { echo "FAIL: bench anns --expand-frac 0: exit $rc, want 2"; fail=1; }
 seeded=$(anns_graph --prev-seeds 5 --next-seeds)
 [ -n "$seeded" ] || { echo "FAIL: bench anns --prev-seeds 5 --next-seeds printed no row"; fail=1; }
+"$loupe" bench anns --synthetic 500,16 --index graph --next-seeds >/dev/null 2>&1
+rc=$?
+[ $rc = 2 ] || { echo "FAIL: bench anns --next-seeds alone: exit $rc, want 2"; fail=1; }
 
 # Usage errors.
 for bad in "--layer 9" "--query-positions some:3" "--decode 5000" "--depth 2"; do
