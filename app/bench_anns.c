@@ -416,8 +416,10 @@ static void print_row(const sweep_ctx *s, const char *name, const char *param, i
 static int run_setting(sweep_ctx *s, const char *param, int value, int ef, int nprobe)
 {
     int expand = ef;
-    if (s->expand_frac > 0 && ef > s->k) /* the best share of a wide beam */
-        expand = (int)(s->expand_frac * (float)ef) > 0 ? (int)(s->expand_frac * (float)ef) : 1;
+    if (s->expand_frac > 0 && ef > s->k) { /* the best share of a wide beam */
+        expand = (int)(s->expand_frac * (float)ef);
+        expand = expand > 0 ? expand : 1;
+    }
     ann_search_params p = {.k = s->k, .ef = ef > s->k ? ef : s->k, .nprobe = nprobe,
                            .expand = expand, .group_mode = s->mix,
                            .expand_batch = s->expand_batch, .margin = s->margin};
