@@ -50,8 +50,7 @@ if ! "$loupe" bench anns --keys "$out/L1.kvh0.keys.fbin" --build-queries "$out/L
     echo "FAIL: bench anns on dump-qk files: $(cat "$dir/anns.csv")"; fail=1
 fi
 
-# --margin: a gap no score reaches changes no result (recall, mass, rows: columns 4-6 and 13);
-# a negative margin is a usage error.
+# --margin: a gap no score reaches changes no result (recall, mass, rows: columns 4-6 and 13).
 anns_graph() {
     "$loupe" bench anns --keys "$out/L1.kvh0.keys.fbin" --build-queries "$out/L1.qh0.queries.fbin" \
         --queries "$out/L1.qh0.decode.fbin" --k 10 --index graph --ef 16 --threads 1 --csv "$@" \
@@ -61,13 +60,9 @@ plain=$(anns_graph) wide=$(anns_graph --margin 1000)
 if [ -z "$plain" ] || [ "$plain" != "$wide" ]; then
     echo "FAIL: bench anns --margin 1000 changed the search: '$plain' vs '$wide'"; fail=1
 fi
-"$loupe" bench anns --synthetic 500,16 --index graph --margin -1 >/dev/null 2>&1
-rc=$?
-[ $rc = 2 ] || { echo "FAIL: bench anns --margin -1: exit $rc, want 2"; fail=1; }
 
 # --expand-frac 1 expands the whole beam, as without it; a narrower share scans fewer rows
-# (column 13, rows a query); 0 is a usage error. --next-seeds (the runtime's seeding) runs, and
-# alone, without --prev-seeds, is a usage error.
+# (column 13, rows a query). --next-seeds (the runtime's seeding) runs.
 whole=$(anns_graph --expand-frac 1) narrow=$(anns_graph --expand-frac 0.2)
 if [ -z "$whole" ] || [ "$plain" != "$whole" ]; then
     echo "FAIL: bench anns --expand-frac 1 changed the search: '$plain' vs '$whole'"; fail=1
@@ -76,16 +71,17 @@ fewer='BEGIN { exit !(b + 0 < a + 0) }'
 if [ -z "$narrow" ] || ! awk -v a="${plain##*,}" -v b="${narrow##*,}" "$fewer"; then
     echo "FAIL: bench anns --expand-frac 0.2 scanned no fewer rows: '$plain' vs '$narrow'"; fail=1
 fi
-"$loupe" bench anns --synthetic 500,16 --index graph --expand-frac 0 >/dev/null 2>&1
-rc=$?
-[ $rc = 2 ] || { echo "FAIL: bench anns --expand-frac 0: exit $rc, want 2"; fail=1; }
 seeded=$(anns_graph --prev-seeds 5 --next-seeds)
 [ -n "$seeded" ] || { echo "FAIL: bench anns --prev-seeds 5 --next-seeds printed no row"; fail=1; }
-"$loupe" bench anns --synthetic 500,16 --index graph --next-seeds >/dev/null 2>&1
-rc=$?
-[ $rc = 2 ] || { echo "FAIL: bench anns --next-seeds alone: exit $rc, want 2"; fail=1; }
 
-# Usage errors.
+# Usage errors: a negative margin, a zero expansion share, --next-seeds without --prev-seeds.
+for bad in "--margin -1" "--expand-frac 0" "--next-seeds"; do
+    # shellcheck disable=SC2086
+    "$loupe" bench anns --synthetic 500,16 --index graph $bad >/dev/null 2>&1
+    rc=$?
+    [ $rc = 2 ] || { echo "FAIL: bench anns $bad: exit $rc, want 2"; fail=1; }
+done
+# dump-qk's usage errors.
 for bad in "--layer 9" "--query-positions some:3" "--decode 5000" "--depth 2"; do
     # shellcheck disable=SC2086
     "$loupe" dump-qk --model "$model" --ctx 300 $bad --out-dir "$dir/bad" >/dev/null 2>&1
