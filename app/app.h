@@ -42,6 +42,8 @@ typedef struct {
     int ef;                 /* --ef: graph search beam (0: topk, at least 100) */
     int expand;             /* --expand N: pool entries a graph search expands (0: all) */
     float margin;           /* --margin X: a graph search stops below the best by X logits */
+    int seed_lags;          /* --seed-lags N: decode steps back a graph search seeds from (0:
+                               the runtime's choice, rt_retrieval_params.seed_lags) */
     uint32_t interleave;    /* --interleave N: query heads one thread searches at once (0: the
                                runtime's choice) */
     int nprobe;             /* --nprobe: IVF lists probed (0: 16) */

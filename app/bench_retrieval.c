@@ -107,7 +107,7 @@ static void usage(FILE *f)
             "                        prefill's last position (cold_searches counts any that\n"
             "                        started from nothing)\n"
             "  --backend, --gpu-mem, --topk, --sinks, --window, --ef, --expand, --margin,\n"
-            "  --interleave, --nprobe, --build-queries,\n"
+            "  --seed-lags, --interleave, --nprobe, --build-queries,\n"
             "  --static-max, --index-per, --search-group, --degree, --build-k, --prune,\n"
             "  --prune-nearest, --prune-on, --host-kv, --search-keys, --threads, --seed\n"
             "                        as for every command\n"

@@ -32,9 +32,10 @@ static void print_help(FILE *f)
     fprintf(f, "\ncommon options: --model FILE (default $LOUPE_MODEL, else the bundled model),\n"
                "  --backend auto|cpu|cuda, --gpu-mem SIZE, --ctx N, --threads N, --seed N,\n"
                "  --attention auto|full|retrieval|flat|ivf, --topk N, --sinks N, --window N,\n"
-               "  --ef N, --expand N, --margin X, --interleave N, --index-per kv|q,\n"
-               "  --search-group N, --degree M, --build-k N, --prune l2|ip, --prune-nearest N,\n"
-               "  --prune-on cpu|gpu, --host-kv f32|bf16|int8, --search-keys host|int8c,\n"
+               "  --ef N, --expand N, --margin X, --seed-lags N, --interleave N,\n"
+               "  --index-per kv|q, --search-group N, --degree M, --build-k N, --prune l2|ip,\n"
+               "  --prune-nearest N, --prune-on cpu|gpu, --host-kv f32|bf16|int8,\n"
+               "  --search-keys host|int8c,\n"
                "  --temp T, --top-k N, --top-p P, --min-p P, --max-tokens N\n"
                "exit codes: 0 ok, 1 failure, 2 usage error\n");
 }

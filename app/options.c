@@ -195,6 +195,10 @@ int app_opts_parse(app_opts *o, const char *cmd, int argc, char **argv, int *i)
         if (!(o->margin >= 0 && o->margin <= 1000))
             return app_usage(cmd, "--margin must be between 0 and 1000 (attention logits), got %s",
                              v);
+    } else if (TRY("--seed-lags")) {
+        if (r > 1) return r;
+        if ((r = app_parse_i64(cmd, "--seed-lags", v, 1, 64, &n))) return r;
+        o->seed_lags = (int)n;
     } else if (TRY("--interleave")) {
         if (r > 1) return r;
         if ((r = app_parse_i64(cmd, "--interleave", v, 1, ANN_INTERLEAVE_MAX, &n))) return r;
@@ -313,6 +317,7 @@ void app_runner_params(const app_opts *o, rt_runner_params *p)
     p->retrieval.ef = o->ef;
     p->retrieval.expand = o->expand;
     p->retrieval.margin = o->margin;
+    p->retrieval.seed_lags = o->seed_lags;
     p->retrieval.interleave = o->interleave;
     p->retrieval.nprobe = o->nprobe;
     p->retrieval.build_queries = o->build_queries;

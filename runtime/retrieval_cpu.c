@@ -92,13 +92,30 @@ struct rt_retr {
     uint32_t task_max;   /* query heads per task at most: the per-thread buffers' stride */
     ann_search_ctx **sctx; /* (n_threads, ilv_max) */
     int32_t *ids;        /* (n_threads, task_max, topk) */
-    int32_t *seeds;      /* (n_threads, task_max · 2 · topk) a task's seeds: its heads' previous
-                            ids and the ids after them (a group's: their union) */
-    /* the previous one-token step's results per (layer, query head), index ids (or a batch's
-     * last token's, or after a build the exact top-k of the newest query): the next step's
-     * search starts from them (consecutive tokens' queries attend to much the same keys) */
-    int32_t *prev_ids;   /* (n_layer · n_head, topk) */
-    int *prev_n;         /* (n_layer · n_head) */
+    int32_t *seeds;      /* (n_threads, task_max · (1 + seed_lags) · topk) a task's seeds: its
+                            heads' previous ids and the ids after earlier steps' (a group's:
+                            their union) */
+    /* The last seed_lags one-token steps' results per (layer, query head), index ids (or a
+     * batch's last token's, or after a build the exact top-k of the newest query), in planes
+     * of (n_layer · n_head, topk) that each layer uses as a ring: the next step's search starts
+     * from the newest results and from the key `lag` after each result of the step `lag` back
+     * (see host_partials) */
+    int32_t *prev_ids;   /* (seed_lags, n_layer · n_head, topk) */
+    int *prev_n;         /* (seed_lags, n_layer · n_head) */
+    uint32_t seed_lags;  /* planes: rt_retrieval_params.seed_lags within SEED_ROWS_MAX */
+    size_t plane_ids;    /* elements of one plane of prev_ids */
+    uint32_t *ring_new;  /* (n_layer) the plane of the newest step's results */
+    uint32_t *ring_len;  /* (n_layer) planes holding results, newest first: 0 .. seed_lags */
+    /* The steps back pay only in heads that copy runs of the context; elsewhere their seeds are
+     * keys the search would not have scored (on random ids, 60% more rows at 16K). Every
+     * seed_explore-th step of a layer, the first once its ring is full, seeds every head from
+     * all the steps back and counts what they found that the newest step's seeds did not
+     * (stream_hits); until the next such step a head uses them only if that count beat
+     * chance. Heads start without them; a head's verdict outlives a turn (what a head does is
+     * the model's, not the text's). */
+    uint32_t seed_explore; /* steps from one exploring step to the next */
+    uint32_t *explore_in;  /* (n_layer) steps until the layer's next exploring step (0: this) */
+    uint8_t *head_lags;    /* (n_layer · n_head) steps back a head seeds from: 1 or seed_lags */
     bool *build_seeds;   /* (n_layer) the layer's previous results are a build's exact lists,
                             not a step's yet: its next one-token step expands its whole beam */
     float *scores;       /* (n_threads, task_max, topk) */
@@ -176,6 +193,81 @@ static ann_index *index_of(const rt_retr *r, uint32_t il, uint32_t h)
     return r->index[(size_t)il * r->n_index + h / r->heads_per_index];
 }
 
+/* Plane pl of the kept results, from query head slot `slot` (layer · n_head + head) on: ids,
+ * topk a head, and their counts. */
+static int32_t *ring_ids(const rt_retr *r, uint32_t pl, size_t slot)
+{
+    return r->prev_ids + pl * r->plane_ids + slot * r->p.topk;
+}
+
+static int *ring_n(const rt_retr *r, uint32_t pl, size_t slot)
+{
+    return r->prev_n + (size_t)pl * r->n_layer * r->n_head + slot;
+}
+
+/* After a layer's step whose searches kept their results: their plane (the one after the
+ * newest) becomes the newest. A batch's last token starts the ring over: its results follow
+ * no one-token step, and the planes before the batch are more than one token back. */
+static void ring_advance(rt_retr *r, uint32_t il, bool batch)
+{
+    r->explore_in[il] = r->explore_in[il] ? r->explore_in[il] - 1 : r->seed_explore - 1;
+    r->ring_new[il] = (r->ring_new[il] + 1) % r->seed_lags;
+    r->ring_len[il] = batch ? 1 : r->ring_len[il] < r->seed_lags ? r->ring_len[il] + 1
+                                                                 : r->seed_lags;
+}
+
+/* No head seeds from the steps back; each layer's first exploring step is the one whose ring
+ * is full (or the seed_explore-th, if sooner). */
+static void reset_seed_lags(rt_retr *r)
+{
+    const uint32_t first = r->seed_lags < r->seed_explore ? r->seed_lags : r->seed_explore;
+    for (uint32_t l = 0; l < r->n_layer; l++)
+        r->explore_in[l] = first - 1;
+    memset(r->head_lags, 1, (size_t)r->n_layer * r->n_head);
+}
+
+/* The plane of layer il's results `lag` steps back (1: the newest). */
+static uint32_t ring_plane(const rt_retr *r, uint32_t il, uint32_t lag)
+{
+    return (r->ring_new[il] + r->seed_lags - (lag - 1)) % r->seed_lags;
+}
+
+static int cmp_id(const void *a, const void *b)
+{
+    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Stream hits (below) a head needs at an exploring step to keep seeding from the steps back. */
+enum { STREAM_HITS_MIN = 4 };
+
+/* An exploring step's count for query head `slot` (layer · n_head + head): how many of its n
+ * results res the newest step's seeds did not give (its results and the keys after them) and
+ * an older step's did (a result p of the step `lag` back: p + lag). scratch: 2·n ids. */
+static int stream_hits(const rt_retr *r, uint32_t il, size_t slot, const int32_t *res, int n,
+                       int32_t *scratch)
+{
+    int32_t *sorted = scratch, *claimed = scratch + n;
+    memcpy(sorted, res, (size_t)n * sizeof *sorted);
+    qsort(sorted, (size_t)n, sizeof *sorted, cmp_id);
+    memset(claimed, 0, (size_t)n * sizeof *claimed);
+    int hits = 0;
+    for (uint32_t lag = 1; lag <= r->ring_len[il]; lag++) {
+        const uint32_t pl = ring_plane(r, il, lag);
+        const int32_t *prev = ring_ids(r, pl, slot);
+        for (int i = 0; i < *ring_n(r, pl, slot); i++)
+            for (uint32_t d = lag == 1 ? 0 : lag; d <= lag; d++) {
+                const int32_t want = prev[i] + (int32_t)d;
+                const int32_t *at = bsearch(&want, sorted, (size_t)n, sizeof *sorted, cmp_id);
+                if (at && !claimed[at - sorted]) {
+                    claimed[at - sorted] = 1;
+                    hits += lag > 1;
+                }
+            }
+    }
+    return hits;
+}
+
 /* Query heads h0 .. h0+nh-1's attention partials over the host set, on thread tid: over the
  * `topk` keys their index returns (nh > 1: one group search of their index; a host set no larger
  * than topk takes host_whole_attend instead); out (nh, hd) = 0 and lse (nh) = −∞ when nothing
@@ -191,10 +283,17 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
     const float scale = 1.0f / sqrtf((float)hd);
     float *gk = r->gk + (size_t)tid * r->gather_max * hd;
     float *gv = r->gv + (size_t)tid * r->gather_max * hd;
+    const size_t slot = (size_t)il * r->n_head + h0;
+    /* the plane this search's results go to when kept: the next after the newest */
+    const uint32_t keep_plane = (r->ring_new[il] + 1) % r->seed_lags;
+    const bool explore = r->explore_in[il] == 0 && seeded;
     if (topk == 0 || n_host == 0) {
         memset(out, 0, (size_t)nh * hd * sizeof *out);
-        for (uint32_t j = 0; j < nh; j++)
+        for (uint32_t j = 0; j < nh; j++) {
             lse[j] = -INFINITY;
+            if (keep)
+                ring_n(r, keep_plane, slot)[j] = 0;
+        }
         return;
     }
     ann_search_params sp;
@@ -207,37 +306,49 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
     sp.nprobe = r->p.nprobe;
     int32_t *ids = r->ids + (size_t)tid * r->task_max * topk;
     float *sc = r->scores + (size_t)tid * r->task_max * topk;
-    const size_t slot = (size_t)il * r->n_head + h0;
-    int32_t *prev = r->prev_ids + slot * topk; /* (nh, topk): the heads' slots are consecutive */
     int nf[ANN_GROUP_MAX] = {0};
     /* Interleaved: nh searches of their own (own seeds, own contexts); else one search, of a
      * group when nh > 1. */
     const bool apart = nh > 1 && r->sgroup == 1;
     ann_search_params one[ANN_INTERLEAVE_MAX];
     const int n_par = apart ? (int)nh : 1;
-    uint64_t cold = 0;
-    int32_t *seeds = r->seeds + (size_t)tid * r->task_max * topk * 2;
+    uint64_t cold = 0, n_seeds = 0;
+    const size_t seed_max = (size_t)(1 + r->seed_lags) * topk; /* a head's seeds at most */
+    int32_t *seeds = r->seeds + (size_t)tid * r->task_max * seed_max;
     for (int x = 0; x < n_par; x++) {
         ann_search_params *px = &one[x];
         *px = sp;
         if (seeded) {
             /* The heads' previous results (a group's: their union; repeats cost nothing,
-             * visited marks skip them) and the key right after each: a model copying from the
-             * context (the digits of a pass key, a value after its key) wants at this step the
-             * position after the one it read at the last, which need not be a graph neighbour
-             * of it. */
-            int32_t *mine = seeds + (size_t)x * topk * 2;
+             * visited marks skip them) and the key `lag` after each result of the step `lag`
+             * back: a model copying from the context (the digits of a pass key, a value after
+             * its key) wants at this step the position after the one it read at the last,
+             * which need not be a graph neighbour of it, and a copied run that fell out of one
+             * step's top k comes back a step or two later, moved on by as many. On the bundled
+             * model's 128K layer-3 vectors a step's top 100 holds ~91 keys the last one's did
+             * not: 57% of them follow one of its results, 15% one of two steps back, 6% three
+             * back; the steps back raised a head's recall@100 from .754 to .880 at 1.09%
+             * of the keys instead of 0.98% (docs/BENCHMARKS.md, "stream seeds"). */
+            int32_t *mine = seeds + (size_t)x * seed_max;
             if (r->build_seeds[il]) /* the first step from a build's lists: all of the beam */
                 px->expand = 0;
             const uint32_t j0 = apart ? (uint32_t)x : 0, j1 = apart ? j0 + 1 : nh; /* heads */
             px->seeds = mine;
-            for (uint32_t j = j0; j < j1; j++)
-                for (int i = 0; i < r->prev_n[slot + j]; i++) {
-                    const int32_t id = prev[(size_t)j * topk + i];
-                    mine[px->n_seeds++] = id;
-                    if (id + 1 < (int32_t)n_host)
-                        mine[px->n_seeds++] = id + 1;
+            for (uint32_t j = j0; j < j1; j++) {
+                const uint32_t lags = explore || r->head_lags[slot + j] > r->ring_len[il]
+                                          ? r->ring_len[il]
+                                          : r->head_lags[slot + j];
+                for (uint32_t lag = 1; lag <= lags; lag++) {
+                    const uint32_t pl = ring_plane(r, il, lag);
+                    const int32_t *prev = ring_ids(r, pl, slot + j);
+                    for (int i = 0; i < *ring_n(r, pl, slot + j); i++) {
+                        if (lag == 1)
+                            mine[px->n_seeds++] = prev[i];
+                        if (prev[i] + (int32_t)lag < (int32_t)n_host)
+                            mine[px->n_seeds++] = prev[i] + (int32_t)lag;
+                    }
                 }
+            }
         }
         if (px->n_seeds == 0) {
             /* Nothing to start near: a batch of extension tokens (a question) or a cold
@@ -252,10 +363,15 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
                 cold++;
             }
         }
+        n_seeds += (uint64_t)px->n_seeds;
     }
     if (cold) {
 #pragma omp atomic
         r->st.cold_searches += cold;
+    }
+    if (n_seeds) {
+#pragma omp atomic
+        r->st.seeds += n_seeds;
     }
     loupe_err e;
     double ts = now_s();
@@ -276,11 +392,23 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
                      : ann_search_group(ix, ctx, qs, (int)nh, one, ids, sc, nf, &e);
     }
     r->search_t[tid] += now_s() - ts;
-    if (keep && !st)
+    if (explore && !st && r->ring_len[il] > 1) /* before the keep overwrites the oldest plane */
         for (uint32_t j = 0; j < nh; j++) {
-            memcpy(prev + (size_t)j * topk, ids + (size_t)j * topk, (size_t)nf[j] * sizeof *ids);
-            r->prev_n[slot + j] = nf[j];
+            /* chance: older seeds × the share of the host set a result is */
+            const double chance = (double)(r->ring_len[il] - 1) * topk * nf[j] / n_host;
+            const int hits = stream_hits(r, il, slot + j, ids + (size_t)j * topk, nf[j], seeds);
+            r->head_lags[slot + j] =
+                (uint8_t)(hits >= STREAM_HITS_MIN && hits >= 2 * chance ? r->seed_lags : 1);
         }
+    if (keep) { /* a failed search keeps nothing */
+        int32_t *kept = ring_ids(r, keep_plane, slot);
+        int *kept_n = ring_n(r, keep_plane, slot);
+        for (uint32_t j = 0; j < nh; j++) {
+            const int n = st ? 0 : nf[j];
+            memcpy(kept + (size_t)j * topk, ids + (size_t)j * topk, (size_t)n * sizeof *ids);
+            kept_n[j] = n;
+        }
+    }
     if (st) {
 #pragma omp critical(rt_retr_err)
         if (!r->hook_status) {
@@ -494,6 +622,7 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
         r->busy_t[tid] += now_s() - ts;
     }
     r->build_seeds[il] = false;
+    ring_advance(r, il, B > 1);
     account(r, il, B, now_s() - t0);
 }
 
@@ -545,6 +674,7 @@ loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const fl
     }
     sort_longest_first(order, took, work);
     r->build_seeds[il] = false;
+    ring_advance(r, il, false);
     account(r, il, 1, now_s() - t0);
     return take_hook_failure(r, err);
 }
@@ -716,9 +846,27 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->todo = malloc((size_t)r->n_layer * sizeof *r->todo);
     r->sctx = calloc((size_t)r->n_threads * r->ilv_max, sizeof *r->sctx);
     r->ids = malloc((size_t)r->n_threads * r->task_max * topk * sizeof *r->ids);
-    r->seeds = malloc((size_t)r->n_threads * r->task_max * topk * 2 * sizeof *r->seeds);
-    r->prev_ids = malloc((size_t)r->n_layer * r->n_head * topk * sizeof *r->prev_ids);
-    r->prev_n = calloc((size_t)r->n_layer * r->n_head, sizeof *r->prev_n);
+    /* The steps back a search seeds from: their kept results cost seed_lags · topk ids a
+     * query head and layer (6.6 MB on the 8B shape at the default 16 · 100), so a larger topk
+     * takes fewer steps back (one from SEED_ROWS_MAX on). */
+    enum { DEFAULT_SEED_LAGS = 16, SEED_ROWS_MAX = 1600, DEFAULT_SEED_EXPLORE = 16 };
+    r->seed_lags = r->p.seed_lags > 0 ? (uint32_t)r->p.seed_lags : DEFAULT_SEED_LAGS;
+    if ((size_t)r->seed_lags * topk > SEED_ROWS_MAX)
+        r->seed_lags = topk < SEED_ROWS_MAX ? (uint32_t)(SEED_ROWS_MAX / topk) : 1;
+    if (r->seed_lags > UINT8_MAX)
+        r->seed_lags = UINT8_MAX;
+    r->seed_explore = r->p.seed_explore > 0 ? (uint32_t)r->p.seed_explore : DEFAULT_SEED_EXPLORE;
+    r->plane_ids = (size_t)r->n_layer * r->n_head * topk;
+    r->seeds = malloc((size_t)r->n_threads * r->task_max * (1 + r->seed_lags) * topk *
+                      sizeof *r->seeds);
+    r->prev_ids = malloc(r->seed_lags * r->plane_ids * sizeof *r->prev_ids);
+    r->prev_n = calloc((size_t)r->seed_lags * r->n_layer * r->n_head, sizeof *r->prev_n);
+    r->ring_new = calloc(r->n_layer, sizeof *r->ring_new);
+    r->ring_len = calloc(r->n_layer, sizeof *r->ring_len);
+    r->explore_in = malloc(r->n_layer * sizeof *r->explore_in);
+    r->head_lags = malloc((size_t)r->n_layer * r->n_head * sizeof *r->head_lags);
+    if (r->explore_in && r->head_lags)
+        reset_seed_lags(r);
     r->build_seeds = calloc(r->n_layer, sizeof *r->build_seeds);
     r->scores = malloc((size_t)r->n_threads * r->task_max * topk * sizeof *r->scores);
     r->tmp = malloc((size_t)r->n_threads * r->task_max * r->hd * sizeof *r->tmp);
@@ -738,7 +886,8 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->gk = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gk);
     r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
     if (!r->cap || !r->log || !r->gather || !r->keys || !r->skeys || !r->index || !r->todo ||
-        !r->sctx || !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->build_seeds ||
+        !r->sctx || !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->ring_new ||
+        !r->ring_len || !r->explore_in || !r->head_lags || !r->build_seeds ||
         !r->gk || !r->gv || !r->spart || !r->slse || !r->hout || !r->hlse || !r->scores ||
         !r->tmp || !r->search_t || !r->busy_t || !r->task_order || !r->task_s) {
         rt_retr_destroy(r);
@@ -831,7 +980,9 @@ void rt_retr_reset(rt_retr *r)
     r->n_cap = r->prefill_n = 0;
     r->hook_status = LOUPE_OK;
     memset(&r->st, 0, sizeof r->st);
-    memset(r->prev_n, 0, (size_t)r->n_layer * r->n_head * sizeof *r->prev_n);
+    memset(r->prev_n, 0, (size_t)r->seed_lags * r->n_layer * r->n_head * sizeof *r->prev_n);
+    memset(r->ring_len, 0, r->n_layer * sizeof *r->ring_len);
+    reset_seed_lags(r);
     memset(r->build_seeds, 0, r->n_layer * sizeof *r->build_seeds);
     reset_task_order(r);
 }
@@ -865,6 +1016,10 @@ void rt_retr_destroy(rt_retr *r)
     rt_host_kv_free(&r->hkv);
     free(r->prev_ids);
     free(r->prev_n);
+    free(r->ring_new);
+    free(r->ring_len);
+    free(r->explore_in);
+    free(r->head_lags);
     free(r->build_seeds);
     free(r->scores);
     free(r->tmp);
@@ -1111,6 +1266,11 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
             return loupe_fail(err, LOUPE_ERR_NOMEM, "no memory for the index builds' seeds");
         for (uint32_t j = 0; j < r->heads_per_index; j++)
             keep_rows[j] = (int64_t)j * per_head + per_head - 1;
+        /* the kept lists become a ring's only plane, its newest: they follow no step */
+        for (uint32_t i = 0; i < n_todo; i++) {
+            r->ring_new[todo[i]] = 0;
+            r->ring_len[todo[i]] = 1;
+        }
     }
     const int conc = work < r->n_threads ? (int)work : r->n_threads;
     const int inner = r->n_threads / conc > 0 ? r->n_threads / conc : 1;
@@ -1148,7 +1308,7 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
             bo.n_keep = (int)r->heads_per_index;
             bo.keep_k = (int)r->p.topk;
             bo.keep_row = keep_rows;
-            bo.kept = r->prev_ids + slot * r->p.topk;
+            bo.kept = ring_ids(r, 0, slot);
         }
         const float *q = gather_index(r, t, qsrc + (size_t)l * qstride * r->nq, rows,
                                       r->log + (size_t)l * r->log_max * r->nq, tail, x);
@@ -1175,11 +1335,11 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
             continue;
         }
         for (uint32_t j = 0; keep_rows && j < r->heads_per_index; j++) {
-            const int32_t *kept = r->prev_ids + (slot + j) * r->p.topk;
+            const int32_t *kept = ring_ids(r, 0, slot + j);
             int n = 0;
             while (n < (int)r->p.topk && kept[n] >= 0)
                 n++;
-            r->prev_n[slot + j] = n;
+            ring_n(r, 0, slot)[j] = n;
         }
         knn_s += bs.knn_s;
         proj_s += bs.projection_s;

@@ -83,6 +83,20 @@ typedef struct {
                                expand and margin narrow decode steps only (searches seeded with
                                the previous step's keys); a batch of extension tokens has no
                                seeds and keeps the whole beam */
+    int seed_lags;          /* graph: a decode step's search starts from the last step's results
+                               and from the key `lag` after each result of the step `lag` back,
+                               lag 1 .. seed_lags (0: 16; fewer where seed_lags · topk would
+                               pass 1,600, at least 1): a copied run of the context that fell
+                               out of one step's top k comes back moved on. On the bundled
+                               model's 128K layer-3 vectors 16 steps back raised a head's
+                               recall@100 from .754 to .880 at 1.09% of the keys instead of
+                               0.98% (docs/BENCHMARKS.md, "stream seeds"). A head seeds
+                               from the steps back only while they find keys: see seed_explore */
+    int seed_explore;       /* graph: every seed_explore-th decode step of a layer seeds all its
+                               heads from every step back and counts the keys found that way and
+                               no other; until the next such step a head whose count did not
+                               beat chance seeds from the last step alone (0: 16; 1: every step
+                               explores, all heads always seed from every step back) */
     uint32_t interleave;    /* with search_group 1: query heads of a KV group one thread searches
                                at once, interleaved a step at a time so that one search's memory
                                waits overlap the others' work (anns.h's ann_search_many; 0: two
@@ -169,6 +183,8 @@ typedef struct {
     uint64_t keys_attended;   /* host keys attended (≤ searches × topk) */
     uint64_t cold_searches;   /* one-token searches with nothing to start from (no previous
                                  results kept): the whole, widened beam */
+    uint64_t seeds;           /* ids the searches started from (rt_retrieval_params.seed_lags),
+                                 repeats included */
     double search_s;          /* wall time of retrieval attention, per layer call, summed, */
     double attend_s;          /*   split by the threads' own clocks: searching (mean thread),
                                    attending (mean thread: static and host partials, merge), */

@@ -73,9 +73,16 @@ if [ -z "$narrow" ] || ! awk -v a="${plain##*,}" -v b="${narrow##*,}" "$fewer"; 
 fi
 seeded=$(anns_graph --prev-seeds 5 --next-seeds)
 [ -n "$seeded" ] || { echo "FAIL: bench anns --prev-seeds 5 --next-seeds printed no row"; fail=1; }
+# --stream-seeds 1 is --next-seeds; more steps back seed more keys, and the search changes.
+lag1=$(anns_graph --prev-seeds 5 --stream-seeds 1) lag8=$(anns_graph --prev-seeds 5 --stream-seeds 8)
+if [ "$lag1" != "$seeded" ] || [ -z "$lag8" ] || [ "$lag8" = "$seeded" ]; then
+    echo "FAIL: bench anns --stream-seeds 1 / 8: '$lag1' / '$lag8', --next-seeds '$seeded'"; fail=1
+fi
 
-# Usage errors: a negative margin, a zero expansion share, --next-seeds without --prev-seeds.
-for bad in "--margin -1" "--expand-frac 0" "--next-seeds"; do
+# Usage errors: a negative margin, a zero expansion share, --next-seeds or --stream-seeds
+# without --prev-seeds, zero steps back.
+for bad in "--margin -1" "--expand-frac 0" "--next-seeds" "--stream-seeds 2" \
+        "--prev-seeds 5 --stream-seeds 0"; do
     # shellcheck disable=SC2086
     "$loupe" bench anns --synthetic 500,16 --index graph $bad >/dev/null 2>&1
     rc=$?
