@@ -327,8 +327,9 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
              * step's top k comes back a step or two later, moved on by as many. On the bundled
              * model's 128K layer-3 vectors a step's top 100 holds ~91 keys the last one's did
              * not: 57% of them follow one of its results, 15% one of two steps back, 6% three
-             * back; the steps back raised a head's recall@100 from .754 to .880 at 1.09%
-             * of the keys instead of 0.98% (docs/BENCHMARKS.md, "stream seeds"). */
+             * back; at the default beam the steps back raised a head's recall@100 from .705
+             * to .857 at 0.80% of the keys instead of 0.69% (docs/BENCHMARKS.md, "stream
+             * seeds"). */
             int32_t *mine = seeds + (size_t)x * seed_max;
             if (r->build_seeds[il]) /* the first step from a build's lists: all of the beam */
                 px->expand = 0;

@@ -89,9 +89,10 @@ typedef struct {
                                pass 1,600, at least 1): a copied run of the context that fell
                                out of one step's top k comes back moved on. On the bundled
                                model's 128K layer-3 vectors 16 steps back raised a head's
-                               recall@100 from .754 to .880 at 1.09% of the keys instead of
-                               0.98% (docs/BENCHMARKS.md, "stream seeds"). A head seeds
-                               from the steps back only while they find keys: see seed_explore */
+                               recall@100 from .705 to .857 at 0.80% of the keys instead of
+                               0.69%, the default beam (docs/BENCHMARKS.md, "stream seeds").
+                               A head seeds from the steps back only while they find keys: see
+                               seed_explore */
     int seed_explore;       /* graph: every seed_explore-th decode step of a layer seeds all its
                                heads from every step back and counts the keys found that way and
                                no other; until the next such step a head whose count did not
