@@ -108,7 +108,7 @@ struct rt_retr {
     uint32_t *ring_len;  /* (n_layer) planes holding results, newest first: 0 .. seed_lags */
     /* The steps back pay only in heads that copy runs of the context; elsewhere their seeds are
      * keys the search would not have scored (on random ids, 60% more rows at 16K). Every
-     * seed_explore-th step of a layer, the first once its ring is full, seeds every head from
+     * seed_explore-th step of a layer (the first sooner: reset_seed_lags) seeds every head from
      * all the steps back and counts what they found that the newest step's seeds did not
      * (stream_hits); until the next such step a head uses them only if that count beat
      * chance. Heads start without them; a head's verdict outlives a turn (what a head does is
@@ -216,11 +216,16 @@ static void ring_advance(rt_retr *r, uint32_t il, bool batch)
                                                                  : r->seed_lags;
 }
 
-/* No head seeds from the steps back; each layer's first exploring step is the one whose ring
- * is full (or the seed_explore-th, if sooner). */
+/* No head seeds from the steps back; each layer's first exploring step is the one that keeps
+ * FIRST_EXPLORE steps (or fewer, with fewer steps back or exploring steps closer): the steps
+ * back that soon already find a copying head's runs (two to four steps back gave a quarter of
+ * a step's new keys at 128K), and an answer need not wait for a full ring to use them. */
+enum { FIRST_EXPLORE = 4 };
 static void reset_seed_lags(rt_retr *r)
 {
-    const uint32_t first = r->seed_lags < r->seed_explore ? r->seed_lags : r->seed_explore;
+    uint32_t first = r->seed_lags < r->seed_explore ? r->seed_lags : r->seed_explore;
+    if (first > FIRST_EXPLORE)
+        first = FIRST_EXPLORE;
     for (uint32_t l = 0; l < r->n_layer; l++)
         r->explore_in[l] = first - 1;
     memset(r->head_lags, 1, (size_t)r->n_layer * r->n_head);
