@@ -11,7 +11,8 @@
  * For vectors dumped from a model (`loupe dump-qk`): --exclude-first/--exclude-last index only
  * the middle keys, as the decode does (sinks and the recent window stay on the GPU and are
  * attended exactly); --analyze prints where the test queries' attention goes; --prev-seeds
- * replays decode order, each search seeded by the previous step's results.
+ * replays decode order, each search seeded by the previous step's results (--next-seeds,
+ * --stream-seeds: and by the keys after them and after earlier steps', as the runtime does).
  *
  * --group G (graphs): the --queries files are the query heads of one KV group over its one
  * index, each file one head's decode queries in order; decode step i of G consecutive files is
@@ -216,17 +217,13 @@ static void evaluate(const sweep_ctx *s, int64_t q0, int64_t nq, sweep_row *out)
     out->nq = nq;
 }
 
-/* Group gi's queries of decode step i (--group): file f's step i is test query f·seq_len + i.
- * Gathers them into thread t's buffer, searches them with one traversal and scatters the
- * results to their rows of s->ids / s->scores. */
-/* --next-seeds / --stream-seeds: for lag 1 .. next_seeds, the key `lag` after each of the k
+/* --next-seeds / --stream-seeds: for lag 1 .. next_seeds, the key `lag` after each of the per
  * results of the step `lag` back (ids in index order are positions), as the runtime seeds a
- * decode step with lag 1 (retrieval_cpu.c: a model copying from the context reads, at this
- * step, the position after the one it read at the last). Larger lags keep a copied stream that
- * fell out of a step's top k: measured on the bundled model's 128K layer-3 vectors, of the ~91
- * keys a step's top 100 adds, 57% follow a result of the step before, 15% one of two steps
- * back, 6% three back. `res` is the results of query q0 + i (i steps back: res - i·k);
- * `avail` how many steps back exist. Writes into out, returns how many. */
+ * decode step (retrieval_cpu.c: a model copying from the context reads, at this step, the
+ * position after the one it read at the last; a copied run that fell out of one step's top k
+ * comes back moved on). res: the results of the step before, those of the step `lag` back at
+ * res − (lag − 1)·k; avail: the steps back the query's sequence has. Writes into out, returns
+ * how many. */
 static int stream_keys(const sweep_ctx *s, const int32_t *res, int per, int64_t avail,
                        int32_t *out)
 {
@@ -240,6 +237,9 @@ static int stream_keys(const sweep_ctx *s, const int32_t *res, int per, int64_t 
     return m;
 }
 
+/* Group gi's queries of decode step i (--group): file f's step i is test query f·seq_len + i.
+ * Gathers them into thread t's buffer, searches them with one traversal and scatters the
+ * results to their rows of s->ids / s->scores. */
 static loupe_status search_group_step(sweep_ctx *s, const ann_search_params *p, int t, int gi,
                                       int64_t i, loupe_err *err)
 {

@@ -108,11 +108,11 @@ struct rt_retr {
     uint32_t *ring_len;  /* (n_layer) planes holding results, newest first: 0 .. seed_lags */
     /* The steps back pay only in heads that copy runs of the context; elsewhere their seeds are
      * keys the search would not have scored (on random ids, 60% more rows at 16K). Every
-     * seed_explore-th step of a layer (the first sooner: reset_seed_lags) seeds every head from
-     * all the steps back and counts what they found that the newest step's seeds did not
-     * (stream_hits); until the next such step a head uses them only if that count beat
-     * chance. Heads start without them; a head's verdict outlives a turn (what a head does is
-     * the model's, not the text's). */
+     * seed_explore-th step of a layer (the first sooner: build_layers, reset_seed_lags) seeds
+     * every head from all the steps back and counts what they found that the newest step's
+     * seeds did not (stream_hits); until the next such step a head uses them only if that
+     * count beat chance. Heads start without them; a head's verdict outlives a turn (what a
+     * head does is the model's, not the text's). */
     uint32_t seed_explore; /* steps from one exploring step to the next */
     uint32_t *explore_in;  /* (n_layer) steps until the layer's next exploring step (0: this) */
     uint8_t *head_lags;    /* (n_layer · n_head) steps back a head seeds from: 1 or seed_lags */
@@ -205,15 +205,35 @@ static int *ring_n(const rt_retr *r, uint32_t pl, size_t slot)
     return r->prev_n + (size_t)pl * r->n_layer * r->n_head + slot;
 }
 
-/* After a layer's step whose searches kept their results: their plane (the one after the
- * newest) becomes the newest. A batch's last token starts the ring over: its results follow
- * no one-token step, and the planes before the batch are more than one token back. */
-static void ring_advance(rt_retr *r, uint32_t il, bool batch)
+/* The tokens of a layer's step whose results the ring keeps: a one-token step's one, a
+ * batch's last seed_lags (its tokens are consecutive positions, as one-token steps are). */
+static uint32_t ring_kept(const rt_retr *r, size_t B)
 {
-    r->explore_in[il] = r->explore_in[il] ? r->explore_in[il] - 1 : r->seed_explore - 1;
-    r->ring_new[il] = (r->ring_new[il] + 1) % r->seed_lags;
-    r->ring_len[il] = batch ? 1 : r->ring_len[il] < r->seed_lags ? r->ring_len[il] + 1
-                                                                 : r->seed_lags;
+    return B < r->seed_lags ? (uint32_t)B : r->seed_lags;
+}
+
+/* The plane where token t of a B-token step keeps its results, or -1: the planes after the
+ * newest, in position order. */
+static int ring_keep_plane(const rt_retr *r, uint32_t il, size_t t, size_t B)
+{
+    const size_t first = B - ring_kept(r, B); /* the first token kept */
+    return t < first ? -1 : (int)((r->ring_new[il] + 1 + (t - first)) % r->seed_lags);
+}
+
+/* After a layer's step of B tokens whose searches kept their results (ring_keep_plane): the
+ * last one's plane becomes the newest. A batch starts the ring over from its own tokens (their
+ * searches followed no one-token step, and the planes before it are more than its length
+ * back), and with two or more of them kept the next step explores. */
+static void ring_advance(rt_retr *r, uint32_t il, size_t B)
+{
+    const uint32_t kept = ring_kept(r, B);
+    r->explore_in[il] = B > 1 && kept > 1 ? 0
+                        : r->explore_in[il] ? r->explore_in[il] - 1
+                                            : r->seed_explore - 1;
+    r->ring_new[il] = (r->ring_new[il] + kept) % r->seed_lags;
+    r->ring_len[il] = B > 1                                 ? kept
+                      : r->ring_len[il] < r->seed_lags ? r->ring_len[il] + 1
+                                                        : r->seed_lags;
 }
 
 /* No head seeds from the steps back; each layer's first exploring step is the one that keeps
@@ -278,10 +298,11 @@ static int stream_hits(const rt_retr *r, uint32_t il, size_t slot, const int32_t
  * than topk takes host_whole_attend instead); out (nh, hd) = 0 and lse (nh) = −∞ when nothing
  * is attended (topk 0, no host set). qs (nh, hd): their queries. The rows come from the host K/V
  * of their KV head, widened to float32. Seeded, the search starts from the heads' previous
- * results (a group's: their union); with keep, its results become the heads' previous ones. A
- * failed search attends nothing and is recorded for settle() to report. */
+ * results (a group's: their union); with keep_plane ≥ 0, its results go to that plane of the
+ * ring (ring_keep_plane). A failed search attends nothing and is recorded for settle() to
+ * report. */
 static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_t nh,
-                          const float *qs, bool seeded, bool keep, float *out, float *lse)
+                          const float *qs, bool seeded, int keep_plane, float *out, float *lse)
 {
     const uint32_t hd = r->hd, n_host = r->host_end - r->sinks, topk = r->p.topk;
     const uint32_t g = h0 / r->group;
@@ -289,15 +310,14 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
     float *gk = r->gk + (size_t)tid * r->gather_max * hd;
     float *gv = r->gv + (size_t)tid * r->gather_max * hd;
     const size_t slot = (size_t)il * r->n_head + h0;
-    /* the plane this search's results go to when kept: the next after the newest */
-    const uint32_t keep_plane = (r->ring_new[il] + 1) % r->seed_lags;
+    const bool keep = keep_plane >= 0;
     const bool explore = r->explore_in[il] == 0 && seeded;
     if (topk == 0 || n_host == 0) {
         memset(out, 0, (size_t)nh * hd * sizeof *out);
         for (uint32_t j = 0; j < nh; j++) {
             lse[j] = -INFINITY;
             if (keep)
-                ring_n(r, keep_plane, slot)[j] = 0;
+                ring_n(r, (uint32_t)keep_plane, slot)[j] = 0;
         }
         return;
     }
@@ -407,8 +427,8 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
                 (uint8_t)(hits >= STREAM_HITS_MIN && hits >= 2 * chance ? r->seed_lags : 1);
         }
     if (keep) { /* a failed search keeps nothing */
-        int32_t *kept = ring_ids(r, keep_plane, slot);
-        int *kept_n = ring_n(r, keep_plane, slot);
+        int32_t *kept = ring_ids(r, (uint32_t)keep_plane, slot);
+        int *kept_n = ring_n(r, (uint32_t)keep_plane, slot);
         for (uint32_t j = 0; j < nh; j++) {
             const int n = st ? 0 : nf[j];
             memcpy(kept + (size_t)j * topk, ids + (size_t)j * topk, (size_t)n * sizeof *ids);
@@ -619,8 +639,8 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
         for (uint32_t j = 0; j < nh; j++)
             static_partial(r, K, V, q + (size_t)j * hd, pos, tmp, out + (size_t)j * hd,
                            &l_out[j]);
-        /* one token: seeded; a batch's last token leaves its results to the next step */
-        host_partials(r, tid, il, h0, nh, q, B == 1, t + 1 == B, tmp, l_tmp);
+        /* one token: seeded; a batch's last tokens leave their results to the next step */
+        host_partials(r, tid, il, h0, nh, q, B == 1, ring_keep_plane(r, il, t, B), tmp, l_tmp);
         for (uint32_t j = 0; j < nh; j++)
             if (l_tmp[j] != -INFINITY)
                 rt_attn_merge(out + (size_t)j * hd, l_out[j], tmp + (size_t)j * hd, l_tmp[j], hd,
@@ -628,7 +648,7 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
         r->busy_t[tid] += now_s() - ts;
     }
     r->build_seeds[il] = false;
-    ring_advance(r, il, B > 1);
+    ring_advance(r, il, B);
     account(r, il, B, now_s() - t0);
 }
 
@@ -672,15 +692,15 @@ loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const fl
         double ts = now_s();
         const long w = order[i];
         uint32_t nh, h0 = task_heads(r, w, &nh);
-        host_partials(r, tid, il, h0, nh, q + (size_t)h0 * hd, true, true, out + (size_t)h0 * hd,
-                      &lse[h0]);
+        host_partials(r, tid, il, h0, nh, q + (size_t)h0 * hd, true, ring_keep_plane(r, il, 0, 1),
+                      out + (size_t)h0 * hd, &lse[h0]);
         double dt = now_s() - ts;
         took[w] = (float)dt;
         r->busy_t[tid] += dt;
     }
     sort_longest_first(order, took, work);
     r->build_seeds[il] = false;
-    ring_advance(r, il, false);
+    ring_advance(r, il, 1);
     account(r, il, 1, now_s() - t0);
     return take_hook_failure(r, err);
 }
@@ -1262,23 +1282,36 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
      * one-token step starts from them as from a previous step's results — not from nothing
      * with COLD_BEAM times the beam (~0.1 s a turn at 1M tokens). That step expands its whole
      * beam, as the cold one did (the narrowing is for steps that follow a step: the first
-     * token of an answer is where the cold step once lost passkey answers). */
+     * token of an answer is where the cold step once lost passkey answers). With a tail (its
+     * queries are consecutive positions) they keep the last `planes` positions' lists, which
+     * fill the seeding ring as if that many one-token steps had run: the first step of an
+     * answer explores the steps back and seeds from them. */
     const uint32_t per_head = rows + tail;
+    const uint32_t planes = tail == 0 ? 1 : tail < r->seed_lags ? tail : r->seed_lags;
+    const uint32_t n_keep = r->heads_per_index * planes; /* (planes, heads) rows, oldest first */
     int64_t *keep_rows = NULL;
+    int32_t *keep_buf = NULL; /* (threads, n_keep, topk) */
+    const int conc = work < r->n_threads ? (int)work : r->n_threads;
     if (index_type(r->mode) == ANN_GRAPH && r->p.topk < n_host && per_head > 0 &&
         (tail > 0 || !with_tail)) {
-        keep_rows = malloc(r->heads_per_index * sizeof *keep_rows);
-        if (!keep_rows)
+        keep_rows = malloc(n_keep * sizeof *keep_rows);
+        keep_buf = malloc((size_t)conc * n_keep * r->p.topk * sizeof *keep_buf);
+        if (!keep_rows || !keep_buf) {
+            free(keep_rows);
+            free(keep_buf);
             return loupe_fail(err, LOUPE_ERR_NOMEM, "no memory for the index builds' seeds");
-        for (uint32_t j = 0; j < r->heads_per_index; j++)
-            keep_rows[j] = (int64_t)j * per_head + per_head - 1;
-        /* the kept lists become a ring's only plane, its newest: they follow no step */
-        for (uint32_t i = 0; i < n_todo; i++) {
-            r->ring_new[todo[i]] = 0;
-            r->ring_len[todo[i]] = 1;
+        }
+        for (uint32_t pl = 0; pl < planes; pl++) /* plane pl: the position planes - pl back */
+            for (uint32_t j = 0; j < r->heads_per_index; j++)
+                keep_rows[pl * r->heads_per_index + j] =
+                    (int64_t)j * per_head + per_head - (planes - pl);
+        for (uint32_t i = 0; i < n_todo; i++) { /* planes 0 .. planes-1, the newest last */
+            r->ring_new[todo[i]] = planes - 1;
+            r->ring_len[todo[i]] = planes;
+            if (planes > 1) /* a ring kept: the first step explores */
+                r->explore_in[todo[i]] = 0;
         }
     }
-    const int conc = work < r->n_threads ? (int)work : r->n_threads;
     const int inner = r->n_threads / conc > 0 ? r->n_threads / conc : 1;
     const int levels = omp_get_max_active_levels();
     if (inner > 1 && levels < 2)
@@ -1310,11 +1343,12 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
             }
         }
         const size_t slot = (size_t)l * r->n_head + (size_t)x * r->heads_per_index;
+        int32_t *kept = keep_buf ? keep_buf + (size_t)t * n_keep * r->p.topk : NULL;
         if (keep_rows) {
-            bo.n_keep = (int)r->heads_per_index;
+            bo.n_keep = (int)n_keep;
             bo.keep_k = (int)r->p.topk;
             bo.keep_row = keep_rows;
-            bo.kept = ring_ids(r, 0, slot);
+            bo.kept = kept;
         }
         const float *q = gather_index(r, t, qsrc + (size_t)l * qstride * r->nq, rows,
                                       r->log + (size_t)l * r->log_max * r->nq, tail, x);
@@ -1340,12 +1374,14 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
             }
             continue;
         }
-        for (uint32_t j = 0; keep_rows && j < r->heads_per_index; j++) {
-            const int32_t *kept = ring_ids(r, 0, slot + j);
+        for (uint32_t row = 0; keep_rows && row < n_keep; row++) {
+            const uint32_t pl = row / r->heads_per_index, j = row % r->heads_per_index;
+            const int32_t *list = kept + (size_t)row * r->p.topk;
             int n = 0;
-            while (n < (int)r->p.topk && kept[n] >= 0)
+            while (n < (int)r->p.topk && list[n] >= 0)
                 n++;
-            ring_n(r, 0, slot)[j] = n;
+            memcpy(ring_ids(r, pl, slot + j), list, (size_t)n * sizeof *list);
+            ring_n(r, pl, slot)[j] = n;
         }
         knn_s += bs.knn_s;
         proj_s += bs.projection_s;
@@ -1358,6 +1394,7 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
     for (uint32_t i = 0; keep_rows && i < n_todo; i++)
         r->build_seeds[todo[i]] = true;
     free(keep_rows);
+    free(keep_buf);
     r->st.build_knn_s += knn_s; /* thread time, waits for the GPU included: builds overlap */
     r->st.build_proj_s += proj_s;
     r->st.build_repair_s += repair_s;

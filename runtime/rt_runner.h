@@ -94,12 +94,13 @@ typedef struct {
                                A head seeds from the steps back only while they find keys: see
                                seed_explore */
     int seed_explore;       /* graph: every seed_explore-th decode step of a layer (the first
-                               once 4 steps are kept) seeds all its heads from every step back
-                               and counts the keys found that way and no other; until the next
-                               such step a head seeds from the steps back only if its count beat
-                               chance, and before the first from the last step alone (0: 16; 1:
-                               every step explores: all heads always seed from every step
-                               back) */
+                               right after the index build, which keeps the prompt's last
+                               seed_lags positions' lists; else once 4 steps are kept) seeds all
+                               its heads from every step back and counts the keys found that way
+                               and no other; until the next such step a head seeds from the
+                               steps back only if its count beat chance, and before the first
+                               from the last step alone (0: 16; 1: every step explores: all
+                               heads always seed from every step back) */
     uint32_t interleave;    /* with search_group 1: query heads of a KV group one thread searches
                                at once, interleaved a step at a time so that one search's memory
                                waits overlap the others' work (anns.h's ann_search_many; 0: two

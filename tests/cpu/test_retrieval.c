@@ -14,8 +14,9 @@
  *   3. the graph searched exhaustively (beam ≥ every key) with a small topk equals flat at every
  *      step, moves included: the grown graph reaches the moved keys and ids map to positions;
  *      the same with one index per KV head shared by its query heads (flat and graph);
- *      a one-token step's searches start from the steps back (seed_lags: their seeds grow a
- *      step at a time to (1 + seed_lags)·topk a head), an extension batch starts over;
+ *      a one-token step's searches start from the steps back (seed_lags): after the prefill
+ *      from the prompt's last positions' lists the build kept, after an extension batch from
+ *      a ring that grows a step at a time; heads whose steps back found nothing drop them;
  *   4. topk 0 (static set only) differs visibly from full attention, so the checks above can fail;
  *   5. statistics: moves happened, the host set grew, searches and keys attended were counted;
  *      no one-token search started cold (a build keeps the last prompt position's exact lists,
@@ -31,23 +32,28 @@
 #include "cpu/retrieval_script.h"
 #include "runtime/runtime.h"
 
-/* Prefills N0 tokens, then decodes steps + 1 tokens one at a time (an extension batch of EXT
- * before the last): per[i], the seeds a search of step i started from (rt_runner_stats). */
+/* Prefills N0 tokens, decodes `before` tokens one at a time, extends the context by a batch of
+ * `ext`, then decodes `after` more: per[i], the seeds a search of one-token step i started
+ * from (rt_runner_stats), steps counted across the batch. */
 static loupe_status seeds_per_search(const rt_model *m, const rt_runner_params *p,
-                                     const int32_t *ids, int steps, double *per, loupe_err *err)
+                                     const int32_t *ids, int before, int ext, int after,
+                                     double *per, loupe_err *err)
 {
     rt_runner *r = NULL;
     loupe_status s = rt_runner_create(m, p, &r, err);
+    const int32_t *next = ids + N0;
     if (!s)
         s = rt_runner_prefill(r, ids, N0, NULL, err);
-    for (int i = 0; !s && i <= steps; i++) {
+    for (int i = 0; !s && i < before + after; i++) {
         rt_runner_stats a, z;
-        if (i == steps) /* an extension batch first */
-            s = rt_runner_prefill(r, ids + N0 + steps, EXT, NULL, err);
-        if (s)
-            break;
+        if (i == before) { /* the extension batch */
+            s = rt_runner_prefill(r, next, (size_t)ext, NULL, err);
+            next += ext;
+            if (s)
+                break;
+        }
         rt_runner_stats_get(r, &a);
-        s = rt_runner_decode(r, ids[N0 + i + (i == steps ? EXT : 0)], err);
+        s = rt_runner_decode(r, *next++, err);
         rt_runner_stats_get(r, &z);
         per[i] = z.searches > a.searches
                      ? (double)(z.seeds - a.seeds) / (double)(z.searches - a.searches)
@@ -253,35 +259,36 @@ int main(int argc, char **argv)
     }
 
     /* 3d. a one-token step's searches start from the steps back (seed_lags): a head's seeds
-     * are its newest results and the key `lag` after each result of the step `lag` back, so
-     * they grow by about topk a step up to (1 + seed_lags)·topk and stay there; an extension
-     * batch starts over (its last token's results and the keys after them: 2·topk). With
-     * exploring steps apart (seed_explore 3: steps 2 and 5 here), heads start from the newest
-     * step alone, and one whose steps back found nothing at the last exploring step stays so:
-     * on this random model, which copies nothing, most heads. */
+     * are its newest results and the key `lag` after each result of the step `lag` back. The
+     * build keeps the exact lists of the prompt's last seed_lags positions, so the first step
+     * after the prefill already has every step back: (1 + seed_lags)·topk seeds a head. An
+     * extension batch starts over from its last tokens' results (a batch of 2: 3·topk at the
+     * next step, then one step back more). With exploring steps apart (seed_explore 3: steps 0
+     * and 3 here), a head whose steps back found nothing at the last exploring step seeds from
+     * the newest step alone until the next: on this random model, which copies nothing, most
+     * heads. */
     {
-        enum { LAGS = 3, TOPK = 9, STEPS = LAGS + 3 };
-        double per[STEPS + 1];
+        enum { LAGS = 3, TOPK = 9, BEFORE = 3, AFTER = 2 };
+        double per[BEFORE + AFTER + 1];
         script_params(&p, RT_ATTN_RETRIEVAL, TOPK);
         p.retrieval.seed_lags = LAGS;
         p.retrieval.seed_explore = 1; /* every step explores: all heads seed from every lag */
-        loupe_status s = seeds_per_search(m, &p, ids, STEPS, per, &err);
+        loupe_status s = seeds_per_search(m, &p, ids, BEFORE, 2, AFTER, per, &err);
         CHECK_MSG(!s, "seed lags: %s", loupe_err_message(&err));
-        for (int i = 0; !s && i <= STEPS; i++) {
-            /* planes: the build's kept lists, then one more a step up to LAGS */
-            const int planes = i == STEPS ? 1 : i + 1 < LAGS ? i + 1 : LAGS;
+        for (int i = 0; !s && i < BEFORE + AFTER; i++) {
+            const int planes = i == BEFORE ? 2 : LAGS; /* the batch's 2, then LAGS again */
             CHECK_MSG(per[i] > (planes + 0.5) * TOPK && per[i] <= (1 + planes) * TOPK,
                       "step %d: %.1f seeds a search, expected %d or a few fewer (%d steps back)",
                       i, per[i], (1 + planes) * TOPK, planes);
         }
         p.retrieval.seed_explore = 3;
-        s = seeds_per_search(m, &p, ids, STEPS, per, &err);
+        s = seeds_per_search(m, &p, ids, BEFORE + 1, 0, 0, per, &err);
         CHECK_MSG(!s, "seed lags, exploring: %s", loupe_err_message(&err));
-        CHECK_MSG(!s && per[1] <= 2 * TOPK && per[2] > (LAGS + 0.5) * TOPK &&
-                      per[3] < LAGS * TOPK,
-                  "seeds a search: %.1f at step 1 (expected 2·topk at most), %.1f at exploring "
-                  "step 2 (expected %d), %.1f after it (2·topk for a head whose steps back "
-                  "found nothing)", per[1], per[2], (1 + LAGS) * TOPK, per[3]);
+        CHECK_MSG(!s && per[0] > (LAGS + 0.5) * TOPK && per[1] < LAGS * TOPK &&
+                      per[3] > (LAGS + 0.5) * TOPK,
+                  "seeds a search: %.1f at exploring step 0 (expected %d), %.1f after it (2·topk "
+                  "for a head whose steps back found nothing), %.1f at exploring step 3",
+                  per[0], (1 + LAGS) * TOPK, per[1], per[3]);
     }
 
     /* 4. static set only: visibly different. */
