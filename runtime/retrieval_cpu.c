@@ -231,9 +231,9 @@ static void ring_advance(rt_retr *r, uint32_t il, size_t B)
                         : r->explore_in[il] ? r->explore_in[il] - 1
                                             : r->seed_explore - 1;
     r->ring_new[il] = (r->ring_new[il] + kept) % r->seed_lags;
-    r->ring_len[il] = B > 1                                 ? kept
+    r->ring_len[il] = B > 1                            ? kept
                       : r->ring_len[il] < r->seed_lags ? r->ring_len[il] + 1
-                                                        : r->seed_lags;
+                                                       : r->seed_lags;
 }
 
 /* No head seeds from the steps back; each layer's first exploring step is the one that keeps

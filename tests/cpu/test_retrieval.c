@@ -16,7 +16,7 @@
  *      the same with one index per KV head shared by its query heads (flat and graph);
  *      a one-token step's searches start from the steps back (seed_lags): after the prefill
  *      from the prompt's last positions' lists the build kept, after an extension batch from
- *      a ring that grows a step at a time; heads whose steps back found nothing drop them;
+ *      its last tokens' results; heads whose steps back found nothing drop them;
  *   4. topk 0 (static set only) differs visibly from full attention, so the checks above can fail;
  *   5. statistics: moves happened, the host set grew, searches and keys attended were counted;
  *      no one-token search started cold (a build keeps the last prompt position's exact lists,
