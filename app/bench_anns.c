@@ -524,15 +524,68 @@ static int cmp_float_asc(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+/* With test queries in decode order (sequences of seq_len): of the keys in a step's exact
+ * middle top-k that the step before lacked, how many are p + s for a key p of the top-k s steps
+ * back (the smallest such s, up to STREAM_LAGS), how many return unmoved from an earlier step,
+ * and how many are neither: how far seeding a step from the last steps' results (the runtime's
+ * seed_lags, --stream-seeds) can reach. mt (nt, k): the middle top-k ids, in position order. */
+enum { STREAM_LAGS = 16 };
+static void analyze_streams(const int32_t *mt, int64_t nt, int k, int64_t seq_len)
+{
+    double fresh = 0, by_lag[STREAM_LAGS + 1] = {0}, back = 0, none = 0;
+    int64_t steps = 0;
+    for (int64_t t = 1; t < nt; t++) {
+        const int64_t t0 = t - t % seq_len; /* the sequence's first step */
+        if (t == t0)
+            continue;
+        steps++;
+        for (int i = 0; i < k; i++) {
+            const int32_t id = mt[t * k + i];
+            bool seen = false;
+            for (int j = 0; j < k && !seen; j++)
+                seen = mt[(t - 1) * k + j] == id;
+            if (seen)
+                continue;
+            fresh++;
+            int lag = 0;
+            for (int sb = 1; sb <= STREAM_LAGS && t - sb >= t0 && !lag; sb++)
+                for (int j = 0; j < k && !lag; j++)
+                    lag = mt[(t - sb) * k + j] == id - sb ? sb : 0;
+            bool returning = false;
+            for (int sb = 2; !lag && sb <= STREAM_LAGS && t - sb >= t0 && !returning; sb++)
+                for (int j = 0; j < k && !returning; j++)
+                    returning = mt[(t - sb) * k + j] == id;
+            if (lag)
+                by_lag[lag]++;
+            else if (returning)
+                back++;
+            else
+                none++;
+        }
+    }
+    if (steps == 0 || fresh == 0)
+        return;
+    double later = 0;
+    for (int sb = 5; sb <= STREAM_LAGS; sb++)
+        later += by_lag[sb];
+    printf("#   decode steps: %.1f of a step's middle top-%d are new; of those, p+s for a key p of "
+           "the top-%d s steps back: s=1 %.1f%%, 2 %.1f%%, 3 %.1f%%, 4 %.1f%%, 5-%d %.1f%%; "
+           "back unmoved from 2-%d steps back %.1f%%; neither %.1f%%\n", fresh / (double)steps,
+           k, k, 100 * by_lag[1] / fresh, 100 * by_lag[2] / fresh, 100 * by_lag[3] / fresh,
+           100 * by_lag[4] / fresh, STREAM_LAGS, 100 * later / fresh, STREAM_LAGS,
+           100 * back / fresh, 100 * none / fresh);
+}
+
 /* Prints, over the test queries, the softmax mass (scale 1/sqrt(d), as attention) held by the
  * first `first` keys (sinks), the last `last` keys (recent window), the middle, and the middle's
- * exact top-k; where the middle's top-k lie (distance to the window); how many of them some
- * build query also has in its top-build_k (what the graph's projection can have linked); and how
- * close each test query is to the build queries (best cosine, and that query's top-k overlap).
- * K is (n, d) f32; the middle is [first, n - last). */
+ * exact top-k; where the middle's top-k lie (distance to the window); where a decode step's new
+ * top-k keys come from (analyze_streams, with seq_len > 1); how many of them some build query
+ * also has in its top-build_k (what the graph's projection can have linked); and how close each
+ * test query is to the build queries (best cosine, and that query's top-k overlap). K is (n, d)
+ * f32; the middle is [first, n - last). */
 static int analyze(const float *K, int64_t n, int d, const float *BQ, int64_t nbq,
                    const float *TQ, int64_t nt, int k, int64_t first, int64_t last,
-                   int build_k, int nth)
+                   int build_k, int nth, int64_t seq_len)
 {
     int rc = APP_EXIT_FAIL;
     loupe_err err;
@@ -628,6 +681,8 @@ static int analyze(const float *K, int64_t n, int d, const float *BQ, int64_t nb
     printf("#   middle top-%d by distance before the window: <=512 %.1f%%, 513-2048 %.1f%%, "
            "2049-8192 %.1f%%, farther %.1f%%\n", k, 100 * near[0] * inv, 100 * near[1] * inv,
            100 * near[2] * inv, 100 * near[3] * inv);
+    if (seq_len > 1)
+        analyze_streams(mt, nt, k, seq_len);
 
     /* Coverage by the build queries' exact top-build_k lists over the middle. */
     if (nbq > 0 && build_k > 0) {
@@ -1016,7 +1071,7 @@ int bench_anns(int argc, char **argv)
     }
     if (do_analyze && analyze(K, n, d, BQ, nbq, TQ, nt, (int)(k < n - ex_first - ex_last
                                                                ? k : n - ex_first - ex_last),
-                              ex_first, ex_last, bo.build_k, nth)) {
+                              ex_first, ex_last, bo.build_k, nth, seq_len)) {
         rc = APP_EXIT_FAIL;
         goto done;
     }

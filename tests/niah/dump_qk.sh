@@ -50,6 +50,16 @@ if ! "$loupe" bench anns --keys "$out/L1.kvh0.keys.fbin" --build-queries "$out/L
     echo "FAIL: bench anns on dump-qk files: $(cat "$dir/anns.csv")"; fail=1
 fi
 
+# --analyze: where a decode step's new top keys come from (40 decode queries in order); the
+# shares of its "decode steps" line add up to 100%.
+streams=$("$loupe" bench anns --keys "$out/L1.kvh0.keys.fbin" --build-queries \
+    "$out/L1.qh0.queries.fbin" --queries "$out/L1.qh0.decode.fbin" --k 10 --index flat \
+    --threads 1 --analyze 2>&1 | grep '^#   decode steps:')
+total=$(echo "$streams" | grep -o '[0-9.]*%' | tr -d % | awk '{s += $1} END {print s + 0}')
+if ! awk -v s="$total" 'BEGIN { exit !(s > 99.5 && s < 100.5) }'; then
+    echo "FAIL: bench anns --analyze decode steps: '$streams' (shares sum to $total)"; fail=1
+fi
+
 # --margin: a gap no score reaches changes no result (recall, mass, rows: columns 4-6 and 13).
 anns_graph() {
     "$loupe" bench anns --keys "$out/L1.kvh0.keys.fbin" --build-queries "$out/L1.qh0.queries.fbin" \
