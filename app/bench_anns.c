@@ -92,7 +92,9 @@ static const char usage_text[] =
     "                        max, mean: one shared pool ranked by the heads' best or mean\n"
     "                        score (anns.h, ann_group_mode)\n"
     "  --analyze             first print where the test queries' attention goes: softmax\n"
-    "                        mass of the sinks, the window, the middle and its top-k\n"
+    "                        mass of the sinks, the window, the middle and its top-k; where\n"
+    "                        each decode step's new top-k keys come from (p+s of the step s\n"
+    "                        back: what --stream-seeds can reach)\n"
     "  --seed N              (1)\n"
     "  --csv                 one header line, then one row per setting\n";
 
