@@ -32,6 +32,7 @@
 #include "runtime/retrieval_impl.h"
 
 #include "runtime/host_kv_impl.h"
+#include "runtime/seed_ring_impl.h"
 
 #include <math.h>
 #include <omp.h>
@@ -92,30 +93,12 @@ struct rt_retr {
     uint32_t task_max;   /* query heads per task at most: the per-thread buffers' stride */
     ann_search_ctx **sctx; /* (n_threads, ilv_max) */
     int32_t *ids;        /* (n_threads, task_max, topk) */
-    int32_t *seeds;      /* (n_threads, task_max · (1 + seed_lags) · topk) a task's seeds: its
+    int32_t *seeds;      /* (n_threads, task_max · (1 + ring.lags) · topk) a task's seeds: its
                             heads' previous ids and the ids after earlier steps' (a group's:
                             their union) */
-    /* The last seed_lags one-token steps' results per (layer, query head), index ids (or a
-     * batch's last token's, or after a build the exact top-k of the newest query), in planes
-     * of (n_layer · n_head, topk) that each layer uses as a ring: the next step's search starts
-     * from the newest results and from the key `lag` after each result of the step `lag` back
-     * (see host_partials) */
-    int32_t *prev_ids;   /* (seed_lags, n_layer · n_head, topk) */
-    int *prev_n;         /* (seed_lags, n_layer · n_head) */
-    uint32_t seed_lags;  /* planes: rt_retrieval_params.seed_lags within SEED_ROWS_MAX */
-    size_t plane_ids;    /* elements of one plane of prev_ids */
-    uint32_t *ring_new;  /* (n_layer) the plane of the newest step's results */
-    uint32_t *ring_len;  /* (n_layer) planes holding results, newest first: 0 .. seed_lags */
-    /* The steps back pay only in heads that copy runs of the context; elsewhere their seeds are
-     * keys the search would not have scored (on random ids, 60% more rows at 16K). Every
-     * seed_explore-th step of a layer (the first sooner: build_layers, reset_seed_lags) seeds
-     * every head from all the steps back and counts what they found that the newest step's
-     * seeds did not (stream_hits); until the next such step a head uses them only if that
-     * count beat chance. Heads start without them; a head's verdict outlives a turn (what a
-     * head does is the model's, not the text's). */
-    uint32_t seed_explore; /* steps from one exploring step to the next */
-    uint32_t *explore_in;  /* (n_layer) steps until the layer's next exploring step (0: this) */
-    uint8_t *head_lags;    /* (n_layer · n_head) steps back a head seeds from: 1 or seed_lags */
+    rt_seed_ring ring;   /* where a one-token step's searches start (seed_ring_impl.h): the
+                            last steps' results per (layer, query head), or after a build the
+                            exact lists of the prompt's last positions */
     bool *build_seeds;   /* (n_layer) the layer's previous results are a build's exact lists,
                             not a step's yet: its next one-token step expands its whole beam */
     float *scores;       /* (n_threads, task_max, topk) */
@@ -193,113 +176,13 @@ static ann_index *index_of(const rt_retr *r, uint32_t il, uint32_t h)
     return r->index[(size_t)il * r->n_index + h / r->heads_per_index];
 }
 
-/* Plane pl of the kept results, from query head slot `slot` (layer · n_head + head) on: ids,
- * topk a head, and their counts. */
-static int32_t *ring_ids(const rt_retr *r, uint32_t pl, size_t slot)
-{
-    return r->prev_ids + pl * r->plane_ids + slot * r->p.topk;
-}
-
-static int *ring_n(const rt_retr *r, uint32_t pl, size_t slot)
-{
-    return r->prev_n + (size_t)pl * r->n_layer * r->n_head + slot;
-}
-
-/* The tokens of a layer's step whose results the ring keeps: a one-token step's one, a
- * batch's last seed_lags (its tokens are consecutive positions, as one-token steps are). */
-static uint32_t ring_kept(const rt_retr *r, size_t B)
-{
-    return B < r->seed_lags ? (uint32_t)B : r->seed_lags;
-}
-
-/* The plane where token t of a B-token step keeps its results, or -1: the planes after the
- * newest, in position order. */
-static int ring_keep_plane(const rt_retr *r, uint32_t il, size_t t, size_t B)
-{
-    const size_t first = B - ring_kept(r, B); /* the first token kept */
-    return t < first ? -1 : (int)((r->ring_new[il] + 1 + (t - first)) % r->seed_lags);
-}
-
-/* After a layer's step of B tokens whose searches kept their results (ring_keep_plane): the
- * last one's plane becomes the newest. A batch starts the ring over from its own tokens (their
- * searches followed no one-token step, and the planes before it are more than its length
- * back), and with two or more of them kept the next step explores. */
-static void ring_advance(rt_retr *r, uint32_t il, size_t B)
-{
-    const uint32_t kept = ring_kept(r, B);
-    r->explore_in[il] = B > 1 && kept > 1 ? 0
-                        : r->explore_in[il] ? r->explore_in[il] - 1
-                                            : r->seed_explore - 1;
-    r->ring_new[il] = (r->ring_new[il] + kept) % r->seed_lags;
-    r->ring_len[il] = B > 1                            ? kept
-                      : r->ring_len[il] < r->seed_lags ? r->ring_len[il] + 1
-                                                       : r->seed_lags;
-}
-
-/* No head seeds from the steps back; each layer's first exploring step is the one that keeps
- * FIRST_EXPLORE steps (or fewer, with fewer steps back or exploring steps closer): the steps
- * back that soon already find a copying head's runs (two to four steps back gave a quarter of
- * a step's new keys at 128K), and an answer need not wait for a full ring to use them. */
-enum { FIRST_EXPLORE = 4 };
-static void reset_seed_lags(rt_retr *r)
-{
-    uint32_t first = r->seed_lags < r->seed_explore ? r->seed_lags : r->seed_explore;
-    if (first > FIRST_EXPLORE)
-        first = FIRST_EXPLORE;
-    for (uint32_t l = 0; l < r->n_layer; l++)
-        r->explore_in[l] = first - 1;
-    memset(r->head_lags, 1, (size_t)r->n_layer * r->n_head);
-}
-
-/* The plane of layer il's results `lag` steps back (1: the newest). */
-static uint32_t ring_plane(const rt_retr *r, uint32_t il, uint32_t lag)
-{
-    return (r->ring_new[il] + r->seed_lags - (lag - 1)) % r->seed_lags;
-}
-
-static int cmp_id(const void *a, const void *b)
-{
-    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* Stream hits (below) a head needs at an exploring step to keep seeding from the steps back. */
-enum { STREAM_HITS_MIN = 4 };
-
-/* An exploring step's count for query head `slot` (layer · n_head + head): how many of its n
- * results res the newest step's seeds did not give (its results and the keys after them) and
- * an older step's did (a result p of the step `lag` back: p + lag). scratch: 2·n ids. */
-static int stream_hits(const rt_retr *r, uint32_t il, size_t slot, const int32_t *res, int n,
-                       int32_t *scratch)
-{
-    int32_t *sorted = scratch, *claimed = scratch + n;
-    memcpy(sorted, res, (size_t)n * sizeof *sorted);
-    qsort(sorted, (size_t)n, sizeof *sorted, cmp_id);
-    memset(claimed, 0, (size_t)n * sizeof *claimed);
-    int hits = 0;
-    for (uint32_t lag = 1; lag <= r->ring_len[il]; lag++) {
-        const uint32_t pl = ring_plane(r, il, lag);
-        const int32_t *prev = ring_ids(r, pl, slot);
-        for (int i = 0; i < *ring_n(r, pl, slot); i++)
-            for (uint32_t d = lag == 1 ? 0 : lag; d <= lag; d++) {
-                const int32_t want = prev[i] + (int32_t)d;
-                const int32_t *at = bsearch(&want, sorted, (size_t)n, sizeof *sorted, cmp_id);
-                if (at && !claimed[at - sorted]) {
-                    claimed[at - sorted] = 1;
-                    hits += lag > 1;
-                }
-            }
-    }
-    return hits;
-}
-
 /* Query heads h0 .. h0+nh-1's attention partials over the host set, on thread tid: over the
  * `topk` keys their index returns (nh > 1: one group search of their index; a host set no larger
  * than topk takes host_whole_attend instead); out (nh, hd) = 0 and lse (nh) = −∞ when nothing
  * is attended (topk 0, no host set). qs (nh, hd): their queries. The rows come from the host K/V
  * of their KV head, widened to float32. Seeded, the search starts from the heads' previous
  * results (a group's: their union); with keep_plane ≥ 0, its results go to that plane of the
- * ring (ring_keep_plane). A failed search attends nothing and is recorded for settle() to
+ * ring (rt_seed_ring_keep_plane). A failed search attends nothing and is recorded for settle() to
  * report. */
 static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_t nh,
                           const float *qs, bool seeded, int keep_plane, float *out, float *lse)
@@ -311,13 +194,13 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
     float *gv = r->gv + (size_t)tid * r->gather_max * hd;
     const size_t slot = (size_t)il * r->n_head + h0;
     const bool keep = keep_plane >= 0;
-    const bool explore = r->explore_in[il] == 0 && seeded;
+    const bool explore = rt_seed_ring_explores(&r->ring, il) && seeded;
     if (topk == 0 || n_host == 0) {
         memset(out, 0, (size_t)nh * hd * sizeof *out);
         for (uint32_t j = 0; j < nh; j++) {
             lse[j] = -INFINITY;
             if (keep)
-                ring_n(r, (uint32_t)keep_plane, slot)[j] = 0;
+                rt_seed_ring_count(&r->ring, (uint32_t)keep_plane, slot)[j] = 0;
         }
         return;
     }
@@ -338,7 +221,7 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
     ann_search_params one[ANN_INTERLEAVE_MAX];
     const int n_par = apart ? (int)nh : 1;
     uint64_t cold = 0, n_seeds = 0;
-    const size_t seed_max = (size_t)(1 + r->seed_lags) * topk; /* a head's seeds at most */
+    const size_t seed_max = (size_t)(1 + r->ring.lags) * topk; /* a head's seeds at most */
     int32_t *seeds = r->seeds + (size_t)tid * r->task_max * seed_max;
     for (int x = 0; x < n_par; x++) {
         ann_search_params *px = &one[x];
@@ -360,21 +243,9 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
                 px->expand = 0;
             const uint32_t j0 = apart ? (uint32_t)x : 0, j1 = apart ? j0 + 1 : nh; /* heads */
             px->seeds = mine;
-            for (uint32_t j = j0; j < j1; j++) {
-                const uint32_t lags = explore || r->head_lags[slot + j] > r->ring_len[il]
-                                          ? r->ring_len[il]
-                                          : r->head_lags[slot + j];
-                for (uint32_t lag = 1; lag <= lags; lag++) {
-                    const uint32_t pl = ring_plane(r, il, lag);
-                    const int32_t *prev = ring_ids(r, pl, slot + j);
-                    for (int i = 0; i < *ring_n(r, pl, slot + j); i++) {
-                        if (lag == 1)
-                            mine[px->n_seeds++] = prev[i];
-                        if (prev[i] + (int32_t)lag < (int32_t)n_host)
-                            mine[px->n_seeds++] = prev[i] + (int32_t)lag;
-                    }
-                }
-            }
+            for (uint32_t j = j0; j < j1; j++)
+                px->n_seeds += rt_seed_ring_seeds(&r->ring, il, slot + j, explore, n_host,
+                                                  mine + px->n_seeds);
         }
         if (px->n_seeds == 0) {
             /* Nothing to start near: a batch of extension tokens (a question) or a cold
@@ -418,17 +289,13 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
                      : ann_search_group(ix, ctx, qs, (int)nh, one, ids, sc, nf, &e);
     }
     r->search_t[tid] += now_s() - ts;
-    if (explore && !st && r->ring_len[il] > 1) /* before the keep overwrites the oldest plane */
-        for (uint32_t j = 0; j < nh; j++) {
-            /* chance: older seeds × the share of the host set a result is */
-            const double chance = (double)(r->ring_len[il] - 1) * topk * nf[j] / n_host;
-            const int hits = stream_hits(r, il, slot + j, ids + (size_t)j * topk, nf[j], seeds);
-            r->head_lags[slot + j] =
-                (uint8_t)(hits >= STREAM_HITS_MIN && hits >= 2 * chance ? r->seed_lags : 1);
-        }
+    if (explore && !st) /* before the keep overwrites the oldest plane */
+        for (uint32_t j = 0; j < nh; j++)
+            rt_seed_ring_judge(&r->ring, il, slot + j, ids + (size_t)j * topk, nf[j], n_host,
+                               seeds);
     if (keep) { /* a failed search keeps nothing */
-        int32_t *kept = ring_ids(r, (uint32_t)keep_plane, slot);
-        int *kept_n = ring_n(r, (uint32_t)keep_plane, slot);
+        int32_t *kept = rt_seed_ring_ids(&r->ring, (uint32_t)keep_plane, slot);
+        int *kept_n = rt_seed_ring_count(&r->ring, (uint32_t)keep_plane, slot);
         for (uint32_t j = 0; j < nh; j++) {
             const int n = st ? 0 : nf[j];
             memcpy(kept + (size_t)j * topk, ids + (size_t)j * topk, (size_t)n * sizeof *ids);
@@ -640,7 +507,8 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
             static_partial(r, K, V, q + (size_t)j * hd, pos, tmp, out + (size_t)j * hd,
                            &l_out[j]);
         /* one token: seeded; a batch's last tokens leave their results to the next step */
-        host_partials(r, tid, il, h0, nh, q, B == 1, ring_keep_plane(r, il, t, B), tmp, l_tmp);
+        host_partials(r, tid, il, h0, nh, q, B == 1, rt_seed_ring_keep_plane(&r->ring, il, t, B),
+                      tmp, l_tmp);
         for (uint32_t j = 0; j < nh; j++)
             if (l_tmp[j] != -INFINITY)
                 rt_attn_merge(out + (size_t)j * hd, l_out[j], tmp + (size_t)j * hd, l_tmp[j], hd,
@@ -648,7 +516,7 @@ static void attend_hook(void *user, rt_ctx *c, uint32_t il, size_t B)
         r->busy_t[tid] += now_s() - ts;
     }
     r->build_seeds[il] = false;
-    ring_advance(r, il, B);
+    rt_seed_ring_advance(&r->ring, il, B);
     account(r, il, B, now_s() - t0);
 }
 
@@ -692,15 +560,16 @@ loupe_status rt_retr_host_attend(rt_retr *r, uint32_t il, uint32_t pos, const fl
         double ts = now_s();
         const long w = order[i];
         uint32_t nh, h0 = task_heads(r, w, &nh);
-        host_partials(r, tid, il, h0, nh, q + (size_t)h0 * hd, true, ring_keep_plane(r, il, 0, 1),
-                      out + (size_t)h0 * hd, &lse[h0]);
+        host_partials(r, tid, il, h0, nh, q + (size_t)h0 * hd, true,
+                      rt_seed_ring_keep_plane(&r->ring, il, 0, 1), out + (size_t)h0 * hd,
+                      &lse[h0]);
         double dt = now_s() - ts;
         took[w] = (float)dt;
         r->busy_t[tid] += dt;
     }
     sort_longest_first(order, took, work);
     r->build_seeds[il] = false;
-    ring_advance(r, il, 1);
+    rt_seed_ring_advance(&r->ring, il, 1);
     account(r, il, 1, now_s() - t0);
     return take_hook_failure(r, err);
 }
@@ -872,27 +741,12 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->todo = malloc((size_t)r->n_layer * sizeof *r->todo);
     r->sctx = calloc((size_t)r->n_threads * r->ilv_max, sizeof *r->sctx);
     r->ids = malloc((size_t)r->n_threads * r->task_max * topk * sizeof *r->ids);
-    /* The steps back a search seeds from: their kept results cost seed_lags · topk ids a
-     * query head and layer (6.6 MB on the 8B shape at the default 16 · 100), so a larger topk
-     * takes fewer steps back (one from SEED_ROWS_MAX on). */
-    enum { DEFAULT_SEED_LAGS = 16, SEED_ROWS_MAX = 1600, DEFAULT_SEED_EXPLORE = 16 };
-    r->seed_lags = r->p.seed_lags > 0 ? (uint32_t)r->p.seed_lags : DEFAULT_SEED_LAGS;
-    if ((size_t)r->seed_lags * topk > SEED_ROWS_MAX)
-        r->seed_lags = topk < SEED_ROWS_MAX ? (uint32_t)(SEED_ROWS_MAX / topk) : 1;
-    if (r->seed_lags > UINT8_MAX)
-        r->seed_lags = UINT8_MAX;
-    r->seed_explore = r->p.seed_explore > 0 ? (uint32_t)r->p.seed_explore : DEFAULT_SEED_EXPLORE;
-    r->plane_ids = (size_t)r->n_layer * r->n_head * topk;
-    r->seeds = malloc((size_t)r->n_threads * r->task_max * (1 + r->seed_lags) * topk *
+    /* a failure is reported with the other buffers' below */
+    const loupe_status ring_st = rt_seed_ring_init(&r->ring, r->n_layer, r->n_head,
+                                                   (uint32_t)topk, r->p.seed_lags,
+                                                   r->p.seed_explore, NULL);
+    r->seeds = malloc((size_t)r->n_threads * r->task_max * (1 + r->ring.lags) * topk *
                       sizeof *r->seeds);
-    r->prev_ids = malloc(r->seed_lags * r->plane_ids * sizeof *r->prev_ids);
-    r->prev_n = calloc((size_t)r->seed_lags * r->n_layer * r->n_head, sizeof *r->prev_n);
-    r->ring_new = calloc(r->n_layer, sizeof *r->ring_new);
-    r->ring_len = calloc(r->n_layer, sizeof *r->ring_len);
-    r->explore_in = malloc(r->n_layer * sizeof *r->explore_in);
-    r->head_lags = malloc((size_t)r->n_layer * r->n_head * sizeof *r->head_lags);
-    if (r->explore_in && r->head_lags)
-        reset_seed_lags(r);
     r->build_seeds = calloc(r->n_layer, sizeof *r->build_seeds);
     r->scores = malloc((size_t)r->n_threads * r->task_max * topk * sizeof *r->scores);
     r->tmp = malloc((size_t)r->n_threads * r->task_max * r->hd * sizeof *r->tmp);
@@ -911,9 +765,8 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->hlse = malloc((size_t)r->n_head * sizeof *r->hlse);
     r->gk = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gk);
     r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
-    if (!r->cap || !r->log || !r->gather || !r->keys || !r->skeys || !r->index || !r->todo ||
-        !r->sctx || !r->ids || !r->seeds || !r->prev_ids || !r->prev_n || !r->ring_new ||
-        !r->ring_len || !r->explore_in || !r->head_lags || !r->build_seeds ||
+    if (ring_st || !r->cap || !r->log || !r->gather || !r->keys || !r->skeys || !r->index ||
+        !r->todo || !r->sctx || !r->ids || !r->seeds || !r->build_seeds ||
         !r->gk || !r->gv || !r->spart || !r->slse || !r->hout || !r->hlse || !r->scores ||
         !r->tmp || !r->search_t || !r->busy_t || !r->task_order || !r->task_s) {
         rt_retr_destroy(r);
@@ -1006,9 +859,7 @@ void rt_retr_reset(rt_retr *r)
     r->n_cap = r->prefill_n = 0;
     r->hook_status = LOUPE_OK;
     memset(&r->st, 0, sizeof r->st);
-    memset(r->prev_n, 0, (size_t)r->seed_lags * r->n_layer * r->n_head * sizeof *r->prev_n);
-    memset(r->ring_len, 0, r->n_layer * sizeof *r->ring_len);
-    reset_seed_lags(r);
+    rt_seed_ring_clear(&r->ring);
     memset(r->build_seeds, 0, r->n_layer * sizeof *r->build_seeds);
     reset_task_order(r);
 }
@@ -1040,12 +891,7 @@ void rt_retr_destroy(rt_retr *r)
     if (r->k_pinned)
         rt_cuda_host_unpin(r->hkv.k);
     rt_host_kv_free(&r->hkv);
-    free(r->prev_ids);
-    free(r->prev_n);
-    free(r->ring_new);
-    free(r->ring_len);
-    free(r->explore_in);
-    free(r->head_lags);
+    rt_seed_ring_free(&r->ring);
     free(r->build_seeds);
     free(r->scores);
     free(r->tmp);
@@ -1287,7 +1133,7 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
      * fill the seeding ring as if that many one-token steps had run: the first step of an
      * answer explores the steps back and seeds from them. */
     const uint32_t per_head = rows + tail;
-    const uint32_t planes = tail == 0 ? 1 : tail < r->seed_lags ? tail : r->seed_lags;
+    const uint32_t planes = tail == 0 ? 1 : tail < r->ring.lags ? tail : r->ring.lags;
     const uint32_t n_keep = r->heads_per_index * planes; /* (planes, heads) rows, oldest first */
     int64_t *keep_rows = NULL;
     int32_t *keep_buf = NULL; /* (threads, n_keep, topk) */
@@ -1305,12 +1151,8 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
             for (uint32_t j = 0; j < r->heads_per_index; j++)
                 keep_rows[pl * r->heads_per_index + j] =
                     (int64_t)j * per_head + per_head - (planes - pl);
-        for (uint32_t i = 0; i < n_todo; i++) { /* planes 0 .. planes-1, the newest last */
-            r->ring_new[todo[i]] = planes - 1;
-            r->ring_len[todo[i]] = planes;
-            if (planes > 1) /* a ring kept: the first step explores */
-                r->explore_in[todo[i]] = 0;
-        }
+        for (uint32_t i = 0; i < n_todo; i++) /* planes 0 .. planes-1, the newest last */
+            rt_seed_ring_start(&r->ring, todo[i], planes);
     }
     const int inner = r->n_threads / conc > 0 ? r->n_threads / conc : 1;
     const int levels = omp_get_max_active_levels();
@@ -1380,8 +1222,8 @@ static loupe_status build_layers(rt_retr *r, uint32_t l0, uint32_t l1, const flo
             int n = 0;
             while (n < (int)r->p.topk && list[n] >= 0)
                 n++;
-            memcpy(ring_ids(r, pl, slot + j), list, (size_t)n * sizeof *list);
-            ring_n(r, pl, slot)[j] = n;
+            memcpy(rt_seed_ring_ids(&r->ring, pl, slot + j), list, (size_t)n * sizeof *list);
+            *rt_seed_ring_count(&r->ring, pl, slot + j) = n;
         }
         knn_s += bs.knn_s;
         proj_s += bs.projection_s;
