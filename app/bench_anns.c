@@ -532,6 +532,14 @@ static int cmp_float_asc(const void *a, const void *b)
  * and how many are neither: how far seeding a step from the last steps' results (the runtime's
  * seed_lags, --stream-seeds) can reach. mt (nt, k): the middle top-k ids, in position order. */
 enum { STREAM_LAGS = 16 };
+static bool holds(const int32_t *list, int k, int32_t id)
+{
+    for (int j = 0; j < k; j++)
+        if (list[j] == id)
+            return true;
+    return false;
+}
+
 static void analyze_streams(const int32_t *mt, int64_t nt, int k, int64_t seq_len)
 {
     double fresh = 0, by_lag[STREAM_LAGS + 1] = {0}, back = 0, none = 0;
@@ -543,20 +551,15 @@ static void analyze_streams(const int32_t *mt, int64_t nt, int k, int64_t seq_le
         steps++;
         for (int i = 0; i < k; i++) {
             const int32_t id = mt[t * k + i];
-            bool seen = false;
-            for (int j = 0; j < k && !seen; j++)
-                seen = mt[(t - 1) * k + j] == id;
-            if (seen)
+            if (holds(mt + (t - 1) * k, k, id))
                 continue;
             fresh++;
             int lag = 0;
             for (int sb = 1; sb <= STREAM_LAGS && t - sb >= t0 && !lag; sb++)
-                for (int j = 0; j < k && !lag; j++)
-                    lag = mt[(t - sb) * k + j] == id - sb ? sb : 0;
+                lag = holds(mt + (t - sb) * k, k, id - sb) ? sb : 0;
             bool returning = false;
             for (int sb = 2; !lag && sb <= STREAM_LAGS && t - sb >= t0 && !returning; sb++)
-                for (int j = 0; j < k && !returning; j++)
-                    returning = mt[(t - sb) * k + j] == id;
+                returning = holds(mt + (t - sb) * k, k, id);
             if (lag)
                 by_lag[lag]++;
             else if (returning)
