@@ -153,14 +153,14 @@ typedef struct {
     int prev_seeds;           /* > 0: search in order, seeded by the previous query's best */
     int64_t seq_len;          /* queries per decode sequence (one file); seeds stay within one */
     int oracle;               /* seeds are the true best prev_seeds keys instead (diagnostic) */
-    int next_seeds;           /* --next-seeds / --stream-seeds S: the key `lag` after each result
-                                 of the step `lag` back, lag 1 .. next_seeds (0: none) */
+    int stream_lags;          /* --next-seeds / --stream-seeds S: the key `lag` after each result
+                                 of the step `lag` back, lag 1 .. stream_lags (0: none) */
     int per_file;             /* also one row per --queries file (--per-file) */
     int n_files;              /* --queries files, their query counts in file_n */
     const int64_t *file_n;
     const int32_t *recent;    /* (n_recent) the last keys before the window (--recent-seeds) */
     int n_recent;
-    int32_t *seed_buf;        /* ((1 + next_seeds)·group·k + n_recent) one decode step's seeds:
+    int32_t *seed_buf;        /* ((1 + stream_lags)·group·k + n_recent) one decode step's seeds:
                                  previous, the keys after earlier steps' results, recent */
     int group;                /* --group: query files searched together, 1: alone */
     ann_group_mode mix;        /* --group-mode */
@@ -219,7 +219,7 @@ static void evaluate(const sweep_ctx *s, int64_t q0, int64_t nq, sweep_row *out)
     out->nq = nq;
 }
 
-/* --next-seeds / --stream-seeds: for lag 1 .. next_seeds, the key `lag` after each of the per
+/* --next-seeds / --stream-seeds: for lag 1 .. stream_lags, the key `lag` after each of the per
  * results of the step `lag` back (ids in index order are positions), as the runtime seeds a
  * decode step (retrieval_cpu.c: a model copying from the context reads, at this step, the
  * position after the one it read at the last; a copied run that fell out of one step's top k
@@ -230,7 +230,7 @@ static int stream_keys(const sweep_ctx *s, const int32_t *res, int per, int64_t 
                        int32_t *out)
 {
     int m = 0;
-    for (int lag = 1; lag <= s->next_seeds && lag <= avail; lag++) {
+    for (int lag = 1; lag <= s->stream_lags && lag <= avail; lag++) {
         const int32_t *prev = res - (int64_t)(lag - 1) * s->k;
         for (int x = 0; x < per; x++)
             if (prev[x] >= 0 && prev[x] + lag < s->n)
@@ -283,7 +283,7 @@ static int search_grouped(sweep_ctx *s, ann_search_params p)
                                                     : s->ids + (q - 1) * s->k;
                     memcpy(s->seed_buf + n_seeds, prev, (size_t)per * sizeof *prev);
                     n_seeds += per;
-                    if (s->next_seeds && !s->oracle)
+                    if (s->stream_lags && !s->oracle)
                         n_seeds += stream_keys(s, prev, per, i, s->seed_buf + n_seeds);
                 }
                 if (s->n_recent)
@@ -379,7 +379,7 @@ static int measure(sweep_ctx *s, ann_search_params p, int64_t q0, int64_t nq, sw
             }
             if (n_prev)
                 memcpy(s->seed_buf, prev, (size_t)n_prev * sizeof *prev);
-            if (n_prev && s->next_seeds && !s->oracle) {
+            if (n_prev && s->stream_lags && !s->oracle) {
                 const int64_t start = s->seq_len > 0 && q0 < q - q % s->seq_len
                                           ? q - q % s->seq_len : q0;
                 n_prev += stream_keys(s, prev, n_prev, q - start, s->seed_buf + n_prev);
@@ -764,7 +764,7 @@ int bench_anns(int argc, char **argv)
     const char *synthetic = NULL, *write_syn = NULL;
     int64_t k = 100, threads = 0, n_test = 1000, seed = 1, v, ex_first = 0, ex_last = 0;
     int csv = 0, want[4] = {1, 1, 1, 1}, do_analyze = 0, prev_seeds = 0, oracle = 0;
-    int next_seeds = 0;
+    int stream_lags = 0;
     float expand_frac = 0;
     int per_file = 0, recent_seeds = 0, group = 1, expand_batch = 1, interleave = 1;
     float margin = 0.0f;
@@ -792,13 +792,13 @@ int bench_anns(int argc, char **argv)
         } else if (!strcmp(a, "--oracle-seeds")) {
             oracle = 1;
         } else if (!strcmp(a, "--next-seeds")) {
-            next_seeds = 1;
+            stream_lags = 1;
         } else if ((r = app_opt_value(cmd, "--stream-seeds", argc, argv, &i, &val))) {
             if (r != 1)
                 return r;
             if (app_parse_i64(cmd, "--stream-seeds", val, 1, 64, &v))
                 return APP_EXIT_USAGE;
-            next_seeds = (int)v;
+            stream_lags = (int)v;
         } else if (!strcmp(a, "--per-file")) {
             per_file = 1;
         } else if ((r = app_opt_value(cmd, "--recent-seeds", argc, argv, &i, &val))) {
@@ -1001,7 +1001,7 @@ int bench_anns(int argc, char **argv)
     }
     if (!synthetic && (!keys_path || !bq_path || !tq_path))
         return app_usage(cmd, "give --keys, --build-queries and --queries, or --synthetic N,D");
-    if (next_seeds && !prev_seeds)
+    if (stream_lags && !prev_seeds)
         return app_usage(cmd, "--next-seeds and --stream-seeds add to --prev-seeds N: give both");
 
     int rc = APP_EXIT_FAIL;
@@ -1120,7 +1120,7 @@ int bench_anns(int argc, char **argv)
     if (recent_seeds > n)
         recent_seeds = (int)n;
     recent = malloc((size_t)(recent_seeds ? recent_seeds : 1) * sizeof *recent);
-    seed_buf = malloc((size_t)((1 + next_seeds) * group * k + recent_seeds) * sizeof *seed_buf);
+    seed_buf = malloc((size_t)((1 + stream_lags) * group * k + recent_seeds) * sizeof *seed_buf);
     for (int i = 0; recent && i < recent_seeds; i++)
         recent[i] = (int32_t)(n - recent_seeds + i);
     if (!ids || !scores || !truth_mass || !recent || !seed_buf) {
@@ -1215,7 +1215,7 @@ int bench_anns(int argc, char **argv)
                    (double)bs.n_edges / (double)n);
         sweep_ctx s = {ix, ctxs, nth, TQ, nt, truth, truth_d, (int)k, n, csv, bs.total_s, &bs,
                        ids, scores, KM, d, truth_mass, prev_seeds, seq_len, oracle,
-                       next_seeds, per_file, n_files, file_n, recent, recent_seeds, seed_buf,
+                       stream_lags, per_file, n_files, file_n, recent, recent_seeds, seed_buf,
                        group, mix, gq, gids, gsc, expand_batch, interleave,
                        margin * sqrtf((float)d), expand_frac};
         int r = 0;
