@@ -836,13 +836,14 @@ static void split(rt_retr *r, uint32_t n)
         r->host_end = r->sinks;
 }
 
+/* (The arrays may be missing: a create that failed half way destroys what it made.) */
 static void drop_indexes(rt_retr *r)
 {
-    for (size_t i = 0; i < (size_t)r->n_layer * r->n_index; i++) {
+    for (size_t i = 0; r->index && i < (size_t)r->n_layer * r->n_index; i++) {
         ann_index_destroy(r->index[i]);
         r->index[i] = NULL;
     }
-    for (size_t i = 0; i < (size_t)r->n_layer * r->n_kv; i++) {
+    for (size_t i = 0; r->keys && r->skeys && i < (size_t)r->n_layer * r->n_kv; i++) {
         ann_keys_destroy(r->keys[i]);
         ann_keys_destroy(r->skeys[i]);
         r->keys[i] = r->skeys[i] = NULL;
@@ -868,7 +869,10 @@ void rt_retr_destroy(rt_retr *r)
 {
     if (!r)
         return;
-    rt_retr_reset(r);
+    /* not rt_retr_reset: after a failed create its buffers may be missing */
+    drop_indexes(r);
+    r->c->q_hook = NULL;
+    r->c->attend_hook = NULL;
     if (r->sctx)
         for (size_t i = 0; i < (size_t)r->n_threads * r->ilv_max; i++)
             ann_search_ctx_destroy(r->sctx[i]);
