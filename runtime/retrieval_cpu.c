@@ -96,6 +96,7 @@ struct rt_retr {
     int32_t *seeds;      /* (n_threads, task_max · (1 + ring.lags) · topk) a task's seeds: its
                             heads' previous ids and the ids after earlier steps' (a group's:
                             their union) */
+    int32_t *judge;      /* (n_threads, rt_seed_ring_judge_scratch) an exploring step's scratch */
     rt_seed_ring ring;   /* where a one-token step's searches start (seed_ring_impl.h): the
                             last steps' results per (layer, query head), or after a build the
                             exact lists of the prompt's last positions */
@@ -292,7 +293,7 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
     if (explore && !st) /* before the keep overwrites the oldest plane */
         for (uint32_t j = 0; j < nh; j++)
             rt_seed_ring_judge(&r->ring, il, slot + j, ids + (size_t)j * topk, nf[j], n_host,
-                               seeds);
+                               r->judge + (size_t)tid * rt_seed_ring_judge_scratch(&r->ring));
     if (keep) { /* a failed search keeps nothing */
         int32_t *kept = rt_seed_ring_ids(&r->ring, (uint32_t)keep_plane, slot);
         int *kept_n = rt_seed_ring_count(&r->ring, (uint32_t)keep_plane, slot);
@@ -747,6 +748,8 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
                                                    r->p.seed_explore, NULL);
     r->seeds = malloc((size_t)r->n_threads * r->task_max * (1 + r->ring.lags) * topk *
                       sizeof *r->seeds);
+    r->judge = malloc((size_t)r->n_threads * rt_seed_ring_judge_scratch(&r->ring) *
+                      sizeof *r->judge);
     r->build_seeds = calloc(r->n_layer, sizeof *r->build_seeds);
     r->scores = malloc((size_t)r->n_threads * r->task_max * topk * sizeof *r->scores);
     r->tmp = malloc((size_t)r->n_threads * r->task_max * r->hd * sizeof *r->tmp);
@@ -766,7 +769,7 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->gk = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gk);
     r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
     if (ring_st || !r->cap || !r->log || !r->gather || !r->keys || !r->skeys || !r->index ||
-        !r->todo || !r->sctx || !r->ids || !r->seeds || !r->build_seeds ||
+        !r->todo || !r->sctx || !r->ids || !r->seeds || !r->judge || !r->build_seeds ||
         !r->gk || !r->gv || !r->spart || !r->slse || !r->hout || !r->hlse || !r->scores ||
         !r->tmp || !r->search_t || !r->busy_t || !r->task_order || !r->task_s) {
         rt_retr_destroy(r);
@@ -886,6 +889,7 @@ void rt_retr_destroy(rt_retr *r)
     free(r->sctx);
     free(r->ids);
     free(r->seeds);
+    free(r->judge);
     free(r->gk);
     free(r->gv);
     free(r->spart);

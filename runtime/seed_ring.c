@@ -18,8 +18,11 @@ enum { DEFAULT_SEED_LAGS = 16, SEED_ROWS_MAX = 1600, DEFAULT_SEED_EXPLORE = 16 }
  * need not wait for a full ring to use them. */
 enum { FIRST_EXPLORE = 4 };
 
-/* Keys an exploring step must find through the older steps alone for a head to keep them. */
-enum { STREAM_HITS_MIN = 4 };
+/* Keys an exploring step must find through the older steps alone for a head to keep them; what
+ * a key found is worth in rows scanned (a seed is a row: at 128K on the bundled model's layer 3
+ * the steps back bought recall .705 -> .857, ~15 keys of a search's 100, for ~140 rows, where
+ * on random weights they cost ~1,300 rows a search and doubled its time: docs/BENCHMARKS.md). */
+enum { STREAM_HITS_MIN = 4, HIT_ROWS = 16 };
 
 /* No head seeds from the steps back; each layer's first exploring step comes at FIRST_EXPLORE. */
 static void reset_head_lags(rt_seed_ring *s)
@@ -131,42 +134,100 @@ static int cmp_id(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
-/* How many of query head slot's n results res the newest step's seeds did not give (its
- * results and the keys after them) and an older step's did (a result p of the step `lag` back:
- * p + lag). scratch: 2·n ids. */
-static int stream_hits(const rt_seed_ring *s, uint32_t il, size_t slot, const int32_t *res,
-                       int n, int32_t *scratch)
+static int cmp_i64(const void *a, const void *b)
 {
-    int32_t *sorted = scratch, *claimed = scratch + n;
+    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static bool sorted_has(const int32_t *sorted, int n, int32_t id)
+{
+    return bsearch(&id, sorted, (size_t)n, sizeof *sorted, cmp_id) != NULL;
+}
+
+/* For each step back lag = 2 .. len of layer il: hits[lag], how many of query head slot's n
+ * results res the newest step's seeds (its results and the keys after them) did not give and
+ * the step `lag` back's did (a result p of it: p + lag; a key two steps could give counts for
+ * the nearer), and cost[lag], how many rows its seeds add to the newest step's and the nearer
+ * steps' (distinct keys the search scores only because of them). */
+static void stream_value(const rt_seed_ring *s, uint32_t il, size_t slot, const int32_t *res,
+                         int n, uint32_t n_host, int32_t *scratch, int *hits, int *cost)
+{
+    const uint32_t len = s->len[il];
+    int32_t *sorted = scratch, *claimed = sorted + s->topk, *newest = claimed + s->topk;
+    int64_t *older = (int64_t *)(newest + 2 * s->topk); /* 8-byte aligned: topk·4 ints before */
     memcpy(sorted, res, (size_t)n * sizeof *sorted);
     qsort(sorted, (size_t)n, sizeof *sorted, cmp_id);
     memset(claimed, 0, (size_t)n * sizeof *claimed);
-    int hits = 0;
-    for (uint32_t lag = 1; lag <= s->len[il]; lag++) {
+    int n_newest = 0;
+    size_t n_older = 0;
+    for (uint32_t lag = 1; lag <= len; lag++) {
+        hits[lag] = cost[lag] = 0;
         const uint32_t pl = plane_back(s, il, lag);
         const int32_t *prev = rt_seed_ring_ids(s, pl, slot);
         for (int i = 0; i < *rt_seed_ring_count(s, pl, slot); i++)
             for (uint32_t d = lag == 1 ? 0 : lag; d <= lag; d++) {
                 const int32_t want = prev[i] + (int32_t)d;
+                if (want >= (int32_t)n_host)
+                    continue;
+                if (lag == 1)
+                    newest[n_newest++] = want;
+                else /* id, then lag: sorted, a key's nearest step comes first */
+                    older[n_older++] = (int64_t)want * (s->lags + 1) + lag;
                 const int32_t *at = bsearch(&want, sorted, (size_t)n, sizeof *sorted, cmp_id);
                 if (at && !claimed[at - sorted]) {
                     claimed[at - sorted] = 1;
-                    hits += lag > 1;
+                    hits[lag] += lag > 1;
                 }
             }
     }
-    return hits;
+    qsort(newest, (size_t)n_newest, sizeof *newest, cmp_id);
+    qsort(older, n_older, sizeof *older, cmp_i64);
+    for (size_t i = 0; i < n_older; i++) {
+        const int64_t id = older[i] / (s->lags + 1);
+        if (i > 0 && older[i - 1] / (s->lags + 1) == id)
+            continue; /* a nearer step's seed */
+        if (!sorted_has(newest, n_newest, (int32_t)id))
+            cost[older[i] % (s->lags + 1)]++;
+    }
+}
+
+size_t rt_seed_ring_judge_scratch(const rt_seed_ring *s)
+{
+    /* results and their claims, the newest seeds (2·topk), the older seeds (int64 each), then
+     * hits and cost per step back */
+    return (size_t)4 * s->topk + 2 * (size_t)s->lags * s->topk + 2 * ((size_t)s->lags + 1);
 }
 
 void rt_seed_ring_judge(rt_seed_ring *s, uint32_t il, size_t slot, const int32_t *res, int n,
                         uint32_t n_host, int32_t *scratch)
 {
-    if (s->len[il] <= 1) /* no step back to judge */
+    const uint32_t len = s->len[il];
+    if (len <= 1) /* no step back to judge */
         return;
-    /* chance: older seeds × the share of the host set a result is */
-    const double chance = (double)(s->len[il] - 1) * s->topk * n / n_host;
-    const int hits = stream_hits(s, il, slot, res, n, scratch);
-    s->head_lags[slot] = (uint8_t)(hits >= STREAM_HITS_MIN && hits >= 2 * chance ? s->lags : 1);
+    int *hits = scratch + rt_seed_ring_judge_scratch(s) - 2 * ((size_t)s->lags + 1);
+    int *cost = hits + s->lags + 1;
+    stream_value(s, il, slot, res, n, n_host, scratch, hits, cost);
+    /* The steps back worth their rows: the nearest `keep` of them, where the keys they found
+     * less their rows' worth (HIT_ROWS rows a key) is largest. Then the found keys must pass
+     * STREAM_HITS_MIN and twice chance (their rows × the share of the host set a result is). */
+    int h = 0, c = 0, best_h = 0, best_c = 0;
+    double best = 0;
+    uint32_t keep = 1;
+    for (uint32_t lag = 2; lag <= len; lag++) {
+        h += hits[lag];
+        c += cost[lag];
+        const double net = h - (double)c / HIT_ROWS;
+        if (net > best) {
+            best = net;
+            keep = lag;
+            best_h = h;
+            best_c = c;
+        }
+    }
+    const double chance = (double)best_c * n / n_host;
+    s->head_lags[slot] =
+        (uint8_t)(keep > 1 && best_h >= STREAM_HITS_MIN && best_h >= 2 * chance ? keep : 1);
 }
 
 /* The tokens of a B-token step whose results the ring keeps: a one-token step's one, a batch's

@@ -43,7 +43,7 @@ typedef struct {
     uint32_t *newest;       /* (n_layer) the plane of the newest step's results */
     uint32_t *len;          /* (n_layer) planes holding results, newest first: 0 .. lags */
     uint32_t *explore_in;   /* (n_layer) steps until the layer's next exploring step (0: this) */
-    uint8_t *head_lags;     /* (n_layer · n_head) steps back a head seeds from: 1 or lags */
+    uint8_t *head_lags;     /* (n_layer · n_head) steps back a head seeds from: 1 .. lags */
 } rt_seed_ring;
 
 /* lags, explore: rt_retrieval_params.seed_lags and .seed_explore (0: their defaults); lags
@@ -69,11 +69,15 @@ bool rt_seed_ring_explores(const rt_seed_ring *s, uint32_t il);
  * how many. */
 int rt_seed_ring_seeds(const rt_seed_ring *s, uint32_t il, size_t slot, bool explore,
                        uint32_t n_host, int32_t *out);
-/* An exploring step's verdict for query head `slot` from its n results res (before they are
- * kept): it keeps seeding from the steps back if at least 4 of res, and twice what chance over a
- * host set of n_host gives, came from an older step's seeds alone. scratch: 2·n ids. */
+/* An exploring step's verdict for query head `slot` from its n (≤ topk) results res (before
+ * they are kept): how many steps back it seeds from until the next exploring step. A step back
+ * pays by the keys of res that its seeds gave and the newest step's did not, and costs the rows
+ * its seeds add; the head keeps the nearest steps back where found keys less the rows' worth is
+ * largest, if they found at least 4 keys and twice what chance over a host set of n_host gives;
+ * else none. scratch: rt_seed_ring_judge_scratch ints. */
 void rt_seed_ring_judge(rt_seed_ring *s, uint32_t il, size_t slot, const int32_t *res, int n,
                         uint32_t n_host, int32_t *scratch);
+size_t rt_seed_ring_judge_scratch(const rt_seed_ring *s);
 
 /* The plane where token t of a B-token step of layer il keeps its results, or -1. */
 int rt_seed_ring_keep_plane(const rt_seed_ring *s, uint32_t il, size_t t, size_t B);
