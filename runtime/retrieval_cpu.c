@@ -96,7 +96,8 @@ struct rt_retr {
     int32_t *seeds;      /* (n_threads, task_max · (1 + ring.lags) · topk) a task's seeds: its
                             heads' previous ids and the ids after earlier steps' (a group's:
                             their union) */
-    int32_t *judge;      /* (n_threads, rt_seed_ring_judge_scratch) an exploring step's scratch */
+    int32_t *bids;       /* (n_threads, task_max, topk) an exploring step's second search's ids */
+    float *bscores;      /* and scores (judge_steps_back) */
     rt_seed_ring ring;   /* where a one-token step's searches start (seed_ring_impl.h): the
                             last steps' results per (layer, query head), or after a build the
                             exact lists of the prompt's last positions */
@@ -185,6 +186,52 @@ static ann_index *index_of(const rt_retr *r, uint32_t il, uint32_t h)
  * results (a group's: their union); with keep_plane ≥ 0, its results go to that plane of the
  * ring (rt_seed_ring_keep_plane). A failed search attends nothing and is recorded for settle() to
  * report. */
+/* An exploring step's verdict on the steps back (host_partials): each search x of the task
+ * (params one[x], n_par of them; apart: one a query head, else one for all nh) that ran seeded
+ * from every step back, rows0[x] its context's rows before it, results ids/sc/nf, runs again
+ * from the newest step's seeds alone; each query head then keeps the steps back if they bought
+ * enough of its top k for the rows they added (rt_seed_ring_judge; a group's heads judged
+ * together: one traversal's rows). The second search's rows count as scanned: it costs them. */
+static void judge_steps_back(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_t nh,
+                             const float *qs, const ann_search_params *one, int n_par,
+                             const int64_t *rows0, const int32_t *ids, const float *sc,
+                             const int *nf)
+{
+    const uint32_t topk = r->p.topk, hd = r->hd, n_host = r->host_end - r->sinks;
+    const size_t slot = (size_t)il * r->n_head + h0;
+    const bool apart = n_par > 1;
+    int32_t *seeds = r->seeds + (size_t)tid * r->task_max * (1 + r->ring.lags) * topk;
+    int32_t *bid = r->bids + (size_t)tid * r->task_max * topk;
+    float *bsc = r->bscores + (size_t)tid * r->task_max * topk;
+    for (int x = 0; x < n_par; x++) {
+        const uint32_t j0 = apart ? (uint32_t)x : 0, j1 = apart ? j0 + 1 : nh;
+        ann_search_params p = one[x];
+        p.seeds = seeds;
+        p.n_seeds = 0;
+        for (uint32_t j = j0; j < j1; j++)
+            p.n_seeds += rt_seed_ring_seeds(&r->ring, il, slot + j, 1, n_host, seeds + p.n_seeds);
+        ann_search_ctx *ctx = r->sctx[(size_t)tid * r->ilv_max + (size_t)x];
+        const int64_t rows1 = ann_search_ctx_scanned(ctx); /* after the seeded search */
+        int bn[ANN_GROUP_MAX] = {0};
+        loupe_err e;
+        loupe_status st =
+            j1 - j0 == 1
+                ? ann_search(index_of(r, il, h0 + j0), ctx, qs + (size_t)j0 * hd, &p,
+                             bid + (size_t)j0 * topk, bsc + (size_t)j0 * topk, &bn[j0], &e)
+                : ann_search_group(index_of(r, il, h0), ctx, qs, (int)nh, &p, bid, bsc, bn, &e);
+        if (st) /* no verdict: the last one stands (the seeded search gave the results) */
+            continue;
+        const int64_t more = (rows1 - rows0[x]) - (ann_search_ctx_scanned(ctx) - rows1);
+        int gain = 0;
+        for (uint32_t j = j0; j < j1; j++)
+            gain += rt_seed_ring_gain(ids + (size_t)j * topk, sc + (size_t)j * topk, nf[j],
+                                      bid + (size_t)j * topk, bsc + (size_t)j * topk, bn[j],
+                                      (int)topk);
+        for (uint32_t j = j0; j < j1; j++)
+            rt_seed_ring_judge(&r->ring, slot + j, gain, more);
+    }
+}
+
 static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_t nh,
                           const float *qs, bool seeded, int keep_plane, float *out, float *lse)
 {
@@ -195,7 +242,9 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
     float *gv = r->gv + (size_t)tid * r->gather_max * hd;
     const size_t slot = (size_t)il * r->n_head + h0;
     const bool keep = keep_plane >= 0;
-    const bool explore = rt_seed_ring_explores(&r->ring, il) && seeded;
+    /* (flat and IVF searches ignore seeds: nothing to judge) */
+    const bool explore =
+        rt_seed_ring_explores(&r->ring, il) && seeded && r->mode == RT_ATTN_RETRIEVAL;
     if (topk == 0 || n_host == 0) {
         memset(out, 0, (size_t)nh * hd * sizeof *out);
         for (uint32_t j = 0; j < nh; j++) {
@@ -245,8 +294,9 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
             const uint32_t j0 = apart ? (uint32_t)x : 0, j1 = apart ? j0 + 1 : nh; /* heads */
             px->seeds = mine;
             for (uint32_t j = j0; j < j1; j++)
-                px->n_seeds += rt_seed_ring_seeds(&r->ring, il, slot + j, explore, n_host,
-                                                  mine + px->n_seeds);
+                px->n_seeds += rt_seed_ring_seeds(
+                    &r->ring, il, slot + j, rt_seed_ring_lags(&r->ring, il, slot + j, explore),
+                    n_host, mine + px->n_seeds);
         }
         if (px->n_seeds == 0) {
             /* Nothing to start near: a batch of extension tokens (a question) or a cold
@@ -272,6 +322,9 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
         r->st.seeds += n_seeds;
     }
     loupe_err e;
+    int64_t rows0[ANN_INTERLEAVE_MAX]; /* each search's rows before it (an exploring step) */
+    for (int x = 0; explore && x < n_par; x++)
+        rows0[x] = ann_search_ctx_scanned(r->sctx[(size_t)tid * r->ilv_max + (size_t)x]);
     double ts = now_s();
     loupe_status st;
     if (apart) {
@@ -289,11 +342,9 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
         st = nh == 1 ? ann_search(ix, ctx, qs, one, ids, sc, nf, &e)
                      : ann_search_group(ix, ctx, qs, (int)nh, one, ids, sc, nf, &e);
     }
-    r->search_t[tid] += now_s() - ts;
     if (explore && !st) /* before the keep overwrites the oldest plane */
-        for (uint32_t j = 0; j < nh; j++)
-            rt_seed_ring_judge(&r->ring, il, slot + j, ids + (size_t)j * topk, nf[j], n_host,
-                               r->judge + (size_t)tid * rt_seed_ring_judge_scratch(&r->ring));
+        judge_steps_back(r, tid, il, h0, nh, qs, one, n_par, rows0, ids, sc, nf);
+    r->search_t[tid] += now_s() - ts;
     if (keep) { /* a failed search keeps nothing */
         int32_t *kept = rt_seed_ring_ids(&r->ring, (uint32_t)keep_plane, slot);
         int *kept_n = rt_seed_ring_count(&r->ring, (uint32_t)keep_plane, slot);
@@ -748,8 +799,8 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
                                                    r->p.seed_explore, NULL);
     r->seeds = malloc((size_t)r->n_threads * r->task_max * (1 + r->ring.lags) * topk *
                       sizeof *r->seeds);
-    r->judge = malloc((size_t)r->n_threads * rt_seed_ring_judge_scratch(&r->ring) *
-                      sizeof *r->judge);
+    r->bids = malloc((size_t)r->n_threads * r->task_max * topk * sizeof *r->bids);
+    r->bscores = malloc((size_t)r->n_threads * r->task_max * topk * sizeof *r->bscores);
     r->build_seeds = calloc(r->n_layer, sizeof *r->build_seeds);
     r->scores = malloc((size_t)r->n_threads * r->task_max * topk * sizeof *r->scores);
     r->tmp = malloc((size_t)r->n_threads * r->task_max * r->hd * sizeof *r->tmp);
@@ -769,7 +820,7 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->gk = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gk);
     r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
     if (ring_st || !r->cap || !r->log || !r->gather || !r->keys || !r->skeys || !r->index ||
-        !r->todo || !r->sctx || !r->ids || !r->seeds || !r->judge || !r->build_seeds ||
+        !r->todo || !r->sctx || !r->ids || !r->seeds || !r->bids || !r->bscores || !r->build_seeds ||
         !r->gk || !r->gv || !r->spart || !r->slse || !r->hout || !r->hlse || !r->scores ||
         !r->tmp || !r->search_t || !r->busy_t || !r->task_order || !r->task_s) {
         rt_retr_destroy(r);
@@ -889,7 +940,8 @@ void rt_retr_destroy(rt_retr *r)
     free(r->sctx);
     free(r->ids);
     free(r->seeds);
-    free(r->judge);
+    free(r->bids);
+    free(r->bscores);
     free(r->gk);
     free(r->gv);
     free(r->spart);

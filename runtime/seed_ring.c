@@ -4,6 +4,7 @@
  */
 #include "runtime/seed_ring_impl.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -18,11 +19,13 @@ enum { DEFAULT_SEED_LAGS = 16, SEED_ROWS_MAX = 1600, DEFAULT_SEED_EXPLORE = 16 }
  * need not wait for a full ring to use them. */
 enum { FIRST_EXPLORE = 4 };
 
-/* Keys an exploring step must find through the older steps alone for a head to keep them; what
- * a key found is worth in rows scanned (a seed is a row: at 128K on the bundled model's layer 3
- * the steps back bought recall .705 -> .857, ~15 keys of a search's 100, for ~140 rows, where
- * on random weights they cost ~1,300 rows a search and doubled its time: docs/BENCHMARKS.md). */
-enum { STREAM_HITS_MIN = 4, HIT_ROWS = 16 };
+/* What the steps back must buy at an exploring step for a head to keep them: at least
+ * STREAM_GAIN_MIN more of the top k than the newest step's seeds alone find, and a key for every
+ * KEY_ROWS rows they add. On the bundled model's 128K layer-3 vectors they bought ~15 keys of a
+ * search's 100 for ~140 rows (~10 rows a key), where widening the beam buys a key for 80-150
+ * rows; on the 8B shape's random weights every head kept them by the count of keys they gave
+ * (many of which the search finds anyway) and the keys scanned doubled (docs/BENCHMARKS.md). */
+enum { STREAM_GAIN_MIN = 2, KEY_ROWS = 32 };
 
 /* No head seeds from the steps back; each layer's first exploring step comes at FIRST_EXPLORE. */
 static void reset_head_lags(rt_seed_ring *s)
@@ -109,11 +112,16 @@ bool rt_seed_ring_explores(const rt_seed_ring *s, uint32_t il)
     return s->explore_in[il] == 0;
 }
 
-int rt_seed_ring_seeds(const rt_seed_ring *s, uint32_t il, size_t slot, bool explore,
+uint32_t rt_seed_ring_lags(const rt_seed_ring *s, uint32_t il, size_t slot, bool explore)
+{
+    return explore || s->head_lags[slot] > s->len[il] ? s->len[il] : s->head_lags[slot];
+}
+
+int rt_seed_ring_seeds(const rt_seed_ring *s, uint32_t il, size_t slot, uint32_t lags,
                        uint32_t n_host, int32_t *out)
 {
-    const uint32_t lags = explore || s->head_lags[slot] > s->len[il] ? s->len[il]
-                                                                      : s->head_lags[slot];
+    if (lags > s->len[il])
+        lags = s->len[il];
     int m = 0;
     for (uint32_t lag = 1; lag <= lags; lag++) {
         const uint32_t pl = plane_back(s, il, lag);
@@ -128,106 +136,61 @@ int rt_seed_ring_seeds(const rt_seed_ring *s, uint32_t il, size_t slot, bool exp
     return m;
 }
 
-static int cmp_id(const void *a, const void *b)
+/* Whether list (ids, n) holds id (lists are a search's results: a few hundred at most). */
+static bool holds(const int32_t *ids, int n, int32_t id)
 {
-    const int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
-    return (x > y) - (x < y);
+    for (int i = 0; i < n; i++)
+        if (ids[i] == id)
+            return true;
+    return false;
 }
 
-static int cmp_i64(const void *a, const void *b)
+/* The k-th best score of lists a and b together (keys in both counted once), or -inf when they
+ * hold fewer than k keys. Repeated selection of the best below the last: k · (na + nb) steps
+ * and no scratch, for two searches' results (topk each) once a head every exploring step. */
+static float kth_best(const int32_t *ia, const float *sa, int na, const int32_t *ib,
+                      const float *sb, int nb, int k)
 {
-    const int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-static bool sorted_has(const int32_t *sorted, int n, int32_t id)
-{
-    return bsearch(&id, sorted, (size_t)n, sizeof *sorted, cmp_id) != NULL;
-}
-
-/* For each step back lag = 2 .. len of layer il: hits[lag], how many of query head slot's n
- * results res the newest step's seeds (its results and the keys after them) did not give and
- * the step `lag` back's did (a result p of it: p + lag; a key two steps could give counts for
- * the nearer), and cost[lag], how many rows its seeds add to the newest step's and the nearer
- * steps' (distinct keys the search scores only because of them). */
-static void stream_value(const rt_seed_ring *s, uint32_t il, size_t slot, const int32_t *res,
-                         int n, uint32_t n_host, int32_t *scratch, int *hits, int *cost)
-{
-    const uint32_t len = s->len[il];
-    int32_t *sorted = scratch, *claimed = sorted + s->topk, *newest = claimed + s->topk;
-    int64_t *older = (int64_t *)(newest + 2 * s->topk); /* 8-byte aligned: topk·4 ints before */
-    memcpy(sorted, res, (size_t)n * sizeof *sorted);
-    qsort(sorted, (size_t)n, sizeof *sorted, cmp_id);
-    memset(claimed, 0, (size_t)n * sizeof *claimed);
-    int n_newest = 0;
-    size_t n_older = 0;
-    for (uint32_t lag = 1; lag <= len; lag++) {
-        hits[lag] = cost[lag] = 0;
-        const uint32_t pl = plane_back(s, il, lag);
-        const int32_t *prev = rt_seed_ring_ids(s, pl, slot);
-        for (int i = 0; i < *rt_seed_ring_count(s, pl, slot); i++)
-            for (uint32_t d = lag == 1 ? 0 : lag; d <= lag; d++) {
-                const int32_t want = prev[i] + (int32_t)d;
-                if (want >= (int32_t)n_host)
-                    continue;
-                if (lag == 1)
-                    newest[n_newest++] = want;
-                else /* id, then lag: sorted, a key's nearest step comes first */
-                    older[n_older++] = (int64_t)want * (s->lags + 1) + lag;
-                const int32_t *at = bsearch(&want, sorted, (size_t)n, sizeof *sorted, cmp_id);
-                if (at && !claimed[at - sorted]) {
-                    claimed[at - sorted] = 1;
-                    hits[lag] += lag > 1;
-                }
-            }
+    float last = INFINITY;
+    int taken = 0;
+    while (taken < k) {
+        float best = -INFINITY;
+        int ties = 0;
+        for (int i = 0; i < na; i++)
+            if (sa[i] < last && sa[i] > best)
+                best = sa[i];
+        for (int i = 0; i < nb; i++)
+            if (sb[i] < last && sb[i] > best)
+                best = sb[i];
+        if (best == -INFINITY)
+            return -INFINITY;
+        /* every distinct key at exactly `best` */
+        for (int i = 0; i < na; i++)
+            ties += sa[i] == best;
+        for (int i = 0; i < nb; i++)
+            ties += sb[i] == best && !holds(ia, na, ib[i]);
+        taken += ties;
+        last = best;
     }
-    qsort(newest, (size_t)n_newest, sizeof *newest, cmp_id);
-    qsort(older, n_older, sizeof *older, cmp_i64);
-    for (size_t i = 0; i < n_older; i++) {
-        const int64_t id = older[i] / (s->lags + 1);
-        if (i > 0 && older[i - 1] / (s->lags + 1) == id)
-            continue; /* a nearer step's seed */
-        if (!sorted_has(newest, n_newest, (int32_t)id))
-            cost[older[i] % (s->lags + 1)]++;
-    }
+    return last;
 }
 
-size_t rt_seed_ring_judge_scratch(const rt_seed_ring *s)
+int rt_seed_ring_gain(const int32_t *ia, const float *sa, int na, const int32_t *ib,
+                      const float *sb, int nb, int k)
 {
-    /* results and their claims, the newest seeds (2·topk), the older seeds (int64 each), then
-     * hits and cost per step back */
-    return (size_t)4 * s->topk + 2 * (size_t)s->lags * s->topk + 2 * ((size_t)s->lags + 1);
+    const float t = kth_best(ia, sa, na, ib, sb, nb, k);
+    int gain = 0;
+    for (int i = 0; i < na; i++)
+        gain += sa[i] >= t && !holds(ib, nb, ia[i]);
+    for (int i = 0; i < nb; i++)
+        gain -= sb[i] >= t && !holds(ia, na, ib[i]);
+    return gain;
 }
 
-void rt_seed_ring_judge(rt_seed_ring *s, uint32_t il, size_t slot, const int32_t *res, int n,
-                        uint32_t n_host, int32_t *scratch)
+void rt_seed_ring_judge(rt_seed_ring *s, size_t slot, int gain, int64_t rows)
 {
-    const uint32_t len = s->len[il];
-    if (len <= 1) /* no step back to judge */
-        return;
-    int *hits = scratch + rt_seed_ring_judge_scratch(s) - 2 * ((size_t)s->lags + 1);
-    int *cost = hits + s->lags + 1;
-    stream_value(s, il, slot, res, n, n_host, scratch, hits, cost);
-    /* The steps back worth their rows: the nearest `keep` of them, where the keys they found
-     * less their rows' worth (HIT_ROWS rows a key) is largest. Then the found keys must pass
-     * STREAM_HITS_MIN and twice chance (their rows × the share of the host set a result is). */
-    int h = 0, c = 0, best_h = 0, best_c = 0;
-    double best = 0;
-    uint32_t keep = 1;
-    for (uint32_t lag = 2; lag <= len; lag++) {
-        h += hits[lag];
-        c += cost[lag];
-        const double net = h - (double)c / HIT_ROWS;
-        if (net > best) {
-            best = net;
-            keep = lag;
-            best_h = h;
-            best_c = c;
-        }
-    }
-    const double chance = (double)best_c * n / n_host;
     s->head_lags[slot] =
-        (uint8_t)(keep > 1 && best_h >= STREAM_HITS_MIN && best_h >= 2 * chance ? keep : 1);
+        (uint8_t)(gain >= STREAM_GAIN_MIN && (int64_t)gain * KEY_ROWS >= rows ? s->lags : 1);
 }
 
 /* The tokens of a B-token step whose results the ring keeps: a one-token step's one, a batch's

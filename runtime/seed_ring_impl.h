@@ -13,9 +13,10 @@
  * The steps back pay only in heads that copy runs of the context; elsewhere their seeds are keys
  * the search would not have scored (on random ids, 60% more rows at 16K). Every explore_every-th
  * step of a layer (the first sooner: rt_seed_ring_start, rt_seed_ring_clear) seeds every head
- * from all the steps back and counts what they found that the newest step's seeds did not
- * (rt_seed_ring_judge); until the next such step a head uses them only if that count beat
- * chance. Heads start without them; a head's verdict outlives a turn (what a head does is the
+ * from all the steps back and searches again from the newest step's seeds alone; until the next
+ * such step a head uses the steps back only if they bought enough keys of the top k for the
+ * rows they added (rt_seed_ring_judge). Counting the keys they gave instead kept them on random
+ * weights, where the search finds most of those keys anyway. Heads start without them; a head's verdict outlives a turn (what a head does is the
  * model's, not the text's).
  *
  * Steps: a one-token step keeps its results in the plane after the newest; a batch of tokens
@@ -43,7 +44,7 @@ typedef struct {
     uint32_t *newest;       /* (n_layer) the plane of the newest step's results */
     uint32_t *len;          /* (n_layer) planes holding results, newest first: 0 .. lags */
     uint32_t *explore_in;   /* (n_layer) steps until the layer's next exploring step (0: this) */
-    uint8_t *head_lags;     /* (n_layer · n_head) steps back a head seeds from: 1 .. lags */
+    uint8_t *head_lags;     /* (n_layer · n_head) steps back a head seeds from: 1 or lags */
 } rt_seed_ring;
 
 /* lags, explore: rt_retrieval_params.seed_lags and .seed_explore (0: their defaults); lags
@@ -61,23 +62,28 @@ void rt_seed_ring_clear(rt_seed_ring *s);
 int32_t *rt_seed_ring_ids(const rt_seed_ring *s, uint32_t pl, size_t slot);
 int *rt_seed_ring_count(const rt_seed_ring *s, uint32_t pl, size_t slot);
 
-/* Whether layer il's next one-token step explores (seeds every head from every step back). */
+/* Whether layer il's next one-token step explores: every head seeds from every step back, and
+ * its searches are repeated from the newest step's seeds alone to judge them. */
 bool rt_seed_ring_explores(const rt_seed_ring *s, uint32_t il);
-/* Query head `slot`'s seeds for a one-token step of layer il into out (at most (1 + lags) ·
- * topk): its newest results, and the key `lag` after each result of the step `lag` back for
- * the steps back it uses (all of them when exploring); ids at or past n_host left out. Returns
- * how many. */
-int rt_seed_ring_seeds(const rt_seed_ring *s, uint32_t il, size_t slot, bool explore,
+/* The steps back query head `slot` seeds from at layer il's next one-token step: all the ring
+ * holds when exploring, else its verdict's (1 or all), at most what the ring holds. */
+uint32_t rt_seed_ring_lags(const rt_seed_ring *s, uint32_t il, size_t slot, bool explore);
+/* Query head `slot`'s seeds from its `lags` nearest steps back (1: the newest alone) into out
+ * (at most (1 + lags) · topk): the newest step's results, and the key `lag` after each result
+ * of the step `lag` back; ids at or past n_host left out. Returns how many. */
+int rt_seed_ring_seeds(const rt_seed_ring *s, uint32_t il, size_t slot, uint32_t lags,
                        uint32_t n_host, int32_t *out);
-/* An exploring step's verdict for query head `slot` from its n (≤ topk) results res (before
- * they are kept): how many steps back it seeds from until the next exploring step. A step back
- * pays by the keys of res that its seeds gave and the newest step's did not, and costs the rows
- * its seeds add; the head keeps the nearest steps back where found keys less the rows' worth is
- * largest, if they found at least 4 keys and twice what chance over a host set of n_host gives;
- * else none. scratch: rt_seed_ring_judge_scratch ints. */
-void rt_seed_ring_judge(rt_seed_ring *s, uint32_t il, size_t slot, const int32_t *res, int n,
-                        uint32_t n_host, int32_t *scratch);
-size_t rt_seed_ring_judge_scratch(const rt_seed_ring *s);
+/* What search a's results (ids ia, scores sa, na of them, best first) hold of the best k keys of
+ * a's and b's together that b's do not, less what b's hold that a's do not: the keys of the top
+ * k a found more (the same query, so a key in both has one score). */
+int rt_seed_ring_gain(const int32_t *ia, const float *sa, int na, const int32_t *ib,
+                      const float *sb, int nb, int k);
+/* An exploring step's verdict for query head `slot`: its search seeded from every step back
+ * found `gain` more of the top k than the same search from the newest step's seeds
+ * (rt_seed_ring_gain) at `rows` more key rows. It seeds from the steps back until the next
+ * exploring step if that gain is at least 2 keys and a key for every 32 rows; else from the
+ * newest step alone. */
+void rt_seed_ring_judge(rt_seed_ring *s, size_t slot, int gain, int64_t rows);
 
 /* The plane where token t of a B-token step of layer il keeps its results, or -1. */
 int rt_seed_ring_keep_plane(const rt_seed_ring *s, uint32_t il, size_t t, size_t B);
