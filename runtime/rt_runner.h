@@ -91,16 +91,19 @@ typedef struct {
                                model's 128K layer-3 vectors 16 steps back raised a head's
                                recall@100 from .705 to .857 at 0.80% of the keys instead of
                                0.69%, the default beam (docs/BENCHMARKS.md, "stream seeds").
-                               A head seeds from the steps back only while they find keys: see
+                               A head seeds from the steps back only while they pay: see
                                seed_explore */
     int seed_explore;       /* graph: every seed_explore-th decode step of a layer (the first
                                right after the index build, which keeps the prompt's last
                                seed_lags positions' lists; else once 4 steps are kept) seeds all
-                               its heads from every step back and counts the keys found that way
-                               and no other; until the next such step a head seeds from the
-                               steps back only if its count beat chance, and before the first
-                               from the last step alone (0: 16; 1: every step explores: all
-                               heads always seed from every step back) */
+                               its heads from every step back and searches again from the last
+                               step's seeds alone; until the next such step a head seeds from
+                               the steps back only if they found at least 2 more of the top k
+                               and a key for every 32 rows they added (on the 8B shape's random
+                               weights they found few and doubled the rows), and before the
+                               first from the last step alone (0: 16; 1: every step explores:
+                               all heads always seed from every step back, each step searched
+                               twice) */
     uint32_t interleave;    /* with search_group 1: query heads of a KV group one thread searches
                                at once, interleaved a step at a time so that one search's memory
                                waits overlap the others' work (anns.h's ann_search_many; 0: two
