@@ -178,14 +178,6 @@ static ann_index *index_of(const rt_retr *r, uint32_t il, uint32_t h)
     return r->index[(size_t)il * r->n_index + h / r->heads_per_index];
 }
 
-/* Query heads h0 .. h0+nh-1's attention partials over the host set, on thread tid: over the
- * `topk` keys their index returns (nh > 1: one group search of their index; a host set no larger
- * than topk takes host_whole_attend instead); out (nh, hd) = 0 and lse (nh) = −∞ when nothing
- * is attended (topk 0, no host set). qs (nh, hd): their queries. The rows come from the host K/V
- * of their KV head, widened to float32. Seeded, the search starts from the heads' previous
- * results (a group's: their union); with keep_plane ≥ 0, its results go to that plane of the
- * ring (rt_seed_ring_keep_plane). A failed search attends nothing and is recorded for settle() to
- * report. */
 /* An exploring step's verdict on the steps back (host_partials): each search x of the task
  * (params one[x], n_par of them; apart: one a query head, else one for all nh) that ran seeded
  * from every step back, rows0[x] its context's rows before it, results ids/sc/nf, runs again
@@ -232,6 +224,14 @@ static void judge_steps_back(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint
     }
 }
 
+/* Query heads h0 .. h0+nh-1's attention partials over the host set, on thread tid: over the
+ * `topk` keys their index returns (nh > 1: one group search of their index; a host set no larger
+ * than topk takes host_whole_attend instead); out (nh, hd) = 0 and lse (nh) = −∞ when nothing
+ * is attended (topk 0, no host set). qs (nh, hd): their queries. The rows come from the host K/V
+ * of their KV head, widened to float32. Seeded, the search starts from the heads' previous
+ * results (a group's: their union); with keep_plane ≥ 0, its results go to that plane of the
+ * ring (rt_seed_ring_keep_plane). A failed search attends nothing and is recorded for settle() to
+ * report. */
 static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_t nh,
                           const float *qs, bool seeded, int keep_plane, float *out, float *lse)
 {
@@ -820,9 +820,9 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     r->gk = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gk);
     r->gv = malloc((size_t)r->n_threads * r->gather_max * r->hd * sizeof *r->gv);
     if (ring_st || !r->cap || !r->log || !r->gather || !r->keys || !r->skeys || !r->index ||
-        !r->todo || !r->sctx || !r->ids || !r->seeds || !r->bids || !r->bscores || !r->build_seeds ||
-        !r->gk || !r->gv || !r->spart || !r->slse || !r->hout || !r->hlse || !r->scores ||
-        !r->tmp || !r->search_t || !r->busy_t || !r->task_order || !r->task_s) {
+        !r->todo || !r->sctx || !r->ids || !r->seeds || !r->bids || !r->bscores ||
+        !r->build_seeds || !r->gk || !r->gv || !r->spart || !r->slse || !r->hout || !r->hlse ||
+        !r->scores || !r->tmp || !r->search_t || !r->busy_t || !r->task_order || !r->task_s) {
         rt_retr_destroy(r);
         return loupe_fail(err, LOUPE_ERR_NOMEM,
                           "out of memory for the retrieval state (%.1f MiB of query buffers)",
