@@ -49,12 +49,14 @@ for stage in $STAGES; do
     hybrid) # issue 7: GPU prefill, CPU retrieval decode; needles at $RDEPTHS (default
             # 0.25-0.75: in the host set), against full attention and the static set alone on
             # the same cases
-        # RMODES: the modes, comma-separated; RTASKS the tasks
+        # RMODES: the modes, comma-separated; RTASKS the tasks; RSECS a run's seconds (each
+        # retrieval case builds its indexes: 100 cases a task at 16K and 32K ran within 150 s
+        # on the H100 machine; 150 a task at 16K did not finish in 60)
         IFS=, read -r -a modes <<<"${RMODES:-full,retrieval,retrieval --topk 0}"
         for len in ${RLENGTHS:-4096 16384}; do
             for a in "${modes[@]}"; do
                 tag=$(echo "$a" | tr -d ' -')
-                run "hybrid_${tag}_$len" ${RSECS:-60} --backend cuda --threads 16 --attention $a \
+                run "hybrid_${tag}_$len" ${RSECS:-150} --backend cuda --threads 16 --attention $a \
                     --task "${RTASKS:-passkey,kv}" --lengths $len \
                     --depths "${RDEPTHS:-0.25,0.5,0.75}" \
                     --cases $RCASES --show-misses \
