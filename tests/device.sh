@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device call, several of the GPU machine's scripts, one table at the end. From the
-# repository root, with build-devfull/app/loupe and .devlibs carried (tests/cuda/devlibs.sh):
+# repository root, with build-devfull/app/loupe (or build-devfull/xz/loupe.xz) and .devlibs
+# (or .devlibs.tar.xz) carried (tests/cuda/devlibs.sh):
 #
 #   tests/device.sh STAGE[:SECONDS]...
 #
@@ -73,6 +74,16 @@ W=$(mktemp -d /tmp/loupe-device.XXXXXX)
 mkdir -p "$OUT"
 trap 'tar -C "$W" -czf "$OUT/logs.tgz" . 2>/dev/null; rm -rf "$W"' EXIT
 [ -d .devlibs ] || { [ -f .devlibs.tar.xz ] && tar -xJf .devlibs.tar.xz; }
+# Binaries carried as xz (the tracked tree is ~36 MiB of the 64 MiB carry, the bundled model
+# most of it): build-devfull/xz/NAME.xz unpacks to build-devfull/app/loupe (NAME loupe) or
+# build-devfull/tests/cuda/NAME, over what is there.
+for x in build-devfull/xz/*.xz; do
+    [ -f "$x" ] || continue
+    n=$(basename "$x" .xz)
+    d=build-devfull/tests/cuda
+    [ "$n" = loupe ] && d=build-devfull/app
+    mkdir -p "$d" && xz -dc "$x" >"$d/$n" && chmod +x "$d/$n"
+done
 
 # One retr128k run of an alternation: retr_run O RUN SECONDS LABEL [NAME=VALUE...], the
 # assignments in its environment, its table into $O/summary.txt under "-- RUN: LABEL".
