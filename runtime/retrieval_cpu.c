@@ -729,13 +729,13 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
         r->p.nprobe = 16;
     /* The graphs' build k, queries and list cut where not given (rt_runner.h says why): a
      * 16th of the context within 64..1024 (a short context's keys are few, and large lists
-     * only cost there) over 2,048 sampled queries and the window's. */
+     * only cost there) over 4,096 queries. */
     if (r->p.build_k <= 0)
         r->p.build_k = c->n_ctx / 16 < 64     ? 64
                        : c->n_ctx / 16 > 1024 ? 1024
                                               : (int)(c->n_ctx / 16);
     if (r->p.build_queries <= 0)
-        r->p.build_queries = 2048;
+        r->p.build_queries = 4096;
     if (r->p.prune_nearest == 0)
         r->p.prune_nearest = r->p.build_k > 128 ? 128 : -1;
     r->n_layer = hp->n_layer;

@@ -110,13 +110,10 @@ typedef struct {
                                where a layer has at least twice as many query heads as threads,
                                else one; at most 4); the same results */
     int nprobe;             /* IVF lists probed; 0: 16 */
-    int64_t build_queries;  /* prefill queries per index, sampled evenly (0: 2,048; a shared
+    int64_t build_queries;  /* prefill queries per index, sampled evenly (0: 4,096; a shared
                                index takes its query heads' queries at a 1/group of that many
-                               positions), besides the queries of the window's positions. With
-                               a large build_k, 4,096 found as much as 16,384 with top-64
-                               lists; beside the window's, 2,048 and 1,024 as much as 4,096 on
-                               the bundled model's 128K and 32K vectors, for a third less kNN
-                               and pruning (docs/BENCHMARKS.md, "fewer build queries") */
+                               positions). With a large build_k, 4,096 find as much as 16,384
+                               with top-64 lists */
     int degree;             /* graph out-degree cap (16); 0: anns' default */
     int build_k;            /* graph: exact top-k per build query (0: a 16th of the context
                                within 64..1,024, 1,024 from 16K on). On the bundled model's

@@ -56,7 +56,7 @@
 #              LOUPE_KNN_CALLS=2: two GPU kNN calls of the graph build at once) and without,
 #              alternated on this tree's binary
 #   buildsplit bench_anns_build's 16 indexes as the runtime builds them at 128K (top-1,024 over
-#              4,096 queries, cut to 128), one build at a time (each GPU call's own wall, keys'
+#              6,144 queries, cut to 128), one build at a time (each GPU call's own wall, keys'
 #              upload and kernels), then four (carry build-devfull/tests/cuda/bench_anns_build)
 #   kprofile   Nsight Compute (ncu --clock-control none) over bench_anns_build's 2 indexes as the
 #              runtime builds them at 128K: the pruning kernels' and the wide kNN's launches, with
@@ -266,14 +266,14 @@ build_ab() {
     done
 }
 
-# The buildsplit stage: the default 128K build's GPU calls (top-1,024 over 4,096 queries, cut to
+# The buildsplit stage: the default 128K build's GPU calls (top-1,024 over 6,144 queries, cut to
 # 128, degree 16: the runtime's per index) with one build at a time, where no call shares the GPU
 # and each call's wall, keys' upload and kernels are its own, then with four at once.
 buildsplit() {
     local o=$1 secs=$2 c
     for c in 1 4; do
         timeout $((secs / 2)) build-devfull/tests/cuda/bench_anns_build --indexes 16 \
-            --concurrent "$c" --datasets 2 --degree 16 --build-queries 4096 --k 1024 \
+            --concurrent "$c" --datasets 2 --degree 16 --build-queries 6144 --k 1024 \
             --prune-nearest 128 --no-knn-compare --ef 128 --recall-indexes 1 --test 100 \
             >"$o/split_c$c.txt" 2>&1
         echo "-- bench_anns_build, $c build(s) at once (rc $?)" >>"$o/summary.txt"
@@ -287,7 +287,7 @@ kprofile() {
     local keep='^  [a-z_]+[<(]|Duration|Occupancy|Registers Per|Dynamic Shared|Block Limit'
     keep+='|Throughput|L2 Hit|Warp Cycles Per Issued|Executed Instructions  '
     ncu=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -n 1)
-    local -a args=(--indexes 2 --concurrent 1 --datasets 1 --degree 16 --build-queries 4096
+    local -a args=(--indexes 2 --concurrent 1 --datasets 1 --degree 16 --build-queries 6144
         --k 1024 --prune-nearest 128 --no-knn-compare --ef 128 --recall-indexes 1 --test 10)
     local knn='scores|best_of_chunk|select_sampled|select_topk|widen'
     for re in 'prune_long|prune_shared|prune_explicit' "$knn"; do
