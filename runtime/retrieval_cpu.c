@@ -40,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Host rows widened and attended at a time when a partial covers the whole host set: K and V of
  * 128 rows of head dim 128 in f32 take 128 KiB, within a core's L2 (and test_retrieval's host
@@ -782,6 +783,21 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     /* a build gathers the sampled queries and a window's tail queries; growth a log's worth */
     uint32_t gmax = r->cap_max + r->p.window > r->log_max ? r->cap_max + r->p.window : r->log_max;
     size_t topk = r->p.topk == 0 ? 1 : r->p.topk < r->n_ctx ? r->p.topk : r->n_ctx;
+    /* The query buffers grow with --static-max and --build-queries. Past the machine's memory
+     * an overcommitting kernel would hand them out and the first touch kill the process: said
+     * here instead. */
+    const double q_bytes =
+        ((double)r->n_layer * ((double)r->cap_max + r->log_max) * r->nq +
+         (double)r->n_threads * gmax * r->heads_per_index * r->hd) * sizeof(float);
+    const double phys = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    if (phys > 0 && q_bytes > phys) {
+        rt_retr_destroy(r);
+        return loupe_fail(err, LOUPE_ERR_NOMEM,
+                          "the retrieval state's query buffers would take %.1f GiB, more than "
+                          "this machine's %.1f GiB of memory (a smaller --static-max or "
+                          "--build-queries)",
+                          q_bytes / (1 << 30), phys / (1 << 30));
+    }
     r->cap = malloc((size_t)r->n_layer * r->cap_max * r->nq * sizeof *r->cap);
     r->log = malloc((size_t)r->n_layer * r->log_max * r->nq * sizeof *r->log);
     r->gmax = gmax;

@@ -308,13 +308,14 @@ int main(int argc, char **argv)
         p.retrieval.static_max = WINDOW;
         CHECK(rt_runner_create(m, &p, &r, &err) == LOUPE_ERR_INVALID && !r);
         CHECK(strstr(loupe_err_message(&err), "window") != NULL);
-        /* a static tail too large to buffer: an error, not a crash (a failed create destroys
-           what it made, with later buffers never allocated) */
+        /* a static tail too large to buffer (terabytes of queries): an error that says so,
+           not a crash, whatever the kernel's overcommit policy */
         script_params(&p, RT_ATTN_RETRIEVAL, 10);
         p.retrieval.static_max = 1u << 31;
         loupe_status big = rt_runner_create(m, &p, &r, &err);
         CHECK_MSG(big == LOUPE_ERR_NOMEM && !r, "--static-max 2^31 gave status %d: %s",
                   (int)big, loupe_err_message(&err));
+        CHECK(strstr(loupe_err_message(&err), "--static-max") != NULL);
         /* --backend cuda without a usable device: refused with a reason, whether the build has
            no CUDA (UNSUPPORTED) or the machine has no GPU (GPU); with a GPU it co-executes. */
         if (!rt_cuda_available()) {
