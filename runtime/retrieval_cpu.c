@@ -179,6 +179,12 @@ static ann_index *index_of(const rt_retr *r, uint32_t il, uint32_t h)
     return r->index[(size_t)il * r->n_index + h / r->heads_per_index];
 }
 
+/* Thread tid's seed buffer: task_max heads' seeds, (1 + ring.lags) · topk each at most. */
+static int32_t *thread_seeds(const rt_retr *r, int tid)
+{
+    return r->seeds + (size_t)tid * r->task_max * (1 + r->ring.lags) * r->p.topk;
+}
+
 /* An exploring step's verdict on the steps back (host_partials): each search x of the task
  * (params one[x], n_par of them; apart: one a query head, else one for all nh) that ran seeded
  * from every step back, rows0[x] its context's rows before it, results ids/sc/nf, runs again
@@ -193,7 +199,7 @@ static void judge_steps_back(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint
     const uint32_t topk = r->p.topk, hd = r->hd, n_host = r->host_end - r->sinks;
     const size_t slot = (size_t)il * r->n_head + h0;
     const bool apart = n_par > 1;
-    int32_t *seeds = r->seeds + (size_t)tid * r->task_max * (1 + r->ring.lags) * topk;
+    int32_t *seeds = thread_seeds(r, tid);
     int32_t *bid = r->bids + (size_t)tid * r->task_max * topk;
     float *bsc = r->bscores + (size_t)tid * r->task_max * topk;
     for (int x = 0; x < n_par; x++) {
@@ -273,7 +279,7 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
     const int n_par = apart ? (int)nh : 1;
     uint64_t cold = 0, n_seeds = 0;
     const size_t seed_max = (size_t)(1 + r->ring.lags) * topk; /* a head's seeds at most */
-    int32_t *seeds = r->seeds + (size_t)tid * r->task_max * seed_max;
+    int32_t *seeds = thread_seeds(r, tid);
     for (int x = 0; x < n_par; x++) {
         ann_search_params *px = &one[x];
         *px = sp;
@@ -296,7 +302,7 @@ static void host_partials(rt_retr *r, int tid, uint32_t il, uint32_t h0, uint32_
             px->seeds = mine;
             for (uint32_t j = j0; j < j1; j++)
                 px->n_seeds += rt_seed_ring_seeds(
-                    &r->ring, il, slot + j, rt_seed_ring_lags(&r->ring, il, slot + j, explore),
+                    &r->ring, il, slot + j, rt_seed_ring_lags(&r->ring, slot + j, explore),
                     n_host, mine + px->n_seeds);
         }
         if (px->n_seeds == 0) {
@@ -786,9 +792,10 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
     /* The query buffers grow with --static-max and --build-queries. Past the machine's memory
      * an overcommitting kernel would hand them out and the first touch kill the process: said
      * here instead. */
-    const double q_bytes =
-        ((double)r->n_layer * ((double)r->cap_max + r->log_max) * r->nq +
-         (double)r->n_threads * gmax * r->heads_per_index * r->hd) * sizeof(float);
+    const size_t cap_n = (size_t)r->n_layer * r->cap_max * r->nq;
+    const size_t log_n = (size_t)r->n_layer * r->log_max * r->nq;
+    const size_t gather_n = (size_t)r->n_threads * gmax * r->heads_per_index * r->hd;
+    const double q_bytes = ((double)cap_n + (double)log_n + (double)gather_n) * sizeof(float);
     const double phys = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
     if (phys > 0 && q_bytes > phys) {
         rt_retr_destroy(r);
@@ -798,11 +805,10 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
                           "--build-queries)",
                           q_bytes / (1 << 30), phys / (1 << 30));
     }
-    r->cap = malloc((size_t)r->n_layer * r->cap_max * r->nq * sizeof *r->cap);
-    r->log = malloc((size_t)r->n_layer * r->log_max * r->nq * sizeof *r->log);
+    r->cap = malloc(cap_n * sizeof *r->cap);
+    r->log = malloc(log_n * sizeof *r->log);
     r->gmax = gmax;
-    r->gather = malloc((size_t)r->n_threads * gmax * r->heads_per_index * r->hd *
-                       sizeof *r->gather);
+    r->gather = malloc(gather_n * sizeof *r->gather);
     r->keys = calloc((size_t)r->n_layer * r->n_kv, sizeof *r->keys);
     r->skeys = calloc((size_t)r->n_layer * r->n_kv, sizeof *r->skeys);
     r->index = calloc((size_t)r->n_layer * r->n_index, sizeof *r->index);
@@ -842,8 +848,7 @@ loupe_status rt_retr_create(rt_ctx *c, rt_attn_mode mode, const rt_retrieval_par
         rt_retr_destroy(r);
         return loupe_fail(err, LOUPE_ERR_NOMEM,
                           "out of memory for the retrieval state (%.1f MiB of query buffers)",
-                          (double)((size_t)r->n_layer * (r->cap_max + r->log_max) * r->nq * 4) /
-                              (1 << 20));
+                          q_bytes / (1 << 20));
     }
     reset_task_order(r);
     for (size_t i = 0; i < (size_t)r->n_threads * r->ilv_max; i++) {

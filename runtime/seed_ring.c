@@ -112,9 +112,9 @@ bool rt_seed_ring_explores(const rt_seed_ring *s, uint32_t il)
     return s->explore_in[il] == 0;
 }
 
-uint32_t rt_seed_ring_lags(const rt_seed_ring *s, uint32_t il, size_t slot, bool explore)
+uint32_t rt_seed_ring_lags(const rt_seed_ring *s, size_t slot, bool explore)
 {
-    return explore || s->head_lags[slot] > s->len[il] ? s->len[il] : s->head_lags[slot];
+    return explore ? s->lags : s->head_lags[slot];
 }
 
 int rt_seed_ring_seeds(const rt_seed_ring *s, uint32_t il, size_t slot, uint32_t lags,

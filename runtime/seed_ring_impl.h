@@ -65,9 +65,9 @@ int *rt_seed_ring_count(const rt_seed_ring *s, uint32_t pl, size_t slot);
 /* Whether layer il's next one-token step explores: every head seeds from every step back, and
  * its searches are repeated from the newest step's seeds alone to judge them. */
 bool rt_seed_ring_explores(const rt_seed_ring *s, uint32_t il);
-/* The steps back query head `slot` seeds from at layer il's next one-token step: all the ring
- * holds when exploring, else its verdict's (1 or all), at most what the ring holds. */
-uint32_t rt_seed_ring_lags(const rt_seed_ring *s, uint32_t il, size_t slot, bool explore);
+/* The steps back query head `slot` seeds from at a one-token step: all of them when exploring,
+ * else its verdict's (1 or all); rt_seed_ring_seeds takes what its layer's ring holds of them. */
+uint32_t rt_seed_ring_lags(const rt_seed_ring *s, size_t slot, bool explore);
 /* Query head `slot`'s seeds from its `lags` nearest steps back (1: the newest alone) into out
  * (at most (1 + lags) · topk): the newest step's results, and the key `lag` after each result
  * of the step `lag` back; ids at or past n_host left out. Returns how many. */

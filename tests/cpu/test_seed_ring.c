@@ -73,7 +73,7 @@ int main(void)
     CHECK(s.lags == LAGS);
     rt_seed_ring_start(&s, 0, LAGS);
     CHECK(rt_seed_ring_explores(&s, 0));
-    CHECK(rt_seed_ring_lags(&s, 0, 0, true) == LAGS);
+    CHECK(rt_seed_ring_lags(&s, 0, true) == LAGS);
     const struct {
         int gain;
         int64_t rows;
@@ -89,11 +89,11 @@ int main(void)
     };
     for (size_t i = 0; i < sizeof verdicts / sizeof *verdicts; i++) {
         rt_seed_ring_judge(&s, 0, verdicts[i].gain, verdicts[i].rows);
-        CHECK_MSG(rt_seed_ring_lags(&s, 0, 0, false) == verdicts[i].lags,
+        CHECK_MSG(rt_seed_ring_lags(&s, 0, false) == verdicts[i].lags,
                   "gain %d for %lld rows: %u steps back, expected %u", verdicts[i].gain,
-                  (long long)verdicts[i].rows, rt_seed_ring_lags(&s, 0, 0, false),
+                  (long long)verdicts[i].rows, rt_seed_ring_lags(&s, 0, false),
                   verdicts[i].lags);
-        CHECK(rt_seed_ring_lags(&s, 0, 0, true) == LAGS); /* exploring: all of them */
+        CHECK(rt_seed_ring_lags(&s, 0, true) == LAGS); /* exploring: all of them */
     }
 
     /* 6. the seeds: from the newest step alone, its list and the keys after it; from two steps
