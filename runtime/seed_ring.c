@@ -35,7 +35,21 @@ static void reset_head_lags(rt_seed_ring *s)
         first = FIRST_EXPLORE;
     for (uint32_t l = 0; l < s->n_layer; l++)
         s->explore_in[l] = first - 1;
+    memset(s->steps, 0, s->n_layer * sizeof *s->steps);
     memset(s->head_lags, 1, (size_t)s->n_layer * s->n_head);
+}
+
+/* Steps after layer il's exploring step until its next: the layers take turns, layer il in
+ * phase il · explore_every / n_layer of the period, so that an exploring step's second search
+ * (~3× a plain step's rows on random weights) falls on a few layers of each token rather than
+ * on every layer of every explore_every-th token; a layer that explored out of its phase (the
+ * first after a start or a batch) waits at least half a period. */
+static uint32_t steps_to_phase(const rt_seed_ring *s, uint32_t il)
+{
+    const uint32_t E = s->explore_every;
+    const uint32_t off = (uint32_t)((uint64_t)il * E / s->n_layer);
+    const uint32_t in = (E - (s->steps[il] + off) % E) % E;
+    return in < E / 2 ? in + E : in;
 }
 
 loupe_status rt_seed_ring_init(rt_seed_ring *s, uint32_t n_layer, uint32_t n_head, uint32_t topk,
@@ -57,8 +71,10 @@ loupe_status rt_seed_ring_init(rt_seed_ring *s, uint32_t n_layer, uint32_t n_hea
     s->newest = calloc(n_layer, sizeof *s->newest);
     s->len = calloc(n_layer, sizeof *s->len);
     s->explore_in = malloc(n_layer * sizeof *s->explore_in);
+    s->steps = malloc(n_layer * sizeof *s->steps);
     s->head_lags = malloc((size_t)n_layer * n_head * sizeof *s->head_lags);
-    if (!s->ids || !s->n || !s->newest || !s->len || !s->explore_in || !s->head_lags) {
+    if (!s->ids || !s->n || !s->newest || !s->len || !s->explore_in || !s->steps ||
+        !s->head_lags) {
         const double mib = (double)(s->lags * s->plane_ids * sizeof *s->ids) / (1 << 20);
         rt_seed_ring_free(s); /* keeps lags: the caller sizes its seed buffers by it */
         return loupe_fail(err, LOUPE_ERR_NOMEM,
@@ -75,10 +91,11 @@ void rt_seed_ring_free(rt_seed_ring *s)
     free(s->newest);
     free(s->len);
     free(s->explore_in);
+    free(s->steps);
     free(s->head_lags);
     s->ids = NULL;
     s->n = NULL;
-    s->newest = s->len = s->explore_in = NULL;
+    s->newest = s->len = s->explore_in = s->steps = NULL;
     s->head_lags = NULL;
 }
 
@@ -212,9 +229,10 @@ int rt_seed_ring_keep_plane(const rt_seed_ring *s, uint32_t il, size_t t, size_t
 void rt_seed_ring_advance(rt_seed_ring *s, uint32_t il, size_t B)
 {
     const uint32_t kept = kept_tokens(s, B);
+    s->steps[il]++;
     s->explore_in[il] = B > 1 && kept > 1 ? 0
                         : s->explore_in[il] ? s->explore_in[il] - 1
-                                            : s->explore_every - 1;
+                                            : steps_to_phase(s, il);
     s->newest[il] = (s->newest[il] + kept) % s->lags;
     s->len[il] = B > 1 ? kept : s->len[il] < s->lags ? s->len[il] + 1 : s->lags;
 }

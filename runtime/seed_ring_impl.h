@@ -12,7 +12,8 @@
  *
  * The steps back pay only in heads that copy runs of the context; elsewhere their seeds are keys
  * the search would not have scored (on random ids, 60% more rows at 16K). Every explore_every-th
- * step of a layer (the first sooner: rt_seed_ring_start, rt_seed_ring_clear) seeds every head
+ * step of a layer (the first sooner: rt_seed_ring_start, rt_seed_ring_clear; the layers in turn,
+ * a few each token) seeds every head
  * from all the steps back and searches again from the newest step's seeds alone; until the next
  * such step a head uses the steps back only if they bought enough keys of the top k for the
  * rows they added (rt_seed_ring_judge). Counting the keys they gave instead kept them on random
@@ -44,6 +45,7 @@ typedef struct {
     uint32_t *newest;       /* (n_layer) the plane of the newest step's results */
     uint32_t *len;          /* (n_layer) planes holding results, newest first: 0 .. lags */
     uint32_t *explore_in;   /* (n_layer) steps until the layer's next exploring step (0: this) */
+    uint32_t *steps;        /* (n_layer) steps the layer took since the ring was cleared */
     uint8_t *head_lags;     /* (n_layer · n_head) steps back a head seeds from: 1 or lags */
 } rt_seed_ring;
 

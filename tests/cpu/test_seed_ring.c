@@ -3,7 +3,8 @@
  * one seeded from the newest step alone (keys of the two lists' best k that only it found), the
  * verdict a gain and a row cost give (random weights: the steps back gave keys, which the rule
  * before counted, but the search from the newest step found them too at half the rows), and the
- * seeds a verdict hands a search. Hand-made lists, one layer and one head.
+ * seeds a verdict hands a search, and the layers' turns at exploring. Hand-made lists, one
+ * layer and one head (32 layers for the turns).
  */
 #include <math.h>
 #include <stdlib.h>
@@ -115,6 +116,43 @@ int main(void)
     CHECK(found == 1);
     CHECK(rt_seed_ring_seeds(&s, 0, 0, LAGS + 5, N_HOST, out) == (1 + LAGS) * TOPK - 1);
 
+    rt_seed_ring_free(&s);
+
+    /* 7. the layers take turns exploring: 32 layers, every 16th step, after a start that makes
+     * every layer explore its first step. Then each layer's next exploring step comes within
+     * half a period to a period and a half, from there on exactly every 16th, and no token but
+     * the first has more than 32 / 16 layers exploring. */
+    enum { NL = 32, E = 16, STEPS = 80 };
+    CHECK(rt_seed_ring_init(&s, NL, 1, TOPK, LAGS, E, &err) == LOUPE_OK);
+    int last[NL], seen[NL];
+    for (uint32_t l = 0; l < NL; l++) {
+        rt_seed_ring_start(&s, l, LAGS);
+        last[l] = -1;
+        seen[l] = 0;
+    }
+    for (int t = 0; t < STEPS; t++) {
+        int exploring = 0;
+        for (uint32_t l = 0; l < NL; l++) {
+            if (rt_seed_ring_explores(&s, l)) {
+                exploring++;
+                const int gap = t - last[l];
+                if (seen[l] == 1)
+                    CHECK_MSG(gap > E / 2 && gap <= E + E / 2,
+                              "layer %u: second exploring step %d steps after the first", l,
+                              gap);
+                else if (seen[l] > 1)
+                    CHECK_MSG(gap == E, "layer %u explores %d steps after its last", l, gap);
+                last[l] = t;
+                seen[l]++;
+            }
+            rt_seed_ring_advance(&s, l, 1);
+        }
+        CHECK_MSG(t == 0 ? exploring == NL : exploring <= NL / E,
+                  "step %d: %d layers explore", t, exploring);
+    }
+    for (uint32_t l = 0; l < NL; l++)
+        CHECK_MSG(seen[l] >= STEPS / E, "layer %u explored %d times in %d steps", l, seen[l],
+                  STEPS);
     rt_seed_ring_free(&s);
     return test_summary("test_seed_ring");
 }
