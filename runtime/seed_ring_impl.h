@@ -13,12 +13,12 @@
  * The steps back pay only in heads that copy runs of the context; elsewhere their seeds are keys
  * the search would not have scored (on random ids, 60% more rows at 16K). Every explore_every-th
  * step of a layer (the first sooner: rt_seed_ring_start, rt_seed_ring_clear; the layers in turn,
- * a few each token) seeds every head
- * from all the steps back and searches again from the newest step's seeds alone; until the next
- * such step a head uses the steps back only if they bought enough keys of the top k for the
- * rows they added (rt_seed_ring_judge). Counting the keys they gave instead kept them on random
- * weights, where the search finds most of those keys anyway. Heads start without them; a head's
- * verdict outlives a turn (what a head does is the model's, not the text's).
+ * a few each token) seeds every head from all the steps back and searches again from the
+ * newest step's seeds alone; until the next such step a head uses the steps back only if they
+ * bought enough keys of the top k for the rows they added (rt_seed_ring_judge). Counting the
+ * keys they gave instead kept them on random weights, where the search finds most of those keys
+ * anyway. Heads start without them; a head's verdict outlives a turn (what a head does is the
+ * model's, not the text's).
  *
  * Steps: a one-token step keeps its results in the plane after the newest; a batch of tokens
  * (consecutive positions, as one-token steps are) keeps its last `lags` tokens' and starts the
