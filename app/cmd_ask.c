@@ -71,9 +71,16 @@ static loupe_status count_overhead(const rt_tokenizer *tok, rt_chat_format fmt, 
 
 /* ==== Prefill progress ==================================================================== */
 
+/* The prompt's progress line, per phase (`what`: the sources' prefill, then in a retrieval mode
+ * the question's extension), shown once a phase passes a second, and in every phase after.
+ * `then`: what follows the sources' prefill inside the same call (the retrieval indexes' build),
+ * announced when the last token is in so that the wait is not silent. */
 typedef struct {
-    struct timespec start;
+    const char *what;
+    struct timespec start;  /* the phase's */
+    struct timespec all_in; /* when its last token was in (then's start) */
     bool shown;
+    const char *then;
 } ask_progress;
 
 static double since(const struct timespec *t0)
@@ -88,10 +95,14 @@ static bool on_progress(void *user, size_t done, size_t total)
     ask_progress *p = user;
     double s = since(&p->start);
     if (s > 1.0 || p->shown) {
-        fprintf(stderr, "\rloupe: prefill %zu/%zu tokens (%d%%), %.0f tokens/s", done, total,
+        fprintf(stderr, "\rloupe: %s %zu/%zu tokens (%d%%), %.0f tokens/s", p->what, done, total,
                 (int)(100.0 * (double)done / (double)total), (double)done / s);
-        if (done == total)
+        if (done == total) {
             fputc('\n', stderr);
+            if (p->then)
+                fprintf(stderr, "loupe: %s ...", p->then);
+            clock_gettime(CLOCK_MONOTONIC, &p->all_in);
+        }
         p->shown = true;
     }
     return true;
@@ -272,18 +283,33 @@ int cmd_ask(int argc, char **argv)
     for (size_t i = 0; i < ids.n; i++)
         rt_sampler_accept(smp, ids.ids[i]);
 
-    ask_progress prog = {.shown = false};
-    clock_gettime(CLOCK_MONOTONIC, &prog.start);
-    rt_runner_set_progress(c, on_progress, &prog);
     /* In a retrieval mode the sources are the context's prefill and the question extends it
      * through the retrieval path, as a follow-up question to a saved session would. */
+    const bool indexed = rt_runner_attention(c) != RT_ATTN_FULL;
     size_t n_pre = ids.n;
-    if (rt_runner_attention(c) != RT_ATTN_FULL &&
-        question_start(tok, question, &ids, &n_pre, &err))
+    if (indexed && question_start(tok, question, &ids, &n_pre, &err))
         goto fail;
-    if (rt_runner_prefill(c, ids.ids, n_pre, NULL, &err) ||
-        (n_pre < ids.n && rt_runner_prefill(c, ids.ids + n_pre, ids.n - n_pre, NULL, &err)))
+    ask_progress prog = {.what = "prefill", .then = indexed ? "building the indexes" : NULL};
+    loupe_status st_pre;
+    clock_gettime(CLOCK_MONOTONIC, &prog.start);
+    prog.all_in = prog.start;
+    rt_runner_set_progress(c, on_progress, &prog);
+    st_pre = rt_runner_prefill(c, ids.ids, n_pre, NULL, &err);
+    if (prog.shown && indexed) /* the wait after the last token (on the GPU the builds also
+                                  run beside the prefill's layers), or the line ended */
+        fprintf(stderr, st_pre ? "\n" : " %.1f s\n", since(&prog.all_in));
+    if (st_pre)
         goto fail;
+    if (n_pre < ids.n) { /* the question: a phase of its own */
+        prog.what = "question";
+        prog.then = NULL;
+        clock_gettime(CLOCK_MONOTONIC, &prog.start);
+        if (rt_runner_prefill(c, ids.ids + n_pre, ids.n - n_pre, NULL, &err))
+            goto fail;
+    }
+    /* The answer's tokens go through the runner one by one: in a retrieval mode each is a
+     * one-token extension, which would report progress between the answer's words. */
+    rt_runner_set_progress(c, NULL, NULL);
 
     rt_detok_state ds;
     rt_detok_init(&ds);

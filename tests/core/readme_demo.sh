@@ -10,4 +10,18 @@ key=$(sed -n 's/.*the key \([0-9a-f]*\)?.*/\1/p' <<<"$cmd")
 want=$(sed -n "s/^$key: //p" tests/models/demo/vault.txt)
 got=$("$loupe" ask tests/models/demo/ -q "What is the value for the key $key?" --temp 0 2>/dev/null)
 echo "key $key: want '$want', got '$got'"
-[ -n "$want" ] && [ "$got" = "$want" ]
+[ -n "$want" ] && [ "$got" = "$want" ] || exit 1
+# The same through retrieval attention: the same answer, and stderr's progress is the sources'
+# prefill, the indexes' build and the question's extension only (the answer's tokens, each a
+# one-token extension of the context there, once reported "prefill 1/1" between its words).
+err=$(mktemp)
+trap 'rm -f "$err"' EXIT
+got=$("$loupe" ask tests/models/demo/ -q "What is the value for the key $key?" --temp 0 \
+    --attention retrieval 2>"$err")
+echo "retrieval: got '$got'"
+tr '\r' '\n' <"$err" | grep -v '^$' | tail -n 3
+[ "$got" = "$want" ] || exit 1
+if tr '\r' '\n' <"$err" | grep -qE '(prefill|question) 1/1 '; then
+    echo "FAIL: progress reported for the answer's tokens"
+    exit 1
+fi
