@@ -289,14 +289,18 @@ int cmd_ask(int argc, char **argv)
     size_t n_pre = ids.n;
     if (indexed && question_start(tok, question, &ids, &n_pre, &err))
         goto fail;
-    ask_progress prog = {.what = "prefill", .then = indexed ? "building the indexes" : NULL};
+    const rt_attn_mode mode = rt_runner_attention(c);
+    ask_progress prog = {.what = "prefill",
+                         .then = mode == RT_ATTN_RETRIEVAL || mode == RT_ATTN_IVF
+                                     ? "building the indexes" /* flat has none */
+                                     : NULL};
     loupe_status st_pre;
     clock_gettime(CLOCK_MONOTONIC, &prog.start);
     prog.all_in = prog.start;
     rt_runner_set_progress(c, on_progress, &prog);
     st_pre = rt_runner_prefill(c, ids.ids, n_pre, NULL, &err);
-    if (prog.shown && indexed) /* the wait after the last token (on the GPU the builds also
-                                  run beside the prefill's layers), or the line ended */
+    if (prog.shown && prog.then) /* the wait after the last token (on the GPU the builds also
+                                    run beside the prefill's layers), or the line ended */
         fprintf(stderr, st_pre ? "\n" : " %.1f s\n", since(&prog.all_in));
     if (st_pre)
         goto fail;
