@@ -285,23 +285,25 @@ int cmd_ask(int argc, char **argv)
 
     /* In a retrieval mode the sources are the context's prefill and the question extends it
      * through the retrieval path, as a follow-up question to a saved session would. */
-    const bool indexed = rt_runner_attention(c) != RT_ATTN_FULL;
-    size_t n_pre = ids.n;
-    if (indexed && question_start(tok, question, &ids, &n_pre, &err))
-        goto fail;
     const rt_attn_mode mode = rt_runner_attention(c);
+    size_t n_pre = ids.n;
+    if (mode != RT_ATTN_FULL && question_start(tok, question, &ids, &n_pre, &err))
+        goto fail;
     ask_progress prog = {.what = "prefill",
                          .then = mode == RT_ATTN_RETRIEVAL || mode == RT_ATTN_IVF
                                      ? "building the indexes" /* flat has none */
                                      : NULL};
-    loupe_status st_pre;
     clock_gettime(CLOCK_MONOTONIC, &prog.start);
     prog.all_in = prog.start;
     rt_runner_set_progress(c, on_progress, &prog);
-    st_pre = rt_runner_prefill(c, ids.ids, n_pre, NULL, &err);
-    if (prog.shown && prog.then) /* the wait after the last token (on the GPU the builds also
-                                    run beside the prefill's layers), or the line ended */
-        fprintf(stderr, st_pre ? "\n" : " %.1f s\n", since(&prog.all_in));
+    const loupe_status st_pre = rt_runner_prefill(c, ids.ids, n_pre, NULL, &err);
+    if (prog.shown && prog.then) { /* the wait after the last token (on the GPU the builds also
+                                      run beside the prefill's layers), or the line ended */
+        if (st_pre)
+            fputc('\n', stderr);
+        else
+            fprintf(stderr, " %.1f s\n", since(&prog.all_in));
+    }
     if (st_pre)
         goto fail;
     if (n_pre < ids.n) { /* the question: a phase of its own */
