@@ -925,11 +925,18 @@ static void drop_indexes(rt_retr *r)
     }
 }
 
-void rt_retr_reset(rt_retr *r)
+/* The indexes dropped and the context's hooks removed: what a reset and a destroy share (a
+ * destroy after a failed create must not touch the buffers a reset clears). */
+static void detach(rt_retr *r)
 {
     drop_indexes(r);
     r->c->q_hook = NULL;
     r->c->attend_hook = NULL;
+}
+
+void rt_retr_reset(rt_retr *r)
+{
+    detach(r);
     r->sealed = false;
     r->sinks = r->host_end = 0;
     r->n_cap = r->prefill_n = 0;
@@ -944,10 +951,7 @@ void rt_retr_destroy(rt_retr *r)
 {
     if (!r)
         return;
-    /* not rt_retr_reset: after a failed create its buffers may be missing */
-    drop_indexes(r);
-    r->c->q_hook = NULL;
-    r->c->attend_hook = NULL;
+    detach(r); /* not rt_retr_reset: after a failed create its buffers may be missing */
     if (r->sctx)
         for (size_t i = 0; i < (size_t)r->n_threads * r->ilv_max; i++)
             ann_search_ctx_destroy(r->sctx[i]);
